@@ -1,0 +1,2 @@
+//! `qemu up | bench`: boots the appliance image under QEMU with the emulated fabric.
+fn main() {}

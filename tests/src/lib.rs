@@ -1,0 +1,1 @@
+//! End-to-end tests: build the image, boot it in QEMU, drive it through its console, API and QMP.

@@ -132,8 +132,14 @@ pub struct NvmeIdentity {
 /// Something the host saw happen on its own (a uevent, a SMART warning, a link going down).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostObservation {
-    DeviceAdded { address: PciAddress, slot: Option<u32> },
-    DeviceRemoved { address: PciAddress, slot: Option<u32> },
+    DeviceAdded {
+        address: PciAddress,
+        slot: Option<u32>,
+    },
+    DeviceRemoved {
+        address: PciAddress,
+        slot: Option<u32>,
+    },
     /// NVMe SMART critical-warning bits became non-zero (or changed).
     NvmeCriticalWarning { address: PciAddress, bits: u8 },
     /// An RDMA or Ethernet port's link state changed.
@@ -147,7 +153,12 @@ pub trait Host: Send + Sync {
     /// Waits until no device is present in `slot`.
     fn wait_for_removal(&self, slot: u32, timeout: Duration) -> Result<(), HostError>;
     /// Binds `address` to `driver` and waits until the kernel shows it bound.
-    fn bind(&self, address: PciAddress, driver: DriverChoice, timeout: Duration) -> Result<(), HostError>;
+    fn bind(
+        &self,
+        address: PciAddress,
+        driver: DriverChoice,
+        timeout: Duration,
+    ) -> Result<(), HostError>;
     /// Identify Controller of an NVMe device bound to the nvme driver.
     fn identify_nvme(&self, address: PciAddress) -> Result<NvmeIdentity, HostError>;
     /// Devices currently present in hotplug slots.
@@ -164,11 +175,22 @@ pub enum FabricError {
     #[error("fabric has no port {port}")]
     UnknownPort { port: u16 },
     #[error("switch refused {operation} of {device} at port {port}: {reason}")]
-    Refused { operation: &'static str, device: String, port: u16, reason: String },
+    Refused {
+        operation: &'static str,
+        device: String,
+        port: u16,
+        reason: String,
+    },
     #[error("fabric link {operation} failed: {reason}")]
-    Link { operation: &'static str, reason: String },
+    Link {
+        operation: &'static str,
+        reason: String,
+    },
     #[error("fabric link timed out after {timeout_ms} ms during {operation}")]
-    Timeout { operation: &'static str, timeout_ms: u64 },
+    Timeout {
+        operation: &'static str,
+        timeout_ms: u64,
+    },
 }
 
 /// Errors of the host side.
@@ -182,9 +204,17 @@ pub enum HostError {
         source: std::io::Error,
     },
     #[error("{path} holds {value:?}, which is not {expected}")]
-    BadValue { path: String, value: String, expected: &'static str },
+    BadValue {
+        path: String,
+        value: String,
+        expected: &'static str,
+    },
     #[error("timed out after {timeout_ms} ms waiting for {what}")]
     Timeout { what: String, timeout_ms: u64 },
     #[error("{operation} on {address}: {reason}")]
-    Device { operation: &'static str, address: PciAddress, reason: String },
+    Device {
+        operation: &'static str,
+        address: PciAddress,
+        reason: String,
+    },
 }

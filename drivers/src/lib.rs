@@ -3,13 +3,33 @@
 //!
 //! `drivers` never sees a domain type of the appliance: it speaks of PCI addresses, slots, pool
 //! devices and ports.
+//!
+//! - [`fabric`]: the agreed [`Fabric`] and [`Host`] traits; [`serial_fabric`] the switch link.
+//! - [`linux::LinuxHost`]: [`Host`] on the real kernel, built from the modules below.
+//! - [`pci`] (sysfs devices, slots, power, remove/rescan, bind), [`uevent`] (netlink listener,
+//!   parser, async stream), [`nvme`] (admin commands over io_uring / ioctl, Identify, SMART, read
+//!   probe), [`rdma`] (sysfs ports, rxe links over RDMA netlink, link up), [`mount`]
+//!   (mount/unmount verified in mountinfo, mkfs), [`watchdog`], [`sysfs`] (attribute helpers).
+//! - [`selftest::run_in_guest`]: the real-kernel tests run inside the QEMU guest.
+//!
+//! Every sysfs, /dev and /proc path is built from a root passed in, so tests run on fake trees
+//! (tests/fixtures: recorded in the QEMU guest, on the build host, or written by hand).
 
 pub mod fabric;
-pub mod serial_fabric;
+pub mod linux;
+pub mod mount;
+pub mod nvme;
+pub mod pci;
 pub mod pci_address;
+pub mod rdma;
+pub mod selftest;
+pub mod serial_fabric;
+pub mod sysfs;
+pub mod uevent;
+pub mod watchdog;
 
 pub use fabric::{
-    ClassCode, DriverChoice, Fabric, FabricError, FabricPort, Host, HostDevice, HostError, HostObservation,
-    Inventory, NvmeIdentity, PoolDevice,
+    ClassCode, DriverChoice, Fabric, FabricError, FabricPort, Host, HostDevice, HostError,
+    HostObservation, Inventory, NvmeIdentity, PoolDevice,
 };
 pub use pci_address::PciAddress;

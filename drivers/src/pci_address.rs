@@ -26,10 +26,19 @@ impl FromStr for PciAddress {
     type Err = ParsePciAddressError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let fail = |reason| ParsePciAddressError { text: text.to_string(), reason };
-        let (domain, rest) = text.split_once(':').ok_or_else(|| fail("missing ':' after domain"))?;
-        let (bus, rest) = rest.split_once(':').ok_or_else(|| fail("missing ':' after bus"))?;
-        let (device, function) = rest.split_once('.').ok_or_else(|| fail("missing '.' before function"))?;
+        let fail = |reason| ParsePciAddressError {
+            text: text.to_string(),
+            reason,
+        };
+        let (domain, rest) = text
+            .split_once(':')
+            .ok_or_else(|| fail("missing ':' after domain"))?;
+        let (bus, rest) = rest
+            .split_once(':')
+            .ok_or_else(|| fail("missing ':' after bus"))?;
+        let (device, function) = rest
+            .split_once('.')
+            .ok_or_else(|| fail("missing '.' before function"))?;
         let field = |s: &str, width: usize| {
             if s.len() != width || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(fail("a field has the wrong width or a non-hex digit"));
@@ -51,7 +60,11 @@ impl FromStr for PciAddress {
 
 impl fmt::Display for PciAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04x}:{:02x}:{:02x}.{:x}", self.domain, self.bus, self.device, self.function)
+        write!(
+            f,
+            "{:04x}:{:02x}:{:02x}.{:x}",
+            self.domain, self.bus, self.device, self.function
+        )
     }
 }
 
@@ -63,8 +76,18 @@ mod tests {
     fn round_trips_and_refuses_garbage() {
         let a: PciAddress = "0000:01:1f.7".parse().expect("valid address");
         assert_eq!(a.to_string(), "0000:01:1f.7");
-        for bad in ["", "0000:01:00", "0000:1:00.0", "0000:01:20.0", "0000:01:00.8", "zzzz:01:00.0"] {
-            assert!(bad.parse::<PciAddress>().is_err(), "{bad:?} must be refused");
+        for bad in [
+            "",
+            "0000:01:00",
+            "0000:1:00.0",
+            "0000:01:20.0",
+            "0000:01:00.8",
+            "zzzz:01:00.0",
+        ] {
+            assert!(
+                bad.parse::<PciAddress>().is_err(),
+                "{bad:?} must be refused"
+            );
         }
     }
 }

@@ -1,0 +1,426 @@
+//! [`LinuxHost`]: the [`Host`] trait on the real kernel (sysfs, uevents, NVMe admin commands),
+//! every path under an injectable root.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use tracing::{info_span, warn};
+
+use crate::nvme::{NvmeController, NvmeError};
+use crate::pci::{PciBus, PciDevice, PciError};
+use crate::sysfs::{self, SysfsError};
+use crate::uevent::{DeviceEvent, Uevent, UeventAction, UeventListener};
+use crate::{DriverChoice, Host, HostDevice, HostError, HostObservation, NvmeIdentity, PciAddress};
+
+/// A wait for a device re-reads sysfs at least this often even without a uevent, in case the
+/// socket overflowed (ENOBUFS) and the event was lost.
+pub const RECHECK_MS: u64 = 1000;
+/// How long identify waits for a just-bound NVMe controller to finish its reset and go live.
+pub const NVME_LIVE_TIMEOUT_MS: u64 = 30_000;
+
+impl From<PciError> for HostError {
+    fn from(error: PciError) -> HostError {
+        match error {
+            PciError::Vanished { address, path } => HostError::Device {
+                operation: "read",
+                address,
+                reason: format!("vanished ({path} missing)"),
+            },
+            PciError::NoDriver {
+                address,
+                driver,
+                path,
+            } => HostError::Device {
+                operation: "bind",
+                address,
+                reason: format!("driver {driver} not loaded ({path})"),
+            },
+            PciError::BindTimeout {
+                address,
+                driver,
+                actual,
+                timeout_ms,
+            } => HostError::Timeout {
+                what: format!("{address} bound to {driver} (bound to {actual:?})"),
+                timeout_ms,
+            },
+            other => sysfs_to_host(&other),
+        }
+    }
+}
+
+/// Flattens an error chain into a HostError that names the path and value.
+fn sysfs_to_host(error: &PciError) -> HostError {
+    let operation = "sysfs";
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(inner) = source {
+        if let Some(sysfs_error) = inner.downcast_ref::<SysfsError>() {
+            return match sysfs_error {
+                SysfsError::Read { path, source } | SysfsError::List { path, source } => {
+                    HostError::Io {
+                        operation,
+                        path: path.clone(),
+                        source: std::io::Error::new(source.kind(), error.to_string()),
+                    }
+                }
+                SysfsError::Write { path, source, .. } => HostError::Io {
+                    operation,
+                    path: path.clone(),
+                    source: std::io::Error::new(source.kind(), error.to_string()),
+                },
+                SysfsError::Parse {
+                    path,
+                    value,
+                    expected,
+                } => HostError::BadValue {
+                    path: path.clone(),
+                    value: value.clone(),
+                    expected,
+                },
+                SysfsError::TooLong { path, bytes } => HostError::BadValue {
+                    path: path.clone(),
+                    value: format!("{bytes} bytes"),
+                    expected: "a sysfs attribute",
+                },
+            };
+        }
+        source = inner.source();
+    }
+    HostError::Io {
+        operation,
+        path: String::new(),
+        source: std::io::Error::other(error.to_string()),
+    }
+}
+
+/// The host side on the real kernel.
+#[derive(Debug)]
+pub struct LinuxHost {
+    root: PathBuf,
+    pci: PciBus,
+    observing: AtomicBool,
+}
+
+impl LinuxHost {
+    /// `root` is "/" in production; every path is `root.join("sys/...")` / `root.join("dev/...")`.
+    pub fn new(root: &Path) -> Result<LinuxHost, HostError> {
+        let devices = sysfs::under(root, "sys/bus/pci/devices");
+        if !devices.is_dir() {
+            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory");
+            return Err(HostError::Io {
+                operation: "open PCI bus",
+                path: devices.display().to_string(),
+                source,
+            });
+        }
+        Ok(LinuxHost {
+            root: root.to_path_buf(),
+            pci: PciBus::new(root),
+            observing: AtomicBool::new(false),
+        })
+    }
+
+    pub fn pci(&self) -> &PciBus {
+        &self.pci
+    }
+
+    fn host_device(&self, device: &PciDevice, slot: Option<u32>) -> HostDevice {
+        HostDevice {
+            address: device.address,
+            slot,
+            vendor_id: device.vendor_id,
+            device_id: device.device_id,
+            class: device.class,
+            driver: device.driver.clone(),
+        }
+    }
+
+    /// The first function present in slot `slot`, if any.
+    fn in_slot(&self, slot: u32) -> Result<Option<HostDevice>, HostError> {
+        let slot_info = self.pci.slot(&slot.to_string())?;
+        let mut devices = self.pci.devices_in_slot(&slot_info)?;
+        devices.sort_by_key(|d| d.address);
+        Ok(devices.first().map(|d| self.host_device(d, Some(slot))))
+    }
+
+    /// Waits until `done` returns a value, re-checking on every PCI uevent and at least every
+    /// [`RECHECK_MS`]. Without a uevent socket (a fake root) it re-checks every RECHECK_MS only.
+    fn wait_for<T>(
+        &self,
+        what: String,
+        timeout: Duration,
+        mut done: impl FnMut() -> Result<Option<T>, HostError>,
+    ) -> Result<T, HostError> {
+        let listener = if self.root == Path::new("/") {
+            UeventListener::open().ok()
+        } else {
+            None
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = done()? {
+                return Ok(value);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(HostError::Timeout {
+                    what,
+                    timeout_ms: timeout.as_millis() as u64,
+                });
+            }
+            let slice = left.min(Duration::from_millis(RECHECK_MS));
+            match &listener {
+                Some(l) => match l.recv_timeout(slice) {
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "uevent receive failed; re-reading sysfs"),
+                },
+                None => std::thread::sleep(slice),
+            }
+        }
+    }
+
+    /// Waits until the NVMe controller of `address` is live (its char device refuses opens with
+    /// EAGAIN while the driver is still resetting it); returns its char device.
+    pub fn wait_nvme_live(
+        &self,
+        address: PciAddress,
+        timeout: Duration,
+    ) -> Result<PathBuf, HostError> {
+        let path = self.nvme_char_device(address)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let state = self
+            .pci
+            .device_dir(address)
+            .join("nvme")
+            .join(name)
+            .join("state");
+        let live = || match sysfs::read_optional(&state) {
+            Ok(value) => Ok((value.as_deref() == Some("live")).then_some(())),
+            Err(e) => Err(HostError::Io {
+                operation: "read NVMe controller state",
+                path: state.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            }),
+        };
+        self.wait_for(
+            format!("NVMe controller of {address} live ({})", state.display()),
+            timeout,
+            live,
+        )?;
+        Ok(path)
+    }
+
+    /// The controller char device (`dev/nvmeN`) of an NVMe function bound to the nvme driver.
+    pub fn nvme_char_device(&self, address: PciAddress) -> Result<PathBuf, HostError> {
+        let dir = self.pci.device_dir(address).join("nvme");
+        let names = sysfs::list(&dir).map_err(|e| HostError::Device {
+            operation: "find NVMe controller",
+            address,
+            reason: format!(
+                "{e}: {}",
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            ),
+        })?;
+        let name = names
+            .into_iter()
+            .find(|n| n.starts_with("nvme"))
+            .ok_or_else(|| HostError::Device {
+                operation: "find NVMe controller",
+                address,
+                reason: format!("{} holds no nvmeN entry", dir.display()),
+            })?;
+        Ok(sysfs::under(&self.root, "dev").join(name))
+    }
+}
+
+fn nvme_to_host(address: PciAddress, error: NvmeError) -> HostError {
+    let mut reason = error.to_string();
+    if let Some(source) = std::error::Error::source(&error) {
+        reason = format!("{reason}: {source}");
+    }
+    HostError::Device {
+        operation: "NVMe admin",
+        address,
+        reason,
+    }
+}
+
+impl Host for LinuxHost {
+    fn wait_for_device(&self, slot: u32, timeout: Duration) -> Result<HostDevice, HostError> {
+        let _span = info_span!("wait_for_device", slot).entered();
+        self.wait_for(format!("a device in slot {slot}"), timeout, || {
+            self.in_slot(slot)
+        })
+    }
+
+    fn wait_for_removal(&self, slot: u32, timeout: Duration) -> Result<(), HostError> {
+        let _span = info_span!("wait_for_removal", slot).entered();
+        self.wait_for(format!("slot {slot} to be empty"), timeout, || {
+            Ok(self.in_slot(slot)?.is_none().then_some(()))
+        })
+    }
+
+    fn bind(
+        &self,
+        address: PciAddress,
+        driver: DriverChoice,
+        timeout: Duration,
+    ) -> Result<(), HostError> {
+        match driver {
+            DriverChoice::Nvme => self.pci.bind(address, Some("nvme"), timeout)?,
+            DriverChoice::VfioPci => self.pci.bind(address, Some("vfio-pci"), timeout)?,
+            DriverChoice::None => self.pci.bind(address, None, timeout)?,
+            DriverChoice::Default => {
+                self.pci.bind_default(address, timeout)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn identify_nvme(&self, address: PciAddress) -> Result<NvmeIdentity, HostError> {
+        let _span = info_span!("identify_nvme", %address).entered();
+        let path = self.wait_nvme_live(address, Duration::from_millis(NVME_LIVE_TIMEOUT_MS))?;
+        let mut controller =
+            NvmeController::open_best(&path).map_err(|e| nvme_to_host(address, e))?;
+        let id = controller
+            .identify_controller()
+            .map_err(|e| nvme_to_host(address, e))?;
+        // Controllers without namespace management (QEMU's among them) report TNVMCAP 0: then
+        // the capacity is namespace 1's size.
+        let capacity_bytes = match u64::try_from(id.total_capacity_bytes).unwrap_or(u64::MAX) {
+            0 if id.namespaces > 0 => controller
+                .identify_namespace(1)
+                .map(|ns| ns.size_bytes())
+                .unwrap_or(0),
+            total => total,
+        };
+        Ok(NvmeIdentity {
+            serial: id.serial,
+            model: id.model,
+            firmware: id.firmware,
+            capacity_bytes,
+            namespaces: id.namespaces,
+        })
+    }
+
+    fn present(&self) -> Result<Vec<HostDevice>, HostError> {
+        let slots = self.pci.slots()?;
+        let mut present = Vec::new();
+        for device in self.pci.devices()? {
+            if let Some(slot) = slots.iter().find(|s| s.holds(device.address)) {
+                present.push(self.host_device(&device, slot.number()));
+            }
+        }
+        Ok(present)
+    }
+
+    fn observations(&self) -> Result<Receiver<HostObservation>, HostError> {
+        if self.observing.swap(true, Ordering::SeqCst) {
+            let source = std::io::Error::other("observations() may be called once");
+            return Err(HostError::Io {
+                operation: "observe uevents",
+                path: "NETLINK_KOBJECT_UEVENT".into(),
+                source,
+            });
+        }
+        let listener = UeventListener::open().map_err(|e| HostError::Io {
+            operation: "observe uevents",
+            path: "NETLINK_KOBJECT_UEVENT".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let (sender, receiver) = mpsc::channel();
+        let (pci, root) = (self.pci.clone(), self.root.clone());
+        std::thread::Builder::new()
+            .name("uevent-observer".into())
+            .spawn(move || observe(listener, pci, root, sender))
+            .map_err(|source| HostError::Io {
+                operation: "spawn uevent observer",
+                path: String::new(),
+                source,
+            })?;
+        Ok(receiver)
+    }
+}
+
+/// Forwards PCI add/remove uevents, and NVMe SMART critical warnings (on the kernel's NVME_AEN
+/// change uevents), until the receiver is dropped.
+fn observe(
+    listener: UeventListener,
+    pci: PciBus,
+    root: PathBuf,
+    sender: mpsc::Sender<HostObservation>,
+) {
+    loop {
+        let event = match listener.recv_timeout(Duration::from_millis(RECHECK_MS)) {
+            Ok(Some(event)) => event,
+            Ok(None) => continue,
+            Err(e) => {
+                warn!(error = %e, "uevent receive failed or malformed; going on");
+                continue;
+            }
+        };
+        let Some(observation) = observation_of(&event, &pci, &root) else {
+            continue;
+        };
+        if sender.send(observation).is_err() {
+            return;
+        }
+    }
+}
+
+/// What a uevent means to the host: a PCI device added to or removed from a slot, or an NVMe
+/// asynchronous event (NVME_AEN) after which the SMART log shows critical-warning bits.
+pub fn observation_of(event: &Uevent, pci: &PciBus, root: &Path) -> Option<HostObservation> {
+    match event.device_event()? {
+        DeviceEvent::Pci {
+            action, address, ..
+        } => {
+            let slot = pci.slot_of(address).ok().flatten().and_then(|s| s.number());
+            match action {
+                UeventAction::Add => Some(HostObservation::DeviceAdded { address, slot }),
+                UeventAction::Remove => Some(HostObservation::DeviceRemoved { address, slot }),
+                _ => None,
+            }
+        }
+        DeviceEvent::Nvme {
+            action: UeventAction::Change,
+            name,
+        } if event.vars.contains_key("NVME_AEN") => {
+            critical_warning(root, &name).unwrap_or_else(|e| {
+                warn!(error = %e, controller = name, "SMART read after an NVMe event failed");
+                None
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The SMART critical-warning bits of controller `name` (`nvme0`), as an observation when set.
+fn critical_warning(root: &Path, name: &str) -> Result<Option<HostObservation>, String> {
+    let link = sysfs::under(root, "sys/class/nvme")
+        .join(name)
+        .join("device");
+    let target = sysfs::link_name(&link)
+        .map_err(|e| e.to_string())?
+        .ok_or(format!("{} missing", link.display()))?;
+    let address: PciAddress = target
+        .parse()
+        .map_err(|e| format!("{}: {e}", link.display()))?;
+    let path = sysfs::under(root, "dev").join(name);
+    let smart = NvmeController::open_best(&path)
+        .and_then(|mut c| c.smart_log())
+        .map_err(|e| e.to_string())?;
+    Ok(
+        (smart.critical_warning != 0).then_some(HostObservation::NvmeCriticalWarning {
+            address,
+            bits: smart.critical_warning,
+        }),
+    )
+}

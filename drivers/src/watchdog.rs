@@ -1,0 +1,119 @@
+//! The hardware watchdog (`/dev/watchdog`): set the timeout, keep it alive, and close it with
+//! the magic character so a clean shutdown does not reset the machine.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use tracing::info_span;
+
+/// Limits of a timeout we ask for (the i6300esb accepts 1..2046 s).
+pub const TIMEOUT_SECS_MIN: u32 = 1;
+pub const TIMEOUT_SECS_MAX: u32 = 3600;
+
+/// Errors of the watchdog.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchdogError {
+    #[error("open {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("timeout {secs} s is outside {TIMEOUT_SECS_MIN}..={TIMEOUT_SECS_MAX}")]
+    BadTimeout { secs: u32 },
+    #[error("{operation} on {path}")]
+    Ioctl {
+        operation: &'static str,
+        path: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("magic close of {path}")]
+    Close {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+nix::ioctl_readwrite!(wdioc_settimeout, b'W', 6, libc::c_int);
+nix::ioctl_read!(wdioc_keepalive, b'W', 5, libc::c_int);
+nix::ioctl_read!(wdioc_gettimeout, b'W', 7, libc::c_int);
+
+/// An open watchdog. Dropping it without [`Watchdog::close`] leaves it armed (the machine
+/// resets when the timeout passes): that is what a crash should do.
+#[derive(Debug)]
+pub struct Watchdog {
+    path: PathBuf,
+    file: File,
+}
+
+impl Watchdog {
+    /// Opens the device, which arms the watchdog.
+    pub fn open(path: &Path) -> Result<Watchdog, WatchdogError> {
+        let _span = info_span!("watchdog_open", path = %path.display()).entered();
+        let file =
+            File::options()
+                .write(true)
+                .open(path)
+                .map_err(|source| WatchdogError::Open {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        Ok(Watchdog {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    fn ioctl_err(&self, operation: &'static str) -> impl FnOnce(nix::Error) -> WatchdogError + '_ {
+        move |source| WatchdogError::Ioctl {
+            operation,
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Sets the timeout; returns the one the driver chose (it may round).
+    pub fn set_timeout(&mut self, secs: u32) -> Result<u32, WatchdogError> {
+        if !(TIMEOUT_SECS_MIN..=TIMEOUT_SECS_MAX).contains(&secs) {
+            return Err(WatchdogError::BadTimeout { secs });
+        }
+        let mut value = secs as libc::c_int;
+        // SAFETY: a valid fd of a watchdog device and a valid c_int, as WDIOC_SETTIMEOUT expects.
+        unsafe { wdioc_settimeout(self.file.as_raw_fd(), &mut value) }
+            .map_err(self.ioctl_err("WDIOC_SETTIMEOUT"))?;
+        Ok(value.max(0) as u32)
+    }
+
+    /// The current timeout.
+    pub fn timeout(&self) -> Result<u32, WatchdogError> {
+        let mut value: libc::c_int = 0;
+        // SAFETY: a valid fd and a valid c_int for the driver to fill.
+        unsafe { wdioc_gettimeout(self.file.as_raw_fd(), &mut value) }
+            .map_err(self.ioctl_err("WDIOC_GETTIMEOUT"))?;
+        Ok(value.max(0) as u32)
+    }
+
+    /// Resets the countdown.
+    pub fn keepalive(&self) -> Result<(), WatchdogError> {
+        let mut ignored: libc::c_int = 0;
+        // SAFETY: a valid fd; WDIOC_KEEPALIVE ignores its argument, which is a valid c_int.
+        unsafe { wdioc_keepalive(self.file.as_raw_fd(), &mut ignored) }
+            .map_err(self.ioctl_err("WDIOC_KEEPALIVE"))?;
+        Ok(())
+    }
+
+    /// Writes the magic 'V' and closes: the driver disarms (unless built with nowayout).
+    pub fn close(mut self) -> Result<(), WatchdogError> {
+        let _span = info_span!("watchdog_close", path = %self.path.display()).entered();
+        self.file
+            .write_all(b"V")
+            .map_err(|source| WatchdogError::Close {
+                path: self.path.display().to_string(),
+                source,
+            })
+    }
+}

@@ -1,2 +1,11 @@
-//! The appliance binary: serve the core, inspect the journal, and run as PID 1 in its image.
-fn main() {}
+//! The appliance binary: serve the core, talk to it (`ctl`), inspect the journal, and run as
+//! PID 1 in its image.
+
+mod cli;
+
+fn main() {
+    if std::process::id() == 1 {
+        appliance::pid1::main();
+    }
+    std::process::exit(cli::run());
+}

@@ -1,2 +1,232 @@
 //! PID-1 duties when the appliance boots as /init of its own image: mounts, modules, data disk,
 //! reaping, signals, watchdog, clean power-off.
+//!
+//! Shape: PID 1 does the boot stages single-threaded, then becomes a small supervisor (one poll
+//! loop: signals, power button, watchdog) that forks the service as a child process. Forking
+//! while single-threaded is safe, and the service's own children (mke2fs...) stay the service's,
+//! so PID 1 can reap every process that reaches it without stealing anyone's exit status. A
+//! service that dies is logged and restarted with backoff; too many quick failures reboot.
+//!
+//! Console protocol (stdout of PID 1 is /dev/console = ttyS0): `APPLIANCE BOOT stage=<s> ms=<ms>
+//! ...` per stage, then exactly one `APPLIANCE READY control=... journal_head=<seq> replayed=<n>
+//! boot_ms=<ms>` per service start, `APPLIANCE DATA-DISK REFUSED ...` for a foreign disk,
+//! `APPLIANCE SERVICE FAILED ...`, `APPLIANCE POWEROFF ...`, `APPLIANCE REBOOT ...`.
+
+pub mod cmdline;
+pub mod disk;
+pub mod net;
+pub mod restart;
+mod service;
+mod supervisor;
+pub mod sys;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The module load order the image builder writes (`image::LOAD_ORDER_PATH`).
+pub const MODULE_LOAD_ORDER: &str = "/lib/modules/load-order";
+pub const MODULE_DIR: &str = "/lib/modules";
+/// Where the image ships mke2fs.
+pub const MKE2FS: &str = "/usr/sbin/mke2fs";
+pub const DATA_DIR: &str = "/data";
+pub const CONTROL_LISTEN: &str = "0.0.0.0:7780";
+/// How long PID 1 waits for a device (NIC, data disk, watchdog) after loading its driver.
+pub const DEVICE_WAIT_MS: u64 = 5_000;
+/// Watchdog timeout set on the i6300esb; fed every quarter of it.
+pub const WATCHDOG_TIMEOUT_S: i32 = 20;
+
+/// Writes one line to the console, at once.
+pub fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Times one boot stage and logs it.
+fn stage<T>(name: &str, run: impl FnOnce() -> (T, String)) -> T {
+    let start = Instant::now();
+    let _span = tracing::info_span!("pid1_stage", stage = name).entered();
+    let (value, details) = run();
+    say(&format!(
+        "APPLIANCE BOOT stage={name} ms={} {details}",
+        start.elapsed().as_millis()
+    ));
+    value
+}
+
+/// Polls `probe` every 50 ms until it gives a value or `timeout_ms` passes.
+pub fn wait_until<T>(timeout_ms: u64, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether the data disk is usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataDisk {
+    Mounted {
+        device: PathBuf,
+        found: disk::DiskContents,
+    },
+    /// Refused or missing: PID 1 runs no service (it would acknowledge writes it cannot keep) and
+    /// waits, fed watchdog and all, for a power-off.
+    Unusable { reason: String },
+}
+
+/// The entry point when the binary runs as PID 1. Never returns.
+pub fn main() -> ! {
+    say(&format!(
+        "APPLIANCE BOOT pid1 started uptime_ms={}",
+        sys::uptime_ms().unwrap_or(0)
+    ));
+    stage("mount", || match sys::mount_early() {
+        Ok(()) => ((), "proc sys dev run".into()),
+        Err(e) => supervisor::reboot_hopeless(&format!("early mounts failed: {e}")),
+    });
+    let flags = stage("cmdline", || {
+        let text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        match cmdline::parse(&text) {
+            Ok(flags) => {
+                let details = format!("{flags:?}");
+                (flags, details)
+            }
+            Err(e) => supervisor::power_off_now(&format!("bad kernel command line: {e}")),
+        }
+    });
+    let signals = supervisor::block_signals();
+    stage("modules", load_modules);
+    stage("network", configure_network);
+    let data = stage("data-disk", prepare_data_disk);
+    let watchdog = stage("watchdog", || match flags.selftest {
+        // The drivers' self-test opens /dev/watchdog itself; it is single-open.
+        Some(_) => (None, "left to the self-test".into()),
+        None => open_watchdog(),
+    });
+    supervisor::run(supervisor::Context {
+        flags,
+        signals,
+        data,
+        watchdog,
+    })
+}
+
+fn load_modules() -> ((), String) {
+    let order = std::fs::read_to_string(MODULE_LOAD_ORDER).unwrap_or_default();
+    let (mut loaded, mut already, mut failed) = (0, 0, Vec::new());
+    for name in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let path = Path::new(MODULE_DIR).join(format!("{name}.ko"));
+        match sys::load_module(&path) {
+            Ok(true) => loaded += 1,
+            Ok(false) => already += 1,
+            Err(e) => {
+                say(&format!("APPLIANCE BOOT module-failed {e}"));
+                failed.push(name.to_string());
+            }
+        }
+    }
+    (
+        (),
+        format!("loaded={loaded} already={already} failed={}", failed.len()),
+    )
+}
+
+fn configure_network() -> ((), String) {
+    if let Err(e) = sys::configure_interface("lo", None) {
+        say(&format!("APPLIANCE BOOT network-error {e}"));
+    }
+    let sys_net = Path::new("/sys/class/net");
+    let nic = wait_until(DEVICE_WAIT_MS, || {
+        net::choose_management(&net::list(sys_net)).cloned()
+    });
+    let Some(nic) = nic else {
+        return ((), "no management NIC found".into());
+    };
+    let address = (net::MANAGEMENT_ADDR, net::MANAGEMENT_NETMASK);
+    let result = sys::configure_interface(&nic.name, Some(address))
+        .and_then(|()| sys::add_default_route(net::MANAGEMENT_GATEWAY));
+    match result {
+        Ok(()) => (
+            (),
+            format!(
+                "nic={} mac={} addr={}/24 gw={}",
+                nic.name,
+                nic.mac,
+                net::MANAGEMENT_ADDR,
+                net::MANAGEMENT_GATEWAY
+            ),
+        ),
+        Err(e) => ((), format!("nic={} error: {e}", nic.name)),
+    }
+}
+
+fn prepare_data_disk() -> (DataDisk, String) {
+    let sys_block = Path::new("/sys/block");
+    let name = wait_until(DEVICE_WAIT_MS, || disk::find_by_serial(sys_block).ok());
+    let Some(name) = name else {
+        let reason = format!(
+            "no data disk: no block device with serial {:?}",
+            disk::DATA_DISK_SERIAL
+        );
+        say(&format!("APPLIANCE DATA-DISK MISSING {reason}"));
+        return (
+            DataDisk::Unusable {
+                reason: reason.clone(),
+            },
+            reason,
+        );
+    };
+    let device = PathBuf::from("/dev").join(&name);
+    let _ = std::fs::create_dir_all(DATA_DIR);
+    match disk::prepare(&device, Path::new(DATA_DIR), Path::new(MKE2FS)) {
+        Ok(found) => {
+            let details = format!(
+                "device={} found={:?} mounted={DATA_DIR}",
+                device.display(),
+                found.describe()
+            );
+            (DataDisk::Mounted { device, found }, details)
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            if matches!(e, disk::DiskError::Foreign { .. }) {
+                say(&format!("APPLIANCE DATA-DISK REFUSED {reason}; not formatting or mounting it; no service will run"));
+            } else {
+                say(&format!(
+                    "APPLIANCE DATA-DISK FAILED {reason}; no service will run"
+                ));
+            }
+            (
+                DataDisk::Unusable {
+                    reason: reason.clone(),
+                },
+                reason,
+            )
+        }
+    }
+}
+
+fn open_watchdog() -> (Option<sys::Watchdog>, String) {
+    let path = Path::new("/dev/watchdog");
+    if wait_until(DEVICE_WAIT_MS, || path.exists().then_some(())).is_none() {
+        return (None, "no /dev/watchdog".into());
+    }
+    match sys::Watchdog::open(path, WATCHDOG_TIMEOUT_S) {
+        Ok((watchdog, None)) => (
+            Some(watchdog),
+            format!("armed timeout_s={WATCHDOG_TIMEOUT_S}"),
+        ),
+        Ok((watchdog, Some(note))) => (
+            Some(watchdog),
+            format!("armed with the driver's default timeout ({note})"),
+        ),
+        Err(e) => (None, format!("error: {e}")),
+    }
+}

@@ -1,0 +1,399 @@
+//! Core benchmark: durable compose + decompose cycles through the core on the simulated fabric
+//! (16 concurrent clients), one constrained placement among 10,000 devices and 1,000 systems, and
+//! rebuilding State from 1M domain events in the journal. Writes one flat JSON object.
+//!
+//! `cargo run --release -p appliance --bin core-bench -- --json PATH [--seconds N] [--events N]`
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use appliance::command::{Command, NewSystem, Selection};
+use appliance::core::recover;
+use appliance::domain::{DeviceKind, Role};
+use appliance::event::{DeviceFacts, Event};
+use appliance::log::{EventLog, JournalLog, MemoryLog};
+use appliance::placement::{place, Want};
+use appliance::serve::{self, FabricChoice, ServeOptions};
+use appliance::state::State;
+use rand::{Rng, SeedableRng};
+
+const CLIENTS: usize = 16;
+const PLACEMENT_DEVICES: usize = 10_000;
+const PLACEMENT_SYSTEMS: usize = 1_000;
+const PLACEMENT_RUNS: usize = 2_000;
+const REPLAY_BATCH_EVENTS: usize = 4096;
+
+struct Args {
+    json: PathBuf,
+    seconds: u64,
+    events: u64,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut parsed = Args {
+        json: PathBuf::from("core-bench.json"),
+        seconds: 10,
+        events: 1_000_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--json" => parsed.json = value.into(),
+            "--seconds" => parsed.seconds = value.parse().context("--seconds")?,
+            "--events" => parsed.events = value.parse().context("--events")?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(parsed)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("core-bench")
+        .tempdir_in(std::env::temp_dir())?;
+    let (cycles_per_s, compose_p99_us) =
+        compose_decompose(scratch.path(), Duration::from_secs(args.seconds))?;
+    eprintln!("compose_decompose_per_s={cycles_per_s:.0} compose_p99_us={compose_p99_us}");
+    let placement_p99_us = placement()?;
+    eprintln!("placement_p99_us={placement_p99_us}");
+    let (replay_ms, apply_ms) = replay(&scratch.path().join("replay"), args.events)?;
+    eprintln!("replay_1m_ms={replay_ms} replay_1m_apply_only_ms={apply_ms}");
+    let json = serde_json::json!({
+        "compose_decompose_per_s": cycles_per_s.round(),
+        "compose_p99_us": compose_p99_us,
+        "clients": CLIENTS,
+        "placement_p99_us": placement_p99_us,
+        "replay_1m_ms": replay_ms,
+        "replay_1m_apply_only_ms": apply_ms,
+        "replay_events": args.events,
+    });
+    std::fs::write(&args.json, format!("{json}\n"))
+        .with_context(|| format!("write {}", args.json.display()))?;
+    println!("{json}");
+    Ok(())
+}
+
+/// A topology with one GPU and one port per client.
+fn bench_topology(dir: &Path) -> anyhow::Result<PathBuf> {
+    let mut text = String::new();
+    for i in 0..CLIENTS {
+        text.push_str(&format!(
+            "[[port]]\nid = {}\nswitch = \"sw0\"\nslot = {}\n\n",
+            i + 1,
+            i + 1
+        ));
+        text.push_str(&format!(
+            "[[device]]\nid = \"gpu-{i}\"\nclass = 0x030000\nvendor_id = 0x10de\ndevice_id = 0x2230\nserial = \"G{i}\"\n\
+             model = \"bench\"\nfirmware = \"1\"\ncapacity_bytes = {}\nswitch = \"sw0\"\n\n",
+            48u64 << 30
+        ));
+    }
+    let file = dir.join("bench-topology.toml");
+    std::fs::write(&file, text)?;
+    Ok(file)
+}
+
+/// Durable compose + decompose cycles (each waits for the reconciler's outcome).
+fn compose_decompose(dir: &Path, duration: Duration) -> anyhow::Result<(f64, u64)> {
+    let topology = bench_topology(dir)?;
+    let options = ServeOptions {
+        data_dir: dir.join("serve"),
+        fabric: FabricChoice::Sim {
+            topology: Some(topology),
+            seed: 1,
+        },
+        control_listen: "127.0.0.1:0".parse()?,
+    };
+    let running = serve::start(options)?;
+    let core = running.core().context("core running")?;
+    core.submit(Command::CreateTenant {
+        name: "bench".into(),
+    })?;
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let core = core.clone();
+            std::thread::spawn(move || -> anyhow::Result<u64> {
+                let system = format!("bench-{i}");
+                let mut cycles = 0;
+                while Instant::now() < deadline {
+                    let compose = Command::Compose {
+                        system: system.clone(),
+                        selection: Selection::Specific(vec![format!("gpu-{i}")]),
+                        create: Some(NewSystem {
+                            tenant: "bench".into(),
+                            role: Role::RenderNode,
+                        }),
+                        tenant: None,
+                        request_id: None,
+                        expected_version: None,
+                    };
+                    let op = core
+                        .submit(compose)?
+                        .op
+                        .context("compose started no operation")?;
+                    core.wait_finished(op, Duration::from_secs(30))?;
+                    let decompose = Command::Decompose {
+                        system: system.clone(),
+                        devices: None,
+                        request_id: None,
+                        expected_version: None,
+                    };
+                    let op = core
+                        .submit(decompose)?
+                        .op
+                        .context("decompose started no operation")?;
+                    core.wait_finished(op, Duration::from_secs(30))?;
+                    cycles += 1;
+                }
+                Ok(cycles)
+            })
+        })
+        .collect();
+    let mut cycles = 0;
+    for thread in threads {
+        cycles += thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("client panicked"))??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let metrics = core.metrics();
+    eprintln!(
+        "core: {} batches, {:.1} commands per batch, append p50={}us p99={}us",
+        metrics.batches,
+        metrics.commands as f64 / metrics.batches.max(1) as f64,
+        metrics.append.summary().p50_us,
+        metrics.append.summary().p99_us
+    );
+    running.shutdown()?;
+    Ok((cycles as f64 / elapsed, metrics.compose.summary().p99_us))
+}
+
+fn facts(
+    id: String,
+    kind: DeviceKind,
+    capacity_bytes: u64,
+    switch: String,
+    rdma: bool,
+) -> DeviceFacts {
+    let class = match kind {
+        DeviceKind::Gpu => 0x030000,
+        DeviceKind::Nvme => 0x010802,
+        DeviceKind::Nic => 0x020000,
+        _ => 0x010700,
+    };
+    DeviceFacts {
+        id: id.clone(),
+        kind,
+        class,
+        vendor_id: 1,
+        device_id: 1,
+        serial: id,
+        model: "bench".into(),
+        firmware: "1".into(),
+        capacity_bytes,
+        rdma,
+        switch,
+    }
+}
+
+/// A State with 10,000 devices on 8 switches and 1,000 systems holding 3 devices each.
+fn big_state() -> anyhow::Result<State> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut state = State::default();
+    let mut seq = 0;
+    let mut apply = |state: &mut State, event: Event| -> anyhow::Result<()> {
+        seq += 1;
+        Ok(state.apply(seq, &event)?)
+    };
+    for port in 0..(PLACEMENT_SYSTEMS * 3 + 2000) as u16 {
+        apply(
+            &mut state,
+            Event::PortDiscovered {
+                port,
+                switch: format!("sw{}", port % 8),
+                slot: u32::from(port),
+            },
+        )?;
+    }
+    for i in 0..PLACEMENT_DEVICES {
+        let (kind, capacity) = match i % 4 {
+            0 => (
+                DeviceKind::Gpu,
+                [16u64, 24, 48, 80][rng.gen_range(0..4)] << 30,
+            ),
+            1 => (
+                DeviceKind::Nvme,
+                [1u64, 2, 4, 8][rng.gen_range(0..4)] * 1_000_000_000_000,
+            ),
+            2 => (DeviceKind::Nic, 0),
+            _ => (DeviceKind::Hba, 0),
+        };
+        let rdma = kind == DeviceKind::Nic && rng.gen_bool(0.5);
+        apply(
+            &mut state,
+            Event::DeviceDiscovered {
+                facts: facts(
+                    format!("d{i}"),
+                    kind,
+                    capacity,
+                    format!("sw{}", rng.gen_range(0..8)),
+                    rdma,
+                ),
+            },
+        )?;
+    }
+    apply(&mut state, Event::TenantCreated { name: "t".into() })?;
+    let ports: Vec<u16> = state.ports.keys().copied().collect();
+    for s in 0..PLACEMENT_SYSTEMS {
+        let name = format!("s{s}");
+        apply(
+            &mut state,
+            Event::SystemCreated {
+                name: name.clone(),
+                tenant: "t".into(),
+                role: Role::Workstation,
+            },
+        )?;
+        let devices = (0..3)
+            .map(|k| (format!("d{}", s * 3 + k), ports[s * 3 + k]))
+            .collect();
+        apply(
+            &mut state,
+            Event::ComposeRequested {
+                op: s as u64,
+                system: name,
+                devices,
+                request_id: None,
+            },
+        )?;
+        apply(&mut state, Event::ComposeCompleted { op: s as u64 })?;
+    }
+    Ok(state)
+}
+
+/// p99 of one constrained placement.
+fn placement() -> anyhow::Result<u64> {
+    let state = big_state()?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut times = Vec::with_capacity(PLACEMENT_RUNS);
+    for _ in 0..PLACEMENT_RUNS {
+        let wants = vec![
+            Want {
+                kind: DeviceKind::Gpu,
+                count: rng.gen_range(1..=4),
+                capacity_bytes_min: [0u64, 24, 48][rng.gen_range(0..3)] << 30,
+                rdma: false,
+            },
+            Want {
+                kind: DeviceKind::Nvme,
+                count: 1,
+                capacity_bytes_min: 2_000_000_000_000,
+                rdma: false,
+            },
+            Want {
+                kind: DeviceKind::Nic,
+                count: 1,
+                capacity_bytes_min: 0,
+                rdma: true,
+            },
+        ];
+        let started = Instant::now();
+        let placed = place(&state, &wants)?;
+        times.push(started.elapsed());
+        std::hint::black_box(placed);
+    }
+    times.sort();
+    Ok(times[times.len() * 99 / 100].as_micros() as u64)
+}
+
+/// Domain events of compose/decompose cycles on a small pool: `count` in all.
+fn cycle_events(count: u64) -> impl Iterator<Item = Event> {
+    let setup: Vec<Event> = (0..16u16)
+        .map(|p| Event::PortDiscovered {
+            port: p,
+            switch: "sw0".into(),
+            slot: u32::from(p),
+        })
+        .chain((0..16).map(|i| Event::DeviceDiscovered {
+            facts: facts(
+                format!("gpu-{i}"),
+                DeviceKind::Gpu,
+                48 << 30,
+                "sw0".into(),
+                false,
+            ),
+        }))
+        .chain(std::iter::once(Event::TenantCreated { name: "t".into() }))
+        .chain((0..16).map(|i| Event::SystemCreated {
+            name: format!("s{i}"),
+            tenant: "t".into(),
+            role: Role::RenderNode,
+        }))
+        .collect();
+    let cycles = (0u64..).flat_map(|op| {
+        let i = op % 16;
+        let (system, device) = (format!("s{i}"), format!("gpu-{i}"));
+        let compose = op * 2;
+        [
+            Event::ComposeRequested {
+                op: compose,
+                system: system.clone(),
+                devices: vec![(device.clone(), i as u16)],
+                request_id: None,
+            },
+            Event::ComposeCompleted { op: compose },
+            Event::DecomposeRequested {
+                op: compose + 1,
+                system,
+                devices: vec![device],
+                request_id: None,
+            },
+            Event::DecomposeCompleted { op: compose + 1 },
+        ]
+    });
+    setup.into_iter().chain(cycles).take(count as usize)
+}
+
+/// Writes `events` domain events to a journal, then times rebuilding State from it.
+fn replay(dir: &Path, events: u64) -> anyhow::Result<(u64, u64)> {
+    std::fs::create_dir_all(dir)?;
+    let (log, _) = JournalLog::open(dir)?;
+    let mut batch = Vec::with_capacity(REPLAY_BATCH_EVENTS);
+    for event in cycle_events(events) {
+        batch.push(event);
+        if batch.len() == REPLAY_BATCH_EVENTS {
+            log.append(std::mem::take(&mut batch))?;
+        }
+    }
+    if !batch.is_empty() {
+        log.append(batch)?;
+    }
+    log.close()?;
+    let started = Instant::now();
+    let (log, _) = JournalLog::open(dir)?;
+    let (state, report) = recover(&log)?;
+    let replay_ms = started.elapsed().as_millis() as u64;
+    if report.events_replayed != events {
+        bail!("replayed {} events, wrote {events}", report.events_replayed);
+    }
+    std::hint::black_box(state);
+    log.close()?;
+    let memory = Arc::new(MemoryLog::with_clock(0));
+    for chunk in cycle_events(events)
+        .collect::<Vec<_>>()
+        .chunks(REPLAY_BATCH_EVENTS)
+    {
+        memory.append(chunk.to_vec())?;
+    }
+    let started = Instant::now();
+    let (state, _) = recover(memory.as_ref())?;
+    let apply_ms = started.elapsed().as_millis() as u64;
+    std::hint::black_box(state);
+    Ok((replay_ms, apply_ms))
+}

@@ -1,0 +1,556 @@
+//! The core: one thread owns State and the log's write side. Commands arrive on a bounded queue,
+//! are decided against State in arrival order, and every batch of concurrent commands becomes one
+//! durable append (group commit). Only then is the new State published (readers take an
+//! immutable `Arc<State>` without blocking the writer) and the callers answered.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, info_span, warn};
+
+use crate::command::{decide, Command, CommandError, Decision};
+use crate::domain::OperationId;
+use crate::event::Event;
+use crate::log::{decode_snapshot, encode_snapshot, EventLog, LogError};
+use crate::metrics::Metrics;
+use crate::state::{ApplyError, Operation, State};
+
+/// Limits of the core.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Most commands decided into one durable append.
+    pub batch_commands_max: usize,
+    /// Commands that may wait in the queue; more are refused as overloaded.
+    pub queue_commands_max: usize,
+    /// A snapshot is written after this many events since the last one (0 = never).
+    pub snapshot_events_interval: u64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            batch_commands_max: 512,
+            queue_commands_max: 8192,
+            snapshot_events_interval: 50_000,
+        }
+    }
+}
+
+/// A command's answer once its events are durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// State's head after the batch holding this command.
+    pub sequence: u64,
+    /// The operation started (or, for a repeated request id, the one started the first time).
+    pub op: Option<OperationId>,
+    /// True when a request id was seen before: nothing was journaled.
+    pub repeated: bool,
+    /// Events this command journaled.
+    pub events: usize,
+}
+
+/// Why the core could not carry out a command.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("refused")]
+    Refused(#[from] CommandError),
+    #[error("append to the journal failed; nothing of this batch was applied")]
+    Append(#[source] LogError),
+    #[error("replay at start failed")]
+    Replay(#[source] LogError),
+    #[error("an event does not apply (a bug or a damaged journal)")]
+    Apply(#[from] ApplyError),
+    #[error("the core is overloaded: {queue_commands_max} commands already queued")]
+    Overloaded { queue_commands_max: usize },
+    #[error("spawn the core thread")]
+    Spawn(#[source] std::io::Error),
+    #[error("the core has stopped")]
+    Stopped,
+    #[error("operation {op} has no outcome after {timeout_ms} ms (it goes on; ask again later)")]
+    WaitTimeout { op: OperationId, timeout_ms: u64 },
+    #[error("operation {op} is not known (never started, or finished long ago)")]
+    UnknownOperation { op: OperationId },
+}
+
+/// Where the state came from at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartReport {
+    pub journal_head: u64,
+    pub events_replayed: u64,
+    /// Sequence of the snapshot used, if one was.
+    pub snapshot_sequence: Option<u64>,
+    pub replay_ms: u64,
+    /// Journal repairs and ignored snapshots, for the boot log.
+    pub notes: Vec<String>,
+}
+
+impl std::fmt::Display for StartReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let snapshot = self
+            .snapshot_sequence
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "none".into());
+        write!(
+            f,
+            "journal_head={} replayed={} snapshot={} replay_ms={} notes={}",
+            self.journal_head,
+            self.events_replayed,
+            snapshot,
+            self.replay_ms,
+            self.notes.len()
+        )
+    }
+}
+
+type Reply = SyncSender<Result<Accepted, CoreError>>;
+
+enum Message {
+    Command(Command, Reply),
+    Stop,
+}
+
+struct Shared {
+    state: RwLock<Arc<State>>,
+    changed: Mutex<u64>,
+    wake: Condvar,
+    metrics: Mutex<Metrics>,
+}
+
+/// A cheap, cloneable door to the core.
+#[derive(Clone)]
+pub struct CoreHandle {
+    tx: SyncSender<Message>,
+    shared: Arc<Shared>,
+    queue_commands_max: usize,
+}
+
+impl std::fmt::Debug for CoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreHandle")
+            .field("head", &self.state().head)
+            .finish()
+    }
+}
+
+/// The running core (owns its thread).
+#[derive(Debug)]
+pub struct Core {
+    handle: CoreHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Rebuilds State from the newest valid snapshot plus the log's tail.
+pub fn recover(log: &dyn EventLog) -> Result<(State, StartReport), CoreError> {
+    let started = Instant::now();
+    let (snapshot, mut notes) = log.load_snapshot();
+    let mut state = State::default();
+    let mut snapshot_sequence = None;
+    if let Some((sequence, bytes)) = snapshot {
+        match decode_snapshot(sequence, &bytes) {
+            Ok(s) => {
+                state = s;
+                snapshot_sequence = Some(sequence);
+            }
+            Err(e) => notes.push(format!("snapshot ignored, replaying from the start: {e}")),
+        }
+    }
+    let mut replayed = 0u64;
+    for logged in log.replay(state.head + 1) {
+        let logged = logged.map_err(CoreError::Replay)?;
+        state.apply(logged.sequence, &logged.event)?;
+        replayed += 1;
+    }
+    let report = StartReport {
+        journal_head: state.head,
+        events_replayed: replayed,
+        snapshot_sequence,
+        replay_ms: started.elapsed().as_millis() as u64,
+        notes,
+    };
+    Ok((state, report))
+}
+
+impl Core {
+    /// Recovers State from `log` and starts the core thread.
+    pub fn start(
+        log: Arc<dyn EventLog>,
+        config: CoreConfig,
+    ) -> Result<(Core, StartReport), CoreError> {
+        let (state, report) = recover(log.as_ref())?;
+        if let Err(broken) = state.check_invariants() {
+            warn!(%broken, "recovered state breaks an invariant");
+        }
+        info!(%report, "state recovered");
+        let shared = Arc::new(Shared {
+            state: RwLock::new(Arc::new(state)),
+            changed: Mutex::new(report.journal_head),
+            wake: Condvar::new(),
+            metrics: Mutex::new(Metrics::default()),
+        });
+        let (tx, rx) = sync_channel(config.queue_commands_max);
+        let handle = CoreHandle {
+            tx,
+            shared: shared.clone(),
+            queue_commands_max: config.queue_commands_max,
+        };
+        let writer = Writer {
+            log,
+            shared,
+            config,
+            started: HashMap::new(),
+            snapshot_at: report.journal_head,
+        };
+        let thread = std::thread::Builder::new()
+            .name("core".into())
+            .spawn(move || writer.run(rx))
+            .map_err(CoreError::Spawn)?;
+        Ok((
+            Core {
+                handle,
+                thread: Some(thread),
+            },
+            report,
+        ))
+    }
+
+    pub fn handle(&self) -> CoreHandle {
+        self.handle.clone()
+    }
+
+    /// Stops taking commands, finishes the batch in hand and joins the thread.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        let _ = self.handle.tx.send(Message::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+impl CoreHandle {
+    /// Submits a command; returns once its events are durable (or it was refused).
+    pub fn submit(&self, command: Command) -> Result<Accepted, CoreError> {
+        let (reply, answer) = sync_channel(1);
+        match self.tx.try_send(Message::Command(command, reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(CoreError::Overloaded {
+                    queue_commands_max: self.queue_commands_max,
+                })
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(CoreError::Stopped),
+        }
+        answer.recv().map_err(|_| CoreError::Stopped)?
+    }
+
+    /// The newest published State (immutable).
+    pub fn state(&self) -> Arc<State> {
+        self.shared
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        self.shared
+            .metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits until State's head moves past `seen` or `timeout` passes; returns the head.
+    pub fn wait_change(&self, seen: u64, timeout: Duration) -> u64 {
+        let guard = self
+            .shared
+            .changed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .shared
+            .wake
+            .wait_timeout_while(guard, timeout, |head| *head <= seen)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+
+    /// Waits for operation `op` to have an outcome.
+    pub fn wait_finished(
+        &self,
+        op: OperationId,
+        timeout: Duration,
+    ) -> Result<Operation, CoreError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = self.state();
+            if let Some(done) = state.finished.get(&op) {
+                return Ok(done.clone());
+            }
+            if !state.pending.contains_key(&op) {
+                return Err(CoreError::UnknownOperation { op });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(CoreError::WaitTimeout {
+                    op,
+                    timeout_ms: timeout.as_millis() as u64,
+                });
+            }
+            self.wait_change(state.head, deadline - now);
+        }
+    }
+}
+
+struct Writer {
+    log: Arc<dyn EventLog>,
+    shared: Arc<Shared>,
+    config: CoreConfig,
+    /// When each pending operation's intent became durable (for latency metrics).
+    started: HashMap<OperationId, Instant>,
+    snapshot_at: u64,
+}
+
+/// A decided command waiting for its batch to be durable.
+struct Waiting {
+    reply: Reply,
+    accepted: Accepted,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Message>) {
+        let mut stop = false;
+        while !stop {
+            let mut batch = Vec::new();
+            match rx.recv() {
+                Ok(Message::Command(c, r)) => batch.push((c, r)),
+                Ok(Message::Stop) | Err(_) => break,
+            }
+            while batch.len() < self.config.batch_commands_max {
+                match rx.try_recv() {
+                    Ok(Message::Command(c, r)) => batch.push((c, r)),
+                    Ok(Message::Stop) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.process(batch);
+        }
+        drop(rx);
+        info!("core stopped");
+    }
+
+    fn process(&mut self, batch: Vec<(Command, Reply)>) {
+        let span = info_span!("batch", commands = batch.len());
+        let _guard = span.enter();
+        let live = self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut work = (*live).clone();
+        let mut events: Vec<Event> = Vec::new();
+        let mut waiting: Vec<Waiting> = Vec::with_capacity(batch.len());
+        let mut refused = 0u64;
+        let commands = batch.len() as u64;
+        for (command, reply) in batch {
+            match self.decide_one(&mut work, &command, &mut events) {
+                Ok(accepted) => waiting.push(Waiting { reply, accepted }),
+                Err(CoreError::Apply(e)) => {
+                    warn!(command = command.name(), error = %e, "decided events do not apply; batch dropped");
+                    let _ = reply.send(Err(CoreError::Apply(e.clone())));
+                    for w in waiting {
+                        let _ = w.reply.send(Err(CoreError::Apply(e.clone())));
+                    }
+                    return;
+                }
+                Err(e) => {
+                    refused += 1;
+                    debug!(command = command.name(), error = %e, "refused");
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+        self.commit(live.head, work, events, waiting, commands, refused);
+    }
+
+    /// Decides one command and applies its events to `work`.
+    fn decide_one(
+        &mut self,
+        work: &mut State,
+        command: &Command,
+        events: &mut Vec<Event>,
+    ) -> Result<Accepted, CoreError> {
+        let span = info_span!("command", name = command.name());
+        let _guard = span.enter();
+        match decide(work, command)? {
+            Decision::Repeat { op } => Ok(Accepted {
+                sequence: work.head,
+                op: Some(op),
+                repeated: true,
+                events: 0,
+            }),
+            Decision::Events { events: mine, op } => {
+                let count = mine.len();
+                for event in mine {
+                    work.apply(work.head + 1, &event)?;
+                    events.push(event);
+                }
+                Ok(Accepted {
+                    sequence: work.head,
+                    op,
+                    repeated: false,
+                    events: count,
+                })
+            }
+        }
+    }
+
+    fn commit(
+        &mut self,
+        base: u64,
+        mut work: State,
+        events: Vec<Event>,
+        waiting: Vec<Waiting>,
+        commands: u64,
+        refused: u64,
+    ) {
+        let count = events.len() as u64;
+        let append_started = Instant::now();
+        if !events.is_empty() {
+            let timings: Vec<(Option<OperationId>, Option<OperationId>)> = events
+                .iter()
+                .map(|e| (e.intent_of(), e.outcome_of()))
+                .collect();
+            match self.log.append(events) {
+                Ok((first, last)) if first == base + 1 && last == base + count => {}
+                Ok((first, last)) => {
+                    // The log and State disagree on sequences: nothing is safe to publish.
+                    let reason = format!(
+                        "log assigned {first}..={last}, the core expected {}..={}",
+                        base + 1,
+                        base + count
+                    );
+                    warn!(%reason, "sequence mismatch");
+                    return fail_all(waiting, || LogError::Append {
+                        sequence: first,
+                        reason: reason.clone(),
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "append failed; batch dropped");
+                    let message = e.to_string();
+                    return fail_all(waiting, || LogError::Append {
+                        sequence: base + 1,
+                        reason: message.clone(),
+                    });
+                }
+            }
+            self.record_timings(&work, &timings, append_started.elapsed());
+        }
+        debug_assert_eq!(work.check_invariants(), Ok(()));
+        let head = work.head;
+        let snapshot_due = self.config.snapshot_events_interval > 0
+            && head - self.snapshot_at >= self.config.snapshot_events_interval;
+        let snapshot_bytes = if snapshot_due {
+            encode_snapshot(&work).ok()
+        } else {
+            None
+        };
+        self.publish(std::mem::take(&mut work), commands, refused, count);
+        for w in waiting {
+            let _ = w.reply.send(Ok(w.accepted));
+        }
+        if let Some(bytes) = snapshot_bytes {
+            self.snapshot(head, &bytes);
+        }
+    }
+
+    fn publish(&self, state: State, commands: u64, refused: u64, events: u64) {
+        let head = state.head;
+        *self.shared.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
+        {
+            let mut metrics = self
+                .shared
+                .metrics
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            metrics.commands += commands;
+            metrics.commands_refused += refused;
+            metrics.batches += 1;
+            metrics.events_appended += events;
+        }
+        *self
+            .shared
+            .changed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = head;
+        self.shared.wake.notify_all();
+    }
+
+    fn record_timings(
+        &mut self,
+        work: &State,
+        timings: &[(Option<OperationId>, Option<OperationId>)],
+        append: Duration,
+    ) {
+        let now = Instant::now();
+        let mut metrics = self
+            .shared
+            .metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        metrics.append.record(append);
+        for (intent, outcome) in timings {
+            if let Some(op) = intent {
+                self.started.insert(*op, now);
+            }
+            let Some(op) = outcome else { continue };
+            let Some(started) = self.started.remove(op) else {
+                continue;
+            };
+            match work.finished.get(op).map(|o| o.kind.name()) {
+                Some("compose") => metrics.compose.record(now - started),
+                Some("decompose") => metrics.decompose.record(now - started),
+                _ => {}
+            }
+        }
+    }
+
+    fn snapshot(&mut self, head: u64, bytes: &[u8]) {
+        match self.log.write_snapshot(head, bytes) {
+            Ok(()) => {
+                self.snapshot_at = head;
+                self.shared
+                    .metrics
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .snapshots_written += 1;
+                info!(sequence = head, bytes = bytes.len(), "snapshot written");
+            }
+            Err(e) => warn!(sequence = head, error = %e, "snapshot not written (replay covers it)"),
+        }
+    }
+}
+
+fn fail_all(waiting: Vec<Waiting>, error: impl Fn() -> LogError) {
+    for w in waiting {
+        let _ = w.reply.send(Err(CoreError::Append(error())));
+    }
+}

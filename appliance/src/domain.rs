@@ -1,0 +1,413 @@
+//! The domain model: devices in the fabric's pools, the ports toward this server, composed
+//! systems, their mounts, tenants and the appliance's identity. Plain data, no I/O.
+
+use std::collections::BTreeMap;
+
+use drivers::{ClassCode, PoolDevice};
+use serde::{Deserialize, Serialize};
+
+/// The fabric's name for a device (unique in the fabric), e.g. "gpu-3".
+pub type DeviceId = String;
+/// A composed system's name, unique on the appliance.
+pub type SystemName = String;
+/// An operation (compose, decompose, mount, unmount, failover) id, allocated by the core.
+pub type OperationId = u64;
+
+/// Most devices one system may hold.
+pub const SYSTEM_DEVICES_MAX: usize = 32;
+/// Most GPUs one system may hold.
+pub const SYSTEM_GPUS_MAX: usize = 20;
+/// Longest name (device, system, tenant, mount target) accepted.
+pub const NAME_BYTES_MAX: usize = 128;
+
+const _: () = assert!(SYSTEM_GPUS_MAX <= SYSTEM_DEVICES_MAX);
+
+/// What a pool device is, derived from its PCI class.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Gpu,
+    Nvme,
+    Nic,
+    Hba,
+    Other,
+}
+
+impl DeviceKind {
+    /// Classifies a PCI class code.
+    pub fn from_class(class: ClassCode) -> DeviceKind {
+        if class.is_display() {
+            DeviceKind::Gpu
+        } else if class.is_nvme() {
+            DeviceKind::Nvme
+        } else if class.is_ethernet() || class.is_infiniband() {
+            DeviceKind::Nic
+        } else if class.is_sas() {
+            DeviceKind::Hba
+        } else {
+            DeviceKind::Other
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Gpu => "gpu",
+            DeviceKind::Nvme => "nvme",
+            DeviceKind::Nic => "nic",
+            DeviceKind::Hba => "hba",
+            DeviceKind::Other => "other",
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceKind {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "gpu" => Ok(DeviceKind::Gpu),
+            "nvme" => Ok(DeviceKind::Nvme),
+            "nic" => Ok(DeviceKind::Nic),
+            "hba" => Ok(DeviceKind::Hba),
+            "other" => Ok(DeviceKind::Other),
+            _ => Err(format!(
+                "{text:?} is not a device kind (gpu, nvme, nic, hba, other)"
+            )),
+        }
+    }
+}
+
+/// A device's health as last observed.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Ok,
+    Degraded(String),
+    Failed(String),
+}
+
+impl Health {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Health::Ok)
+    }
+}
+
+/// What the appliance knows about one pool device.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct Device {
+    pub id: DeviceId,
+    pub kind: DeviceKind,
+    /// PCI class code (base, sub, prog-if).
+    pub class: u32,
+    pub vendor_id: u16,
+    pub device_id: u16,
+    pub serial: String,
+    pub model: String,
+    pub firmware: String,
+    /// NVMe capacity or GPU memory; 0 where it has no meaning.
+    pub capacity_bytes: u64,
+    /// Whether a NIC does RDMA (InfiniBand class, or RoCE per the topology).
+    pub rdma: bool,
+    /// The switch the device sits behind.
+    pub switch: String,
+    /// The port it is (being) attached to, if any.
+    pub port: Option<u16>,
+    pub health: Health,
+    /// False once an operator takes it out of service.
+    pub in_service: bool,
+    /// False once the fabric no longer reports it.
+    pub present: bool,
+    /// The system holding it (composed, or being composed), if any.
+    pub holder: Option<SystemName>,
+    /// Sequence of the last event that changed this device (the ETag).
+    pub version: u64,
+}
+
+impl Device {
+    /// A device as the switch describes it, healthy, in service, free.
+    pub fn from_pool(pool: &PoolDevice, rdma: bool) -> Device {
+        let kind = DeviceKind::from_class(pool.class);
+        Device {
+            id: pool.id.clone(),
+            kind,
+            class: pool.class.0,
+            vendor_id: pool.vendor_id,
+            device_id: pool.device_id,
+            serial: pool.serial.clone(),
+            model: pool.model.clone(),
+            firmware: pool.firmware.clone(),
+            capacity_bytes: pool.capacity_bytes,
+            rdma: rdma || pool.class.is_infiniband(),
+            switch: pool.switch.clone(),
+            port: None,
+            health: Health::Ok,
+            in_service: true,
+            present: true,
+            holder: None,
+            version: 0,
+        }
+    }
+
+    /// Free for a new compose: present, healthy, in service and held by nobody.
+    pub fn is_available(&self) -> bool {
+        self.present && self.in_service && self.health.is_ok() && self.holder.is_none()
+    }
+}
+
+/// A downstream port of the fabric toward this server (a hotplug slot on the server).
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct Port {
+    pub id: u16,
+    pub switch: String,
+    pub slot: u32,
+    /// The device attached (or being attached) here, if any.
+    pub device: Option<DeviceId>,
+}
+
+/// What a system is for.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Workstation,
+    RenderNode,
+    NasGateway,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "workstation" => Ok(Role::Workstation),
+            "render_node" | "render-node" => Ok(Role::RenderNode),
+            "nas_gateway" | "nas-gateway" => Ok(Role::NasGateway),
+            _ => Err(format!(
+                "{text:?} is not a role (workstation, render_node, nas_gateway)"
+            )),
+        }
+    }
+}
+
+/// Where one device of a system stands.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachState {
+    /// Compose (or failover) requested, not yet done.
+    Attaching,
+    Attached,
+    /// Decompose (or failover away) requested, not yet done.
+    Detaching,
+}
+
+/// One device of a system and the port it uses.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct Attachment {
+    pub port: u16,
+    pub state: AttachState,
+}
+
+/// What a mount mounts.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum MountSource {
+    /// A namespace of an NVMe composed into the same system.
+    Namespace { device: DeviceId, namespace: u32 },
+    /// A network export (NFS/SMB), e.g. server "nas1", path "/projects".
+    Export { server: String, path: String },
+}
+
+/// Where a mount stands.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum MountState {
+    Mounting,
+    Mounted,
+    Unmounting,
+}
+
+/// A mount requested for a system.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct Mount {
+    pub source: MountSource,
+    /// Mount point inside the system, e.g. "/mnt/scratch".
+    pub target: String,
+    pub filesystem: String,
+    pub options: String,
+    pub state: MountState,
+}
+
+/// A composed system.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct System {
+    pub name: SystemName,
+    pub tenant: String,
+    pub role: Role,
+    pub devices: BTreeMap<DeviceId, Attachment>,
+    /// Keyed by mount target.
+    pub mounts: BTreeMap<String, Mount>,
+    /// The operation in flight on this system, if any (one at a time).
+    pub pending: Option<OperationId>,
+    /// Why the last operation failed, if it did.
+    pub last_failure: Option<String>,
+    /// Sequence of the last event that changed this system (the ETag).
+    pub version: u64,
+}
+
+/// A tenant (a studio, a department).
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct Tenant {
+    pub name: String,
+    pub version: u64,
+}
+
+/// The appliance's own identity.
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct Identity {
+    pub appliance_id: String,
+    pub site: String,
+}
+
+/// Checks a name: non-empty, bounded, printable without spaces.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= NAME_BYTES_MAX
+        && name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+}

@@ -1,0 +1,101 @@
+//! The kernel command line flags PID 1 understands (`appliance.*`); everything else is ignored.
+
+/// Errors of reading the `appliance.*` flags.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CmdlineError {
+    #[error("kernel command line flag {flag}={value:?}: {reason}")]
+    ParseFlag {
+        flag: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// What the kernel command line asks of PID 1.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootFlags {
+    /// `appliance.selftest=drivers`: run the drivers' in-guest self-test instead of serving.
+    pub selftest: Option<SelfTest>,
+    /// `appliance.test_hang_watchdog=1`: stop feeding the watchdog after ready (test only).
+    pub test_hang_watchdog: bool,
+}
+
+/// Which self-test to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfTest {
+    Drivers,
+}
+
+/// Parses `/proc/cmdline`. Unknown `appliance.*` flags are errors (a typo in a test flag must not
+/// silently boot a normal appliance); other kernel parameters are ignored.
+pub fn parse(cmdline: &str) -> Result<BootFlags, CmdlineError> {
+    let mut flags = BootFlags::default();
+    for word in cmdline.split_whitespace() {
+        let Some(rest) = word.strip_prefix("appliance.") else {
+            continue;
+        };
+        let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
+        let bad = |reason: &str| CmdlineError::ParseFlag {
+            flag: format!("appliance.{key}"),
+            value: value.into(),
+            reason: reason.into(),
+        };
+        match key {
+            "selftest" => match value {
+                "drivers" => flags.selftest = Some(SelfTest::Drivers),
+                _ => return Err(bad("the only self-test is `drivers`")),
+            },
+            "test_hang_watchdog" => {
+                flags.test_hang_watchdog = match value {
+                    "1" | "" => true,
+                    "0" => false,
+                    _ => return Err(bad("expected 0 or 1")),
+                }
+            }
+            _ => return Err(bad("unknown appliance flag")),
+        }
+    }
+    Ok(flags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_cmdline_is_a_normal_boot() {
+        let flags = parse("console=ttyS0 panic=1 intel_iommu=on\n").unwrap();
+        assert_eq!(flags, BootFlags::default());
+    }
+
+    #[test]
+    fn test_flags_are_read() {
+        let flags =
+            parse("console=ttyS0 appliance.selftest=drivers appliance.test_hang_watchdog=1")
+                .unwrap();
+        assert_eq!(flags.selftest, Some(SelfTest::Drivers));
+        assert!(flags.test_hang_watchdog);
+        assert!(
+            !parse("appliance.test_hang_watchdog=0")
+                .unwrap()
+                .test_hang_watchdog
+        );
+    }
+
+    #[test]
+    fn unknown_or_bad_flags_are_refused_by_name() {
+        let err = parse("appliance.selftest=nvme").unwrap_err().to_string();
+        assert!(
+            err.contains("appliance.selftest") && err.contains("nvme"),
+            "{err}"
+        );
+        let err = parse("appliance.test_hang_watchdg=1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("appliance.test_hang_watchdg"), "{err}");
+        let err = parse("appliance.test_hang_watchdog=yes")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected 0 or 1"), "{err}");
+    }
+}

@@ -1,0 +1,397 @@
+//! PID 1's supervisor loop: one `poll` over the signalfd (SIGCHLD, SIGTERM, SIGINT, SIGPWR), the
+//! power button and the service's ready pipe; feeds the watchdog; reaps every child; restarts a
+//! failed service with backoff; shuts down cleanly. Stays single-threaded so that `fork` is safe.
+
+use std::fs;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::reboot::{reboot, RebootMode};
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+
+use super::cmdline::BootFlags;
+use super::restart::{Decision, RestartPolicy};
+use super::{say, service, sys, DataDisk, DATA_DIR, WATCHDOG_TIMEOUT_S};
+
+/// How long the service gets to shut down (journal durable) before PID 1 powers off anyway.
+pub const SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
+/// Marker file on the data disk: the test-only watchdog hang has happened.
+pub const TEST_HANG_MARKER: &str = "pid1-test-hang-watchdog.done";
+/// The loop wakes at least this often (restart timers, shutdown deadline, watchdog feeding).
+const POLL_INTERVAL_MS: u64 = 500;
+const _: () = assert!(POLL_INTERVAL_MS * 4 <= WATCHDOG_TIMEOUT_S as u64 * 1000);
+
+/// What the boot stages hand the supervisor.
+#[derive(Debug)]
+pub struct Context {
+    pub flags: BootFlags,
+    pub signals: SignalFd,
+    pub data: DataDisk,
+    pub watchdog: Option<sys::Watchdog>,
+}
+
+/// The signals PID 1 handles; blocked in every thread and process it starts, read via signalfd.
+fn handled() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGPWR,
+    ] {
+        set.add(signal);
+    }
+    set
+}
+
+/// Blocks the handled signals and opens the signalfd; ctrl-alt-del becomes SIGINT to PID 1.
+pub fn block_signals() -> SignalFd {
+    let set = handled();
+    if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
+        reboot_hopeless(&format!("sigprocmask: {e}"));
+    }
+    let _ = nix::sys::reboot::set_cad_enabled(false);
+    match SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+        Ok(fd) => fd,
+        Err(e) => reboot_hopeless(&format!("signalfd: {e}")),
+    }
+}
+
+struct Service {
+    pid: Pid,
+    started: Instant,
+    ready_pipe: Option<OwnedFd>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Waiting to restart the service at this instant.
+    Restarting(Instant),
+    /// No service will run (refused data disk, finished self-test).
+    Idle,
+    ShuttingDown(Instant),
+}
+
+struct Supervisor {
+    ctx: Context,
+    service: Option<Service>,
+    phase: Phase,
+    policy: RestartPolicy,
+    ready_seen: bool,
+    power_buttons: Vec<fs::File>,
+}
+
+/// Runs the supervisor loop forever.
+pub fn run(ctx: Context) -> ! {
+    let power_buttons: Vec<fs::File> =
+        sys::find_power_buttons(Path::new("/sys/class/input"), Path::new("/dev/input"))
+            .into_iter()
+            .filter_map(|path| {
+                fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags_nonblock()
+                    .open(path)
+                    .ok()
+            })
+            .collect();
+    say(&format!(
+        "APPLIANCE BOOT stage=power-button found={}",
+        power_buttons.len()
+    ));
+    let phase = match &ctx.data {
+        DataDisk::Mounted { .. } => Phase::Restarting(Instant::now()),
+        DataDisk::Unusable { .. } if ctx.flags.selftest.is_some() => {
+            Phase::Restarting(Instant::now())
+        }
+        DataDisk::Unusable { .. } => Phase::Idle,
+    };
+    let mut sup = Supervisor {
+        ctx,
+        service: None,
+        phase,
+        policy: RestartPolicy::default(),
+        ready_seen: false,
+        power_buttons,
+    };
+    loop {
+        sup.step();
+    }
+}
+
+trait NonBlock {
+    fn custom_flags_nonblock(&mut self) -> &mut Self;
+}
+
+impl NonBlock for fs::OpenOptions {
+    fn custom_flags_nonblock(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+    }
+}
+
+impl Supervisor {
+    fn step(&mut self) {
+        if let Phase::Restarting(at) = self.phase {
+            if Instant::now() >= at {
+                self.start_service();
+            }
+        }
+        if let Phase::ShuttingDown(deadline) = self.phase {
+            if Instant::now() >= deadline {
+                say(&format!("APPLIANCE SHUTDOWN service did not stop within {SHUTDOWN_TIMEOUT_MS} ms; killing it"));
+                if let Some(service) = self.service.take() {
+                    let _ = kill(service.pid, Signal::SIGKILL);
+                    let _ = waitpid(service.pid, None);
+                }
+                self.power_off("shutdown timeout (service killed)");
+            }
+        }
+        let (signal_ready, buttons_ready, pipe_ready) = self.wait_events();
+        self.feed_watchdog();
+        if pipe_ready {
+            self.read_ready_pipe();
+        }
+        if buttons_ready.into_iter().any(|i| self.power_pressed(i)) {
+            self.begin_shutdown("ACPI power button");
+        }
+        if signal_ready {
+            self.handle_signals();
+        }
+    }
+
+    /// Waits for the signalfd, the power buttons or the ready pipe; returns which are readable
+    /// (signals, indices of the buttons, pipe).
+    fn wait_events(&self) -> (bool, Vec<usize>, bool) {
+        let mut fds = vec![PollFd::new(self.ctx.signals.as_fd(), PollFlags::POLLIN)];
+        for button in &self.power_buttons {
+            fds.push(PollFd::new(button.as_fd(), PollFlags::POLLIN));
+        }
+        let pipe = self.service.as_ref().and_then(|s| s.ready_pipe.as_ref());
+        if let Some(pipe) = pipe {
+            fds.push(PollFd::new(
+                pipe.as_fd(),
+                PollFlags::POLLIN | PollFlags::POLLHUP,
+            ));
+        }
+        let timeout = PollTimeout::try_from(POLL_INTERVAL_MS as i32).unwrap_or(PollTimeout::MAX);
+        if poll(&mut fds, timeout).is_err() {
+            return (false, Vec::new(), false);
+        }
+        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        let buttons = (0..self.power_buttons.len())
+            .filter(|i| ready(&fds[1 + i]))
+            .collect();
+        let pipe = pipe.is_some() && ready(&fds[fds.len() - 1]);
+        (ready(&fds[0]), buttons, pipe)
+    }
+
+    fn feed_watchdog(&mut self) {
+        let hang = self.ctx.flags.test_hang_watchdog && self.ready_seen;
+        if let (Some(watchdog), false) = (self.ctx.watchdog.as_mut(), hang) {
+            if let Err(e) = watchdog.feed() {
+                say(&format!("APPLIANCE WATCHDOG {e}"));
+            }
+        }
+    }
+
+    fn read_ready_pipe(&mut self) {
+        let Some(service) = self.service.as_mut() else {
+            return;
+        };
+        let Some(pipe) = service.ready_pipe.take() else {
+            return;
+        };
+        let mut buf = [0u8; 16];
+        let mut file = fs::File::from(pipe);
+        if matches!(file.read(&mut buf), Ok(n) if n > 0) {
+            self.ready_seen = true;
+            if self.ctx.flags.test_hang_watchdog {
+                self.arm_test_hang();
+            }
+        }
+    }
+
+    /// The test-only hang happens once per data disk (a marker on /data), so that the boot after
+    /// the watchdog's reset recovers instead of hanging again.
+    fn arm_test_hang(&mut self) {
+        let marker = Path::new(DATA_DIR).join(TEST_HANG_MARKER);
+        if marker.exists() {
+            say("APPLIANCE TEST hang_watchdog: already done on this data disk; feeding the watchdog");
+            self.ctx.flags.test_hang_watchdog = false;
+            return;
+        }
+        let written = fs::File::create(&marker).and_then(|f| f.sync_all());
+        let dir_synced = fs::File::open(DATA_DIR).and_then(|d| d.sync_all());
+        if let Err(e) = written.and(dir_synced) {
+            say(&format!(
+                "APPLIANCE TEST hang_watchdog: cannot write {}: {e}",
+                marker.display()
+            ));
+        }
+        say("APPLIANCE TEST hang_watchdog: no longer feeding the watchdog");
+    }
+
+    fn power_pressed(&mut self, index: usize) -> bool {
+        let Some(button) = self.power_buttons.get_mut(index) else {
+            return false;
+        };
+        let mut buf = [0u8; sys::INPUT_EVENT_BYTES * 16];
+        let Ok(n) = button.read(&mut buf) else {
+            return false;
+        };
+        buf[..n]
+            .chunks(sys::INPUT_EVENT_BYTES)
+            .any(sys::is_power_press)
+    }
+
+    fn handle_signals(&mut self) {
+        while let Ok(Some(info)) = self.ctx.signals.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => self.reap(),
+                Ok(signal) => self.begin_shutdown(signal.as_str()),
+                Err(_) => {}
+            }
+        }
+        // SIGCHLDs coalesce: reap whatever is there on every wake-up.
+        self.reap();
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(status) => {
+                    let Some(pid) = status.pid() else { return };
+                    if self.service.as_ref().is_some_and(|s| s.pid == pid) {
+                        self.service_exited(status);
+                    }
+                }
+            }
+        }
+    }
+
+    fn service_exited(&mut self, status: WaitStatus) {
+        let Some(service) = self.service.take() else {
+            return;
+        };
+        let ran = service.started.elapsed();
+        if let Phase::ShuttingDown(_) = self.phase {
+            say(&format!("APPLIANCE SHUTDOWN service stopped ({status:?})"));
+            self.power_off("clean shutdown");
+        }
+        if self.ctx.flags.selftest.is_some() {
+            self.power_off("self-test finished");
+        }
+        say(&format!(
+            "APPLIANCE SERVICE FAILED exited {status:?} after {} ms",
+            ran.as_millis()
+        ));
+        match self.policy.on_exit(ran) {
+            Decision::RestartAfter(delay) => {
+                say(&format!(
+                    "APPLIANCE SERVICE restarting in {} ms (failure {})",
+                    delay.as_millis(),
+                    self.policy.failures()
+                ));
+                self.phase = Phase::Restarting(Instant::now() + delay);
+            }
+            Decision::Reboot => self.reboot("the service keeps failing"),
+        }
+    }
+
+    fn start_service(&mut self) {
+        let (read, write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+            Ok(pair) => pair,
+            Err(e) => self.reboot(&format!("pipe2: {e}")),
+        };
+        // SAFETY: the supervisor is single-threaded (no thread was ever started in PID 1), so the
+        // child may run arbitrary code after fork.
+        match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Child) => {
+                drop(read);
+                service::run_child(&self.ctx.flags, write)
+            }
+            Ok(ForkResult::Parent { child }) => {
+                drop(write);
+                self.service = Some(Service {
+                    pid: child,
+                    started: Instant::now(),
+                    ready_pipe: Some(read),
+                });
+                self.phase = Phase::Running;
+            }
+            Err(e) => self.reboot(&format!("fork the service: {e}")),
+        }
+    }
+
+    fn begin_shutdown(&mut self, why: &str) {
+        if let Phase::ShuttingDown(_) = self.phase {
+            return;
+        }
+        say(&format!("APPLIANCE SHUTDOWN requested by {why}"));
+        match &self.service {
+            Some(service) => {
+                let _ = kill(service.pid, Signal::SIGTERM);
+                self.phase = Phase::ShuttingDown(
+                    Instant::now() + Duration::from_millis(SHUTDOWN_TIMEOUT_MS),
+                );
+            }
+            None => self.power_off(why),
+        }
+    }
+
+    fn finish(&mut self) {
+        nix::unistd::sync();
+        if let DataDisk::Mounted { .. } = self.ctx.data {
+            if let Err(e) = nix::mount::umount(DATA_DIR) {
+                say(&format!(
+                    "APPLIANCE SHUTDOWN umount {DATA_DIR}: {e}; detaching"
+                ));
+                let _ = nix::mount::umount2(DATA_DIR, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        nix::unistd::sync();
+        if let Some(watchdog) = self.ctx.watchdog.take() {
+            let _ = watchdog.disarm();
+        }
+    }
+
+    fn power_off(&mut self, why: &str) -> ! {
+        self.finish();
+        power_off_now(why)
+    }
+
+    fn reboot(&mut self, why: &str) -> ! {
+        self.finish();
+        reboot_hopeless(why)
+    }
+}
+
+/// Powers off at once (after sync).
+pub fn power_off_now(why: &str) -> ! {
+    say(&format!("APPLIANCE POWEROFF {why}"));
+    nix::unistd::sync();
+    let _ = reboot(RebootMode::RB_POWER_OFF);
+    halt_forever()
+}
+
+/// A hopeless state: log it and reboot.
+pub fn reboot_hopeless(why: &str) -> ! {
+    say(&format!("APPLIANCE REBOOT hopeless: {why}"));
+    nix::unistd::sync();
+    let _ = reboot(RebootMode::RB_AUTOBOOT);
+    halt_forever()
+}
+
+fn halt_forever() -> ! {
+    loop {
+        std::thread::park();
+    }
+}

@@ -1,0 +1,260 @@
+//! The serve entry point used by `appliance serve` and by PID-1 mode: opens the journal
+//! (snapshot + replay), starts the core, syncs the fabric's inventory, starts the reconciler and
+//! the control interface, and returns once ready.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tracing::{info, warn};
+
+use crate::command::Command;
+use crate::control::{Server, ServerContext};
+use crate::core::{Core, CoreConfig, CoreHandle, StartReport};
+use crate::log::{EventLog, JournalLog};
+use crate::reconciler::{sync_inventory, Drivers, ReconcileLimits, Reconciler};
+use crate::sim::SimFabric;
+use crate::topology::{self, Topology};
+
+/// The sample topology, used by `--fabric sim` when no topology file is given.
+pub const SAMPLE_TOPOLOGY: &str = include_str!("../topologies/sample.toml");
+
+/// The default control address.
+pub const DEFAULT_CONTROL_LISTEN: &str = "127.0.0.1:7780";
+
+/// Which fabric the appliance drives.
+pub enum FabricChoice {
+    /// The in-process simulated fabric (deterministic from `seed`).
+    Sim {
+        topology: Option<PathBuf>,
+        seed: u64,
+    },
+    /// Real hardware (or the QEMU bench's emulated switch).
+    Real {
+        fabric: Arc<dyn drivers::Fabric>,
+        host: Arc<dyn drivers::Host>,
+    },
+}
+
+impl std::fmt::Debug for FabricChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FabricChoice::Sim { topology, seed } => f
+                .debug_struct("Sim")
+                .field("topology", topology)
+                .field("seed", seed)
+                .finish(),
+            FabricChoice::Real { .. } => f.write_str("Real"),
+        }
+    }
+}
+
+/// What `start` needs.
+#[derive(Debug)]
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    pub fabric: FabricChoice,
+    /// Default 127.0.0.1:7780.
+    pub control_listen: SocketAddr,
+}
+
+/// The running appliance service.
+#[derive(Debug)]
+pub struct Running {
+    core: Option<Core>,
+    reconciler: Option<Reconciler>,
+    server: Option<Server>,
+    log: Arc<dyn EventLog>,
+    report: StartReport,
+    control_addr: SocketAddr,
+    sim: Option<Arc<SimFabric>>,
+}
+
+impl std::fmt::Debug for dyn EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EventLog(head={})", self.last_sequence())
+    }
+}
+
+/// Opens the journal in `data_dir/journal`, then starts everything (see [`start_with_log`]).
+pub fn start(options: ServeOptions) -> anyhow::Result<Running> {
+    let dir = options.data_dir.join("journal");
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("create the journal directory {}", dir.display()))?;
+    let (log, report) =
+        JournalLog::open(&dir).with_context(|| format!("open the journal in {}", dir.display()))?;
+    info!(dir = %dir.display(), last_sequence = report.last_sequence, chain_head = report.chain_head, "journal opened");
+    for note in &report.notes {
+        warn!(%note, "journal");
+    }
+    let mut running = start_with_log(options, Arc::new(log))?;
+    running.report.notes.splice(0..0, report.notes);
+    Ok(running)
+}
+
+/// Starts the core on `log` (any [`EventLog`]), the fabric, the reconciler and the control server.
+pub fn start_with_log(options: ServeOptions, log: Arc<dyn EventLog>) -> anyhow::Result<Running> {
+    let started = Instant::now();
+    let (core, report) = Core::start(log.clone(), CoreConfig::default())
+        .context("recover state from the journal")?;
+    info!(
+        events_replayed = report.events_replayed,
+        snapshot = ?report.snapshot_sequence,
+        replay_ms = report.replay_ms,
+        journal_head = report.journal_head,
+        "state came from the journal"
+    );
+    let handle = core.handle();
+    let (drivers, rdma, sim) = fabric(&options.fabric, &handle)?;
+    initial_sync(&handle, &drivers, &rdma);
+    let reconciler = Reconciler::start(handle.clone(), drivers).context("start the reconciler")?;
+    let context = ServerContext {
+        core: handle,
+        log: log.clone(),
+        start: report.clone(),
+    };
+    let server =
+        Server::start(options.control_listen, context).context("start the control interface")?;
+    let control_addr = server.addr();
+    info!(%control_addr, ready_ms = started.elapsed().as_millis() as u64, "appliance ready");
+    Ok(Running {
+        core: Some(core),
+        reconciler: Some(reconciler),
+        server: Some(server),
+        log,
+        report,
+        control_addr,
+        sim,
+    })
+}
+
+type FabricParts = (Drivers, BTreeSet<String>, Option<Arc<SimFabric>>);
+
+fn fabric(choice: &FabricChoice, core: &CoreHandle) -> anyhow::Result<FabricParts> {
+    let limits = ReconcileLimits::default();
+    match choice {
+        FabricChoice::Sim { topology, seed } => {
+            let topology = load_topology(topology.as_deref())?;
+            if let Some(identity) = &topology.identity {
+                if core.state().identity != *identity {
+                    core.submit(Command::SetIdentity {
+                        identity: identity.clone(),
+                    })
+                    .context("record the appliance identity")?;
+                }
+            }
+            let rdma = topology
+                .devices
+                .iter()
+                .filter(|d| d.rdma)
+                .map(|d| d.device.id.clone())
+                .collect();
+            let sim = Arc::new(SimFabric::new(&topology, *seed));
+            let drivers = Drivers {
+                fabric: sim.clone(),
+                host: sim.clone(),
+                limits: ReconcileLimits {
+                    sync_interval_ms: 1000,
+                    workers: 16,
+                    ..limits
+                },
+            };
+            Ok((drivers, rdma, Some(sim)))
+        }
+        FabricChoice::Real { fabric, host } => Ok((
+            Drivers {
+                fabric: fabric.clone(),
+                host: host.clone(),
+                limits,
+            },
+            BTreeSet::new(),
+            None,
+        )),
+    }
+}
+
+fn load_topology(file: Option<&Path>) -> anyhow::Result<Topology> {
+    Ok(match file {
+        Some(file) => topology::load(file)?,
+        None => topology::parse(SAMPLE_TOPOLOGY, Path::new("<built-in sample.toml>"))?,
+    })
+}
+
+/// Brings State's pool in line with the switch's inventory before serving.
+fn initial_sync(core: &CoreHandle, drivers: &Drivers, rdma: &BTreeSet<String>) {
+    let inventory = match drivers.fabric.inventory() {
+        Ok(inventory) => inventory,
+        Err(e) => {
+            return warn!(error = %e, "fabric inventory unavailable at start; serving the journal's view")
+        }
+    };
+    let state = core.state();
+    let mut recorded = 0;
+    for command in sync_inventory(&inventory, &state, rdma) {
+        match core.submit(command) {
+            Ok(accepted) => recorded += accepted.events,
+            Err(e) => {
+                warn!(error = %crate::control::error_chain(&e), "inventory observation not recorded")
+            }
+        }
+    }
+    info!(
+        devices = inventory.devices.len(),
+        ports = inventory.ports.len(),
+        events = recorded,
+        "inventory synced"
+    );
+}
+
+impl Running {
+    /// Where the state came from: events replayed, snapshot, replay time, journal head.
+    pub fn report(&self) -> &StartReport {
+        &self.report
+    }
+
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
+    }
+
+    /// A door to the core for in-process callers.
+    pub fn core(&self) -> Option<CoreHandle> {
+        self.core.as_ref().map(Core::handle)
+    }
+
+    /// The simulated fabric, when serving with `--fabric sim` (for fault injection in tests).
+    pub fn sim(&self) -> Option<Arc<SimFabric>> {
+        self.sim.clone()
+    }
+
+    /// Stops taking commands, lets operations in flight record their outcome, and closes the
+    /// journal durably.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop_all()
+    }
+
+    fn stop_all(&mut self) -> anyhow::Result<()> {
+        if let Some(server) = self.server.take() {
+            server.stop();
+        }
+        if let Some(reconciler) = self.reconciler.take() {
+            reconciler.stop();
+        }
+        if let Some(core) = self.core.take() {
+            core.stop();
+            self.log.close().context("close the journal")?;
+            info!("appliance stopped; journal closed");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_all() {
+            warn!(error = %e, "shutdown on drop failed");
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! Deterministic simulation: the core's pure `decide`/`apply`, an in-memory log, the simulated
+//! fabric and the reconciler's `execute`, all on one thread and driven by one seeded random
+//! generator, so a run is a pure function of its seed. Random commands, injected faults, and
+//! crashes (including between an intent and its outcome) are interleaved; `check` verifies every
+//! invariant. Used by the simulation and property tests; a failing seed reproduces from its number.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::command::{decide, Command, CommandError, Decision, NewSystem, Selection};
+use crate::core::recover;
+use crate::domain::{AttachState, DeviceKind, MountSource, Role};
+use crate::event::{Event, MountSpec};
+use crate::log::{EventLog, MemoryLog};
+use crate::placement::Want;
+use crate::reconciler::{converge, execute, sync_inventory, Drivers, ReconcileLimits};
+use crate::serve::SAMPLE_TOPOLOGY;
+use crate::sim::{Fault, FaultRates, SimFabric};
+use crate::state::State;
+
+/// What happened in one step (kept for the failure message of a seed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepNote {
+    pub step: u64,
+    pub what: String,
+}
+
+/// Counts of what a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunStats {
+    pub commands_accepted: u64,
+    pub commands_refused: u64,
+    pub operations_completed: u64,
+    pub operations_failed: u64,
+    pub crashes: u64,
+    pub crashes_mid_operation: u64,
+    pub faults: u64,
+}
+
+/// One simulated appliance.
+#[derive(Debug)]
+pub struct Harness {
+    pub seed: u64,
+    pub log: Arc<MemoryLog>,
+    pub state: State,
+    pub sim: Arc<SimFabric>,
+    drivers: Drivers,
+    rng: StdRng,
+    step: u64,
+    pub notes: Vec<StepNote>,
+    pub stats: RunStats,
+    systems: Vec<String>,
+}
+
+/// Most notes kept for a failure message.
+const NOTES_MAX: usize = 40;
+
+impl Harness {
+    /// A fresh appliance on the sample topology, fabric and choices seeded by `seed`.
+    pub fn new(seed: u64) -> Harness {
+        let topology =
+            crate::topology::parse(SAMPLE_TOPOLOGY, Path::new("sample.toml")).unwrap_or_default();
+        let sim = Arc::new(SimFabric::new(&topology, seed));
+        let drivers = Drivers {
+            fabric: sim.clone(),
+            host: sim.clone(),
+            limits: ReconcileLimits::default(),
+        };
+        let mut harness = Harness {
+            seed,
+            log: Arc::new(MemoryLog::with_clock(1_700_000_000_000)),
+            state: State::default(),
+            sim,
+            drivers,
+            rng: StdRng::seed_from_u64(seed ^ 0x5eed),
+            step: 0,
+            notes: Vec::new(),
+            stats: RunStats::default(),
+            systems: (0..6).map(|i| format!("sys{i}")).collect(),
+        };
+        let rdma: BTreeSet<String> = topology
+            .devices
+            .iter()
+            .filter(|d| d.rdma)
+            .map(|d| d.device.id.clone())
+            .collect();
+        let inventory = topology.inventory();
+        for command in sync_inventory(&inventory, &harness.state, &rdma) {
+            let _ = harness.submit(command);
+        }
+        for tenant in ["studio-a", "studio-b"] {
+            let _ = harness.submit(Command::CreateTenant {
+                name: tenant.into(),
+            });
+        }
+        harness
+    }
+
+    /// Turns on random faults of the simulated fabric.
+    pub fn with_faults(self, rates: FaultRates) -> Harness {
+        self.sim.set_rates(rates);
+        self
+    }
+
+    fn note(&mut self, what: String) {
+        if self.notes.len() == NOTES_MAX {
+            self.notes.remove(0);
+        }
+        self.notes.push(StepNote {
+            step: self.step,
+            what,
+        });
+    }
+
+    /// Decides, journals and applies one command, as the core does.
+    pub fn submit(&mut self, command: Command) -> Result<Decision, CommandError> {
+        let decision = decide(&self.state, &command);
+        match &decision {
+            Ok(Decision::Events { events, .. }) if !events.is_empty() => {
+                let (first, _) = self
+                    .log
+                    .append(events.clone())
+                    .expect("the in-memory log accepts appends");
+                for (i, event) in events.iter().enumerate() {
+                    self.state
+                        .apply(first + i as u64, event)
+                        .expect("decided events apply");
+                }
+                self.stats.commands_accepted += 1;
+            }
+            Ok(_) => self.stats.commands_accepted += 1,
+            Err(_) => self.stats.commands_refused += 1,
+        }
+        decision
+    }
+
+    /// One random step.
+    pub fn step(&mut self) {
+        self.step += 1;
+        let roll = self.rng.gen_range(0..100);
+        match roll {
+            0..=34 => self.random_command(),
+            35..=69 => self.reconcile_one(true),
+            70..=74 => self.crash(),
+            75..=79 => self.crash_mid_operation(),
+            80..=87 => self.inject_fault(),
+            _ => self.random_observation(),
+        }
+    }
+
+    fn pick<T: Clone>(&mut self, items: &[T]) -> Option<T> {
+        if items.is_empty() {
+            return None;
+        }
+        Some(items[self.rng.gen_range(0..items.len())].clone())
+    }
+
+    fn random_command(&mut self) {
+        let system = self.pick(&self.systems.clone()).unwrap_or_default();
+        let devices: Vec<String> = self.state.devices.keys().cloned().collect();
+        let command = match self.rng.gen_range(0..10) {
+            0..=2 => self.random_compose(system, &devices),
+            3..=4 => {
+                let held: Vec<String> = self
+                    .state
+                    .systems
+                    .get(&system)
+                    .map(|s| s.devices.keys().cloned().collect())
+                    .unwrap_or_default();
+                let some = self.rng.gen_bool(0.5) && !held.is_empty();
+                let devices = some.then(|| vec![held[self.rng.gen_range(0..held.len())].clone()]);
+                Command::Decompose {
+                    system,
+                    devices,
+                    request_id: self.request_id(),
+                    expected_version: None,
+                }
+            }
+            5 => self.random_mount(system),
+            6 => {
+                let target = self
+                    .state
+                    .systems
+                    .get(&system)
+                    .and_then(|s| s.mounts.keys().next().cloned())
+                    .unwrap_or("/none".into());
+                Command::Unmount {
+                    system,
+                    target,
+                    request_id: None,
+                    expected_version: None,
+                }
+            }
+            7 => {
+                let held: Vec<String> = self
+                    .state
+                    .systems
+                    .get(&system)
+                    .map(|s| s.devices.keys().cloned().collect())
+                    .unwrap_or_default();
+                let device = self.pick(&held).unwrap_or_else(|| "gpu-0".into());
+                Command::Failover {
+                    system,
+                    device,
+                    request_id: None,
+                    expected_version: None,
+                }
+            }
+            8 => {
+                let device = self.pick(&devices).unwrap_or_default();
+                let in_service = self.rng.gen_bool(0.6);
+                Command::SetService {
+                    device,
+                    in_service,
+                    reason: "simulation".into(),
+                    expected_version: None,
+                }
+            }
+            _ => Command::DeleteSystem {
+                name: system,
+                expected_version: None,
+            },
+        };
+        let name = command.name();
+        let result = self.submit(command);
+        self.note(format!("{name}: {}", brief(&result)));
+    }
+
+    fn request_id(&mut self) -> Option<String> {
+        // A small id space, so repeats happen.
+        self.rng
+            .gen_bool(0.3)
+            .then(|| format!("req-{}", self.rng.gen_range(0..20)))
+    }
+
+    fn random_compose(&mut self, system: String, devices: &[String]) -> Command {
+        let selection = if self.rng.gen_bool(0.5) {
+            let count = self.rng.gen_range(1..=3);
+            Selection::Specific((0..count).filter_map(|_| self.pick(devices)).collect())
+        } else {
+            let kinds = [
+                DeviceKind::Gpu,
+                DeviceKind::Nvme,
+                DeviceKind::Nic,
+                DeviceKind::Hba,
+            ];
+            let count = self.rng.gen_range(1..=2);
+            let wants = (0..count)
+                .map(|_| Want {
+                    kind: kinds[self.rng.gen_range(0..kinds.len())],
+                    count: self.rng.gen_range(1..=2),
+                    capacity_bytes_min: [0, 24 << 30, 2_000_000_000_000][self.rng.gen_range(0..3)],
+                    rdma: self.rng.gen_bool(0.2),
+                })
+                .collect();
+            Selection::Constrained(wants)
+        };
+        let tenants = ["studio-a", "studio-b"];
+        let tenant = tenants[self.rng.gen_range(0..2)].to_string();
+        let create = Some(NewSystem {
+            tenant,
+            role: Role::Workstation,
+        });
+        let expected_version = self.rng.gen_bool(0.1).then(|| self.rng.gen_range(0..50));
+        Command::Compose {
+            system,
+            selection,
+            create,
+            tenant: None,
+            request_id: self.request_id(),
+            expected_version,
+        }
+    }
+
+    fn random_mount(&mut self, system: String) -> Command {
+        let nvme: Vec<String> = self
+            .state
+            .systems
+            .get(&system)
+            .map(|s| {
+                s.devices
+                    .iter()
+                    .filter(|(id, _)| id.starts_with("nvme"))
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let source = match self.pick(&nvme) {
+            Some(device) if self.rng.gen_bool(0.7) => MountSource::Namespace {
+                device,
+                namespace: 1,
+            },
+            _ => MountSource::Export {
+                server: "nas1".into(),
+                path: "/projects".into(),
+            },
+        };
+        let target = format!("/mnt/m{}", self.rng.gen_range(0..3));
+        let mount = MountSpec {
+            source,
+            target,
+            filesystem: "xfs".into(),
+            options: "defaults".into(),
+        };
+        Command::Mount {
+            system,
+            mount,
+            request_id: None,
+            expected_version: None,
+        }
+    }
+
+    /// Executes one pending operation against the fabric and records its outcome
+    /// (unless `record` is false: a crash right after the hardware moved).
+    pub fn reconcile_one(&mut self, record: bool) {
+        let Some(op) = self.pick(&self.state.pending.values().cloned().collect::<Vec<_>>()) else {
+            return;
+        };
+        let execution = execute(&self.drivers, &self.state, &op);
+        if !record {
+            self.note(format!(
+                "crash after executing op {} ({}) before its outcome",
+                op.id,
+                op.kind.name()
+            ));
+            return;
+        }
+        for observation in execution.observations {
+            let _ = self.submit(observation);
+        }
+        match &execution.result {
+            Ok(()) => self.stats.operations_completed += 1,
+            Err(_) => self.stats.operations_failed += 1,
+        }
+        let outcome = self.submit(Command::Finish {
+            op: op.id,
+            result: execution.result.clone(),
+        });
+        self.note(format!(
+            "op {} {} -> {:?}: {}",
+            op.id,
+            op.kind.name(),
+            execution.result,
+            brief(&outcome)
+        ));
+    }
+
+    /// Crash and restart: State rebuilt from the log alone must equal the State we had.
+    pub fn crash(&mut self) {
+        self.stats.crashes += 1;
+        let rebuilt = rebuild(self.log.as_ref());
+        assert_eq!(
+            rebuilt, self.state,
+            "seed {}: state rebuilt after a crash differs from the live state",
+            self.seed
+        );
+        self.state = rebuilt;
+        self.note("crash + restart".into());
+    }
+
+    /// Crash between an intent and its outcome: the hardware moved, the outcome was never written.
+    pub fn crash_mid_operation(&mut self) {
+        if self.state.pending.is_empty() {
+            return;
+        }
+        self.stats.crashes_mid_operation += 1;
+        self.reconcile_one(false);
+        self.crash();
+    }
+
+    fn inject_fault(&mut self) {
+        self.stats.faults += 1;
+        let devices: Vec<String> = self.state.devices.keys().cloned().collect();
+        let Some(device) = self.pick(&devices) else {
+            return;
+        };
+        let fault = match self.rng.gen_range(0..6) {
+            0 => Fault::RefuseAttach {
+                device: device.clone(),
+            },
+            1 => Fault::RefuseDetach {
+                device: device.clone(),
+            },
+            2 => Fault::VanishOnAttach {
+                device: device.clone(),
+            },
+            3 => Fault::BindTimeout {
+                device: device.clone(),
+            },
+            4 => {
+                self.sim.vanish(&device);
+                self.note(format!("{device} vanished"));
+                return;
+            }
+            _ => {
+                self.sim.restore(&device);
+                self.note(format!("{device} restored to the pool"));
+                return;
+            }
+        };
+        self.note(format!("fault scheduled: {fault:?}"));
+        self.sim.schedule(fault);
+    }
+
+    /// Inventory sync and health observations, as the reconciler and monitor make them.
+    fn random_observation(&mut self) {
+        let inventory = match self.drivers.fabric.inventory().ok() {
+            Some(inventory) => inventory,
+            None => return,
+        };
+        for command in sync_inventory(&inventory, &self.state, &BTreeSet::new()) {
+            if matches!(command, Command::ObserveVanished { .. }) {
+                let _ = self.submit(command);
+            }
+        }
+        let devices: Vec<String> = self.state.devices.keys().cloned().collect();
+        if let Some(device) = self.pick(&devices) {
+            let health = if self.rng.gen_bool(0.5) {
+                crate::domain::Health::Ok
+            } else {
+                crate::domain::Health::Failed("sim".into())
+            };
+            let _ = self.submit(Command::ObserveHealth { device, health });
+        }
+    }
+
+    /// Checks every invariant: State's own, replay equality, and one outcome at most per intent.
+    pub fn check(&self, replay: bool) -> Result<(), String> {
+        self.state.check_invariants()?;
+        if replay {
+            let rebuilt = rebuild(self.log.as_ref());
+            if rebuilt != self.state {
+                return Err("replaying the log from nothing gives a different State".into());
+            }
+        }
+        check_outcomes(
+            &self
+                .log
+                .events()
+                .iter()
+                .map(|l| l.event.clone())
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// Runs every pending operation to its outcome with faults off, repairs drift, and checks
+    /// that the fabric matches State (every attached device at its port, nothing else attached).
+    pub fn settle(&mut self) -> Result<(), String> {
+        self.sim.clear_faults();
+        for _ in 0..64 {
+            if self.state.pending.is_empty() {
+                break;
+            }
+            self.reconcile_one(true);
+        }
+        if !self.state.pending.is_empty() {
+            return Err(format!(
+                "operations still pending after settling: {:?}",
+                self.state.pending.keys()
+            ));
+        }
+        let _ = converge(&self.drivers, &self.state);
+        self.hardware_matches()
+    }
+
+    fn hardware_matches(&self) -> Result<(), String> {
+        let inventory = self
+            .drivers
+            .fabric
+            .inventory()
+            .ok()
+            .ok_or("inventory unavailable")?;
+        let actual: BTreeMap<&str, Option<u16>> = inventory
+            .devices
+            .iter()
+            .map(|d| (d.id.as_str(), d.attached_port))
+            .collect();
+        for (id, port) in &actual {
+            let device = self
+                .state
+                .devices
+                .get(*id)
+                .ok_or(format!("fabric lists {id}, State does not"))?;
+            let wanted = device
+                .holder
+                .as_ref()
+                .and_then(|h| self.state.systems.get(h))
+                .and_then(|s| s.devices.get(*id))
+                .filter(|a| a.state == AttachState::Attached)
+                .map(|a| a.port);
+            if wanted != *port {
+                return Err(format!(
+                    "{id}: State wants port {wanted:?}, the fabric has {port:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The last notes, for a failure message.
+    pub fn trace(&self) -> String {
+        self.notes
+            .iter()
+            .map(|n| format!("  step {}: {}", n.step, n.what))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn brief(result: &Result<Decision, CommandError>) -> String {
+    match result {
+        Ok(Decision::Events { events, op }) => format!("{} events, op {op:?}", events.len()),
+        Ok(Decision::Repeat { op }) => format!("repeat of op {op}"),
+        Err(e) => format!("refused: {e}"),
+    }
+}
+
+/// State from the log alone (snapshot ignored).
+pub fn rebuild(log: &dyn EventLog) -> State {
+    let mut state = State::default();
+    for logged in log.replay(1) {
+        let logged = logged.expect("the in-memory log replays");
+        state
+            .apply(logged.sequence, &logged.event)
+            .expect("logged events apply");
+    }
+    state
+}
+
+/// Every outcome follows its intent, and no intent has two outcomes.
+pub fn check_outcomes(events: &[Event]) -> Result<(), String> {
+    let mut open = BTreeSet::new();
+    let mut closed = BTreeSet::new();
+    for event in events {
+        if let Some(op) = event.intent_of() {
+            if !open.insert(op) || closed.contains(&op) {
+                return Err(format!("operation {op} has two intents"));
+            }
+        }
+        if let Some(op) = event.outcome_of() {
+            if !open.remove(&op) {
+                return Err(format!(
+                    "operation {op} has an outcome without an open intent"
+                ));
+            }
+            closed.insert(op);
+        }
+    }
+    Ok(())
+}
+
+/// Recovers as the core does at start (snapshot, if any, + tail), for tests.
+pub fn recover_state(log: &dyn EventLog) -> State {
+    recover(log).map(|(state, _)| state).unwrap_or_default()
+}

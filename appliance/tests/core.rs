@@ -1,0 +1,122 @@
+//! The one-writer core on the in-memory log: group commit of concurrent callers, a failed append
+//! publishes nothing, snapshots are used at restart and give the same State as a full replay.
+
+use std::sync::Arc;
+
+use appliance::command::{Command, CommandError};
+use appliance::core::{recover, Core, CoreConfig, CoreError};
+use appliance::log::{EventLog, MemoryLog};
+use appliance::simulation::rebuild;
+
+fn start(log: &Arc<MemoryLog>, config: CoreConfig) -> Core {
+    let log: Arc<dyn EventLog> = log.clone();
+    Core::start(log, config).expect("core starts").0
+}
+
+#[test]
+fn concurrent_callers_share_appends_and_all_land() {
+    let log = Arc::new(MemoryLog::new());
+    let core = start(&log, CoreConfig::default());
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let core = core.handle();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    core.submit(Command::CreateTenant {
+                        name: format!("t{t}-{i}"),
+                    })
+                    .expect("accepted");
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("client");
+    }
+    let handle = core.handle();
+    assert_eq!(handle.state().tenants.len(), 800);
+    let metrics = handle.metrics();
+    assert_eq!(metrics.commands, 800);
+    assert!(metrics.batches <= 800, "{metrics:?}");
+    core.stop();
+    assert_eq!(rebuild(log.as_ref()).tenants.len(), 800);
+}
+
+#[test]
+fn a_refusal_or_a_failed_append_changes_nothing() {
+    let log = Arc::new(MemoryLog::new());
+    let core = start(&log, CoreConfig::default());
+    let handle = core.handle();
+    handle
+        .submit(Command::CreateTenant { name: "a".into() })
+        .expect("accepted");
+    let refused = handle.submit(Command::CreateTenant { name: "a".into() });
+    assert!(
+        matches!(
+            refused,
+            Err(CoreError::Refused(CommandError::TenantExists { .. }))
+        ),
+        "{refused:?}"
+    );
+    log.fail_appends(1);
+    let failed = handle.submit(Command::CreateTenant { name: "b".into() });
+    assert!(matches!(failed, Err(CoreError::Append(_))), "{failed:?}");
+    assert!(
+        !handle.state().tenants.contains_key("b"),
+        "nothing published after a failed append"
+    );
+    assert_eq!(log.last_sequence(), 1);
+    handle
+        .submit(Command::CreateTenant { name: "b".into() })
+        .expect("the next append works");
+    assert_eq!(handle.state().head, 2);
+}
+
+#[test]
+fn restart_uses_the_snapshot_and_matches_a_full_replay() {
+    let log = Arc::new(MemoryLog::new());
+    let core = start(
+        &log,
+        CoreConfig {
+            snapshot_events_interval: 10,
+            ..CoreConfig::default()
+        },
+    );
+    let handle = core.handle();
+    for i in 0..25 {
+        handle
+            .submit(Command::CreateTenant {
+                name: format!("t{i}"),
+            })
+            .expect("accepted");
+    }
+    let live = handle.state();
+    core.stop();
+    let (recovered, report) = recover(log.as_ref()).expect("recover");
+    let snapshot = report
+        .snapshot_sequence
+        .expect("a snapshot was written and used");
+    assert!(snapshot >= 20, "{report}");
+    assert_eq!(report.events_replayed, 25 - snapshot);
+    assert_eq!(recovered, *live);
+    assert_eq!(recovered, rebuild(log.as_ref()));
+}
+
+#[test]
+fn a_damaged_snapshot_is_reported_and_replay_covers_it() {
+    let log = Arc::new(MemoryLog::new());
+    let core = start(&log, CoreConfig::default());
+    for i in 0..5 {
+        core.handle()
+            .submit(Command::CreateTenant {
+                name: format!("t{i}"),
+            })
+            .expect("accepted");
+    }
+    core.stop();
+    log.write_snapshot(5, b"\x01\x00garbage").expect("store");
+    let (recovered, report) = recover(log.as_ref()).expect("recover");
+    assert_eq!(report.snapshot_sequence, None);
+    assert_eq!(report.notes.len(), 1, "{report:?}");
+    assert_eq!(recovered.tenants.len(), 5);
+}

@@ -1,0 +1,232 @@
+//! The service end to end on the real journal and the simulated fabric: compose and decompose
+//! through the control interface, refusals with their codes, idempotent request ids, history,
+//! then a clean restart and a `kill -9` restart that both find the same state.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use appliance::control::{Client, Request, Response};
+use appliance::domain::{DeviceKind, Role};
+use appliance::placement::Want;
+use appliance::serve::{self, FabricChoice, ServeOptions};
+use appliance::state::Outcome;
+
+fn options(dir: &std::path::Path) -> ServeOptions {
+    ServeOptions {
+        data_dir: dir.to_path_buf(),
+        fabric: FabricChoice::Sim {
+            topology: None,
+            seed: 1,
+        },
+        control_listen: "127.0.0.1:0".parse().expect("address"),
+    }
+}
+
+fn call(client: &mut Client, request: Request) -> Response {
+    client
+        .call(&request)
+        .unwrap_or_else(|e| panic!("{request:?}: {e}"))
+}
+
+fn compose_wants(system: &str, request_id: Option<&str>) -> Request {
+    Request::Compose {
+        system: system.into(),
+        devices: vec![],
+        wants: vec![
+            Want {
+                kind: DeviceKind::Gpu,
+                count: 2,
+                capacity_bytes_min: 24 << 30,
+                rdma: false,
+            },
+            Want {
+                kind: DeviceKind::Nvme,
+                count: 1,
+                capacity_bytes_min: 2_000_000_000_000,
+                rdma: false,
+            },
+        ],
+        tenant: Some("studio".into()),
+        role: Some(Role::Workstation),
+        request_id: request_id.map(String::from),
+        expected_version: None,
+        wait: true,
+    }
+}
+
+fn error_code(response: &Response) -> &str {
+    match response {
+        Response::Error(e) => &e.code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn systems(client: &mut Client) -> Vec<appliance::domain::System> {
+    match call(client, Request::ListSystems) {
+        Response::Systems(systems) => systems,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn compose_decompose_restart_same_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = serve::start(options(dir.path())).expect("start");
+    let mut client = Client::connect(running.control_addr()).expect("connect");
+    assert!(matches!(
+        call(
+            &mut client,
+            Request::CreateTenant {
+                name: "studio".into()
+            }
+        ),
+        Response::Accepted(_)
+    ));
+    let Response::Accepted(first) = call(&mut client, compose_wants("ws1", Some("r1"))) else {
+        panic!("compose refused")
+    };
+    let operation = first.operation.clone().expect("waited for the outcome");
+    assert_eq!(operation.outcome, Some(Outcome::Completed));
+    let Response::Accepted(again) = call(&mut client, compose_wants("ws1", Some("r1"))) else {
+        panic!("repeat refused")
+    };
+    assert!(again.repeated && again.op == first.op, "{again:?}");
+    let ws1 = systems(&mut client)
+        .into_iter()
+        .find(|s| s.name == "ws1")
+        .expect("ws1");
+    assert_eq!(ws1.devices.len(), 3);
+    let held = ws1.devices.keys().next().expect("a device").clone();
+    let conflict = Request::Compose {
+        system: "ws2".into(),
+        devices: vec![held.clone()],
+        wants: vec![],
+        tenant: Some("studio".into()),
+        role: Some(Role::RenderNode),
+        request_id: None,
+        expected_version: None,
+        wait: true,
+    };
+    assert_eq!(error_code(&call(&mut client, conflict)), "device_composed");
+    let stale = Request::Decompose {
+        system: "ws1".into(),
+        devices: None,
+        request_id: None,
+        expected_version: Some(1),
+        wait: true,
+    };
+    assert_eq!(error_code(&call(&mut client, stale)), "stale_version");
+    let history = call(
+        &mut client,
+        Request::History {
+            device: Some(held.clone()),
+            system: None,
+            limit: None,
+        },
+    );
+    let Response::History(entries) = history else {
+        panic!("{history:?}")
+    };
+    assert!(
+        entries.len() >= 3,
+        "discovered, compose requested, completed: {entries:?}"
+    );
+    let before = systems(&mut client);
+    drop(client);
+    running.shutdown().expect("clean shutdown");
+
+    let running = serve::start(options(dir.path())).expect("restart");
+    assert!(running.report().events_replayed > 0, "{}", running.report());
+    let mut client = Client::connect(running.control_addr()).expect("connect");
+    assert_eq!(
+        systems(&mut client),
+        before,
+        "same state after a clean restart"
+    );
+    let decompose = Request::Decompose {
+        system: "ws1".into(),
+        devices: None,
+        request_id: None,
+        expected_version: None,
+        wait: true,
+    };
+    let Response::Accepted(done) = call(&mut client, decompose) else {
+        panic!("decompose refused")
+    };
+    assert_eq!(
+        done.operation.and_then(|o| o.outcome),
+        Some(Outcome::Completed)
+    );
+    let Response::Status(status) = call(&mut client, Request::Status) else {
+        panic!("status")
+    };
+    assert_eq!(status.pools["gpu"].composed, 0);
+    assert_eq!(status.operations_pending, 0);
+    running.shutdown().expect("clean shutdown");
+}
+
+/// Kills the child on every exit path.
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(dir: &std::path::Path) -> (Serving, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_appliance"))
+        .args([
+            "serve",
+            "--fabric",
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn appliance serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let serving = Serving(child);
+    // The ready line; EOF (the child died) fails the test instead of hanging.
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the ready line");
+    let addr = line
+        .trim()
+        .rsplit("control=")
+        .next()
+        .and_then(|a| a.parse().ok());
+    let addr = addr.unwrap_or_else(|| panic!("no control address in {line:?}"));
+    (serving, addr)
+}
+
+#[test]
+fn kill_9_then_restart_finds_the_same_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut first, addr) = spawn(dir.path());
+    let mut client = Client::connect(addr).expect("connect");
+    call(
+        &mut client,
+        Request::CreateTenant {
+            name: "studio".into(),
+        },
+    );
+    let Response::Accepted(_) = call(&mut client, compose_wants("ws1", None)) else {
+        panic!("compose refused")
+    };
+    let before = systems(&mut client);
+    first.0.kill().expect("kill -9");
+    first.0.wait().expect("reap");
+
+    let (_second, addr) = spawn(dir.path());
+    let mut client = Client::connect(addr).expect("connect");
+    assert_eq!(systems(&mut client), before, "same state after kill -9");
+}

@@ -1,10 +1,12 @@
-//! Group commit: many threads append; one of them (the leader) makes everything inserted so far
-//! durable with one flush + fsync while the others wait on a condvar, then all return together.
+//! Group commit: many threads append; one of them (the leader) writes everything queued so far as
+//! one stored value and makes it durable with one flush + fsync while the others wait on a
+//! condvar, then all return together.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
+use crate::block;
 use crate::frame::{self, FrameFields};
 use crate::store::{catch_sled, Store};
 use crate::{fsio, Appended, Error};
@@ -17,26 +19,50 @@ pub struct Encoded {
     pub payload: Vec<u8>,
 }
 
+/// An append waiting for the next group commit.
+#[derive(Debug)]
+struct Queued {
+    first: u64,
+    timestamp_ms: u64,
+    events: Vec<Encoded>,
+}
+
 #[derive(Debug)]
 struct State {
-    /// Last sequence inserted into sled (durable or not) and its crc.
-    inserted: u64,
-    inserted_crc: u32,
-    /// Last durable (acknowledged) sequence and its crc.
+    /// Sequence the next queued event gets.
+    next_sequence: u64,
+    /// Appends queued for the next group commit, in sequence order, and their event count.
+    queue: Vec<Queued>,
+    queued_events: u64,
+    /// Last durable (acknowledged) sequence and its crc (the chain head).
     durable: u64,
     durable_crc: u32,
-    /// A leader is flushing right now.
+    /// A leader is writing and syncing a group right now.
     flushing: bool,
+    /// Appenders of synced groups that have not yet returned. The next group waits for them to
+    /// be gone: they are woken and usually append again at once, so the next sync carries them
+    /// too instead of the writers splitting into two groups that alternate (each sync carrying
+    /// half of them).
+    releasing: u64,
     /// Set for good after a failed write or sync: nothing after it can be trusted.
     poisoned: Option<String>,
 }
 
 /// The write side of a journal.
+///
+/// Group commit: an append queues its events (getting its sequences at once) and waits. When no
+/// sync is running, one waiting appender becomes the leader: it takes everything queued at that
+/// moment, frames it into values (one per group, split at `block::VALUE_BYTES_MAX`), inserts
+/// them in one atomic sled batch, flushes and fsyncs, publishes the new durable point and wakes
+/// everyone. Appends arriving during a sync queue up behind it and form the next group, so each
+/// sync carries every appender that was waiting when it started. The next sync starts once the
+/// appenders released by the previous one have left (`State::releasing`; no timed wait), so that
+/// those which append again at once join it.
 #[derive(Debug)]
 pub struct Writer {
     store: Store,
     store_dir: PathBuf,
-    group_commit_events_max: usize,
+    group_commit_events_max: u64,
     state: Mutex<State>,
     wake: Condvar,
     durable_tx: tokio::sync::watch::Sender<u64>,
@@ -55,17 +81,19 @@ impl Writer {
         group_commit_events_max: usize,
     ) -> Writer {
         let state = State {
-            inserted: last,
-            inserted_crc: head,
+            next_sequence: last + 1,
+            queue: Vec::new(),
+            queued_events: 0,
             durable: last,
             durable_crc: head,
             flushing: false,
+            releasing: 0,
             poisoned: None,
         };
         Writer {
             store,
             store_dir: store_dir.clone(),
-            group_commit_events_max: group_commit_events_max.max(1),
+            group_commit_events_max: group_commit_events_max.max(1) as u64,
             state: Mutex::new(state),
             wake: Condvar::new(),
             durable_tx: tokio::sync::watch::channel(last).0,
@@ -102,50 +130,39 @@ impl Writer {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Inserts the batch atomically after the current tail and returns once it is durable.
+    /// Queues the batch after the current tail and returns once it is durable.
     pub fn append(&self, events: Vec<Encoded>, timestamp_ms: u64) -> Result<Appended, Error> {
         let count = events.len() as u64;
         let mut state = self.lock();
-        // Back-pressure: at most group_commit_events_max events wait for one flush (a larger
-        // single batch still goes alone).
+        // Back-pressure: at most group_commit_events_max events wait for one group commit (a
+        // larger single batch still goes alone).
         loop {
             if let Some(reason) = &state.poisoned {
                 return Err(Error::Poisoned {
                     reason: reason.clone(),
                 });
             }
-            let pending = state.inserted - state.durable;
-            if pending == 0 || pending + count <= self.group_commit_events_max as u64 {
+            let queued = state.queued_events;
+            if queued == 0 || queued + count <= self.group_commit_events_max {
                 break;
             }
             state = self.wait(state);
         }
-        let first = state.inserted + 1;
-        let (batch, last_crc) = build_batch(&events, first, state.inserted_crc, timestamp_ms);
+        let first = state.next_sequence;
         let last = first + count - 1;
-        if let Err(reason) = self.insert(batch) {
-            let error = Error::WriteStore {
-                first,
-                last,
-                reason,
-            };
-            state.poisoned = Some(error.to_string());
-            self.wake.notify_all();
-            return Err(error);
-        }
-        (state.inserted, state.inserted_crc) = (last, last_crc);
+        state.next_sequence = last + 1;
+        state.queued_events += count;
+        state.queue.push(Queued {
+            first,
+            timestamp_ms,
+            events,
+        });
         self.wait_durable(state, last)?;
         Ok(Appended { first, last })
     }
 
-    fn insert(&self, batch: sled::Batch) -> Result<(), String> {
-        fail::fail_point!("journal::write", |_| Err(
-            "fail point journal::write".to_string()
-        ));
-        catch_sled(|| self.store.tree.apply_batch(batch))?.map_err(|e| e.to_string())
-    }
-
-    /// Waits until `target` is durable, becoming the leader that flushes when nobody is.
+    /// Waits until `target` is durable, becoming the leader that writes and syncs the queued
+    /// group when no sync is running.
     fn wait_durable<'a>(
         &'a self,
         mut state: MutexGuard<'a, State>,
@@ -153,6 +170,10 @@ impl Writer {
     ) -> Result<(), Error> {
         loop {
             if state.durable >= target {
+                state.releasing = state.releasing.saturating_sub(1);
+                if state.releasing == 0 {
+                    self.wake.notify_all();
+                }
                 return Ok(());
             }
             if let Some(reason) = &state.poisoned {
@@ -160,30 +181,57 @@ impl Writer {
                     reason: reason.clone(),
                 });
             }
-            if state.flushing {
+            if state.flushing || state.queue.is_empty() || state.releasing > 0 {
                 state = self.wait(state);
                 continue;
             }
             state.flushing = true;
-            let (upto, upto_crc) = (state.inserted, state.inserted_crc);
+            let group = std::mem::take(&mut state.queue);
+            state.queued_events = 0;
+            let prev_crc = state.durable_crc;
             drop(state);
-            let result = self.sync();
+            // Room in the queue again: appenders held back by back-pressure may queue now.
+            self.wake.notify_all();
+            let result = self.commit_group(&group, prev_crc);
             state = self.lock();
             state.flushing = false;
-            match result {
-                Ok(()) => {
+            let outcome = match result {
+                Ok((upto, upto_crc)) => {
                     self.syncs.fetch_add(1, Ordering::Relaxed);
+                    state.releasing += group.len() as u64;
                     (state.durable, state.durable_crc) = (upto, upto_crc);
                     self.durable_tx.send_replace(upto);
+                    Ok(())
                 }
                 Err(e) => {
                     state.poisoned = Some(e.to_string());
-                    self.wake.notify_all();
-                    return Err(e);
+                    Err(e)
                 }
-            }
+            };
             self.wake.notify_all();
+            outcome?;
         }
+    }
+
+    /// Frames, inserts and makes durable one group; returns its last sequence and crc.
+    fn commit_group(&self, group: &[Queued], prev_crc: u32) -> Result<(u64, u32), Error> {
+        let _span = tracing::trace_span!("journal_group_commit", appends = group.len()).entered();
+        let first = group.first().map_or(0, |q| q.first);
+        let (batch, last, last_crc) = build_batch(group, prev_crc);
+        self.insert(batch).map_err(|reason| Error::WriteStore {
+            first,
+            last,
+            reason,
+        })?;
+        self.sync()?;
+        Ok((last, last_crc))
+    }
+
+    fn insert(&self, batch: sled::Batch) -> Result<(), String> {
+        fail::fail_point!("journal::write", |_| Err(
+            "fail point journal::write".to_string()
+        ));
+        catch_sled(|| self.store.tree.apply_batch(batch))?.map_err(|e| e.to_string())
     }
 
     /// One durable write: sled's flush, then fsync of its files and directories (see
@@ -207,25 +255,27 @@ impl Writer {
     }
 }
 
-fn build_batch(
-    events: &[Encoded],
-    first: u64,
-    mut prev_crc: u32,
-    timestamp_ms: u64,
-) -> (sled::Batch, u32) {
-    let mut batch = sled::Batch::default();
-    for (sequence, event) in (first..).zip(events) {
-        let fields = FrameFields {
-            sequence,
-            timestamp_ms,
-            kind: event.kind,
-            version: event.version,
-            prev_crc,
-            payload: &event.payload,
-        };
-        let (value, crc) = frame::encode(&fields);
-        batch.insert(&frame::key(sequence), value);
-        prev_crc = crc;
+/// The sled batch of one group: its records framed and chained into values; with the group's
+/// last sequence and crc.
+fn build_batch(group: &[Queued], mut prev_crc: u32) -> (sled::Batch, u64, u32) {
+    let mut builder = block::Builder::default();
+    let mut last = 0;
+    for queued in group {
+        for (sequence, event) in (queued.first..).zip(&queued.events) {
+            prev_crc = builder.push(&FrameFields {
+                sequence,
+                timestamp_ms: queued.timestamp_ms,
+                kind: event.kind,
+                version: event.version,
+                prev_crc,
+                payload: &event.payload,
+            });
+            last = sequence;
+        }
     }
-    (batch, prev_crc)
+    let mut batch = sled::Batch::default();
+    for (first, value) in builder.finish() {
+        batch.insert(&frame::key(first), value);
+    }
+    (batch, last, prev_crc)
 }

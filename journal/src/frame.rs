@@ -1,47 +1,49 @@
-//! Record framing: how one event is laid out as a sled key and value, and its chained crc32.
+//! Record framing: how one event is laid out inside a stored value, and its chained crc32.
 //!
-//! Key: the sequence number, 8 bytes big-endian (so sled's key order is sequence order).
-//! Value (all integers big-endian):
+//! Records are stored back to back inside values (`block`: one value per group commit). Each
+//! record carries its own framing (all integers big-endian):
 //!
 //! | offset | bytes | field                                                    |
 //! |--------|-------|----------------------------------------------------------|
 //! | 0      | 1     | magic `0xA7`                                             |
-//! | 1      | 1     | frame format (1)                                         |
-//! | 2      | 8     | timestamp, ms since the Unix epoch                       |
-//! | 10     | 2     | event kind                                               |
-//! | 12     | 2     | event schema version                                     |
-//! | 14     | 4     | crc of the previous record (0 for sequence 1): the chain |
-//! | 18     | 4     | payload length                                           |
-//! | 22     | n     | payload (bincode)                                        |
-//! | 22+n   | 4     | crc32 of key ‖ value[..22+n]                             |
+//! | 1      | 1     | frame format (2)                                         |
+//! | 2      | 8     | sequence number                                          |
+//! | 10     | 8     | timestamp, ms since the Unix epoch                       |
+//! | 18     | 2     | event kind                                               |
+//! | 20     | 2     | event schema version                                     |
+//! | 22     | 4     | crc of the previous record (0 for sequence 1): the chain |
+//! | 26     | 4     | payload length                                           |
+//! | 30     | n     | payload (bincode)                                        |
+//! | 30+n   | 4     | crc32 of bytes `0..30+n`                                 |
 //!
 //! Because the crc covers the previous record's crc, each crc is a chain value over all of history
 //! (etcd style); because the previous crc is also stored, a damaged record can be told apart from
-//! the intact records after it (torn tail versus corruption).
+//! the intact records after it (torn tail versus corruption). The sequence is inside the crc, so a
+//! record moved to another place is detected.
 
-/// First byte of every record value.
+/// First byte of every record.
 pub const FRAME_MAGIC: u8 = 0xA7;
 /// Frame layout version written by this build.
-pub const FRAME_FORMAT: u8 = 1;
+pub const FRAME_FORMAT: u8 = 2;
 /// Bytes before the payload.
-pub const HEADER_BYTES: usize = 22;
+pub const HEADER_BYTES: usize = 30;
 /// Bytes after the payload (the crc).
 pub const TRAILER_BYTES: usize = 4;
 /// Bytes of a sequence key.
 pub const KEY_BYTES: usize = 8;
 
-/// Why a stored key/value pair is not a valid record.
+/// Why stored bytes are not a valid record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     #[error("key is {len} bytes, expected {KEY_BYTES}")]
     KeyLength { len: usize },
-    #[error("value is {len} bytes, shorter than the {} bytes of framing", HEADER_BYTES + TRAILER_BYTES)]
+    #[error("{len} bytes left, shorter than the {} bytes of framing", HEADER_BYTES + TRAILER_BYTES)]
     TooShort { len: usize },
     #[error("magic byte is {found:#04x}, expected {FRAME_MAGIC:#04x}")]
     Magic { found: u8 },
     #[error("frame format {found} is not known to this build (knows {FRAME_FORMAT})")]
     Format { found: u8 },
-    #[error("payload length field says {declared} bytes but the value holds {actual}")]
+    #[error("payload length field says {declared} bytes but only {actual} remain")]
     PayloadLength { declared: usize, actual: usize },
     #[error("crc mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     Crc { stored: u32, computed: u32 },
@@ -57,6 +59,8 @@ pub struct Frame<'a> {
     pub prev_crc: u32,
     pub crc: u32,
     pub payload: &'a [u8],
+    /// Encoded length of the whole record (framing and payload).
+    pub bytes: usize,
 }
 
 /// The fields of a record to encode.
@@ -70,7 +74,7 @@ pub struct FrameFields<'a> {
     pub payload: &'a [u8],
 }
 
-/// The sled key of a sequence.
+/// The sled key of a stored value: the sequence of its first record.
 pub fn key(sequence: u64) -> [u8; KEY_BYTES] {
     sequence.to_be_bytes()
 }
@@ -83,60 +87,86 @@ pub fn sequence_of(key: &[u8]) -> Result<u64, FrameError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
-/// Encodes a record value; returns it with its crc (the new chain value).
-pub fn encode(fields: &FrameFields<'_>) -> (Vec<u8>, u32) {
-    let payload_len = u32::try_from(fields.payload.len())
-        .expect("payload length checked against record_bytes_max");
-    let mut value = Vec::with_capacity(HEADER_BYTES + fields.payload.len() + TRAILER_BYTES);
-    value.push(FRAME_MAGIC);
-    value.push(FRAME_FORMAT);
-    value.extend_from_slice(&fields.timestamp_ms.to_be_bytes());
-    value.extend_from_slice(&fields.kind.to_be_bytes());
-    value.extend_from_slice(&fields.version.to_be_bytes());
-    value.extend_from_slice(&fields.prev_crc.to_be_bytes());
-    value.extend_from_slice(&payload_len.to_be_bytes());
-    value.extend_from_slice(fields.payload);
-    let crc = checksum(&key(fields.sequence), &value);
-    value.extend_from_slice(&crc.to_be_bytes());
-    // Paired assertion: what we write must read back as the same record.
-    debug_assert_eq!(
-        decode(&key(fields.sequence), &value).map(|f| f.crc),
-        Ok(crc)
-    );
-    (value, crc)
+/// Encoded length of a record with a payload of `payload_bytes`.
+pub const fn encoded_bytes(payload_bytes: usize) -> usize {
+    HEADER_BYTES + payload_bytes + TRAILER_BYTES
 }
 
-/// Decodes and checks one stored key/value pair (framing and its own crc).
-pub fn decode<'a>(key: &[u8], value: &'a [u8]) -> Result<Frame<'a>, FrameError> {
-    let sequence = sequence_of(key)?;
-    if value.len() < HEADER_BYTES + TRAILER_BYTES {
-        return Err(FrameError::TooShort { len: value.len() });
+/// Appends one encoded record to `out`; returns its crc (the new chain value).
+pub fn encode_into(out: &mut Vec<u8>, fields: &FrameFields<'_>) -> u32 {
+    let payload_len = u32::try_from(fields.payload.len())
+        .expect("payload length checked against record_bytes_max");
+    let start = out.len();
+    out.reserve(encoded_bytes(fields.payload.len()));
+    out.push(FRAME_MAGIC);
+    out.push(FRAME_FORMAT);
+    out.extend_from_slice(&fields.sequence.to_be_bytes());
+    out.extend_from_slice(&fields.timestamp_ms.to_be_bytes());
+    out.extend_from_slice(&fields.kind.to_be_bytes());
+    out.extend_from_slice(&fields.version.to_be_bytes());
+    out.extend_from_slice(&fields.prev_crc.to_be_bytes());
+    out.extend_from_slice(&payload_len.to_be_bytes());
+    out.extend_from_slice(fields.payload);
+    let crc = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&crc.to_be_bytes());
+    // Paired assertion: what we write must read back as the same record.
+    debug_assert_eq!(decode(&out[start..]).map(|f| f.crc), Ok(crc));
+    crc
+}
+
+/// Encodes one record on its own; returns it with its crc.
+pub fn encode(fields: &FrameFields<'_>) -> (Vec<u8>, u32) {
+    let mut out = Vec::new();
+    let crc = encode_into(&mut out, fields);
+    (out, crc)
+}
+
+/// Decodes and checks the record at the start of `bytes` (framing and its own crc); the bytes
+/// after it are left alone (`Frame::bytes` says where the next record starts).
+pub fn decode(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
+    decode_with(bytes, true)
+}
+
+/// Decodes the record at the start of `bytes`, checking its framing but not recomputing its
+/// own crc: for records inside a stored value whose crc (covering every byte of every record,
+/// their stored crcs included) was just checked. The stored crc is still the chain value that
+/// the next record's link is checked against.
+pub fn decode_in_intact_value(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
+    decode_with(bytes, false)
+}
+
+fn decode_with(bytes: &[u8], verify_crc: bool) -> Result<Frame<'_>, FrameError> {
+    if bytes.len() < HEADER_BYTES + TRAILER_BYTES {
+        return Err(FrameError::TooShort { len: bytes.len() });
     }
-    if value[0] != FRAME_MAGIC {
-        return Err(FrameError::Magic { found: value[0] });
+    if bytes[0] != FRAME_MAGIC {
+        return Err(FrameError::Magic { found: bytes[0] });
     }
-    if value[1] != FRAME_FORMAT {
-        return Err(FrameError::Format { found: value[1] });
+    if bytes[1] != FRAME_FORMAT {
+        return Err(FrameError::Format { found: bytes[1] });
     }
-    let declared = be_u32(value, 18) as usize;
-    let actual = value.len() - HEADER_BYTES - TRAILER_BYTES;
-    if declared != actual {
+    let declared = be_u32(bytes, 26) as usize;
+    let actual = bytes.len() - HEADER_BYTES - TRAILER_BYTES;
+    if declared > actual {
         return Err(FrameError::PayloadLength { declared, actual });
     }
-    let body_end = value.len() - TRAILER_BYTES;
-    let stored = be_u32(value, body_end);
-    let computed = checksum(key, &value[..body_end]);
-    if stored != computed {
-        return Err(FrameError::Crc { stored, computed });
+    let body_end = HEADER_BYTES + declared;
+    let stored = be_u32(bytes, body_end);
+    if verify_crc {
+        let computed = crc32fast::hash(&bytes[..body_end]);
+        if stored != computed {
+            return Err(FrameError::Crc { stored, computed });
+        }
     }
     Ok(Frame {
-        sequence,
-        timestamp_ms: u64::from_be_bytes(value[2..10].try_into().expect("8 bytes")),
-        kind: u16::from_be_bytes([value[10], value[11]]),
-        version: u16::from_be_bytes([value[12], value[13]]),
-        prev_crc: be_u32(value, 14),
+        sequence: be_u64(bytes, 2),
+        timestamp_ms: be_u64(bytes, 10),
+        kind: u16::from_be_bytes([bytes[18], bytes[19]]),
+        version: u16::from_be_bytes([bytes[20], bytes[21]]),
+        prev_crc: be_u32(bytes, 22),
         crc: stored,
-        payload: &value[HEADER_BYTES..body_end],
+        payload: &bytes[HEADER_BYTES..body_end],
+        bytes: body_end + TRAILER_BYTES,
     })
 }
 
@@ -144,11 +174,8 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
 
-fn checksum(key: &[u8], body: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(key);
-    hasher.update(body);
-    hasher.finalize()
+fn be_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
 #[cfg(test)]
@@ -178,10 +205,10 @@ mod tests {
         ) {
             let fields = FrameFields { sequence, timestamp_ms, kind, version, prev_crc, payload: &payload };
             let (value, crc) = encode(&fields);
-            let frame = decode(&key(sequence), &value).expect("decodes");
+            let frame = decode(&value).expect("decodes");
             proptest::prop_assert_eq!(
-                (frame.sequence, frame.timestamp_ms, frame.kind, frame.version, frame.prev_crc, frame.crc, frame.payload),
-                (sequence, timestamp_ms, kind, version, prev_crc, crc, payload.as_slice())
+                (frame.sequence, frame.timestamp_ms, frame.kind, frame.version, frame.prev_crc, frame.crc, frame.payload, frame.bytes),
+                (sequence, timestamp_ms, kind, version, prev_crc, crc, payload.as_slice(), value.len())
             );
             // The crc is a chain value: another predecessor gives another crc.
             let (_, other) = encode(&FrameFields { prev_crc: prev_crc ^ 1, ..fields });
@@ -190,15 +217,25 @@ mod tests {
     }
 
     #[test]
-    fn round_trip() {
-        let (value, crc) = encode(&fields(b"hello"));
-        let frame = decode(&key(7), &value).expect("decodes");
-        assert_eq!(frame.crc, crc);
-        assert_eq!(
-            (frame.sequence, frame.kind, frame.version, frame.prev_crc),
-            (7, 3, 2, 0xdead_beef)
+    fn round_trip_and_records_back_to_back() {
+        let mut out = Vec::new();
+        let first = encode_into(&mut out, &fields(b"hello"));
+        let second = encode_into(
+            &mut out,
+            &FrameFields {
+                sequence: 8,
+                prev_crc: first,
+                ..fields(b"world!")
+            },
         );
-        assert_eq!(frame.payload, b"hello");
+        let a = decode(&out).expect("first decodes");
+        let b = decode(&out[a.bytes..]).expect("second decodes");
+        assert_eq!((a.sequence, a.crc, a.payload), (7, first, &b"hello"[..]));
+        assert_eq!(
+            (b.sequence, b.prev_crc, b.crc, b.payload),
+            (8, first, second, &b"world!"[..])
+        );
+        assert_eq!(a.bytes + b.bytes, out.len());
     }
 
     #[test]
@@ -208,32 +245,25 @@ mod tests {
             let mut damaged = value.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
             assert!(
-                decode(&key(7), &damaged).is_err(),
+                decode(&damaged).is_err(),
                 "flip of bit {bit} went unnoticed"
             );
         }
     }
 
     #[test]
-    fn a_record_moved_to_another_sequence_is_detected() {
-        let (value, _) = encode(&fields(b"x"));
-        assert!(matches!(
-            decode(&key(8), &value),
-            Err(FrameError::Crc { .. })
-        ));
-    }
-
-    #[test]
-    fn short_values_and_keys_are_errors() {
-        assert_eq!(
-            decode(&[1, 2], &[0; 40]),
-            Err(FrameError::KeyLength { len: 2 })
-        );
+    fn short_records_and_keys_are_errors() {
+        assert_eq!(sequence_of(&[1, 2]), Err(FrameError::KeyLength { len: 2 }));
         for len in 0..HEADER_BYTES + TRAILER_BYTES {
             assert_eq!(
-                decode(&key(1), &vec![FRAME_MAGIC; len]),
+                decode(&vec![FRAME_MAGIC; len]),
                 Err(FrameError::TooShort { len })
             );
         }
+        let (value, _) = encode(&fields(b"payload"));
+        assert!(matches!(
+            decode(&value[..value.len() - 1]),
+            Err(FrameError::PayloadLength { .. })
+        ));
     }
 }

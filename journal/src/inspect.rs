@@ -4,15 +4,15 @@
 //! `verify`, `stats` and `raw_records` never modify the journal: sled writes to its files when it
 //! opens them, so they open a private copy of the store in the system temp dir.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::layout::{Checkpoint, Layout};
-use crate::open::{prepare_dir, read_checkpoint, remove_keys, scan_error};
+use crate::open::{prepare_dir, read_checkpoint, replace_tail, scan_error};
 use crate::recovery::{self, ScanError, Scanned};
-use crate::store::RawKv;
 use crate::store::{catch_sled, Chain, Store};
-use crate::{frame, fsio, snapshot, Error};
+use crate::{fsio, snapshot, Error};
 
 /// sled cache used by the inspection tools.
 const INSPECT_CACHE_BYTES: u64 = 16 << 20;
@@ -224,7 +224,7 @@ pub fn verify(dir: &Path) -> Result<VerifySummary, Error> {
     let view = view(dir)?;
     let scanned = recovery::scan(&view.store, Chain::new(1, 0), None, &view.layout.store())
         .map_err(|e| scan_error(&view.layout, e))?;
-    if let Some((bad, _)) = &scanned.torn {
+    if let Some(bad) = &scanned.torn {
         return Err(Error::TornTail {
             dir: dir.to_path_buf(),
             sequence: bad.sequence,
@@ -263,7 +263,7 @@ pub fn stats(dir: &Path) -> Result<Stats, Error> {
                 records,
                 last,
                 head,
-                torn: Some((bad, _)),
+                torn: Some(bad),
                 ..
             }) => (
                 records,
@@ -307,23 +307,24 @@ pub fn raw_records(dir: &Path) -> impl Iterator<Item = Result<RawRecord, Error>>
         Ok(view) => RawRecords {
             iter: Some(view.store.tree.iter()),
             chain: Chain::new(1, 0),
-            error: None,
+            buffer: VecDeque::new(),
             view: Some(view),
         },
         Err(e) => RawRecords {
             iter: None,
             chain: Chain::new(1, 0),
-            error: Some(e),
+            buffer: VecDeque::from([Err(e)]),
             view: None,
         },
     }
 }
 
 /// Iterator behind `raw_records` (fields drop in order: iterator, then store, then the copy).
+/// It holds the records of one stored value at a time.
 struct RawRecords {
     iter: Option<sled::Iter>,
     chain: Chain,
-    error: Option<Error>,
+    buffer: VecDeque<Result<RawRecord, Error>>,
     view: Option<View>,
 }
 
@@ -336,50 +337,71 @@ impl fmt::Debug for RawRecords {
     }
 }
 
-impl Iterator for RawRecords {
-    type Item = Result<RawRecord, Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.error.take() {
-            self.iter = None;
-            return Some(Err(e));
-        }
-        let iter = self.iter.as_mut()?;
+impl RawRecords {
+    /// Reads and checks the next stored value into the buffer; false at the end or on an error.
+    fn fill(&mut self) -> bool {
+        let Some(iter) = self.iter.as_mut() else {
+            return false;
+        };
         let path = self
             .view
             .as_ref()
             .map(|v| v.layout.store())
             .unwrap_or_default();
         let item = match catch_sled(|| iter.next()) {
-            Ok(item) => item?,
-            Err(reason) => Err(sled::Error::ReportableBug(reason)),
+            Ok(item) => item,
+            Err(reason) => Some(Err(sled::Error::ReportableBug(reason))),
         };
-        let result = item
-            .map_err(|e| Error::ReadStore {
-                path,
-                reason: e.to_string(),
+        let (key, value) = match item {
+            None => return false,
+            Some(Ok(kv)) => kv,
+            Some(Err(e)) => {
+                let reason = e.to_string();
+                self.buffer
+                    .push_back(Err(Error::ReadStore { path, reason }));
+                return false;
+            }
+        };
+        let checked = self.chain.check_value(&key, &value);
+        self.buffer.extend(checked.frames.iter().map(|f| {
+            Ok(RawRecord {
+                sequence: f.sequence,
+                timestamp_ms: f.timestamp_ms,
+                kind: f.kind,
+                version: f.version,
+                crc: f.crc,
+                payload: f.payload.to_vec(),
             })
-            .and_then(|(key, value)| {
-                let f = self
-                    .chain
-                    .check(&key, &value)
-                    .map_err(|bad| Error::BadRecord {
-                        sequence: bad.sequence,
-                        problem: bad.problem,
-                    })?;
-                Ok(RawRecord {
-                    sequence: f.sequence,
-                    timestamp_ms: f.timestamp_ms,
-                    kind: f.kind,
-                    version: f.version,
-                    crc: f.crc,
-                    payload: f.payload.to_vec(),
-                })
-            });
-        if result.is_err() {
-            self.iter = None;
+        }));
+        match checked.bad {
+            Some(bad) => {
+                self.buffer.push_back(Err(Error::BadRecord {
+                    sequence: bad.sequence,
+                    problem: bad.problem,
+                }));
+                false
+            }
+            None => true,
         }
-        Some(result)
+    }
+}
+
+impl Iterator for RawRecords {
+    type Item = Result<RawRecord, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.buffer.is_empty() {
+            if !self.fill() {
+                self.iter = None;
+                break;
+            }
+        }
+        let item = self.buffer.pop_front()?;
+        if item.is_err() {
+            self.iter = None;
+            self.buffer.clear();
+        }
+        Some(item)
     }
 }
 
@@ -406,9 +428,7 @@ pub fn salvage(dir: &Path) -> Result<SalvageReport, Error> {
             }) => (
                 last,
                 head,
-                torn.map(|(bad, _)| {
-                    format!("torn tail at sequence {}: {}", bad.sequence, bad.problem)
-                }),
+                torn.map(|bad| format!("torn tail at sequence {}: {}", bad.sequence, bad.problem)),
             ),
             Err(ScanError::Corrupt {
                 bad,
@@ -424,13 +444,13 @@ pub fn salvage(dir: &Path) -> Result<SalvageReport, Error> {
             ),
             Err(e) => return Err(scan_error(&layout, e)),
         };
-    let rest = records_after(&store, kept, &layout.store())?;
-    let side_file = if rest.is_empty() {
+    let cut = recovery::cut_after(&store, kept, &layout.store())?;
+    let side_file = if cut.rest.is_empty() {
         None
     } else {
-        Some(layout.write_aside("salvage", kept + 1, &rest)?)
+        Some(layout.write_aside("salvage", kept + 1, &cut.rest)?)
     };
-    remove_keys(&layout, &store, &rest)?;
+    replace_tail(&layout, &store, &cut)?;
     let snapshots_moved = snapshot::move_aside_from(&layout, kept + 1)?;
     let version_max = checkpoint.map_or(0, |cp| cp.version_max);
     layout.write_checkpoint(Checkpoint {
@@ -441,34 +461,15 @@ pub fn salvage(dir: &Path) -> Result<SalvageReport, Error> {
     Ok(SalvageReport {
         kept_through: kept,
         chain_head: head,
-        moved_records: rest.len(),
-        moved_bytes: rest.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum(),
+        moved_records: usize::try_from(cut.moved_records).unwrap_or(usize::MAX),
+        moved_bytes: cut
+            .rest
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum(),
         side_file,
         snapshots_moved,
         problem,
         acknowledged_lost_through: checkpoint.map(|cp| cp.sequence).filter(|&s| s > kept),
     })
-}
-
-/// Every stored key/value after sequence `kept` (including malformed keys sorting after it).
-fn records_after(store: &Store, kept: u64, path: &Path) -> Result<Vec<RawKv>, Error> {
-    let read_err = |reason: String| Error::ReadStore {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let iter = if kept == 0 {
-        store.tree.iter()
-    } else {
-        store.tree.range((
-            std::ops::Bound::Excluded(frame::key(kept)),
-            std::ops::Bound::Unbounded,
-        ))
-    };
-    let items: Vec<_> = catch_sled(|| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(read_err)?
-        .map_err(|e| read_err(e.to_string()))?;
-    Ok(items
-        .into_iter()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect())
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! DIR/JOURNAL                      marker: "journal format 1"
-//! DIR/store/                       the sled database (records tree)
+//! DIR/store/                       the sled database (records tree: one value per group commit)
 //! DIR/checkpoint                   last sequence + chain known durable at the last open/snapshot/close
 //! DIR/snapshots/snap-<seq>.bin     caller state at <seq> (see snapshot.rs)
 //! DIR/aside/<why>-<seq>-<ms>.bin   bytes of records cut off (torn tail, salvage)
@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 use crate::store::RawKv;
 use crate::{fsio, Error};
 
-/// On-disk layout version of the directory and its files.
-pub const FORMAT: u32 = 1;
+/// On-disk layout version of the directory and its files. 2: one sled value per group commit
+/// (`block`), records framed with their sequence (`frame`). Format 1 (one value per record) was
+/// never shipped and is not read.
+pub const FORMAT: u32 = 2;
 const MARKER_PREFIX: &str = "journal format ";
 const CHECKPOINT_MAGIC: &[u8; 4] = b"JCKP";
 const CHECKPOINT_BYTES: usize = 4 + 8 + 4 + 2 + 4;
@@ -77,6 +79,12 @@ impl Layout {
                 dir: self.dir.clone(),
                 found: format,
                 supported: FORMAT,
+            });
+        }
+        if format < FORMAT {
+            return Err(Error::ReadMarker {
+                path,
+                reason: format!("on-disk format {format} is older than the format {FORMAT} this build reads and has no upgrade path (it was only written by development builds); move this directory aside to start a new journal"),
             });
         }
         Ok(Some(format))

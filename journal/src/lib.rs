@@ -1,7 +1,8 @@
 //! An append-only, crc-chained, durable event journal on sled. It knows nothing about devices.
 //!
 //! The public API here was agreed with the appliance core; keep its signatures. Modules:
-//! `frame` (record layout and crc chain), `commit` (group commit), `recovery` (the recovery
+//! `frame` (record layout and crc chain), `block` (one stored value per group commit, holding
+//! its records), `commit` (group commit), `recovery` (the recovery
 //! rules table and the scan applying it), `snapshot`, `layout` (files of a journal directory),
 //! `fsio` (fsync and atomic writes), `store` (sled), `replay` (replay and live tail), `inspect`
 //! (verify, stats, dump, salvage for the operator).
@@ -17,6 +18,7 @@
 //! for more) and the fault-injection test (`tests/faults.rs`; the crate dev-depends on itself
 //! with the `failpoints` feature so a plain `cargo test` compiles the fail points in).
 
+mod block;
 mod commit;
 mod error;
 pub mod frame;

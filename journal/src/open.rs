@@ -6,9 +6,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use crate::commit::Writer;
 use crate::layout::{Checkpoint, Layout};
 use crate::recovery::{self, ScanError, Scanned};
-use crate::store::RawKv;
 use crate::store::{Chain, Store};
-use crate::{frame, fsio, snapshot, Config, Error, OpenReport};
+use crate::{fsio, snapshot, Config, Error, OpenReport};
 
 /// An open journal: its directory, sled store and write side.
 #[derive(Debug)]
@@ -125,10 +124,7 @@ fn recover(
     notes: &mut Vec<String>,
 ) -> Result<(u64, u32, u16), Error> {
     let path = layout.store();
-    let last_key = store.last_key(&path)?;
-    let bound = last_key
-        .map(|k| frame::sequence_of(&k).unwrap_or(u64::MAX))
-        .unwrap_or(0);
+    let bound = store.last_stored(&path)?;
     let (loaded, snapshot_notes) = snapshot::newest_valid(layout, store, bound);
     notes.extend(snapshot_notes);
     let mut chain = loaded
@@ -189,35 +185,40 @@ pub fn scan_error(layout: &Layout, error: ScanError) -> Error {
     }
 }
 
-/// Rule 6: moves the torn tail's raw records to a side file, then removes them from the store.
+/// Rule 6: moves the torn tail's stored values to a side file, then removes them from the store
+/// (keeping the intact records before the first bad one).
 pub fn cut_tail(
     layout: &Layout,
     store: &Store,
     scanned: &Scanned,
     notes: &mut Vec<String>,
 ) -> Result<(), Error> {
-    let Some((bad, rest)) = &scanned.torn else {
+    let Some(bad) = &scanned.torn else {
         return Ok(());
     };
-    let side = layout.write_aside("torn", bad.sequence, rest)?;
-    remove_keys(layout, store, rest)?;
+    let cut = recovery::cut_after(store, scanned.last, &layout.store())?;
+    let side = layout.write_aside("torn", bad.sequence, &cut.rest)?;
+    replace_tail(layout, store, &cut)?;
     notes.push(format!(
-        "torn tail cut at sequence {}: {}; {} record(s) moved to {}; the journal ends at {}",
+        "torn tail cut at sequence {}: {}; {} stored value(s) moved to {}; the journal ends at {}",
         bad.sequence,
         bad.problem,
-        rest.len(),
+        cut.rest.len(),
         side.display(),
         scanned.last
     ));
     Ok(())
 }
 
-/// Removes raw keys from the store durably.
-pub fn remove_keys(layout: &Layout, store: &Store, records: &[RawKv]) -> Result<(), Error> {
+/// Removes the cut values from the store and stores the kept prefix, durably, in one batch.
+pub fn replace_tail(layout: &Layout, store: &Store, cut: &recovery::Cut) -> Result<(), Error> {
     let path = layout.store();
     let mut batch = sled::Batch::default();
-    for (key, _) in records {
+    for (key, _) in &cut.rest {
         batch.remove(key.as_slice());
+    }
+    if let Some((key, value)) = &cut.keep {
+        batch.insert(key.as_slice(), value.as_slice());
     }
     let write_err = |reason: String| Error::Flush {
         path: path.clone(),
@@ -241,20 +242,11 @@ impl Opened {
                 last_sequence: last,
             });
         }
-        let path = self.layout.store();
-        let value = self
+        let crc = self
             .store
-            .get(sequence, &path)?
-            .ok_or_else(|| Error::BadRecord {
-                sequence,
-                problem: "missing".to_string(),
-            })?;
-        let record =
-            frame::decode(&frame::key(sequence), &value).map_err(|e| Error::BadRecord {
-                sequence,
-                problem: e.to_string(),
-            })?;
-        snapshot::write(&self.layout, sequence, record.crc, state)?;
+            .record_crc(sequence, &self.layout.store())?
+            .map_err(|problem| Error::BadRecord { sequence, problem })?;
+        snapshot::write(&self.layout, sequence, crc, state)?;
         self.write_checkpoint(last, head)
     }
 

@@ -7,12 +7,16 @@
 //! | 3    | the marker names a newer on-disk format                                      | refuse: `FormatNewer`                    |
 //! | 4    | a checkpoint exists but a sled store file is missing                         | refuse: `StoreFileMissing`               |
 //! | 5    | every record from the start point is intact, contiguous and chained          | open                                     |
-//! | 6    | bad records only at the tail: none after the first bad one is intact         | cut them, keep their bytes in `aside/`, note it |
-//! | 7    | after the start point, a bad record, gap or chain break followed by an intact record | refuse: `Corrupt` naming the sequence |
+//! | 6    | bad records only at the tail: no stored value after the first bad one is intact | cut them (the intact records before the first bad one stay), keep the cut values' bytes in `aside/`, note it |
+//! | 7    | after the start point, a bad record, gap or chain break followed by an intact record (in the same stored value or a later one) | refuse: `Corrupt` naming the sequence |
 //! | 8    | the checkpoint records, or the scan finds, a newer event schema version      | refuse: `SchemaNewer` / `NewerSchema`    |
 //! | 9    | the store ends before the checkpoint, or its record there has another crc    | refuse: `LostAcknowledged`               |
 //! | 10   | the newest snapshot is missing, damaged, or does not match the chain         | note it, try older ones, else replay from 1 |
 //! | 11   | a bad record before the start point (verified at an earlier open)            | open; replay stops there with `Corrupt` naming the sequence |
+//!
+//! Records are stored in groups, one sled value per group commit (`block`): a value has its own
+//! crc and each record in it has its own crc and chain link, so damage is named at the first bad
+//! record, and the records of a damaged value before it are kept (rules 6, 11) when they check.
 //!
 //! The start point is the record after the checkpoint or after the newest valid snapshot,
 //! whichever is later (their chain value anchors the chain), or 1 without either. Records before
@@ -25,7 +29,7 @@ use std::path::Path;
 
 use crate::store::RawKv;
 use crate::store::{catch_sled, Bad, Chain, Store};
-use crate::{frame, Error};
+use crate::{block, frame, Error};
 
 /// What open does for a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,8 +120,8 @@ pub struct Scanned {
     pub records: u64,
     /// Highest schema version seen.
     pub version_max: u16,
-    /// Rule 6: the first bad record of a torn tail, and the raw records from it to the end.
-    pub torn: Option<(Bad, Vec<RawKv>)>,
+    /// Rule 6: the first bad record of a torn tail (`cut_after(last)` says what to move).
+    pub torn: Option<Bad>,
 }
 
 /// Why a scan refuses.
@@ -140,11 +144,45 @@ pub enum ScanError {
     Store(Error),
 }
 
+fn read_error(path: &Path) -> impl Fn(String) -> ScanError + '_ {
+    move |reason| {
+        ScanError::Store(Error::ReadStore {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+}
+
+/// Where a scan starting at `chain.expected` begins: at that sequence's key, or, when it lies
+/// inside a stored value (a snapshot taken mid-group), at that value's first record, the chain
+/// anchored on the value's own first link (the records before the start point are checked but
+/// not counted).
+fn start_of(store: &Store, chain: Chain, path: &Path) -> Result<(sled::Iter, Chain), ScanError> {
+    if chain.expected <= 1 {
+        // From the start, iterate every key (a stray key sorting before sequence 1 is found too).
+        return Ok((store.tree.iter(), chain));
+    }
+    let containing = store
+        .value_containing(chain.expected, path)
+        .map_err(ScanError::Store)?;
+    if let Some((key, value)) = containing {
+        let first_link = block::parse(&key, &value)
+            .ok()
+            .filter(|v| v.first < chain.expected)
+            .and_then(|v| Some((v.first, v.frames().next()?.ok()?.prev_crc)));
+        if let Some((first, prev_crc)) = first_link {
+            let iter = store.tree.range(frame::key(first)..);
+            return Ok((iter, Chain::new(first, prev_crc)));
+        }
+    }
+    Ok((store.tree.range(frame::key(chain.expected)..), chain))
+}
+
 /// Scans records from `chain.expected` to the end, applying rules 5 to 8. `schema_max` is the
 /// newest schema version the caller decodes (None: any).
 pub fn scan(
     store: &Store,
-    mut chain: Chain,
+    chain: Chain,
     schema_max: Option<u16>,
     path: &Path,
 ) -> Result<Scanned, ScanError> {
@@ -155,79 +193,130 @@ pub fn scan(
         version_max: 0,
         torn: None,
     };
-    let read_err = |reason: String| {
-        ScanError::Store(Error::ReadStore {
-            path: path.to_path_buf(),
-            reason,
-        })
-    };
-    // From the start, iterate every key (a stray key sorting before sequence 1 is found too).
-    let mut iter = if chain.expected <= 1 {
-        store.tree.iter()
-    } else {
-        store.tree.range(frame::key(chain.expected)..)
-    };
+    let start = chain.expected;
+    let (mut iter, mut chain) = start_of(store, chain, path)?;
     loop {
-        let item = catch_sled(|| iter.next()).map_err(read_err)?;
+        let item = catch_sled(|| iter.next()).map_err(read_error(path))?;
         let Some(item) = item else { return Ok(scanned) };
-        let (key, value) = item.map_err(|e| read_err(e.to_string()))?;
-        match chain.check(&key, &value) {
-            Ok(frame) => {
-                if let Some(supported) = schema_max.filter(|max| frame.version > *max) {
-                    let (sequence, kind, version) = (frame.sequence, frame.kind, frame.version);
-                    return Err(ScanError::Newer {
-                        sequence,
-                        kind,
-                        version,
-                        supported,
-                    });
-                }
-                scanned.version_max = scanned.version_max.max(frame.version);
-                (scanned.last, scanned.head, scanned.records) =
-                    (frame.sequence, frame.crc, scanned.records + 1);
+        let (key, value) = item.map_err(|e| read_error(path)(e.to_string()))?;
+        let checked = chain.check_value(&key, &value);
+        for frame in checked.frames.iter().filter(|f| f.sequence >= start) {
+            if let Some(supported) = schema_max.filter(|max| frame.version > *max) {
+                let (sequence, kind, version) = (frame.sequence, frame.kind, frame.version);
+                return Err(ScanError::Newer {
+                    sequence,
+                    kind,
+                    version,
+                    supported,
+                });
             }
-            Err(bad) => {
-                let good_through = scanned.last;
-                if bad.intact {
-                    return Err(ScanError::Corrupt {
-                        bad,
-                        good_through,
-                        head: scanned.head,
-                    });
-                }
-                let rest = rest_of_tail(&mut iter, (key.to_vec(), value.to_vec()), path)?;
-                if let Some(intact) = rest.iter().find_map(|(k, v)| frame::decode(k, v).ok()) {
-                    let problem = format!(
-                        "{}; yet record {} after it is intact",
-                        bad.problem, intact.sequence
-                    );
-                    return Err(ScanError::Corrupt {
-                        bad: Bad { problem, ..bad },
-                        good_through,
-                        head: scanned.head,
-                    });
-                }
-                scanned.torn = Some((bad, rest));
-                return Ok(scanned);
-            }
+            scanned.version_max = scanned.version_max.max(frame.version);
+            (scanned.last, scanned.head, scanned.records) =
+                (frame.sequence, frame.crc, scanned.records + 1);
         }
+        let Some(bad) = checked.bad else { continue };
+        let (good_through, head) = (scanned.last, scanned.head);
+        if bad.intact {
+            return Err(ScanError::Corrupt {
+                bad,
+                good_through,
+                head,
+            });
+        }
+        if let Some(intact) = first_intact(&mut iter, path)? {
+            let problem = format!(
+                "{}; yet the stored value holding records from {intact} after it is intact",
+                bad.problem
+            );
+            return Err(ScanError::Corrupt {
+                bad: Bad { problem, ..bad },
+                good_through,
+                head,
+            });
+        }
+        scanned.torn = Some(bad);
+        return Ok(scanned);
     }
 }
 
-/// The first bad record and every stored record after it, raw.
-fn rest_of_tail(iter: &mut sled::Iter, first: RawKv, path: &Path) -> Result<Vec<RawKv>, ScanError> {
-    let read_err = |reason: String| {
-        ScanError::Store(Error::ReadStore {
-            path: path.to_path_buf(),
-            reason,
-        })
-    };
-    let mut rest = vec![first];
+/// The first sequence of the first remaining stored value whose crc is intact, if any.
+fn first_intact(iter: &mut sled::Iter, path: &Path) -> Result<Option<u64>, ScanError> {
     for item in iter {
-        let (key, value) = item.map_err(|e| read_err(e.to_string()))?;
-        rest.push((key.to_vec(), value.to_vec()));
+        let (key, value) = item.map_err(|e| read_error(path)(e.to_string()))?;
+        if let Ok(parsed) = block::parse(&key, &value) {
+            if parsed.damage.is_none() {
+                return Ok(Some(parsed.first));
+            }
+        }
     }
-    Ok(rest)
+    Ok(None)
+}
+
+/// What cutting the store after a sequence moves and keeps.
+#[derive(Debug, Default)]
+pub struct Cut {
+    /// Every stored key and value holding records after the cut, raw (for the side file).
+    pub rest: Vec<RawKv>,
+    /// The intact records before the cut of a value that straddles it, as a new value to store
+    /// under the same key.
+    pub keep: Option<RawKv>,
+    /// Records moved (by the value headers that parse; a value whose header does not counts 1).
+    pub moved_records: u64,
+}
+
+/// The stored values holding records after `kept` (and any malformed key sorting after them).
+pub fn cut_after(store: &Store, kept: u64, path: &Path) -> Result<Cut, Error> {
+    let read_err = |reason: String| Error::ReadStore {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut cut = Cut::default();
+    let mut from = std::ops::Bound::Excluded(frame::key(kept).to_vec());
+    if kept == 0 {
+        from = std::ops::Bound::Unbounded;
+    } else if let Some((key, value)) = store.value_containing(kept + 1, path)? {
+        if let Some((keep, kept_records)) = straddling(&key, &value, kept) {
+            cut.keep = Some(keep);
+            cut.moved_records = cut.moved_records.wrapping_sub(kept_records);
+            from = std::ops::Bound::Included(key.to_vec());
+        }
+    }
+    let items = catch_sled(|| {
+        store
+            .tree
+            .range::<Vec<u8>, _>((from, std::ops::Bound::Unbounded))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(read_err)?
+    .map_err(|e| read_err(e.to_string()))?;
+    for (key, value) in items {
+        let records = block::parse(&key, &value).map_or(1, |v| u64::from(v.count.max(1)));
+        cut.moved_records = cut.moved_records.wrapping_add(records);
+        cut.rest.push((key.to_vec(), value.to_vec()));
+    }
+    Ok(cut)
+}
+
+/// If the value at `key` holds records both up to `kept` and after it: the value made of its
+/// records up to `kept`, and how many they are.
+fn straddling(key: &[u8], value: &[u8], kept: u64) -> Option<(RawKv, u64)> {
+    let parsed = block::parse(key, value).ok()?;
+    let end = parsed.first + u64::from(parsed.count);
+    if parsed.first > kept || end <= kept + 1 && parsed.damage.is_none() {
+        return None;
+    }
+    let (mut count, mut bytes) = (0u32, 0usize);
+    for frame in parsed.frames() {
+        match frame {
+            Ok(f) if f.sequence <= kept => (count, bytes) = (count + 1, bytes + f.bytes),
+            _ => break,
+        }
+    }
+    if count == 0 {
+        return None;
+    }
+    let keep = block::from_records(parsed.first, count, &parsed.records[..bytes]);
+    Some(((key.to_vec(), keep), u64::from(count)))
 }
 
 /// Rule 9: the store must reach the checkpoint with the same chain value there.
@@ -249,12 +338,9 @@ pub fn check_checkpoint(
     if store_last < checkpoint.sequence {
         return Err(lost(format!("the store ends at sequence {store_last}")));
     }
-    let value = store
-        .get(checkpoint.sequence, dir)?
-        .ok_or_else(|| lost("that record is missing".to_string()))?;
-    match frame::decode(&frame::key(checkpoint.sequence), &value) {
-        Ok(f) if f.crc == checkpoint.chain => Ok(()),
-        Ok(f) => Err(lost(format!("the record there has crc {:#010x}", f.crc))),
-        Err(e) => Err(lost(format!("the record there is damaged: {e}"))),
+    match store.record_crc(checkpoint.sequence, dir)? {
+        Ok(crc) if crc == checkpoint.chain => Ok(()),
+        Ok(crc) => Err(lost(format!("the record there has crc {crc:#010x}"))),
+        Err(problem) => Err(lost(problem)),
     }
 }

@@ -1,11 +1,12 @@
 //! Reading the journal back: replay from a sequence (every crc and chain link verified, events
 //! decoded with upcasting) and the live tail for subscribers.
 
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use crate::frame::{self, Frame};
-use crate::store::{catch_sled, Chain, Store};
+use crate::store::{catch_sled, Bad, Chain, Store};
 use crate::{Error, Event, Record};
 
 /// Turns a checked frame into a typed record (refusing newer schema versions).
@@ -40,7 +41,7 @@ fn to_record<E: Event>(frame: Frame<'_>) -> Result<Record<E>, Error> {
 }
 
 /// A damaged record met while reading: the same operator message as at open (rule 11).
-fn corrupt(store_path: &Path, bad: crate::store::Bad) -> Error {
+fn corrupt(store_path: &Path, bad: Bad) -> Error {
     let dir = store_path.parent().unwrap_or(store_path).to_path_buf();
     Error::Corrupt {
         dir,
@@ -50,29 +51,107 @@ fn corrupt(store_path: &Path, bad: crate::store::Bad) -> Error {
     }
 }
 
-/// The chain state before `from`: the crc of record `from - 1`, itself checked.
-fn chain_before(store: &Store, path: &Path, from: u64) -> Result<Chain, Error> {
-    if from <= 1 {
+/// The chain state before the record `first`: the crc of record `first - 1`, itself checked.
+fn chain_before(store: &Store, path: &Path, first: u64) -> Result<Chain, Error> {
+    if first <= 1 {
         return Ok(Chain::new(1, 0));
     }
-    let before = from - 1;
-    let value = store.get(before, path)?.ok_or_else(|| Error::BadRecord {
-        sequence: before,
-        problem: "missing".to_string(),
-    })?;
-    let frame = frame::decode(&frame::key(before), &value).map_err(|e| Error::BadRecord {
-        sequence: before,
-        problem: e.to_string(),
-    })?;
-    Ok(Chain::new(from, frame.crc))
+    let before = first - 1;
+    let crc = store
+        .record_crc(before, path)?
+        .map_err(|problem| Error::BadRecord {
+            sequence: before,
+            problem,
+        })?;
+    Ok(Chain::new(first, crc))
+}
+
+/// Reads the stored values from the one holding `from` up to the one holding `last`, checking
+/// each (value crc, record crcs, sequences, chain) and decoding the records `from..=last`.
+struct Reader {
+    path: PathBuf,
+    iter: sled::Iter,
+    chain: Chain,
+    from: u64,
+    last: u64,
+}
+
+impl Reader {
+    /// Positions a reader on the value holding `from` (from 1 at least), the chain anchored on
+    /// the record before that value.
+    fn new(store: &Store, path: &Path, from: u64, last: u64) -> Result<Reader, Error> {
+        let first = match store.value_containing(from, path)? {
+            Some((key, _)) => frame::sequence_of(&key).unwrap_or(from),
+            None => from,
+        };
+        let chain = chain_before(store, path, first)?;
+        Ok(Reader {
+            path: path.to_path_buf(),
+            iter: store.tree.range(frame::key(first)..=frame::key(last)),
+            chain,
+            from,
+            last,
+        })
+    }
+
+    /// Decodes the next value's records into `out`; false once the reader is done (at the end
+    /// or after an error, which is pushed last).
+    fn fill<E: Event>(&mut self, out: &mut VecDeque<Result<Record<E>, Error>>) -> bool {
+        let read_err = |reason: String| Error::ReadStore {
+            path: self.path.clone(),
+            reason,
+        };
+        let item = match catch_sled(|| self.iter.next()) {
+            Ok(item) => item,
+            Err(reason) => {
+                out.push_back(Err(read_err(reason)));
+                return false;
+            }
+        };
+        let Some(item) = item else {
+            if self.chain.expected <= self.last {
+                let problem = format!(
+                    "record {} is missing (the store ends before {})",
+                    self.chain.expected, self.last
+                );
+                let bad = Bad {
+                    sequence: self.chain.expected,
+                    problem,
+                    intact: false,
+                };
+                out.push_back(Err(corrupt(&self.path, bad)));
+            }
+            return false;
+        };
+        let (key, value) = match item {
+            Ok(kv) => kv,
+            Err(e) => {
+                out.push_back(Err(read_err(e.to_string())));
+                return false;
+            }
+        };
+        let checked = self.chain.check_value(&key, &value);
+        for frame in checked.frames {
+            if (self.from..=self.last).contains(&frame.sequence) {
+                out.push_back(to_record(frame));
+            }
+        }
+        match checked.bad {
+            Some(bad) => {
+                out.push_back(Err(corrupt(&self.path, bad)));
+                false
+            }
+            None => self.chain.expected <= self.last,
+        }
+    }
 }
 
 /// Iterator over the records `from..=last`, verified and decoded; stops after the first error.
+/// It holds the decoded records of one stored value at a time.
 pub struct Replay<'a, E> {
-    store: &'a Store,
-    path: PathBuf,
-    iter: Option<sled::Iter>,
-    chain: Option<Chain>,
+    _store: PhantomData<&'a Store>,
+    reader: Option<Reader>,
+    buffer: VecDeque<Result<Record<E>, Error>>,
     from: u64,
     last: u64,
     done: bool,
@@ -92,63 +171,24 @@ impl<E> std::fmt::Debug for Replay<'_, E> {
 impl<'a, E: Event> Replay<'a, E> {
     pub(crate) fn new(store: &'a Store, path: &Path, from: u64, last: u64) -> Self {
         let from = from.max(1);
+        let done = from > last;
+        let mut buffer = VecDeque::new();
+        let reader = if done {
+            None
+        } else {
+            Reader::new(store, path, from, last)
+                .map_err(|e| buffer.push_back(Err(e)))
+                .ok()
+        };
         Replay {
-            store,
-            path: path.to_path_buf(),
-            iter: None,
-            chain: None,
+            _store: PhantomData,
+            reader,
+            buffer,
             from,
             last,
-            done: from > last,
+            done,
             _e: PhantomData,
         }
-    }
-
-    fn step(&mut self) -> Option<Result<Record<E>, Error>> {
-        if self.chain.is_none() {
-            match chain_before(self.store, &self.path, self.from) {
-                Ok(chain) => self.chain = Some(chain),
-                Err(e) => return Some(Err(e)),
-            }
-            self.iter = Some(
-                self.store
-                    .tree
-                    .range(frame::key(self.from)..=frame::key(self.last)),
-            );
-        }
-        let (chain, iter) = (self.chain.as_mut()?, self.iter.as_mut()?);
-        let read_err = |reason: String| Error::ReadStore {
-            path: self.path.clone(),
-            reason,
-        };
-        let item = match catch_sled(|| iter.next()) {
-            Ok(item) => item,
-            Err(reason) => return Some(Err(read_err(reason))),
-        };
-        let Some(item) = item else {
-            return (chain.expected <= self.last).then(|| {
-                let problem = format!(
-                    "record {} is missing (the store ends before {})",
-                    chain.expected, self.last
-                );
-                Err(corrupt(
-                    &self.path,
-                    crate::store::Bad {
-                        sequence: chain.expected,
-                        problem,
-                        intact: false,
-                    },
-                ))
-            });
-        };
-        let (key, value) = match item {
-            Ok(kv) => kv,
-            Err(e) => return Some(Err(read_err(e.to_string()))),
-        };
-        Some(match chain.check(&key, &value) {
-            Ok(frame) => to_record(frame),
-            Err(bad) => Err(corrupt(&self.path, bad)),
-        })
     }
 }
 
@@ -159,7 +199,17 @@ impl<E: Event> Iterator for Replay<'_, E> {
         if self.done {
             return None;
         }
-        let item = self.step();
+        while self.buffer.is_empty() {
+            let more = match self.reader.as_mut() {
+                Some(reader) => reader.fill(&mut self.buffer),
+                None => false,
+            };
+            if !more {
+                self.reader = None;
+                break;
+            }
+        }
+        let item = self.buffer.pop_front();
         self.done = !matches!(item, Some(Ok(_)));
         item
     }
@@ -171,7 +221,8 @@ pub struct Tail<E> {
     path: PathBuf,
     durable: tokio::sync::watch::Receiver<u64>,
     next: u64,
-    chain: Option<Chain>,
+    /// Records of the last value read, not yet returned (at most one value's worth).
+    buffer: VecDeque<Result<Record<E>, Error>>,
     failed: bool,
     _e: PhantomData<fn() -> E>,
 }
@@ -197,7 +248,7 @@ impl<E: Event> Tail<E> {
             path,
             durable,
             next: next.max(1),
-            chain: None,
+            buffer: VecDeque::new(),
             failed: false,
             _e: PhantomData,
         }
@@ -212,7 +263,7 @@ impl<E: Event> Tail<E> {
         loop {
             let durable = *self.durable.borrow_and_update();
             if self.next <= durable {
-                let record = self.read_next();
+                let record = self.read_next(durable);
                 self.failed = record.is_err();
                 return Some(record);
             }
@@ -222,25 +273,19 @@ impl<E: Event> Tail<E> {
         }
     }
 
-    fn read_next(&mut self) -> Result<Record<E>, Error> {
-        let mut chain = match self.chain {
-            Some(chain) => chain,
-            None => chain_before(&self.store, &self.path, self.next)?,
-        };
-        let sequence = self.next;
-        let value = self
-            .store
-            .get(sequence, &self.path)?
-            .ok_or_else(|| Error::BadRecord {
-                sequence,
+    /// Reads the value holding `self.next` (checked from the value's first record) and returns
+    /// its durable records from `self.next` on.
+    fn read_next(&mut self, durable: u64) -> Result<Record<E>, Error> {
+        if self.buffer.is_empty() {
+            Reader::new(&self.store, &self.path, self.next, durable)?.fill(&mut self.buffer);
+        }
+        let record = self.buffer.pop_front().unwrap_or_else(|| {
+            Err(Error::BadRecord {
+                sequence: self.next,
                 problem: "missing".to_string(),
-            })?;
-        let frame = chain
-            .check(&frame::key(sequence), &value)
-            .map_err(|bad| corrupt(&self.path, bad))?;
-        let record = to_record(frame)?;
-        self.chain = Some(chain);
-        self.next += 1;
+            })
+        })?;
+        self.next = record.sequence + 1;
         Ok(record)
     }
 }

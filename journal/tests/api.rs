@@ -296,11 +296,11 @@ fn old_events_are_upcast_on_replay() {
     assert_eq!(all[2].event, deposit(1, 1));
 }
 
-/// The committed fixture: a journal written by this version (format 1, with records of schema
-/// versions 1 and 2). Every later version must replay it. `JOURNAL_WRITE_FIXTURE=1` rewrites it.
+/// The committed fixture: a journal written by this version (format 2, with records of schema
+/// versions 1 and 2, in two stored values). Every later version must replay it. `JOURNAL_WRITE_FIXTURE=1` rewrites it.
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/journal-format1.txt"
+    "/tests/fixtures/journal-format2.txt"
 );
 
 fn fixture_events() -> (Vec<v1::TestEvent>, Vec<TestEvent>) {
@@ -335,7 +335,7 @@ fn write_fixture() {
     journal.append(new).unwrap();
     journal.close().unwrap();
     let mut text = String::from(
-        "# journal format 1 records: <key hex> <value hex>; see journal/tests/api.rs\n",
+        "# journal format 2 stored values: <key hex> <value hex>; see journal/tests/api.rs\n",
     );
     for (key, value) in common::raw_records(dir.path()) {
         text.push_str(&format!("{} {}\n", hex(&key), hex(&value)));
@@ -373,6 +373,7 @@ fn the_committed_fixture_journal_replays() {
     let dir = tempfile::tempdir().unwrap();
     common::import_raw(dir.path(), &raw);
     journal::inspect::verify(dir.path()).expect("fixture verifies");
+    assert_eq!(raw.len(), 2, "one stored value per durable append");
     let (journal, report) = open(dir.path());
     assert_eq!(report.last_sequence, 5);
     let (old, new) = fixture_events();

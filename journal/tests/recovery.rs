@@ -60,7 +60,7 @@ fn rule_3_newer_format(dir: &Path) -> Action {
             e,
             Error::FormatNewer {
                 found: 99,
-                supported: 1,
+                supported: 2,
                 ..
             }
         )
@@ -142,8 +142,9 @@ fn rule_8_newer_schema(dir: &Path) -> Action {
 
 fn rule_9_lost_acknowledged(dir: &Path) -> Action {
     filled(dir, 10, 3);
+    // Batches of 3: values at keys 1, 4, 7 and 10; the last two are lost.
     tamper(dir, |tree| {
-        tree.remove(9u64.to_be_bytes()).unwrap();
+        tree.remove(7u64.to_be_bytes()).unwrap();
         tree.remove(10u64.to_be_bytes()).unwrap();
     });
     refused(open_result(dir), |e| {
@@ -213,15 +214,16 @@ fn refused(
     }
 }
 
-/// Records after the checkpoint whose bytes are torn (truncated, garbage): cut and kept aside.
+/// Stored values after the checkpoint whose bytes are torn (truncated, garbage): cut and kept
+/// aside.
 fn torn_tail(dir: &Path) -> Action {
     filled(dir, 10, 3);
     let raw = common::raw_records(dir);
-    let ten = raw[9].1.clone();
+    let ten = raw[3].1.clone();
     tamper(dir, |tree| {
         tree.insert(11u64.to_be_bytes(), &ten[..ten.len() - 7])
             .unwrap();
-        tree.insert(12u64.to_be_bytes(), b"\xa7\x01 torn".as_slice())
+        tree.insert(12u64.to_be_bytes(), b"\xb7\x01 torn".as_slice())
             .unwrap();
     });
     let (journal, report) = open(dir);
@@ -230,7 +232,7 @@ fn torn_tail(dir: &Path) -> Action {
         report
             .notes
             .iter()
-            .any(|n| n.contains("torn tail cut at sequence 11") && n.contains("2 record(s)")),
+            .any(|n| n.contains("torn tail cut at sequence 11") && n.contains("2 stored value(s)")),
         "{:?}",
         report.notes
     );
@@ -252,17 +254,42 @@ fn torn_tail(dir: &Path) -> Action {
     Action::CutTail
 }
 
-/// Flips one byte of the stored value of `sequence`, at `offset` (from the end if too short).
+/// A torn last value whose first records are intact: they stay, the rest is cut.
+#[test]
+fn a_torn_value_keeps_its_intact_records() {
+    let dir = tempfile::tempdir().unwrap();
+    filled(dir.path(), 4, 4);
+    let (journal, _) = open(dir.path());
+    journal
+        .append((5..=10).map(|c| deposit(1, c)).collect())
+        .unwrap();
+    drop(journal); // no close: the checkpoint stays at 4, as after a crash
+    tamper(dir.path(), |tree| {
+        let (key, range) = common::locate_record(tree, 8);
+        let value = tree.get(&key).unwrap().unwrap().to_vec();
+        tree.insert(key, &value[..range.start + 5]).unwrap();
+    });
+    let (journal, report) = open(dir.path());
+    assert_eq!(report.last_sequence, 7, "{:?}", report.notes);
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("torn tail cut at sequence 8")),
+        "{:?}",
+        report.notes
+    );
+    assert_eq!(common::records(&journal, 1).len(), 7);
+    assert_eq!(journal.append(vec![deposit(1, 8)]).unwrap().first, 8);
+    assert_eq!(common::fold_all(&journal).writers[&1], (8, 8));
+}
+
+/// Flips one byte of the stored record `sequence`, at `offset` inside the record (from its end
+/// if it is too short).
 fn flip_stored_byte(dir: &Path, sequence: u64, offset: usize) {
-    tamper(dir, |tree| {
-        let mut value = tree
-            .get(sequence.to_be_bytes())
-            .unwrap()
-            .expect("record present")
-            .to_vec();
-        let at = offset.min(value.len() - 1);
-        value[at] ^= 0x01;
-        tree.insert(sequence.to_be_bytes(), value).unwrap();
+    common::tamper_record(dir, sequence, |record| {
+        let at = offset.min(record.len() - 1);
+        record[at] ^= 0x01;
     });
 }
 
@@ -311,13 +338,14 @@ fn corruption_messages_name_the_sequence_and_what_to_do() {
 fn a_gap_in_the_sequence_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
     filled(dir.path(), 20, 4);
+    // Batches of 4: values at keys 1, 5, 9, 13 and 17.
     tamper(dir.path(), |tree| {
-        tree.remove(7u64.to_be_bytes()).unwrap();
+        tree.remove(9u64.to_be_bytes()).unwrap();
     });
     let e = open_and_replay(dir.path()).unwrap_err();
     assert!(
-        matches!(&e, Error::Corrupt { sequence: 7, .. })
-            && e.to_string().contains("record 7 is missing"),
+        matches!(&e, Error::Corrupt { sequence: 9, .. })
+            && e.to_string().contains("record 9 is missing"),
         "{e}"
     );
 }
@@ -419,8 +447,8 @@ fn salvage_keeps_the_valid_prefix_and_moves_the_rest_aside() {
     let side = std::fs::read(report.side_file.as_ref().unwrap()).unwrap();
     assert_eq!(
         side.len() as u64,
-        report.moved_bytes + 4 * 10,
-        "side file holds every moved byte plus lengths"
+        report.moved_bytes + 4 * 2,
+        "side file holds every moved byte plus lengths: the values holding 25..=32 and 33..=40"
     );
     inspect::verify(dir.path()).unwrap();
     let (journal, report) = open(dir.path());
@@ -517,6 +545,41 @@ fn damage_file(dir: &Path, damage: &str) {
     }
 }
 
+#[test]
+fn an_older_on_disk_format_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    filled(dir.path(), 3, 3);
+    std::fs::write(dir.path().join("JOURNAL"), "journal format 1\n").unwrap();
+    let e = open_result(dir.path()).unwrap_err();
+    assert!(
+        matches!(&e, Error::ReadMarker { .. })
+            && e.to_string().contains("format 1 is older")
+            && e.to_string().contains("move this directory aside"),
+        "{e}"
+    );
+    assert!(inspect::verify(dir.path()).is_err());
+}
+
+/// Any flipped bit of a stored value's header (magic, format, count, crc) is detected.
+#[test]
+fn any_flipped_bit_in_a_value_header_is_detected() {
+    for bit in 0..10 * 8 {
+        let dir = tempfile::tempdir().unwrap();
+        filled(dir.path(), 9, 3);
+        tamper(dir.path(), |tree| {
+            let mut value = tree.get(4u64.to_be_bytes()).unwrap().unwrap().to_vec();
+            value[bit / 8] ^= 1 << (bit % 8);
+            tree.insert(4u64.to_be_bytes(), value).unwrap();
+        });
+        let opened = open_and_replay(dir.path());
+        assert!(
+            matches!(opened, Err(Error::Corrupt { sequence: 4, .. })),
+            "header bit {bit}: {opened:?}"
+        );
+        assert!(inspect::verify(dir.path()).is_err(), "header bit {bit}");
+    }
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
@@ -530,11 +593,9 @@ mod properties {
         fn any_flipped_bit_in_an_acknowledged_record_is_detected(sequence in 1u64..=20, offset in 0usize..64, bit in 0u8..8) {
             let dir = tempfile::tempdir().unwrap();
             filled(dir.path(), 20, 3);
-            tamper(dir.path(), |tree| {
-                let mut value = tree.get(sequence.to_be_bytes()).unwrap().unwrap().to_vec();
-                let at = offset % value.len();
-                value[at] ^= 1 << bit;
-                tree.insert(sequence.to_be_bytes(), value).unwrap();
+            common::tamper_record(dir.path(), sequence, |record| {
+                let at = offset % record.len();
+                record[at] ^= 1 << bit;
             });
             let opened = open_and_replay(dir.path());
             prop_assert!(opened.is_err(), "open and replay accepted a flipped bit at sequence {}", sequence);

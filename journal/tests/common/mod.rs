@@ -233,6 +233,38 @@ pub fn tamper(dir: &Path, f: impl FnOnce(&sled::Tree)) {
     db.flush().expect("flush tampered store");
 }
 
+/// Where the record `sequence` lies in the store: the key of the value holding it, and the
+/// record's byte range inside that value (the layout of `journal::frame`, 10-byte value header).
+pub fn locate_record(tree: &sled::Tree, sequence: u64) -> (Vec<u8>, std::ops::Range<usize>) {
+    let (key, value) = tree
+        .range(..=sequence.to_be_bytes())
+        .next_back()
+        .expect("a stored value holds the record")
+        .expect("raw read");
+    let mut at = 10;
+    while at + 30 <= value.len() {
+        let stored = u64::from_be_bytes(value[at + 2..at + 10].try_into().unwrap());
+        let payload = u32::from_be_bytes(value[at + 26..at + 30].try_into().unwrap()) as usize;
+        let end = at + 30 + payload + 4;
+        if stored == sequence {
+            return (key.to_vec(), at..end);
+        }
+        at = end;
+    }
+    panic!("record {sequence} not found in the value at key {key:?}");
+}
+
+/// Changes the stored bytes of record `sequence` of a closed journal in place (its value's crc
+/// is left stale, as damage on disk would).
+pub fn tamper_record(dir: &Path, sequence: u64, f: impl FnOnce(&mut [u8])) {
+    tamper(dir, |tree| {
+        let (key, range) = locate_record(tree, sequence);
+        let mut value = tree.get(&key).unwrap().unwrap().to_vec();
+        f(&mut value[range]);
+        tree.insert(key, value).unwrap();
+    });
+}
+
 /// Every stored key and value of a closed journal.
 pub fn raw_records(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     let (_db, tree) = raw_tree(dir);

@@ -31,8 +31,9 @@ use crate::fabric::{Fabric, FabricError, Inventory};
 pub const PORT_PATH: &str = "/dev/virtio-ports/fabric0";
 /// Longest line either side accepts; an inventory of 255 devices fits with room to spare.
 pub const LINE_BYTES_MAX: usize = 1024 * 1024;
-/// Default deadline of one call. Detach waits for pciehp's ~5 s attention-button delay.
-pub const CALL_TIMEOUT_MS_DEFAULT: u64 = 20_000;
+/// Default deadline of one call: more than the switch's detach wait (30 s; pciehp alone takes
+/// ~5 s to honour the attention button, more on a loaded TCG host).
+pub const CALL_TIMEOUT_MS_DEFAULT: u64 = 45_000;
 /// How long the reader waits before reading again after end-of-file (the host side of a
 /// virtio-serial port reads as EOF while nothing is connected; no event tells when it connects).
 const EOF_RETRY_MS: u64 = 100;

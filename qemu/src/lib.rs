@@ -1,1 +1,24 @@
 //! The QEMU test bench: q35 VM, QMP client, the emulated fabric switch, serial console access.
+//!
+//! - [`Vm::launch`] starts the appliance image in QEMU with the bench's fabric ([`VmOptions`]);
+//! - [`Vm::console`] waits for serial-console lines, [`Vm::qmp`] runs QMP commands,
+//!   [`Vm::fabric`] is the emulated switch (attach/detach and fault injection),
+//!   [`Vm::control_addr`] the forwarded control port; dropping the [`Vm`] kills QEMU.
+
+pub mod args;
+pub mod console;
+pub mod control;
+pub mod host;
+pub mod qmp;
+pub mod ready;
+pub mod switch;
+pub mod topology;
+pub mod vm;
+
+pub use args::{Accel, ConsoleMode, RunPaths};
+pub use console::{Console, ConsoleError};
+pub use qmp::{Event, Qmp, QmpError};
+pub use ready::ReadyLine;
+pub use switch::{Switch, SwitchError};
+pub use topology::{BenchTopology, DeviceKind, TopologyError};
+pub use vm::{Vm, VmError, VmOptions};

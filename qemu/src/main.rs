@@ -1,2 +1,353 @@
-//! `qemu up | bench`: boots the appliance image under QEMU with the emulated fabric.
-fn main() {}
+//! `qemu up | setup | bench`: boots the appliance image under QEMU with the emulated fabric.
+//!
+//! - `setup`: installs qemu-system-x86 when missing (root) and fetches the kernel package;
+//! - `up [--topology FILE] [--headless]`: builds the image and boots it, console on the terminal
+//!   (Ctrl-A X quits) or, headless, in target/bench/run/console.log;
+//! - `bench --json PATH`: boots the image, measures, writes one flat JSON object.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use qemu::control::ControlLink;
+use qemu::{BenchTopology, ConsoleMode, ReadyLine, Vm, VmOptions};
+use serde_json::json;
+
+/// How long a boot may take to reach the ready line under TCG.
+const BOOT_TIMEOUT_MS: u64 = 120_000;
+/// How long a clean power-off may take.
+const POWEROFF_TIMEOUT_MS: u64 = 60_000;
+
+#[derive(Parser, Debug)]
+#[command(name = "qemu", about = "The appliance's QEMU bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Install qemu-system-x86 when missing and fetch the kernel package.
+    Setup,
+    /// Build the image and boot it with the emulated fabric.
+    Up {
+        /// Topology of the emulated fabric (default: appliance/topologies/sample.toml).
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Console to target/bench/run/console.log instead of the terminal.
+        #[arg(long)]
+        headless: bool,
+        /// The data disk (created blank, sparse, 1 GiB when missing).
+        #[arg(long)]
+        data_disk: Option<PathBuf>,
+        /// Extra kernel command line.
+        #[arg(long, default_value = "")]
+        cmdline: String,
+    },
+    /// Boot the image, measure, and write one flat JSON object.
+    Bench {
+        #[arg(long)]
+        json: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Cmd::Setup => setup(),
+        Cmd::Up {
+            topology,
+            headless,
+            data_disk,
+            cmdline,
+        } => up(topology, headless, data_disk, &cmdline),
+        Cmd::Bench { json } => bench(&json),
+    }
+}
+
+fn bench_dir() -> PathBuf {
+    image::workspace_dir().join("target/bench")
+}
+
+fn setup() -> Result<()> {
+    let qemu = qemu::host::ensure_qemu()?;
+    println!("qemu: {}", qemu.display());
+    let options = image::BuildOptions::default();
+    let deb = match image::kernel::ensure_deb(&options.kernel, &options.cache_dir, true) {
+        Ok(deb) => deb,
+        Err(first) => {
+            // On a fresh machine apt-get knows no package until its lists are fetched.
+            eprintln!(
+                "fetching the kernel package failed ({first}); running apt-get update and retrying"
+            );
+            let status = std::process::Command::new("apt-get")
+                .arg("update")
+                .status()
+                .context("run apt-get update")?;
+            if !status.success() {
+                bail!("apt-get update failed with {status}; the kernel package could not be fetched: {first}");
+            }
+            image::kernel::ensure_deb(&options.kernel, &options.cache_dir, true)
+                .context("fetch the kernel package")?
+        }
+    };
+    println!("kernel package: {}", deb.display());
+    Ok(())
+}
+
+fn build_image() -> Result<image::Artifacts> {
+    let started = Instant::now();
+    let artifacts = image::build(&image::BuildOptions::default()).context("build the image")?;
+    tracing::info!(ms = started.elapsed().as_millis() as u64, kernel = %artifacts.kernel_version, "image ready");
+    Ok(artifacts)
+}
+
+fn up(
+    topology: Option<PathBuf>,
+    headless: bool,
+    data_disk: Option<PathBuf>,
+    cmdline: &str,
+) -> Result<()> {
+    qemu::host::ensure_qemu()?;
+    let artifacts = build_image()?;
+    let topology_path =
+        topology.unwrap_or_else(|| image::workspace_dir().join("appliance/topologies/sample.toml"));
+    let topology = BenchTopology::load(&topology_path)?;
+    let run_dir = bench_dir().join("run");
+    let mut options = VmOptions::new(&artifacts, &run_dir);
+    options.topology = topology;
+    options.extra_cmdline = cmdline.to_string();
+    options.data_disk = data_disk.unwrap_or_else(|| bench_dir().join("data.img"));
+    options.console = if headless {
+        ConsoleMode::Captured
+    } else {
+        ConsoleMode::Terminal
+    };
+    let mut vm = Vm::launch(options)?;
+    eprintln!(
+        "appliance VM: pid {} accel {:?}; control {}; QMP {}",
+        vm.pid(),
+        vm.accel(),
+        vm.control_addr(),
+        vm.paths().qmp.display()
+    );
+    if headless {
+        eprintln!("console log: {}", vm.paths().console_log.display());
+        let ready = vm.console().wait_for(
+            qemu::ready::READY_PREFIX,
+            Duration::from_millis(BOOT_TIMEOUT_MS),
+        )?;
+        println!("{ready}");
+    }
+    let status = vm.wait()?;
+    eprintln!("QEMU exited: {status}");
+    Ok(())
+}
+
+/// One boot: launches, waits for the ready line, returns the VM, the line and the time to it.
+fn boot(options: VmOptions) -> Result<(Vm, ReadyLine, u64)> {
+    let vm = Vm::launch(options)?;
+    let line = vm.console().wait_for(
+        qemu::ready::READY_PREFIX,
+        Duration::from_millis(BOOT_TIMEOUT_MS),
+    )?;
+    let ms = vm.started().elapsed().as_millis() as u64;
+    let ready = ReadyLine::parse(&line).context("parse the ready line")?;
+    Ok((vm, ready, ms))
+}
+
+fn power_off(mut vm: Vm) -> Result<()> {
+    vm.qmp().system_powerdown()?;
+    let status = vm.wait_exit(Duration::from_millis(POWEROFF_TIMEOUT_MS))?;
+    if !status.success() {
+        bail!("QEMU exited with {status} after the power button");
+    }
+    Ok(())
+}
+
+/// Compose rounds measured; the median is reported.
+const COMPOSE_ROUNDS: usize = 10;
+
+/// Compose request (with `wait`: answered once the driver is bound and the NVMe identified) to
+/// answer, through the forwarded control port; each round is decomposed again before the next.
+fn measure_compose(vm: &Vm) -> Result<Vec<u64>> {
+    let mut link = ControlLink::connect(vm.control_addr(), Duration::from_secs(30))?;
+    if let Err(e) = link.call(&json!({"request": "create_tenant", "name": "bench"})) {
+        tracing::info!("create tenant: {e}");
+    }
+    let mut samples = Vec::with_capacity(COMPOSE_ROUNDS);
+    for round in 0..COMPOSE_ROUNDS {
+        let compose = json!({"request": "compose", "system": "bench-1", "devices": ["nvme-0"],
+            "tenant": "bench", "role": "workstation", "wait": true});
+        let started = Instant::now();
+        let answer = link
+            .call(&compose)
+            .with_context(|| format!("compose round {round}"))?;
+        let ms = started.elapsed().as_millis() as u64;
+        let outcome = &answer["accepted"]["operation"]["outcome"];
+        if !outcome
+            .as_str()
+            .is_some_and(|o| o.eq_ignore_ascii_case("completed"))
+        {
+            bail!("compose round {round} did not complete: {answer}");
+        }
+        samples.push(ms);
+        let decompose = json!({"request": "decompose", "system": "bench-1", "wait": true});
+        link.call(&decompose)
+            .with_context(|| format!("decompose round {round}"))?;
+    }
+    Ok(samples)
+}
+
+/// Events in the journal whose replay at boot is measured.
+const REPLAY_EVENTS: u64 = 100_000;
+/// Connections that write them at once (the core batches concurrent callers into one append).
+const FILL_CONNECTIONS: u64 = 16;
+
+/// Appends about `events` events (one `create_tenant` each, pipelined over several connections)
+/// and returns the journal head.
+fn fill_journal(vm: &Vm, events: u64) -> Result<u64> {
+    let started = Instant::now();
+    let per_connection = events.div_ceil(FILL_CONNECTIONS);
+    let addr = vm.control_addr();
+    let workers: Vec<_> = (0..FILL_CONNECTIONS)
+        .map(|c| std::thread::spawn(move || fill_one(addr, c, per_connection)))
+        .collect();
+    for worker in workers {
+        worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("a journal-filling thread panicked"))??;
+    }
+    let mut link = ControlLink::connect(addr, Duration::from_secs(30))?;
+    let status = link.call(&json!({"request": "status"}))?;
+    let head = status["status"]["journal_head"]
+        .as_u64()
+        .context("status has journal_head")?;
+    tracing::info!(
+        head,
+        ms = started.elapsed().as_millis() as u64,
+        "journal filled"
+    );
+    Ok(head)
+}
+
+fn fill_one(addr: std::net::SocketAddr, connection: u64, count: u64) -> Result<()> {
+    let mut link = ControlLink::connect(addr, Duration::from_secs(30))?;
+    let requests = (0..count)
+        .map(|i| json!({"request": "create_tenant", "name": format!("fill-{connection}-{i}")}))
+        .collect();
+    link.pipeline(requests, |answer| {
+        if answer.get("accepted").is_none() {
+            bail!("create_tenant was not accepted: {answer}");
+        }
+        Ok(())
+    })
+}
+
+/// The replay time of the current boot, from the status report.
+fn replay_ms(vm: &Vm) -> Result<u64> {
+    let mut link = ControlLink::connect(vm.control_addr(), Duration::from_secs(30))?;
+    let status = link.call(&json!({"request": "status"}))?;
+    status["status"]["start"]["replay_ms"]
+        .as_u64()
+        .with_context(|| format!("no start.replay_ms in {status}"))
+}
+
+fn median(samples: &[u64]) -> u64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0)
+}
+
+fn console_tail(vm: &Vm) -> String {
+    let lines = vm.console().lines();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+fn bench(json: &Path) -> Result<()> {
+    qemu::host::ensure_qemu()?;
+    let artifacts = build_image()?;
+    let run_dir = bench_dir().join("bench-run");
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("remove {}", run_dir.display()))?;
+    }
+    let options = VmOptions::new(&artifacts, &run_dir);
+    let mut figures = serde_json::Map::new();
+    let mut missing = Vec::new();
+    // The first boot formats the blank data disk; the measured boot is the second one.
+    let (vm, _, first_ms) = boot(options.clone())?;
+    figures.insert("first_boot_to_ready_ms".into(), first_ms.into());
+    power_off(vm)?;
+    let (vm, ready, ms) = boot(options.clone())?;
+    figures.insert("boot_to_ready_ms".into(), ms.into());
+    if let Some(guest_ms) = ready.boot_ms {
+        figures.insert("guest_boot_ms".into(), guest_ms.into());
+    }
+    figures.insert(
+        "accel".into(),
+        format!("{:?}", vm.accel()).to_lowercase().into(),
+    );
+    match measure_compose(&vm) {
+        Ok(samples) => {
+            figures.insert("compose_visible_ms".into(), median(&samples).into());
+            figures.insert("compose_visible_samples_ms".into(), samples.into());
+        }
+        Err(e) => {
+            eprintln!(
+                "compose measurement failed: {e:#}\nconsole tail:\n{}",
+                console_tail(&vm)
+            );
+            missing.push((
+                "compose_visible_ms",
+                "the compose through the control interface failed (above)",
+            ));
+        }
+    }
+    let filled = fill_journal(&vm, REPLAY_EVENTS);
+    power_off(vm)?;
+    match filled {
+        Ok(head) => {
+            let (vm, ready, ms) = boot(options)?;
+            figures.insert("replay_boot_to_ready_ms".into(), ms.into());
+            figures.insert("replay_journal_head".into(), head.into());
+            if let Some(replayed) = ready.replayed {
+                figures.insert("replay_events_replayed".into(), replayed.into());
+            }
+            match replay_ms(&vm) {
+                Ok(ms) => {
+                    figures.insert("reboot_replay_ms".into(), ms.into());
+                }
+                Err(e) => {
+                    eprintln!("read replay_ms: {e:#}");
+                    missing.push((
+                        "reboot_replay_ms",
+                        "the status report has no start.replay_ms",
+                    ));
+                }
+            }
+            power_off(vm)?;
+        }
+        Err(e) => {
+            eprintln!("filling the journal failed: {e:#}");
+            missing.push((
+                "reboot_replay_ms",
+                "could not write the 100k-event journal (above)",
+            ));
+        }
+    }
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(figures))?;
+    std::fs::write(json, format!("{text}\n"))
+        .with_context(|| format!("write {}", json.display()))?;
+    println!("{text}");
+    for (key, why) in missing {
+        eprintln!("not measured: {key}: {why}");
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! What the bench needs of the machine it runs on: qemu-system-x86_64 (installed from Debian's
+//! packages when missing and we are root), whether KVM really works, and a free local TCP port.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::args::Accel;
+
+/// The emulator the bench runs.
+pub const QEMU_BINARY: &str = "qemu-system-x86_64";
+/// The Debian package that ships it.
+pub const QEMU_PACKAGE: &str = "qemu-system-x86";
+/// How long the KVM probe may take before it is judged unusable.
+pub const KVM_PROBE_TIMEOUT_MS: u64 = 10_000;
+
+/// Errors preparing the host.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{QEMU_BINARY} is not installed and this is not root; run: sudo apt-get update && sudo apt-get install -y {QEMU_PACKAGE}")]
+    QemuMissing,
+    #[error("run {command}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{command} failed with {status}")]
+    CommandFailed {
+        command: String,
+        status: std::process::ExitStatus,
+    },
+    #[error("find a free TCP port on 127.0.0.1")]
+    FreePort(#[source] std::io::Error),
+}
+
+/// The emulator's path on PATH, if installed.
+pub fn find_qemu() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(QEMU_BINARY))
+        .find(|candidate| candidate.is_file())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Returns the emulator's path, installing `qemu-system-x86` with apt-get when missing and root.
+pub fn ensure_qemu() -> Result<PathBuf, HostError> {
+    if let Some(found) = find_qemu() {
+        return Ok(found);
+    }
+    if !is_root() {
+        return Err(HostError::QemuMissing);
+    }
+    tracing::info!("{QEMU_BINARY} missing: installing {QEMU_PACKAGE} with apt-get");
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", QEMU_PACKAGE])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    find_qemu().ok_or(HostError::QemuMissing)
+}
+
+fn run(command: &mut Command) -> Result<(), HostError> {
+    let text = format!("{command:?}");
+    let status = command.status().map_err(|source| HostError::Spawn {
+        command: text.clone(),
+        source,
+    })?;
+    if !status.success() {
+        return Err(HostError::CommandFailed {
+            command: text,
+            status,
+        });
+    }
+    Ok(())
+}
+
+/// KVM when it really runs a q35 vCPU here (an openable /dev/kvm is not enough: some nested
+/// hosts abort at the first vCPU reset), else TCG.
+pub fn probe_accel(qemu: &Path) -> Accel {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        return Accel::Tcg;
+    }
+    if kvm_runs(qemu) {
+        Accel::Kvm
+    } else {
+        tracing::info!("/dev/kvm is present but QEMU cannot run a vCPU with it: using TCG");
+        Accel::Tcg
+    }
+}
+
+/// Starts a paused q35 VM under KVM, asks it to quit over QMP, and checks it exited cleanly.
+fn kvm_runs(qemu: &Path) -> bool {
+    let spawned = Command::new(qemu)
+        .args([
+            "-accel",
+            "kvm",
+            "-machine",
+            "q35",
+            "-cpu",
+            "host",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-S",
+        ])
+        .args(["-serial", "none", "-monitor", "none", "-qmp", "stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = spawned else { return false };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"quit\"}\n");
+    }
+    let deadline = Instant::now() + Duration::from_millis(KVM_PROBE_TIMEOUT_MS);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
+}
+
+/// A TCP port on 127.0.0.1 that is free now (the kernel picks it; QEMU binds it moments later).
+pub fn free_local_port() -> Result<u16, HostError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(HostError::FreePort)?;
+    Ok(listener.local_addr().map_err(HostError::FreePort)?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_bindable() {
+        let port = free_local_port().unwrap();
+        assert_ne!(port, 0);
+        TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
+}

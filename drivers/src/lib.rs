@@ -6,6 +6,8 @@
 //!
 //! - [`fabric`]: the agreed [`Fabric`] and [`Host`] traits; [`serial_fabric`] the switch link.
 //! - [`linux::LinuxHost`]: [`Host`] on the real kernel, built from the modules below.
+//! - [`link`]: rtnetlink link monitor (RTM_NEWLINK/DELLINK, per-interface dedup, netdev to
+//!   PCI function, RDMA ports of the netdev).
 //! - [`pci`] (sysfs devices, slots, power, remove/rescan, bind), [`uevent`] (netlink listener,
 //!   parser, async stream), [`nvme`] (admin commands over io_uring / ioctl, Identify, SMART, read
 //!   probe), [`rdma`] (sysfs ports, rxe links over RDMA netlink, link up), [`mount`]
@@ -16,6 +18,7 @@
 //! (tests/fixtures: recorded in the QEMU guest, on the build host, or written by hand).
 
 pub mod fabric;
+pub mod link;
 pub mod linux;
 pub mod mount;
 pub mod nvme;

@@ -1,13 +1,14 @@
-//! [`LinuxHost`]: the [`Host`] trait on the real kernel (sysfs, uevents, NVMe admin commands),
-//! every path under an injectable root.
+//! [`LinuxHost`]: the [`Host`] trait on the real kernel (sysfs, uevents, rtnetlink link changes,
+//! NVMe admin commands), every path under an injectable root.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use tracing::{info_span, warn};
+use tracing::{info, info_span, warn};
 
+use crate::link::{LinkEvent, LinkMonitor};
 use crate::nvme::{NvmeController, NvmeError};
 use crate::pci::{PciBus, PciDevice, PciError};
 use crate::sysfs::{self, SysfsError};
@@ -330,23 +331,86 @@ impl Host for LinuxHost {
                 source,
             });
         }
+        // Both sockets are opened here, in the caller's network namespace, before any thread
+        // starts: a failure leaves nothing running.
         let listener = UeventListener::open().map_err(|e| HostError::Io {
             operation: "observe uevents",
             path: "NETLINK_KOBJECT_UEVENT".into(),
             source: std::io::Error::other(e.to_string()),
         })?;
+        let links = LinkMonitor::open(&self.root).map_err(|e| HostError::Io {
+            operation: "observe links",
+            path: "NETLINK_ROUTE RTMGRP_LINK".into(),
+            source: std::io::Error::other(error_chain(&e)),
+        })?;
         let (sender, receiver) = mpsc::channel();
         let (pci, root) = (self.pci.clone(), self.root.clone());
-        std::thread::Builder::new()
-            .name("uevent-observer".into())
-            .spawn(move || observe(listener, pci, root, sender))
-            .map_err(|source| HostError::Io {
-                operation: "spawn uevent observer",
-                path: String::new(),
-                source,
-            })?;
+        let link_sender = sender.clone();
+        spawn("uevent-observer", move || {
+            observe(listener, pci, root, sender)
+        })?;
+        spawn("link-observer", move || observe_links(links, link_sender))?;
         Ok(receiver)
     }
+}
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), HostError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(body)
+        .map(drop)
+        .map_err(|source| HostError::Io {
+            operation: "spawn observer thread",
+            path: name.to_string(),
+            source,
+        })
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text = format!("{text}: {inner}");
+        source = inner.source();
+    }
+    text
+}
+
+/// Forwards link up/down changes of netdevs backed by a PCI function, until the receiver is
+/// dropped (noticed at the next change, as for uevents). Interfaces without a PCI function
+/// (lo, veth, bridges) are not the appliance's and are only logged.
+fn observe_links(mut links: LinkMonitor, sender: mpsc::Sender<HostObservation>) {
+    loop {
+        let event = match links.recv_timeout(Duration::from_millis(RECHECK_MS)) {
+            Ok(Some(event)) => event,
+            Ok(None) => continue,
+            Err(e) => {
+                warn!(error = %error_chain(&e), "link notification failed or malformed; going on");
+                continue;
+            }
+        };
+        info!(
+            interface = event.change.name,
+            up = event.change.up,
+            address = ?event.address,
+            rdma_ports = ?event.rdma_ports,
+            "link changed"
+        );
+        let Some(observation) = link_observation(&event) else {
+            continue;
+        };
+        if sender.send(observation).is_err() {
+            return;
+        }
+    }
+}
+
+/// What a link change means to the host: the PCI function's link went up or down.
+pub fn link_observation(event: &LinkEvent) -> Option<HostObservation> {
+    Some(HostObservation::LinkChanged {
+        address: event.address?,
+        up: event.change.up,
+    })
 }
 
 /// Forwards PCI add/remove uevents, and NVMe SMART critical warnings (on the kernel's NVME_AEN

@@ -9,14 +9,17 @@
 //!   hotplug root port.
 //! - `SELFTEST WAIT qom-set selftest-nvme smart_critical_warning=<N>`: set that property.
 //! - `SELFTEST WAIT device_del selftest-nvme`: hot-remove the controller.
+//! - `SELFTEST WAIT set_link <netdev id> off` / `... on`: QMP `set_link` of that netdev (the
+//!   bench's fixed virtio-net NIC, [`SELFTEST_NETDEV_ID`], MAC [`SELFTEST_NETDEV_MAC`]).
 //!
 //! Figures (`SELFTEST FIGURE`): pci_enumerate_us, hotplug_visible_ms, smart_uring_us,
-//! smart_ioctl_us, read_probe_us.
+//! smart_ioctl_us, read_probe_us, link_down_visible_ms.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::link::{self, LinkEvent, LinkMonitor};
 use crate::linux::LinuxHost;
 use crate::mount::{self, Mounter};
 use crate::nvme::{self, NvmeController, Transport};
@@ -24,7 +27,7 @@ use crate::pci::{PciBus, PciError};
 use crate::rdma::{self, RdmaNetlink, RdmaSysfs};
 use crate::uevent::{DeviceEvent, Uevent, UeventAction, UeventListener};
 use crate::watchdog::Watchdog;
-use crate::{sysfs, Host, PciAddress};
+use crate::{sysfs, Host, HostObservation, PciAddress};
 
 /// The serial the host must give the hot-added controller.
 pub const SELFTEST_SERIAL: &str = "SELFTEST0001";
@@ -42,6 +45,13 @@ pub const DEVICE_TIMEOUT_MS: u64 = 30_000;
 pub const FIGURE_SAMPLES: u32 = 50;
 const MOUNT_POINT: &str = "/run/selftest-mnt";
 const RXE_NAME: &str = "rxe0";
+/// The QEMU netdev id of the bench's fixed virtio-net NIC (`-netdev user,id=mgmt`): the guest
+/// asks the host to take its link down and up through QMP `set_link`.
+pub const SELFTEST_NETDEV_ID: &str = "mgmt";
+/// That NIC's MAC address (the bench's `qemu::args::MGMT_MAC`), by which the guest finds it.
+pub const SELFTEST_NETDEV_MAC: &str = "52:54:00:12:34:56";
+/// The soft-RoCE link put on that NIC during the link step, to see its port follow the link.
+const LINK_RXE_NAME: &str = "rxe1";
 
 /// Kernel command-line flag that makes the self-test print its sysfs trees as fixture lines
 /// (`SELFTEST FIXTURE <line>` in the tests/fixtures `.tree` format).
@@ -283,6 +293,7 @@ pub fn run_in_guest(out: &mut dyn Write) -> bool {
         Some(listener) => rdma_step(&mut run, &bus, listener),
         None => run.skip("rdma_rxe", "uevent_open"),
     }
+    run.step("link_monitor", link_step);
     run.step("watchdog", |_| {
         let mut watchdog = Watchdog::open(&root.join("dev/watchdog")).map_err(|e| chain(&e))?;
         let timeout = watchdog.set_timeout(60).map_err(|e| chain(&e))?;
@@ -682,4 +693,103 @@ fn hot_remove(
         (),
         format!("address={address} after_ms={}", waited.as_millis()),
     ))
+}
+
+/// The network interface whose MAC is `mac` (`/sys/class/net/*/address`).
+fn interface_with_mac(mac: &str) -> Result<String, String> {
+    let net = Path::new("/sys/class/net");
+    let names = sysfs::list(net).map_err(|e| chain(&e))?;
+    names
+        .into_iter()
+        .find(|n| {
+            sysfs::read(&net.join(n).join("address")).is_ok_and(|a| a.eq_ignore_ascii_case(mac))
+        })
+        .ok_or_else(|| format!("no interface with MAC {mac} in {}", net.display()))
+}
+
+/// The link of the bench's NIC taken down and up by the host (QMP `set_link`): seen by the
+/// rtnetlink monitor with the RDMA port on it following, and by `LinuxHost::observations()`.
+fn link_step(run: &mut Run<'_>) -> Result<((), String), String> {
+    let root = Path::new("/");
+    let interface = interface_with_mac(SELFTEST_NETDEV_MAC)?;
+    let address = link::pci_address_of(root, &interface)
+        .map_err(|e| chain(&e))?
+        .ok_or(format!("{interface} has no PCI function"))?;
+    rdma::set_link_up(&interface).map_err(|e| chain(&e))?;
+    let host = LinuxHost::new(root).map_err(|e| chain(&e))?;
+    let observations = host.observations().map_err(|e| chain(&e))?;
+    let mut monitor = LinkMonitor::open(root).map_err(|e| chain(&e))?;
+    let mut netlink = RdmaNetlink::open().map_err(|e| chain(&e))?;
+    netlink
+        .new_link(LINK_RXE_NAME, "rxe", &interface)
+        .map_err(|e| chain(&e))?;
+    let result = (|| {
+        let mut details = Vec::new();
+        for (up, word, port_state) in [(false, "off", "DOWN"), (true, "on", "ACTIVE")] {
+            run.line(&format!(
+                "SELFTEST WAIT set_link {SELFTEST_NETDEV_ID} {word}"
+            ));
+            let started = Instant::now();
+            let event = wait_link(&mut monitor, &interface, up)?;
+            if !up {
+                run.figure("link_down_visible_ms", started.elapsed().as_millis() as u64);
+            }
+            let ports: Vec<_> = event
+                .rdma_ports
+                .iter()
+                .filter(|p| p.device == LINK_RXE_NAME)
+                .collect();
+            if event.address != Some(address) || ports.len() != 1 || ports[0].state != port_state {
+                return Err(format!("link {word}: expected {address} with {LINK_RXE_NAME} {port_state}, got {event:?}"));
+            }
+            wait_observation(&observations, HostObservation::LinkChanged { address, up })?;
+            details.push(format!("{word}: {LINK_RXE_NAME} {port_state}"));
+        }
+        Ok(details.join(", "))
+    })();
+    let deleted = netlink.delete_link(LINK_RXE_NAME).map_err(|e| chain(&e));
+    let details = result?;
+    deleted?;
+    Ok((
+        (),
+        format!("{interface} ({address}) {details}; LinkChanged seen"),
+    ))
+}
+
+/// The next change of `interface` to `up` from the monitor, within HOST_ACTION_TIMEOUT_MS.
+fn wait_link(monitor: &mut LinkMonitor, interface: &str, up: bool) -> Result<LinkEvent, String> {
+    let deadline = Instant::now() + Duration::from_millis(HOST_ACTION_TIMEOUT_MS);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "{interface} did not go up={up} within {HOST_ACTION_TIMEOUT_MS} ms"
+            ));
+        }
+        match monitor.recv_timeout(left).map_err(|e| chain(&e))? {
+            Some(event) if event.change.name == interface && event.change.up == up => {
+                return Ok(event)
+            }
+            Some(event) if event.change.name == interface => {
+                return Err(format!("{interface} changed the wrong way: {event:?}"))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Waits for `wanted` on the host's observations (others are skipped).
+fn wait_observation(
+    observations: &std::sync::mpsc::Receiver<HostObservation>,
+    wanted: HostObservation,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_millis(DEVICE_TIMEOUT_MS);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match observations.recv_timeout(left) {
+            Ok(seen) if seen == wanted => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("no {wanted:?} from LinuxHost::observations(): {e}")),
+        }
+    }
 }

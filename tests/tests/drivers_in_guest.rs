@@ -1,6 +1,7 @@
 //! The drivers on the real kernel: boots the image with `appliance.selftest=drivers`, answers
 //! each `SELFTEST WAIT` line of `drivers::selftest::run_in_guest` through QMP (hot-add an NVMe,
-//! inject a SMART critical warning, hot-remove it), and asserts that every step passed. The
+//! inject a SMART critical warning, take the NIC's link down and up, hot-remove the NVMe), and
+//! asserts that every step passed. The
 //! guest's figures are printed and written to target/e2e/drivers_in_guest/figures.json.
 //!
 //! With `DRIVERS_SELFTEST_INIT=/path/to/static/selftest_init` the image's /init is that binary
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use drivers::selftest::{
-    SELFTEST_CRITICAL_WARNING, SELFTEST_DEVICE_ID, SELFTEST_DRIVE_BYTES, SELFTEST_SERIAL,
+    SELFTEST_CRITICAL_WARNING, SELFTEST_DEVICE_ID, SELFTEST_DRIVE_BYTES, SELFTEST_NETDEV_ID,
+    SELFTEST_NETDEV_MAC, SELFTEST_SERIAL,
 };
 use qemu::{Vm, VmOptions};
 use serde_json::{json, Map, Value};
@@ -25,7 +27,7 @@ use tests::{one_vm_at_a_time, options, tail, BOOT_TIMEOUT_MS};
 const SELFTEST_TIMEOUT_MS: u64 = 900_000;
 const DRIVE_NODE: &str = "selftest-blk";
 /// Steps that must have passed (the list).
-const REQUIRED_STEPS: [&str; 11] = [
+const REQUIRED_STEPS: [&str; 12] = [
     "pci_enumerate",
     "hotplug_add",
     "nvme_identify_uring",
@@ -35,6 +37,7 @@ const REQUIRED_STEPS: [&str; 11] = [
     "rebind_vfio",
     "nvme_mount",
     "rdma_rxe",
+    "link_monitor",
     "watchdog",
     "hotplug_remove",
 ];
@@ -88,6 +91,15 @@ fn answer(vm: &Vm, run_dir: &Path, port: &str, wait: &str) -> Result<()> {
         )?;
     } else if wait == del {
         qmp.device_del(SELFTEST_DEVICE_ID, None)?;
+    } else if let Some(rest) = wait.strip_prefix("set_link ") {
+        let up = match rest.split_once(' ') {
+            Some((SELFTEST_NETDEV_ID, "off")) => false,
+            Some((SELFTEST_NETDEV_ID, "on")) => true,
+            _ => {
+                bail!("the guest asked for {wait:?}: expected set_link {SELFTEST_NETDEV_ID} on|off")
+            }
+        };
+        qmp.set_link(SELFTEST_NETDEV_ID, up)?;
     } else {
         bail!("the guest asked for {wait:?}, which this test does not know");
     }
@@ -128,6 +140,11 @@ fn drive(vm: &Vm, run_dir: &Path, port: &str) -> Result<Vec<String>> {
 #[test]
 fn drivers_pass_their_selftest_in_the_guest() -> Result<()> {
     let _one = one_vm_at_a_time();
+    ensure!(
+        SELFTEST_NETDEV_MAC.eq_ignore_ascii_case(qemu::args::MGMT_MAC),
+        "the guest looks for the NIC by MAC {SELFTEST_NETDEV_MAC}, the bench gives it {}",
+        qemu::args::MGMT_MAC
+    );
     let mut options = vm_options("drivers_in_guest")?;
     options.extra_cmdline = "appliance.selftest=drivers".into();
     let record = std::env::var_os("DRIVERS_RECORD_FIXTURES");

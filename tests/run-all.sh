@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, the QEMU end-to-end tests included, installing what they need:
 # qemu-system-x86 (from Debian's packages, when missing and root) and the pinned kernel package.
+# Ends with one summary line over all test binaries: "tests: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo run --release -p qemu -- setup
-cargo test --workspace --release
+mkdir -p target
+log=target/run-all.log
+status=0
+cargo test --workspace --release 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

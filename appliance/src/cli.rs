@@ -51,6 +51,9 @@ struct ServeArgs {
     seed: u64,
     #[arg(long, default_value = serve::DEFAULT_CONTROL_LISTEN)]
     listen: SocketAddr,
+    /// Ignore the journal's snapshots at start and replay the whole journal.
+    #[arg(long)]
+    no_snapshots: bool,
 }
 
 #[derive(clap::Args)]
@@ -285,6 +288,7 @@ fn serve_cmd(args: ServeArgs) -> anyhow::Result<i32> {
             seed: args.seed,
         },
         control_listen: args.listen,
+        snapshots: !args.no_snapshots,
     };
     let running = serve::start(options)?;
     println!(

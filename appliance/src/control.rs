@@ -479,6 +479,25 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Answers one request.
 pub fn handle(context: &ServerContext, request: Request) -> Response {
+    match to_command(request) {
+        Ok((command, wait)) => match context.core.submit(command) {
+            Ok(accepted) => accepted_reply(context, accepted, wait),
+            Err(e) => core_error(e),
+        },
+        Err(NotCommand::Query(request)) => query(context, *request),
+        Err(NotCommand::Bad(response)) => *response,
+    }
+}
+
+/// A request that is not a command: a query, or a malformed mutating request.
+enum NotCommand {
+    Query(Box<Request>),
+    Bad(Box<Response>),
+}
+
+/// Answers a query from one published State. A mutating request never takes a State here: a
+/// reader holding one makes the core copy State for its next batch.
+fn query(context: &ServerContext, request: Request) -> Response {
     let state = context.core.state();
     match request {
         Request::Status => Response::Status(Box::new(status(context, &state))),
@@ -510,23 +529,15 @@ pub fn handle(context: &ServerContext, request: Request) -> Response {
             system,
             limit,
         } => history_reply(context, &state, device, system, limit),
-        Request::StateAt { sequence, time_ms } => state_at_reply(context, sequence, time_ms),
-        mutating => mutate(context, mutating),
+        Request::StateAt { sequence, time_ms } => {
+            drop(state);
+            state_at_reply(context, sequence, time_ms)
+        }
+        mutating => error_reply("bad_request", format!("{mutating:?} is not a query")),
     }
 }
 
-fn mutate(context: &ServerContext, request: Request) -> Response {
-    let (command, wait) = match to_command(request) {
-        Ok(pair) => pair,
-        Err(response) => return *response,
-    };
-    match context.core.submit(command) {
-        Ok(accepted) => accepted_reply(context, accepted, wait),
-        Err(e) => core_error(e),
-    }
-}
-
-fn to_command(request: Request) -> Result<(Command, bool), Box<Response>> {
+fn to_command(request: Request) -> Result<(Command, bool), NotCommand> {
     let command = match request {
         Request::CreateTenant { name } => (Command::CreateTenant { name }, false),
         Request::CreateSystem { name, tenant, role } => {
@@ -556,10 +567,10 @@ fn to_command(request: Request) -> Result<(Command, bool), Box<Response>> {
                 (false, true) => Selection::Specific(devices),
                 (true, false) => Selection::Constrained(wants),
                 _ => {
-                    return Err(Box::new(error_reply(
+                    return Err(NotCommand::Bad(Box::new(error_reply(
                         "bad_request",
                         "give either devices or wants".into(),
-                    )))
+                    ))))
                 }
             };
             let create = match (&tenant, role) {
@@ -655,12 +666,7 @@ fn to_command(request: Request) -> Result<(Command, bool), Box<Response>> {
             },
             false,
         ),
-        other => {
-            return Err(Box::new(error_reply(
-                "bad_request",
-                format!("{other:?} is not a mutating request"),
-            )))
-        }
+        query => return Err(NotCommand::Query(Box::new(query))),
     };
     Ok(command)
 }

@@ -1,7 +1,10 @@
 //! The core: one thread owns State and the log's write side. Commands arrive on a bounded queue,
 //! are decided against State in arrival order, and every batch of concurrent commands becomes one
 //! durable append (group commit). Only then is the new State published (readers take an
-//! immutable `Arc<State>` without blocking the writer) and the callers answered.
+//! immutable `Arc<State>` without blocking the writer) and the callers answered. The writer
+//! changes a private State that it keeps in step with the published one by replaying each
+//! committed batch onto the State it replaced (see `Spare`), so a command costs O(its events),
+//! not O(State).
 
 use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -28,6 +31,9 @@ pub struct CoreConfig {
     pub queue_commands_max: usize,
     /// A snapshot is written after this many events since the last one (0 = never).
     pub snapshot_events_interval: u64,
+    /// Start from the newest valid snapshot; false replays the whole journal (to measure replay,
+    /// or to rule out a doubtful snapshot).
+    pub use_snapshots: bool,
 }
 
 impl Default for CoreConfig {
@@ -36,6 +42,7 @@ impl Default for CoreConfig {
             batch_commands_max: 512,
             queue_commands_max: 8192,
             snapshot_events_interval: 50_000,
+            use_snapshots: true,
         }
     }
 }
@@ -145,8 +152,22 @@ pub struct Core {
 
 /// Rebuilds State from the newest valid snapshot plus the log's tail.
 pub fn recover(log: &dyn EventLog) -> Result<(State, StartReport), CoreError> {
+    recover_with(log, true)
+}
+
+/// Rebuilds State from the newest valid snapshot plus the log's tail, or, without
+/// `use_snapshots`, from the whole log.
+pub fn recover_with(
+    log: &dyn EventLog,
+    use_snapshots: bool,
+) -> Result<(State, StartReport), CoreError> {
     let started = Instant::now();
-    let (snapshot, mut notes) = log.load_snapshot();
+    let (snapshot, mut notes) = if use_snapshots {
+        log.load_snapshot()
+    } else {
+        let note = "snapshots off: replaying the whole journal".to_string();
+        (None, vec![note])
+    };
     let mut state = State::default();
     let mut snapshot_sequence = None;
     if let Some((sequence, bytes)) = snapshot {
@@ -180,7 +201,7 @@ impl Core {
         log: Arc<dyn EventLog>,
         config: CoreConfig,
     ) -> Result<(Core, StartReport), CoreError> {
-        let (state, report) = recover(log.as_ref())?;
+        let (state, report) = recover_with(log.as_ref(), config.use_snapshots)?;
         if let Err(broken) = state.check_invariants() {
             warn!(%broken, "recovered state breaks an invariant");
         }
@@ -203,6 +224,7 @@ impl Core {
             config,
             started: HashMap::new(),
             snapshot_at: report.journal_head,
+            spare: Spare::Nothing,
         };
         let thread = std::thread::Builder::new()
             .name("core".into())
@@ -322,6 +344,27 @@ struct Writer {
     /// When each pending operation's intent became durable (for latency metrics).
     started: HashMap<OperationId, Instant>,
     snapshot_at: u64,
+    /// What the writer keeps to get a private copy of the published State cheaply.
+    spare: Spare,
+}
+
+/// The writer's way to a private State equal to the published one, so that a command's cost
+/// does not grow with State. Readers hold `Arc<State>`s that never change; after each committed
+/// batch the writer keeps the State it replaced (`previous`) with the batch's events. At the
+/// next batch, once readers have let go of `previous` (`Arc::try_unwrap`), applying those events
+/// to it gives the published State again, at the cost of one batch of events. A reader still
+/// holding it, a failed append or a batch that did not apply leaves nothing reusable: then, and
+/// only then, the writer copies the published State.
+enum Spare {
+    /// Nothing reusable: copy the published State.
+    Nothing,
+    /// Equal to the published State (the last batch journaled nothing).
+    Current(Box<State>),
+    /// The State published before the last batch, and that batch's (sequence, event)s.
+    Behind {
+        previous: Arc<State>,
+        events: Vec<(u64, Event)>,
+    },
 }
 
 /// A decided command waiting for its batch to be durable.
@@ -364,7 +407,7 @@ impl Writer {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let mut work = (*live).clone();
+        let mut work = self.working_state(&live);
         let mut events: Vec<Event> = Vec::new();
         let mut waiting: Vec<Waiting> = Vec::with_capacity(batch.len());
         let mut refused = 0u64;
@@ -373,6 +416,7 @@ impl Writer {
             match self.decide_one(&mut work, &command, &mut events) {
                 Ok(accepted) => waiting.push(Waiting { reply, accepted }),
                 Err(CoreError::Apply(e)) => {
+                    // `work` holds part of the batch: drop it (the next batch copies `live`).
                     warn!(command = command.name(), error = %e, "decided events do not apply; batch dropped");
                     let _ = reply.send(Err(CoreError::Apply(e.clone())));
                     for w in waiting {
@@ -387,7 +431,54 @@ impl Writer {
                 }
             }
         }
-        self.commit(live.head, work, events, waiting, commands, refused);
+        self.commit(live, work, events, waiting, commands, refused);
+    }
+
+    /// A private State equal to the published `live` one, for the writer to change, without
+    /// copying State in the common case (see [`Spare`]). Costs O(events of one batch), or one
+    /// copy of State when a reader still holds the previous State or after a failed batch.
+    fn working_state(&mut self, live: &Arc<State>) -> State {
+        match std::mem::replace(&mut self.spare, Spare::Nothing) {
+            Spare::Current(state) if state.head == live.head => {
+                self.count_state(false);
+                return *state;
+            }
+            Spare::Behind { previous, events } => match Arc::try_unwrap(previous) {
+                Ok(mut state) => match catch_up(&mut state, &events) {
+                    Ok(()) if state.head == live.head => {
+                        debug_assert!(
+                            state == **live,
+                            "catching up diverged from the published state"
+                        );
+                        self.count_state(false);
+                        return state;
+                    }
+                    Ok(()) => warn!(
+                        head = state.head,
+                        live = live.head,
+                        "caught-up state is not at the published head; copying"
+                    ),
+                    Err(e) => warn!(error = %e, "catching up the previous state failed; copying"),
+                },
+                Err(_) => debug!("a reader still holds the previous state; copying"),
+            },
+            _ => {}
+        }
+        self.count_state(true);
+        (**live).clone()
+    }
+
+    fn count_state(&self, copied: bool) {
+        let mut metrics = self
+            .shared
+            .metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if copied {
+            metrics.state_copies += 1;
+        } else {
+            metrics.states_reused += 1;
+        }
     }
 
     /// Decides one command and applies its events to `work`.
@@ -424,45 +515,38 @@ impl Writer {
 
     fn commit(
         &mut self,
-        base: u64,
-        mut work: State,
+        live: Arc<State>,
+        work: State,
         events: Vec<Event>,
         waiting: Vec<Waiting>,
         commands: u64,
         refused: u64,
     ) {
+        let base = live.head;
         let count = events.len() as u64;
-        let append_started = Instant::now();
-        if !events.is_empty() {
-            let timings: Vec<(Option<OperationId>, Option<OperationId>)> = events
-                .iter()
-                .map(|e| (e.intent_of(), e.outcome_of()))
-                .collect();
-            match self.log.append(events) {
-                Ok((first, last)) if first == base + 1 && last == base + count => {}
-                Ok((first, last)) => {
-                    // The log and State disagree on sequences: nothing is safe to publish.
-                    let reason = format!(
-                        "log assigned {first}..={last}, the core expected {}..={}",
-                        base + 1,
-                        base + count
-                    );
-                    warn!(%reason, "sequence mismatch");
-                    return fail_all(waiting, || LogError::Append {
-                        sequence: first,
-                        reason: reason.clone(),
-                    });
-                }
-                Err(e) => {
-                    warn!(error = %e, "append failed; batch dropped");
-                    let message = e.to_string();
-                    return fail_all(waiting, || LogError::Append {
-                        sequence: base + 1,
-                        reason: message.clone(),
-                    });
-                }
+        if events.is_empty() {
+            // Nothing changed: `work` still equals the published State; keep it for the next batch.
+            debug_assert_eq!(work.head, base);
+            self.spare = Spare::Current(Box::new(work));
+            self.publish(None, commands, refused, 0);
+            for w in waiting {
+                let _ = w.reply.send(Ok(w.accepted));
             }
-            self.record_timings(&work, &timings, append_started.elapsed());
+            return;
+        }
+        // Kept to bring the State published now up to date when the writer reclaims it.
+        let applied: Vec<(u64, Event)> = (base + 1..).zip(events.iter().cloned()).collect();
+        if let Err(failure) = self.append(base, &work, events) {
+            // `work` holds events that are not durable: drop it (`spare` stays empty, so the
+            // next batch copies the published State).
+            let reason = match failure {
+                LogError::Append { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            return fail_all(waiting, || LogError::Append {
+                sequence: base + 1,
+                reason: reason.clone(),
+            });
         }
         debug_assert_eq!(work.check_invariants(), Ok(()));
         let head = work.head;
@@ -473,7 +557,11 @@ impl Writer {
         } else {
             None
         };
-        self.publish(std::mem::take(&mut work), commands, refused, count);
+        self.publish(Some(work), commands, refused, count);
+        self.spare = Spare::Behind {
+            previous: live,
+            events: applied,
+        };
         for w in waiting {
             let _ = w.reply.send(Ok(w.accepted));
         }
@@ -482,9 +570,50 @@ impl Writer {
         }
     }
 
-    fn publish(&self, state: State, commands: u64, refused: u64, events: u64) {
-        let head = state.head;
-        *self.shared.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
+    /// Appends the batch durably; checks the log assigned the sequences State expects.
+    fn append(&mut self, base: u64, work: &State, events: Vec<Event>) -> Result<(), LogError> {
+        let count = events.len() as u64;
+        let append_started = Instant::now();
+        let timings: Vec<(Option<OperationId>, Option<OperationId>)> = events
+            .iter()
+            .map(|e| (e.intent_of(), e.outcome_of()))
+            .collect();
+        match self.log.append(events) {
+            Ok((first, last)) if first == base + 1 && last == base + count => {}
+            Ok((first, last)) => {
+                // The log and State disagree on sequences: nothing is safe to publish.
+                let reason = format!(
+                    "log assigned {first}..={last}, the core expected {}..={}",
+                    base + 1,
+                    base + count
+                );
+                warn!(%reason, "sequence mismatch");
+                return Err(LogError::Append {
+                    sequence: first,
+                    reason,
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "append failed; batch dropped");
+                return Err(e);
+            }
+        }
+        self.record_timings(work, &timings, append_started.elapsed());
+        Ok(())
+    }
+
+    /// Publishes `state` (when the batch changed it) and the batch's counters.
+    fn publish(&self, state: Option<State>, commands: u64, refused: u64, events: u64) {
+        let head = state.as_ref().map(|s| s.head);
+        if let Some(state) = state {
+            let new = Arc::new(state);
+            let old = std::mem::replace(
+                &mut *self.shared.state.write().unwrap_or_else(|e| e.into_inner()),
+                new,
+            );
+            // The writer keeps its own reference to the old State (`Spare::Behind`).
+            drop(old);
+        }
         {
             let mut metrics = self
                 .shared
@@ -496,12 +625,14 @@ impl Writer {
             metrics.batches += 1;
             metrics.events_appended += events;
         }
-        *self
-            .shared
-            .changed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = head;
-        self.shared.wake.notify_all();
+        if let Some(head) = head {
+            *self
+                .shared
+                .changed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = head;
+            self.shared.wake.notify_all();
+        }
     }
 
     fn record_timings(
@@ -547,6 +678,14 @@ impl Writer {
             Err(e) => warn!(sequence = head, error = %e, "snapshot not written (replay covers it)"),
         }
     }
+}
+
+/// Applies the events of one committed batch to an older copy of State.
+fn catch_up(state: &mut State, events: &[(u64, Event)]) -> Result<(), ApplyError> {
+    for (sequence, event) in events {
+        state.apply(*sequence, event)?;
+    }
+    Ok(())
 }
 
 fn fail_all(waiting: Vec<Waiting>, error: impl Fn() -> LogError) {

@@ -82,6 +82,11 @@ pub struct Metrics {
     pub batches: u64,
     pub events_appended: u64,
     pub snapshots_written: u64,
+    /// Batches that started from a full copy of State (a reader held the previous one, or the
+    /// last batch failed); should stay rare.
+    pub state_copies: u64,
+    /// Batches that reused the previous State and applied one batch of events to it.
+    pub states_reused: u64,
     pub append: Histogram,
     /// From a compose's intent being durable to its outcome being durable.
     pub compose: Histogram,

@@ -561,11 +561,14 @@ fn dispatch(ctx: Ctx, tx: Sender<Operation>, stop: Arc<AtomicBool>) {
                 return;
             }
         }
+        let head = state.head;
+        // Let go of State before waiting: the core reuses the State no reader holds.
+        drop(state);
         if last_sync.elapsed() >= sync_every {
             last_sync = std::time::Instant::now();
             repair(&ctx);
         }
-        seen = ctx.core.wait_change(seen.max(state.head), poll);
+        seen = ctx.core.wait_change(seen.max(head), poll);
     }
 }
 
@@ -597,7 +600,9 @@ fn worker(ctx: Ctx, rx: Arc<Mutex<Receiver<Operation>>>) {
         let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(op) = next else { return };
         let _shared = hardware.read().unwrap_or_else(|e| e.into_inner());
-        let state = core.state();
+        // The parts of State this operation needs; the hardware work may take seconds, and the
+        // core reuses the State no reader holds (see `core::Spare`).
+        let state = excerpt(&core.state(), &op.id);
         if !state.pending.contains_key(&op.id) {
             // Finished while queued (the dispatcher saw an older State): nothing to do.
             inflight
@@ -623,6 +628,36 @@ fn worker(ctx: Ctx, rx: Arc<Mutex<Receiver<Operation>>>) {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&op.id);
     }
+}
+
+/// A small State holding what executing operation `op` reads: the operation, its system, the
+/// devices it or its system names, and the ports. Empty when `op` is no longer pending.
+fn excerpt(state: &State, op: &OperationId) -> State {
+    let mut out = State {
+        head: state.head,
+        ports: state.ports.clone(),
+        ..State::default()
+    };
+    let Some(operation) = state.pending.get(op) else {
+        return out;
+    };
+    let mut named: Vec<&str> = match &operation.kind {
+        OperationKind::Compose { devices } => devices.iter().map(|(d, _)| d.as_str()).collect(),
+        OperationKind::Decompose { devices } => devices.iter().map(String::as_str).collect(),
+        OperationKind::Failover { from, to, .. } => vec![from.as_str(), to.as_str()],
+        OperationKind::Mount { .. } | OperationKind::Unmount { .. } => Vec::new(),
+    };
+    if let Some(system) = state.systems.get(&operation.system) {
+        named.extend(system.devices.keys().map(String::as_str));
+        out.systems.insert(system.name.clone(), system.clone());
+    }
+    for id in named {
+        if let Some(device) = state.devices.get(id) {
+            out.devices.insert(id.to_string(), device.clone());
+        }
+    }
+    out.pending.insert(*op, operation.clone());
+    out
 }
 
 fn observe(
@@ -660,4 +695,75 @@ pub fn inventory_facts(inventory: &Inventory, rdma: &BTreeSet<String>) -> Vec<De
         .iter()
         .map(|d| crate::state::facts_of(&Device::from_pool(d, rdma.contains(&d.id))))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Role;
+    use crate::event::{DeviceFacts, Event};
+
+    fn gpu(id: &str) -> Event {
+        Event::DeviceDiscovered {
+            facts: DeviceFacts {
+                id: id.into(),
+                kind: DeviceKind::Gpu,
+                class: 0x030000,
+                vendor_id: 0x10de,
+                device_id: 1,
+                serial: id.to_uppercase(),
+                model: "test".into(),
+                firmware: "1".into(),
+                capacity_bytes: 24 << 30,
+                rdma: false,
+                switch: "sw0".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn an_excerpt_holds_what_the_operation_reads_and_nothing_else() {
+        let mut events = vec![
+            Event::PortDiscovered {
+                port: 1,
+                switch: "sw0".into(),
+                slot: 1,
+            },
+            Event::PortDiscovered {
+                port: 2,
+                switch: "sw0".into(),
+                slot: 2,
+            },
+            gpu("g1"),
+            gpu("g2"),
+            gpu("g3"),
+            Event::TenantCreated { name: "t".into() },
+        ];
+        for system in ["a", "b"] {
+            events.push(Event::SystemCreated {
+                name: system.into(),
+                tenant: "t".into(),
+                role: Role::Workstation,
+            });
+        }
+        events.push(Event::ComposeRequested {
+            op: 0,
+            system: "a".into(),
+            devices: vec![("g1".into(), 1)],
+            request_id: None,
+        });
+        let mut state = State::default();
+        for (i, event) in events.iter().enumerate() {
+            state.apply(i as u64 + 1, event).expect("applies");
+        }
+        let part = excerpt(&state, &0);
+        assert_eq!(part.head, state.head);
+        assert_eq!(part.ports, state.ports);
+        assert_eq!(part.pending, state.pending);
+        assert_eq!(part.systems.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(part.devices.keys().collect::<Vec<_>>(), ["g1"]);
+        assert_eq!(part.devices["g1"], state.devices["g1"]);
+        let gone = excerpt(&state, &7);
+        assert!(gone.pending.is_empty() && gone.devices.is_empty());
+    }
 }

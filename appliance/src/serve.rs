@@ -59,6 +59,9 @@ pub struct ServeOptions {
     pub fabric: FabricChoice,
     /// Default 127.0.0.1:7780.
     pub control_listen: SocketAddr,
+    /// Start from the journal's newest snapshot (the default); false replays the whole journal
+    /// (`appliance.snapshots=off` on the kernel command line, `--no-snapshots` for `serve`).
+    pub snapshots: bool,
 }
 
 /// The running appliance service.
@@ -98,8 +101,12 @@ pub fn start(options: ServeOptions) -> anyhow::Result<Running> {
 /// Starts the core on `log` (any [`EventLog`]), the fabric, the reconciler and the control server.
 pub fn start_with_log(options: ServeOptions, log: Arc<dyn EventLog>) -> anyhow::Result<Running> {
     let started = Instant::now();
-    let (core, report) = Core::start(log.clone(), CoreConfig::default())
-        .context("recover state from the journal")?;
+    let config = CoreConfig {
+        use_snapshots: options.snapshots,
+        ..CoreConfig::default()
+    };
+    let (core, report) =
+        Core::start(log.clone(), config).context("recover state from the journal")?;
     info!(
         events_replayed = report.events_replayed,
         snapshot = ?report.snapshot_sequence,

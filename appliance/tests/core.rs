@@ -120,3 +120,58 @@ fn a_damaged_snapshot_is_reported_and_replay_covers_it() {
     assert_eq!(report.notes.len(), 1, "{report:?}");
     assert_eq!(recovered.tenants.len(), 5);
 }
+
+fn tenant(handle: &appliance::core::CoreHandle, name: &str) {
+    handle
+        .submit(Command::CreateTenant { name: name.into() })
+        .expect("accepted");
+}
+
+#[test]
+fn the_writer_reuses_state_and_copies_it_only_when_it_must() {
+    let log = Arc::new(MemoryLog::new());
+    let core = start(&log, CoreConfig::default());
+    let handle = core.handle();
+    for i in 0..20 {
+        tenant(&handle, &format!("t{i}"));
+    }
+    let m = handle.metrics();
+    assert_eq!(
+        (m.state_copies, m.states_reused),
+        (1, 19),
+        "only the first batch copies State: {m:?}"
+    );
+    let refused = handle.submit(Command::CreateTenant { name: "t0".into() });
+    assert!(refused.is_err(), "{refused:?}");
+    // A reader holds the published State: it never changes, and the writer copies once.
+    let held = handle.state();
+    for i in 20..25 {
+        tenant(&handle, &format!("t{i}"));
+    }
+    assert_eq!(held.tenants.len(), 20);
+    assert_eq!(held.head, 20);
+    drop(held);
+    let m = handle.metrics();
+    assert_eq!(
+        (m.state_copies, m.states_reused),
+        (2, 24),
+        "one copy while a reader held State: {m:?}"
+    );
+    // A failed append leaves nothing to reuse: the next batch copies the published State.
+    log.fail_appends(1);
+    let failed = handle.submit(Command::CreateTenant { name: "x".into() });
+    assert!(matches!(failed, Err(CoreError::Append(_))), "{failed:?}");
+    tenant(&handle, "y");
+    tenant(&handle, "z");
+    let m = handle.metrics();
+    assert_eq!(
+        (m.state_copies, m.states_reused),
+        (3, 26),
+        "one copy after the failed append: {m:?}"
+    );
+    let live = handle.state();
+    assert!(!live.tenants.contains_key("x"));
+    assert_eq!(live.head, 27);
+    core.stop();
+    assert_eq!(*live, rebuild(log.as_ref()));
+}

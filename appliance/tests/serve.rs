@@ -20,6 +20,7 @@ fn options(dir: &std::path::Path) -> ServeOptions {
             seed: 1,
         },
         control_listen: "127.0.0.1:0".parse().expect("address"),
+        snapshots: true,
     }
 }
 

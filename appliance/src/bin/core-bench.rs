@@ -1,8 +1,11 @@
 //! Core benchmark: durable compose + decompose cycles through the core on the simulated fabric
 //! (16 concurrent clients), one constrained placement among 10,000 devices and 1,000 systems, and
-//! rebuilding State from 1M domain events in the journal. Writes one flat JSON object.
+//! rebuilding State from 1M domain events in the journal, and `create_tenant` throughput when
+//! State already holds 100k tenants (a command's cost must not grow with State). Writes one flat
+//! JSON object.
 //!
-//! `cargo run --release -p appliance --bin core-bench -- --json PATH [--seconds N] [--events N]`
+//! `cargo run --release -p appliance --bin core-bench -- --json PATH [--seconds N] [--events N]
+//! [--tenants N]`
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use appliance::command::{Command, NewSystem, Selection};
-use appliance::core::recover;
+use appliance::core::{recover, Core, CoreConfig};
 use appliance::domain::{DeviceKind, Role};
 use appliance::event::{DeviceFacts, Event};
 use appliance::log::{EventLog, JournalLog, MemoryLog};
@@ -24,11 +27,14 @@ const PLACEMENT_DEVICES: usize = 10_000;
 const PLACEMENT_SYSTEMS: usize = 1_000;
 const PLACEMENT_RUNS: usize = 2_000;
 const REPLAY_BATCH_EVENTS: usize = 4096;
+/// How long each create_tenant throughput run lasts at most.
+const TENANT_RUN_MS: u64 = 5_000;
 
 struct Args {
     json: PathBuf,
     seconds: u64,
     events: u64,
+    tenants: u64,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -36,6 +42,7 @@ fn args() -> anyhow::Result<Args> {
         json: PathBuf::from("core-bench.json"),
         seconds: 10,
         events: 1_000_000,
+        tenants: 100_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -44,6 +51,7 @@ fn args() -> anyhow::Result<Args> {
             "--json" => parsed.json = value.into(),
             "--seconds" => parsed.seconds = value.parse().context("--seconds")?,
             "--events" => parsed.events = value.parse().context("--events")?,
+            "--tenants" => parsed.tenants = value.parse().context("--tenants")?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -58,14 +66,24 @@ fn main() -> anyhow::Result<()> {
     let (cycles_per_s, compose_p99_us) =
         compose_decompose(scratch.path(), Duration::from_secs(args.seconds))?;
     eprintln!("compose_decompose_per_s={cycles_per_s:.0} compose_p99_us={compose_p99_us}");
-    let placement_p99_us = placement()?;
-    eprintln!("placement_p99_us={placement_p99_us}");
+    let tenant_empty_per_s = create_tenants(&scratch.path().join("tenants-0"), 0)?;
+    let tenant_full_per_s = create_tenants(&scratch.path().join("tenants-full"), args.tenants)?;
+    eprintln!(
+        "create_tenant_per_s_at_0={tenant_empty_per_s:.0} create_tenant_per_s_at_{}={tenant_full_per_s:.0}",
+        args.tenants
+    );
+    let (placement_p50_us, placement_p99_us) = placement()?;
+    eprintln!("placement_p50_us={placement_p50_us} placement_p99_us={placement_p99_us}");
     let (replay_ms, apply_ms) = replay(&scratch.path().join("replay"), args.events)?;
     eprintln!("replay_1m_ms={replay_ms} replay_1m_apply_only_ms={apply_ms}");
     let json = serde_json::json!({
         "compose_decompose_per_s": cycles_per_s.round(),
         "compose_p99_us": compose_p99_us,
         "clients": CLIENTS,
+        "create_tenant_per_s_at_0": tenant_empty_per_s.round(),
+        "create_tenant_per_s_at_100k": tenant_full_per_s.round(),
+        "create_tenant_prefilled_tenants": args.tenants,
+        "placement_p50_us": placement_p50_us,
         "placement_p99_us": placement_p99_us,
         "replay_1m_ms": replay_ms,
         "replay_1m_apply_only_ms": apply_ms,
@@ -107,6 +125,7 @@ fn compose_decompose(dir: &Path, duration: Duration) -> anyhow::Result<(f64, u64
             seed: 1,
         },
         control_listen: "127.0.0.1:0".parse()?,
+        snapshots: true,
     };
     let running = serve::start(options)?;
     let core = running.core().context("core running")?;
@@ -172,6 +191,64 @@ fn compose_decompose(dir: &Path, duration: Duration) -> anyhow::Result<(f64, u64
     );
     running.shutdown()?;
     Ok((cycles as f64 / elapsed, metrics.compose.summary().p99_us))
+}
+
+/// Durable `create_tenant` commands per second through the core (16 concurrent clients, each
+/// waiting for its answer) on a journal that already holds `prefilled` tenants.
+fn create_tenants(dir: &Path, prefilled: u64) -> anyhow::Result<f64> {
+    std::fs::create_dir_all(dir)?;
+    let (log, _) = JournalLog::open(dir)?;
+    let names = (0..prefilled).map(|i| Event::TenantCreated {
+        name: format!("prefilled-{i}"),
+    });
+    let mut batch = Vec::with_capacity(REPLAY_BATCH_EVENTS);
+    for event in names {
+        batch.push(event);
+        if batch.len() == REPLAY_BATCH_EVENTS {
+            log.append(std::mem::take(&mut batch))?;
+        }
+    }
+    if !batch.is_empty() {
+        log.append(batch)?;
+    }
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    let (core, _) = Core::start(log.clone(), CoreConfig::default())?;
+    let deadline = Instant::now() + Duration::from_millis(TENANT_RUN_MS);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let core = core.handle();
+            std::thread::spawn(move || -> anyhow::Result<u64> {
+                let mut done = 0;
+                while Instant::now() < deadline {
+                    core.submit(Command::CreateTenant {
+                        name: format!("bench-{client}-{done}"),
+                    })?;
+                    done += 1;
+                }
+                Ok(done)
+            })
+        })
+        .collect();
+    let mut commands = 0;
+    for thread in threads {
+        commands += thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("client panicked"))??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let metrics = core.handle().metrics();
+    eprintln!(
+        "create_tenant with {prefilled} tenants before: {commands} commands, {} batches, {} State copies, {} reused",
+        metrics.batches, metrics.state_copies, metrics.states_reused
+    );
+    let tenants = core.handle().state().tenants.len() as u64;
+    if tenants != prefilled + commands {
+        bail!("State holds {tenants} tenants, expected {prefilled} + {commands}");
+    }
+    core.stop();
+    log.close()?;
+    Ok(commands as f64 / elapsed)
 }
 
 fn facts(
@@ -277,8 +354,8 @@ fn big_state() -> anyhow::Result<State> {
     Ok(state)
 }
 
-/// p99 of one constrained placement.
-fn placement() -> anyhow::Result<u64> {
+/// p50 and p99 of one constrained placement.
+fn placement() -> anyhow::Result<(u64, u64)> {
     let state = big_state()?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let mut times = Vec::with_capacity(PLACEMENT_RUNS);
@@ -309,7 +386,8 @@ fn placement() -> anyhow::Result<u64> {
         std::hint::black_box(placed);
     }
     times.sort();
-    Ok(times[times.len() * 99 / 100].as_micros() as u64)
+    let quantile_us = |q: usize| times[times.len() * q / 100].as_micros() as u64;
+    Ok((quantile_us(50), quantile_us(99)))
 }
 
 /// Domain events of compose/decompose cycles on a small pool: `count` in all.

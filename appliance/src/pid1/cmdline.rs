@@ -18,6 +18,9 @@ pub struct BootFlags {
     pub selftest: Option<SelfTest>,
     /// `appliance.test_hang_watchdog=1`: stop feeding the watchdog after ready (test only).
     pub test_hang_watchdog: bool,
+    /// `appliance.snapshots=off`: ignore the journal's snapshots at start and replay the whole
+    /// journal (the bench measures replay this way); `on` is the default.
+    pub ignore_snapshots: bool,
 }
 
 /// Which self-test to run.
@@ -52,6 +55,13 @@ pub fn parse(cmdline: &str) -> Result<BootFlags, CmdlineError> {
                     _ => return Err(bad("expected 0 or 1")),
                 }
             }
+            "snapshots" => {
+                flags.ignore_snapshots = match value {
+                    "off" => true,
+                    "on" => false,
+                    _ => return Err(bad("expected on or off")),
+                }
+            }
             _ => return Err(bad("unknown appliance flag")),
         }
     }
@@ -80,6 +90,23 @@ mod tests {
                 .unwrap()
                 .test_hang_watchdog
         );
+    }
+
+    #[test]
+    fn snapshots_can_be_turned_off() {
+        assert!(
+            parse("console=ttyS0 appliance.snapshots=off")
+                .unwrap()
+                .ignore_snapshots
+        );
+        assert!(!parse("appliance.snapshots=on").unwrap().ignore_snapshots);
+        let err = parse("appliance.snapshots=no").unwrap_err().to_string();
+        assert!(
+            err.contains("appliance.snapshots") && err.contains("expected on or off"),
+            "{err}"
+        );
+        let err = parse("appliance.snapshots").unwrap_err().to_string();
+        assert!(err.contains("appliance.snapshots"), "{err}");
     }
 
     #[test]

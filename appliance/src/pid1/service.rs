@@ -41,13 +41,13 @@ pub fn run_child(flags: &BootFlags, ready_pipe: OwnedFd) -> ! {
         .try_init();
     let code = match flags.selftest {
         Some(SelfTest::Drivers) => run_selftest(),
-        None => serve(ready_pipe),
+        None => serve(flags, ready_pipe),
     };
     std::process::exit(code)
 }
 
-fn serve(ready_pipe: OwnedFd) -> i32 {
-    let running = match wiring::start() {
+fn serve(flags: &BootFlags, ready_pipe: OwnedFd) -> i32 {
+    let running = match wiring::start(flags) {
         Ok(running) => running,
         Err(e) => {
             say(&format!("APPLIANCE SERVICE FAILED to start: {e:#}"));
@@ -96,6 +96,7 @@ mod wiring {
     use drivers::serial_fabric::{SerialFabric, PORT_PATH};
 
     use super::super::{sys, wait_until, CONTROL_LISTEN, DATA_DIR, DEVICE_WAIT_MS};
+    use super::BootFlags;
     use super::ReadyReport;
     use crate::serve::{self, FabricChoice, ServeOptions};
 
@@ -119,7 +120,7 @@ mod wiring {
     }
 
     /// Starts the appliance service on the data disk, the bench's fabric link and this kernel.
-    pub fn start() -> anyhow::Result<Running> {
+    pub fn start(flags: &BootFlags) -> anyhow::Result<Running> {
         let port = Path::new(PORT_PATH);
         let sys_ports = Path::new("/sys/class/virtio-ports");
         let appeared = wait_until(DEVICE_WAIT_MS, || {
@@ -141,6 +142,7 @@ mod wiring {
             control_listen: CONTROL_LISTEN
                 .parse()
                 .context("parse the control address")?,
+            snapshots: !flags.ignore_snapshots,
         };
         serve::start(options).map(Running)
     }

@@ -3,7 +3,8 @@
 //! - [`Vm::launch`] starts the appliance image in QEMU with the bench's fabric ([`VmOptions`]);
 //! - [`Vm::console`] waits for serial-console lines, [`Vm::qmp`] runs QMP commands,
 //!   [`Vm::fabric`] is the emulated switch (attach/detach and fault injection),
-//!   [`Vm::control_addr`] the forwarded control port; dropping the [`Vm`] kills QEMU.
+//!   [`Vm::control_addr`] the forwarded control port; dropping the [`Vm`] kills QEMU;
+//! - [`run_driver_selftest`] answers the drivers' in-guest self-test and collects its figures.
 
 pub mod args;
 pub mod console;
@@ -11,6 +12,7 @@ pub mod control;
 pub mod host;
 pub mod qmp;
 pub mod ready;
+pub mod selftest;
 pub mod switch;
 pub mod topology;
 pub mod vm;
@@ -19,6 +21,7 @@ pub use args::{Accel, ConsoleMode, RunPaths};
 pub use console::{Console, ConsoleError};
 pub use qmp::{Event, Qmp, QmpError};
 pub use ready::ReadyLine;
+pub use selftest::{run_driver_selftest, SelftestError, SelftestOutcome};
 pub use switch::{Switch, SwitchError};
 pub use topology::{BenchTopology, DeviceKind, TopologyError};
 pub use vm::{Vm, VmError, VmOptions};

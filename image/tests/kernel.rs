@@ -61,3 +61,11 @@ fn sha256_of(bytes: &[u8]) -> String {
     std::fs::write(&path, bytes).unwrap();
     sha256_file(&path).unwrap()
 }
+
+#[test]
+fn a_file_that_is_not_a_bzimage_is_refused_with_the_reason() {
+    let err = image::uncompressed_kernel(&[0u8; 4096]).expect_err("zeros are no kernel");
+    assert!(err.contains("HdrS"), "{err}");
+    let err = image::uncompressed_kernel(b"short").expect_err("too short");
+    assert!(err.contains("HdrS"), "{err}");
+}

@@ -216,12 +216,23 @@ pub fn deposit(writer: u32, counter: u64) -> TestEvent {
     }
 }
 
-/// Opens the sled store of a closed journal directly, to tamper with stored records.
+/// Opens the sled store of a closed journal directly, to tamper with stored records. sled's
+/// background flusher of the just-closed journal may hold the store's file lock for a moment
+/// after the close returns, so a lock conflict is retried until a deadline.
 pub fn raw_tree(dir: &Path) -> (sled::Db, sled::Tree) {
-    let db = sled::Config::new()
-        .path(dir.join("store"))
-        .open()
-        .expect("open the store directly");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = loop {
+        match sled::Config::new().path(dir.join("store")).open() {
+            Ok(db) => break db,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("open the store directly: {e}"),
+        }
+    };
     let tree = db.open_tree(b"records").expect("records tree");
     (db, tree)
 }

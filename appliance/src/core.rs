@@ -325,6 +325,10 @@ impl CoreHandle {
             if !state.pending.contains_key(&op) {
                 return Err(CoreError::UnknownOperation { op });
             }
+            let head = state.head;
+            // Let go of State before waiting: the writer reuses the State no reader holds
+            // (`Spare`); one held across the wait costs it a copy of State.
+            drop(state);
             let now = Instant::now();
             if now >= deadline {
                 return Err(CoreError::WaitTimeout {
@@ -332,7 +336,7 @@ impl CoreHandle {
                     timeout_ms: timeout.as_millis() as u64,
                 });
             }
-            self.wait_change(state.head, deadline - now);
+            self.wait_change(head, deadline - now);
         }
     }
 }

@@ -217,8 +217,8 @@ impl Writer {
     fn commit_group(&self, group: &[Queued], prev_crc: u32) -> Result<(u64, u32), Error> {
         let _span = tracing::trace_span!("journal_group_commit", appends = group.len()).entered();
         let first = group.first().map_or(0, |q| q.first);
-        let (batch, last, last_crc) = build_batch(group, prev_crc);
-        self.insert(batch).map_err(|reason| Error::WriteStore {
+        let (values, last, last_crc) = build_values(group, prev_crc);
+        self.insert(values).map_err(|reason| Error::WriteStore {
             first,
             last,
             reason,
@@ -227,10 +227,27 @@ impl Writer {
         Ok((last, last_crc))
     }
 
-    fn insert(&self, batch: sled::Batch) -> Result<(), String> {
+    /// Writes a group's values atomically. One value (every group of at most
+    /// `block::VALUE_BYTES_MAX`) is a plain sled insert, atomic by itself; several go in one sled
+    /// batch. A sled batch costs a second log write of its own: sled puts the batch manifest in
+    /// an I/O buffer of its own (`pin_log` rolls the buffer before and after it), and each buffer
+    /// is a `pwrite` + `sync_file_range`, so a one-value group skips it.
+    fn insert(&self, values: Vec<(sled::IVec, Vec<u8>)>) -> Result<(), String> {
         fail::fail_point!("journal::write", |_| Err(
             "fail point journal::write".to_string()
         ));
+        let values = match <[_; 1]>::try_from(values) {
+            Ok([(key, value)]) => {
+                return catch_sled(|| self.store.tree.insert(key, value))?
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+            Err(values) => values,
+        };
+        let mut batch = sled::Batch::default();
+        for (key, value) in values {
+            batch.insert(key, value);
+        }
         catch_sled(|| self.store.tree.apply_batch(batch))?.map_err(|e| e.to_string())
     }
 
@@ -255,9 +272,9 @@ impl Writer {
     }
 }
 
-/// The sled batch of one group: its records framed and chained into values; with the group's
-/// last sequence and crc.
-fn build_batch(group: &[Queued], mut prev_crc: u32) -> (sled::Batch, u64, u32) {
+/// The stored values of one group (key, value): its records framed and chained; with the
+/// group's last sequence and crc.
+fn build_values(group: &[Queued], mut prev_crc: u32) -> (Vec<(sled::IVec, Vec<u8>)>, u64, u32) {
     let mut builder = block::Builder::default();
     let mut last = 0;
     for queued in group {
@@ -273,9 +290,10 @@ fn build_batch(group: &[Queued], mut prev_crc: u32) -> (sled::Batch, u64, u32) {
             last = sequence;
         }
     }
-    let mut batch = sled::Batch::default();
-    for (first, value) in builder.finish() {
-        batch.insert(&frame::key(first), value);
-    }
-    (batch, last, prev_crc)
+    let values = builder
+        .finish()
+        .into_iter()
+        .map(|(first, value)| (sled::IVec::from(&frame::key(first)), value))
+        .collect();
+    (values, last, prev_crc)
 }

@@ -183,11 +183,13 @@ fn compose_decompose(dir: &Path, duration: Duration) -> anyhow::Result<(f64, u64
     let elapsed = started.elapsed().as_secs_f64();
     let metrics = core.metrics();
     eprintln!(
-        "core: {} batches, {:.1} commands per batch, append p50={}us p99={}us",
+        "core: {} batches, {:.1} commands per batch, append p50={}us p99={}us, {} State copies, {} reused",
         metrics.batches,
         metrics.commands as f64 / metrics.batches.max(1) as f64,
         metrics.append.summary().p50_us,
-        metrics.append.summary().p99_us
+        metrics.append.summary().p99_us,
+        metrics.state_copies,
+        metrics.states_reused
     );
     running.shutdown()?;
     Ok((cycles as f64 / elapsed, metrics.compose.summary().p99_us))

@@ -7,6 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::store::LOG_FILE;
 use crate::Error;
 
 /// Makes sled's files and directories durable with `fsync`, doing only the `fsync`s needed.
@@ -17,7 +18,7 @@ use crate::Error;
 /// is acknowledged only after `sync` has `fsync`ed sled's files and the directories holding them.
 ///
 /// On ext4 every `fsync` costs a journal commit and a device cache flush even on a clean file, so
-/// `sync` does only these: the log file `db` (the one file sled rewrites) every time; any other
+/// `sync` does only these: the log file `db` (`LOG_FILE`, the one file sled rewrites) every time; any other
 /// file (`conf`, `snap.*`, `blobs/*`, written once under their name by sled) the first time it is
 /// seen under its name; a directory whenever its list of names changed since its last `fsync`.
 /// A file that vanishes during the walk (sled removes old snapshots) is skipped.
@@ -28,8 +29,6 @@ pub struct TreeSyncer {
     synced_listings: HashMap<PathBuf, Vec<OsString>>,
 }
 
-/// The file sled appends its log to and rewrites: synced at every commit.
-const LOG_FILE: &str = "db";
 
 impl TreeSyncer {
     pub fn new(root: &Path) -> TreeSyncer {

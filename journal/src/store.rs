@@ -10,6 +10,28 @@ use crate::Error;
 /// A stored key and value, raw (for side files).
 pub type RawKv = (Vec<u8>, Vec<u8>);
 
+/// The file sled keeps its log in.
+pub const LOG_FILE: &str = "db";
+
+/// Most of sled's log file read ahead at open (see [`read_ahead`]).
+pub const READ_AHEAD_BYTES_MAX: i64 = 256 << 20;
+
+/// Asks the kernel to start reading sled's log into the page cache (`posix_fadvise` WILLNEED,
+/// which queues the reads and returns). Replay then reads sled's pages from memory: sled reads
+/// each page with small `pread`s in tree order, and on a cold cache every one of them waited for
+/// the disk (100k events: ~1,200 reads, 585 ms cold against 68 ms warm on the build host; under
+/// QEMU's virtio-blk it was most of the boot's replay). Best effort: a missing file (a new
+/// journal) or a refused hint changes nothing but speed.
+fn read_ahead(log: &Path) {
+    let Ok(file) = std::fs::File::open(log) else {
+        return;
+    };
+    let advice = nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED;
+    if let Err(e) = nix::fcntl::posix_fadvise(&file, 0, READ_AHEAD_BYTES_MAX, advice) {
+        tracing::debug!(path = %log.display(), error = %e, "posix_fadvise WILLNEED refused");
+    }
+}
+
 /// Name of the sled tree holding the records.
 pub const RECORDS_TREE: &[u8] = b"records";
 
@@ -29,6 +51,7 @@ impl Store {
             path: path.to_path_buf(),
             reason,
         };
+        read_ahead(&path.join(LOG_FILE));
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(cache_capacity_bytes)

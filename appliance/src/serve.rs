@@ -111,6 +111,7 @@ pub fn start_with_log(options: ServeOptions, log: Arc<dyn EventLog>) -> anyhow::
         events_replayed = report.events_replayed,
         snapshot = ?report.snapshot_sequence,
         replay_ms = report.replay_ms,
+        replay_read_ms = report.replay_read_ms,
         journal_head = report.journal_head,
         "state came from the journal"
     );

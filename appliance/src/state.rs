@@ -170,6 +170,13 @@ pub enum ApplyError {
 impl State {
     /// Applies one event recorded at `sequence` (must be > head).
     pub fn apply(&mut self, sequence: u64, event: &Event) -> Result<(), ApplyError> {
+        self.apply_owned(sequence, event.clone())
+    }
+
+    /// Applies one event recorded at `sequence` (must be > head), keeping its parts: what State
+    /// stores of an event (names, facts, reasons) moves in instead of being copied, which is
+    /// what replay wants (it decoded the event only to apply it).
+    pub fn apply_owned(&mut self, sequence: u64, event: Event) -> Result<(), ApplyError> {
         if sequence <= self.head {
             return Err(ApplyError::OutOfOrder {
                 sequence,
@@ -181,49 +188,47 @@ impl State {
         Ok(())
     }
 
-    fn apply_inner(&mut self, seq: u64, event: &Event) -> Result<(), ApplyError> {
+    fn apply_inner(&mut self, seq: u64, event: Event) -> Result<(), ApplyError> {
         match event {
-            Event::IdentitySet { identity } => self.identity = identity.clone(),
+            Event::IdentitySet { identity } => self.identity = identity,
             Event::TenantCreated { name } => {
-                self.tenants.insert(
-                    name.clone(),
-                    Tenant {
-                        name: name.clone(),
-                        version: seq,
-                    },
-                );
+                let tenant = Tenant {
+                    name: name.clone(),
+                    version: seq,
+                };
+                self.tenants.insert(name, tenant);
             }
             Event::SystemCreated { name, tenant, role } => {
-                self.create_system(seq, name, tenant, *role)?
+                self.create_system(seq, name, tenant, role)?
             }
-            Event::SystemDeleted { name } => self.delete_system(seq, name)?,
+            Event::SystemDeleted { name } => self.delete_system(seq, &name)?,
             Event::PortDiscovered { port, switch, slot } => {
-                let entry = self.ports.entry(*port).or_insert(Port {
-                    id: *port,
-                    switch: switch.clone(),
-                    slot: *slot,
+                let entry = self.ports.entry(port).or_insert(Port {
+                    id: port,
+                    switch: String::new(),
+                    slot,
                     device: None,
                 });
-                entry.switch = switch.clone();
-                entry.slot = *slot;
+                entry.switch = switch;
+                entry.slot = slot;
             }
             Event::DeviceDiscovered { facts } => self.discover(seq, facts),
             Event::DeviceVanished { device } => {
-                self.device_mut(seq, device)?.present = false;
+                self.device_mut(seq, &device)?.present = false;
                 self.counters.devices_vanished += 1;
             }
             Event::HealthChanged { device, health } => {
-                self.device_mut(seq, device)?.health = health.clone()
+                self.device_mut(seq, &device)?.health = health
             }
             Event::ServiceChanged {
                 device, in_service, ..
-            } => self.device_mut(seq, device)?.in_service = *in_service,
+            } => self.device_mut(seq, &device)?.in_service = in_service,
             other => return self.apply_operation(seq, other),
         }
         Ok(())
     }
 
-    fn apply_operation(&mut self, seq: u64, event: &Event) -> Result<(), ApplyError> {
+    fn apply_operation(&mut self, seq: u64, event: Event) -> Result<(), ApplyError> {
         if let Some(op) = event.outcome_of() {
             return self.finish(seq, op, event);
         }
@@ -237,7 +242,7 @@ impl State {
                 op,
                 system,
                 OperationKind::Compose {
-                    devices: devices.clone(),
+                    devices,
                 },
                 request_id,
             ),
@@ -250,7 +255,7 @@ impl State {
                 op,
                 system,
                 OperationKind::Decompose {
-                    devices: devices.clone(),
+                    devices,
                 },
                 request_id,
             ),
@@ -263,7 +268,7 @@ impl State {
                 op,
                 system,
                 OperationKind::Mount {
-                    mount: mount.clone(),
+                    mount,
                 },
                 request_id,
             ),
@@ -276,7 +281,7 @@ impl State {
                 op,
                 system,
                 OperationKind::Unmount {
-                    target: target.clone(),
+                    target,
                 },
                 request_id,
             ),
@@ -291,9 +296,9 @@ impl State {
                 op,
                 system,
                 OperationKind::Failover {
-                    from: from.clone(),
-                    to: to.clone(),
-                    port: *port,
+                    from,
+                    to,
+                    port,
                 },
                 request_id,
             ),
@@ -305,10 +310,10 @@ impl State {
             }
         };
         let operation = Operation {
-            id: *op,
-            system: system.clone(),
+            id: op,
+            system,
             kind,
-            request_id: request_id.clone(),
+            request_id,
             requested_at: seq,
             finished_at: None,
             outcome: None,
@@ -319,20 +324,20 @@ impl State {
     fn create_system(
         &mut self,
         seq: u64,
-        name: &str,
-        tenant: &str,
+        name: String,
+        tenant: String,
         role: crate::domain::Role,
     ) -> Result<(), ApplyError> {
-        if !self.tenants.contains_key(tenant) {
+        if !self.tenants.contains_key(&tenant) {
             return Err(ApplyError::Unknown {
                 sequence: seq,
                 what: "tenant",
-                name: tenant.to_string(),
+                name: tenant,
             });
         }
         let system = System {
-            name: name.to_string(),
-            tenant: tenant.to_string(),
+            name: name.clone(),
+            tenant,
             role,
             devices: BTreeMap::new(),
             mounts: BTreeMap::new(),
@@ -340,7 +345,7 @@ impl State {
             last_failure: None,
             version: seq,
         };
-        if self.systems.insert(name.to_string(), system).is_some() {
+        if self.systems.insert(name.clone(), system).is_some() {
             return Err(ApplyError::Conflict {
                 sequence: seq,
                 reason: format!("system {name:?} exists"),
@@ -361,7 +366,7 @@ impl State {
         Ok(())
     }
 
-    fn discover(&mut self, seq: u64, facts: &DeviceFacts) {
+    fn discover(&mut self, seq: u64, facts: DeviceFacts) {
         let device = self
             .devices
             .entry(facts.id.clone())
@@ -388,12 +393,12 @@ impl State {
         device.class = facts.class;
         device.vendor_id = facts.vendor_id;
         device.device_id = facts.device_id;
-        device.serial = facts.serial.clone();
-        device.model = facts.model.clone();
-        device.firmware = facts.firmware.clone();
+        device.serial = facts.serial;
+        device.model = facts.model;
+        device.firmware = facts.firmware;
         device.capacity_bytes = facts.capacity_bytes;
         device.rdma = facts.rdma;
-        device.switch = facts.switch.clone();
+        device.switch = facts.switch;
         device.present = true;
         device.version = seq;
     }
@@ -439,7 +444,7 @@ impl State {
     }
 
     /// Records an outcome: commits or rolls back what the intent reserved.
-    fn finish(&mut self, seq: u64, op: OperationId, event: &Event) -> Result<(), ApplyError> {
+    fn finish(&mut self, seq: u64, op: OperationId, event: Event) -> Result<(), ApplyError> {
         let mut operation = self
             .pending
             .remove(&op)
@@ -453,7 +458,7 @@ impl State {
             | Event::DecomposeFailed { reason, .. }
             | Event::MountFailed { reason, .. }
             | Event::UnmountFailed { reason, .. }
-            | Event::FailoverFailed { reason, .. } => Outcome::Failed(reason.clone()),
+            | Event::FailoverFailed { reason, .. } => Outcome::Failed(reason),
             _ => Outcome::Completed,
         };
         self.conclude(seq, &operation, &outcome)?;

@@ -81,8 +81,15 @@ fn run(command: &mut Command) -> Result<(), HostError> {
 }
 
 /// KVM when it really runs a q35 vCPU here (an openable /dev/kvm is not enough: some nested
-/// hosts abort at the first vCPU reset), else TCG.
+/// hosts abort at the first vCPU reset), else TCG. Probed once per process: where the probe VM
+/// hangs instead of failing, a probe costs up to `KVM_PROBE_TIMEOUT_MS`, and the bench and each
+/// test binary boot several VMs.
 pub fn probe_accel(qemu: &Path) -> Accel {
+    static PROBED: std::sync::OnceLock<Accel> = std::sync::OnceLock::new();
+    *PROBED.get_or_init(|| probe_accel_now(qemu))
+}
+
+fn probe_accel_now(qemu: &Path) -> Accel {
     if std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -1,5 +1,6 @@
 //! Core benchmark: durable compose + decompose cycles through the core on the simulated fabric
-//! (16 concurrent clients), one constrained placement among 10,000 devices and 1,000 systems, and
+//! (16 concurrent clients) with their bound on this disk (durable appends per second, measured in
+//! the same run), one constrained placement among 10,000 devices and 1,000 systems, and
 //! rebuilding State from 1M domain events in the journal, and `create_tenant` throughput when
 //! State already holds 100k tenants (a command's cost must not grow with State). Writes one flat
 //! JSON object.
@@ -29,6 +30,11 @@ const PLACEMENT_RUNS: usize = 2_000;
 const REPLAY_BATCH_EVENTS: usize = 4096;
 /// How long each create_tenant throughput run lasts at most.
 const TENANT_RUN_MS: u64 = 5_000;
+/// How long the durable-append baseline runs.
+const APPENDS_RUN_MS: u64 = 3_000;
+/// Durable points one compose + decompose cycle waits for, one after the other: compose intent,
+/// compose outcome, decompose intent, decompose outcome (intent and outcome are never merged).
+const DURABLE_STEPS_PER_CYCLE: usize = 4;
 
 struct Args {
     json: PathBuf,
@@ -65,7 +71,12 @@ fn main() -> anyhow::Result<()> {
         .tempdir_in(std::env::temp_dir())?;
     let (cycles_per_s, compose_p99_us) =
         compose_decompose(scratch.path(), Duration::from_secs(args.seconds))?;
-    eprintln!("compose_decompose_per_s={cycles_per_s:.0} compose_p99_us={compose_p99_us}");
+    let appends_per_s = durable_appends(&scratch.path().join("appends"))?;
+    let bound_per_s = appends_per_s * CLIENTS as f64 / DURABLE_STEPS_PER_CYCLE as f64;
+    eprintln!(
+        "compose_decompose_per_s={cycles_per_s:.0} compose_p99_us={compose_p99_us} \
+         durable_appends_per_s={appends_per_s:.0} compose_decompose_bound_per_s={bound_per_s:.0}"
+    );
     let tenant_empty_per_s = create_tenants(&scratch.path().join("tenants-0"), 0)?;
     let tenant_full_per_s = create_tenants(&scratch.path().join("tenants-full"), args.tenants)?;
     eprintln!(
@@ -79,6 +90,8 @@ fn main() -> anyhow::Result<()> {
     let json = serde_json::json!({
         "compose_decompose_per_s": cycles_per_s.round(),
         "compose_p99_us": compose_p99_us,
+        "durable_appends_per_s": appends_per_s.round(),
+        "compose_decompose_bound_per_s": bound_per_s.round(),
         "clients": CLIENTS,
         "create_tenant_per_s_at_0": tenant_empty_per_s.round(),
         "create_tenant_per_s_at_100k": tenant_full_per_s.round(),
@@ -193,6 +206,28 @@ fn compose_decompose(dir: &Path, duration: Duration) -> anyhow::Result<(f64, u64
     );
     running.shutdown()?;
     Ok((cycles as f64 / elapsed, metrics.compose.summary().p99_us))
+}
+
+/// The baseline of `compose_decompose_per_s`, measured in the same run on the same disk: durable
+/// appends per second of one event each, one after the other, straight to the journal. A cycle
+/// waits for `DURABLE_STEPS_PER_CYCLE` durable points in turn, and one durable append can carry
+/// every client's next step, so `CLIENTS / DURABLE_STEPS_PER_CYCLE` times this is the most
+/// cycles per second the core could reach on this disk (`compose_decompose_bound_per_s`).
+fn durable_appends(dir: &Path) -> anyhow::Result<f64> {
+    std::fs::create_dir_all(dir)?;
+    let (log, _) = JournalLog::open(dir)?;
+    let deadline = Instant::now() + Duration::from_millis(APPENDS_RUN_MS);
+    let started = Instant::now();
+    let mut appends = 0u64;
+    while Instant::now() < deadline {
+        log.append(vec![Event::TenantCreated {
+            name: format!("append-{appends}"),
+        }])?;
+        appends += 1;
+    }
+    let per_s = appends as f64 / started.elapsed().as_secs_f64();
+    log.close()?;
+    Ok(per_s)
 }
 
 /// Durable `create_tenant` commands per second through the core (16 concurrent clients, each

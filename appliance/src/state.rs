@@ -238,53 +238,25 @@ impl State {
                 system,
                 devices,
                 request_id,
-            } => (
-                op,
-                system,
-                OperationKind::Compose {
-                    devices,
-                },
-                request_id,
-            ),
+            } => (op, system, OperationKind::Compose { devices }, request_id),
             Event::DecomposeRequested {
                 op,
                 system,
                 devices,
                 request_id,
-            } => (
-                op,
-                system,
-                OperationKind::Decompose {
-                    devices,
-                },
-                request_id,
-            ),
+            } => (op, system, OperationKind::Decompose { devices }, request_id),
             Event::MountRequested {
                 op,
                 system,
                 mount,
                 request_id,
-            } => (
-                op,
-                system,
-                OperationKind::Mount {
-                    mount,
-                },
-                request_id,
-            ),
+            } => (op, system, OperationKind::Mount { mount }, request_id),
             Event::UnmountRequested {
                 op,
                 system,
                 target,
                 request_id,
-            } => (
-                op,
-                system,
-                OperationKind::Unmount {
-                    target,
-                },
-                request_id,
-            ),
+            } => (op, system, OperationKind::Unmount { target }, request_id),
             Event::FailoverRequested {
                 op,
                 system,
@@ -295,11 +267,7 @@ impl State {
             } => (
                 op,
                 system,
-                OperationKind::Failover {
-                    from,
-                    to,
-                    port,
-                },
+                OperationKind::Failover { from, to, port },
                 request_id,
             ),
             _ => {

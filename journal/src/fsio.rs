@@ -29,7 +29,6 @@ pub struct TreeSyncer {
     synced_listings: HashMap<PathBuf, Vec<OsString>>,
 }
 
-
 impl TreeSyncer {
     pub fn new(root: &Path) -> TreeSyncer {
         TreeSyncer {

@@ -11,7 +11,8 @@
 //! - [`pci`] (sysfs devices, slots, power, remove/rescan, bind), [`uevent`] (netlink listener,
 //!   parser, async stream), [`nvme`] (admin commands over io_uring / ioctl, Identify, SMART, read
 //!   probe), [`rdma`] (sysfs ports, rxe links over RDMA netlink, link up), [`mount`]
-//!   (mount/unmount verified in mountinfo, mkfs), [`watchdog`], [`sysfs`] (attribute helpers).
+//!   (mount/unmount verified in mountinfo, mkfs), [`watchdog`], [`sysfs`] (attribute helpers),
+//!   [`netlink`] (the datagram receive and deadline wait the two netlink monitors share).
 //! - [`selftest::run_in_guest`]: the real-kernel tests run inside the QEMU guest.
 //!
 //! Every sysfs, /dev and /proc path is built from a root passed in, so tests run on fake trees
@@ -21,6 +22,7 @@ pub mod fabric;
 pub mod link;
 pub mod linux;
 pub mod mount;
+pub mod netlink;
 pub mod nvme;
 pub mod pci;
 pub mod pci_address;

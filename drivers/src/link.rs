@@ -5,11 +5,10 @@
 //! ports (rxe, InfiniBand) whose netdev changed. No polling: the kernel pushes every change.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     bind, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
     SockProtocol, SockType,
@@ -18,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info_span, warn};
 
 use crate::rdma::RdmaSysfs;
-use crate::{sysfs, PciAddress};
+use crate::{netlink, sysfs, PciAddress};
 
 // From include/uapi/linux/{netlink,rtnetlink,if_link,if}.h.
 pub const RTMGRP_LINK: u32 = 1;
@@ -640,23 +639,20 @@ impl RouteSocket {
     /// `Err(Netlink { source: ENOBUFS })` means notifications were lost.
     pub fn recv(&mut self, timeout: Duration) -> Result<Option<Vec<RouteMessage>>, LinkError> {
         let deadline = Instant::now() + timeout;
+        let failed = |operation| move |source| LinkError::Netlink { operation, source };
         loop {
-            if let Some(bytes) = recv_datagram(&self.fd, &mut self.buffer)? {
-                return parse_datagram(&self.buffer[..bytes]).map(Some);
+            let received = netlink::recv_from_kernel(&self.fd, &mut self.buffer);
+            if let Some(datagram) = received.map_err(failed("receive"))? {
+                let bytes = self
+                    .buffer
+                    .get(..datagram.bytes)
+                    .ok_or(LinkError::TooLong {
+                        bytes: datagram.bytes,
+                    })?;
+                return parse_datagram(bytes).map(Some);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if !netlink::wait_readable(&self.fd, deadline).map_err(failed("poll"))? {
                 return Ok(None);
-            }
-            let millis = PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1)
-                .unwrap_or(PollTimeout::MAX);
-            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
-            match nix::poll::poll(&mut fds, millis) {
-                Ok(_) | Err(nix::Error::EINTR) => {}
-                Err(source) => {
-                    let operation = "poll";
-                    return Err(LinkError::Netlink { operation, source });
-                }
             }
         }
     }
@@ -735,43 +731,6 @@ pub fn set_up(interface: &str, up: bool) -> Result<(), LinkError> {
     let seq = socket.next_seq();
     let request = encode_set_up(seq, interface, up)?;
     socket.request("set link (RTM_SETLINK)", &request)
-}
-
-/// One `recvfrom` with MSG_TRUNC so an oversized datagram is detected, not silently cut.
-/// Datagrams from user space (a netlink port other than the kernel's 0) are dropped.
-fn recv_datagram(fd: &OwnedFd, buffer: &mut [u8]) -> Result<Option<usize>, LinkError> {
-    loop {
-        // SAFETY: sockaddr_nl is plain old data; all-zero is a valid value.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        let mut addr_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        // SAFETY: buffer and addr are valid, writable and sized as passed; the fd is open.
-        let n = unsafe {
-            libc::recvfrom(
-                fd.as_raw_fd(),
-                buffer.as_mut_ptr().cast(),
-                buffer.len(),
-                libc::MSG_TRUNC | libc::MSG_DONTWAIT,
-                (&mut addr as *mut libc::sockaddr_nl).cast(),
-                &mut addr_len,
-            )
-        };
-        if n < 0 {
-            return match nix::Error::last() {
-                nix::Error::EAGAIN | nix::Error::EINTR => Ok(None),
-                source => Err(LinkError::Netlink {
-                    operation: "receive",
-                    source,
-                }),
-            };
-        }
-        let n = n as usize;
-        if n > buffer.len() {
-            return Err(LinkError::TooLong { bytes: n });
-        }
-        if addr.nl_pid == 0 {
-            return Ok(Some(n));
-        }
-    }
 }
 
 /// Watches every interface's link in the calling thread's network namespace and reports each

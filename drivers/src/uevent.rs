@@ -3,17 +3,16 @@
 //! receiver with a deadline, and an async stream on tokio.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     bind, setsockopt, socket, sockopt, AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
-use crate::PciAddress;
+use crate::{netlink, PciAddress};
 
 /// The kernel's uevent buffer is 2048 bytes (UEVENT_BUFFER_SIZE) plus the "action@devpath"
 /// header; a larger message is refused.
@@ -231,14 +230,14 @@ impl UeventListener {
     pub fn try_recv(&self) -> Result<Option<Uevent>, UeventError> {
         let mut buffer = vec![0u8; MESSAGE_BYTES_MAX];
         loop {
-            let mut sender = NetlinkAddr::new(0, 0);
-            let Some(bytes) = recv_kernel(&self.fd, &mut buffer, &mut sender)? else {
+            let received = netlink::recv_from_kernel(&self.fd, &mut buffer);
+            let Some(datagram) = received.map_err(UeventError::Receive)? else {
                 return Ok(None);
             };
-            if sender.pid() != 0 {
-                continue;
-            }
-            if let Some(event) = parse(&buffer[..bytes])? {
+            let bytes = buffer.get(..datagram.bytes).ok_or(UeventError::TooLong {
+                bytes: datagram.bytes,
+            })?;
+            if let Some(event) = parse(bytes)? {
                 return Ok(Some(event));
             }
         }
@@ -251,16 +250,8 @@ impl UeventListener {
             if let Some(event) = self.try_recv()? {
                 return Ok(Some(event));
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if !netlink::wait_readable(&self.fd, deadline).map_err(UeventError::Receive)? {
                 return Ok(None);
-            }
-            let millis = PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1)
-                .unwrap_or(PollTimeout::MAX);
-            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
-            match nix::poll::poll(&mut fds, millis) {
-                Ok(_) | Err(nix::Error::EINTR) => {}
-                Err(e) => return Err(UeventError::Receive(e)),
             }
         }
     }
@@ -305,39 +296,4 @@ impl UeventStream {
             }
         }
     }
-}
-
-/// One `recvfrom` with MSG_TRUNC so an oversized message is detected, not silently cut.
-fn recv_kernel(
-    fd: &OwnedFd,
-    buffer: &mut [u8],
-    sender: &mut NetlinkAddr,
-) -> Result<Option<usize>, UeventError> {
-    // SAFETY: sockaddr_nl is plain old data; all-zero is a valid value.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_pid = u32::MAX;
-    let mut addr_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-    // SAFETY: buffer and addr are valid, writable and sized as passed; the fd is open.
-    let n = unsafe {
-        libc::recvfrom(
-            fd.as_raw_fd(),
-            buffer.as_mut_ptr().cast(),
-            buffer.len(),
-            libc::MSG_TRUNC | libc::MSG_DONTWAIT,
-            (&mut addr as *mut libc::sockaddr_nl).cast(),
-            &mut addr_len,
-        )
-    };
-    if n < 0 {
-        return match nix::Error::last() {
-            nix::Error::EAGAIN | nix::Error::EINTR => Ok(None),
-            e => Err(UeventError::Receive(e)),
-        };
-    }
-    let n = n as usize;
-    if n > buffer.len() {
-        return Err(UeventError::TooLong { bytes: n });
-    }
-    *sender = NetlinkAddr::new(addr.nl_pid, addr.nl_groups);
-    Ok(Some(n))
 }

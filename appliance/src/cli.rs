@@ -205,6 +205,15 @@ enum JournalCommand {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Write a synthetic journal into DIR/journal, which must be empty or absent: a pool of 16
+    /// GPUs, a tenant, 16 systems, then compose/decompose cycles, at least EVENTS events in all
+    /// (whole cycles). For benchmarks and for booting a large journal in the QEMU bench.
+    Synth {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        events: u64,
+    },
 }
 
 fn parse_want(text: &str) -> Result<Want, String> {
@@ -581,6 +590,13 @@ fn journal_cmd(command: JournalCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         JournalCommand::Dump { data_dir } => dump(&journal_dir(&data_dir)),
+        JournalCommand::Synth { data_dir, events } => {
+            let dir = data_dir.join("journal");
+            let last =
+                appliance::synth::write_journal(&dir, appliance::synth::whole_cycles(events))?;
+            println!("wrote {last} events into {}", dir.display());
+            Ok(0)
+        }
     }
 }
 

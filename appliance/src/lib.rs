@@ -16,4 +16,5 @@ pub mod serve;
 pub mod sim;
 pub mod simulation;
 pub mod state;
+pub mod synth;
 pub mod topology;

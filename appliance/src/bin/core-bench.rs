@@ -16,11 +16,12 @@ use anyhow::{bail, Context};
 use appliance::command::{Command, NewSystem, Selection};
 use appliance::core::{recover, Core, CoreConfig};
 use appliance::domain::{DeviceKind, Role};
-use appliance::event::{DeviceFacts, Event};
+use appliance::event::Event;
 use appliance::log::{EventLog, JournalLog, MemoryLog};
 use appliance::placement::{place, Want};
 use appliance::serve::{self, FabricChoice, ServeOptions};
 use appliance::state::State;
+use appliance::synth;
 use rand::{Rng, SeedableRng};
 
 const CLIENTS: usize = 16;
@@ -288,34 +289,6 @@ fn create_tenants(dir: &Path, prefilled: u64) -> anyhow::Result<f64> {
     Ok(commands as f64 / elapsed)
 }
 
-fn facts(
-    id: String,
-    kind: DeviceKind,
-    capacity_bytes: u64,
-    switch: String,
-    rdma: bool,
-) -> DeviceFacts {
-    let class = match kind {
-        DeviceKind::Gpu => 0x030000,
-        DeviceKind::Nvme => 0x010802,
-        DeviceKind::Nic => 0x020000,
-        _ => 0x010700,
-    };
-    DeviceFacts {
-        id: id.clone(),
-        kind,
-        class,
-        vendor_id: 1,
-        device_id: 1,
-        serial: id,
-        model: "bench".into(),
-        firmware: "1".into(),
-        capacity_bytes,
-        rdma,
-        switch,
-    }
-}
-
 /// A State with 10,000 devices on 8 switches and 1,000 systems holding 3 devices each.
 fn big_state() -> anyhow::Result<State> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -352,7 +325,7 @@ fn big_state() -> anyhow::Result<State> {
         apply(
             &mut state,
             Event::DeviceDiscovered {
-                facts: facts(
+                facts: synth::device_facts(
                     format!("d{i}"),
                     kind,
                     capacity,
@@ -427,69 +400,9 @@ fn placement() -> anyhow::Result<(u64, u64)> {
     Ok((quantile_us(50), quantile_us(99)))
 }
 
-/// Domain events of compose/decompose cycles on a small pool: `count` in all.
-fn cycle_events(count: u64) -> impl Iterator<Item = Event> {
-    let setup: Vec<Event> = (0..16u16)
-        .map(|p| Event::PortDiscovered {
-            port: p,
-            switch: "sw0".into(),
-            slot: u32::from(p),
-        })
-        .chain((0..16).map(|i| Event::DeviceDiscovered {
-            facts: facts(
-                format!("gpu-{i}"),
-                DeviceKind::Gpu,
-                48 << 30,
-                "sw0".into(),
-                false,
-            ),
-        }))
-        .chain(std::iter::once(Event::TenantCreated { name: "t".into() }))
-        .chain((0..16).map(|i| Event::SystemCreated {
-            name: format!("s{i}"),
-            tenant: "t".into(),
-            role: Role::RenderNode,
-        }))
-        .collect();
-    let cycles = (0u64..).flat_map(|op| {
-        let i = op % 16;
-        let (system, device) = (format!("s{i}"), format!("gpu-{i}"));
-        let compose = op * 2;
-        [
-            Event::ComposeRequested {
-                op: compose,
-                system: system.clone(),
-                devices: vec![(device.clone(), i as u16)],
-                request_id: None,
-            },
-            Event::ComposeCompleted { op: compose },
-            Event::DecomposeRequested {
-                op: compose + 1,
-                system,
-                devices: vec![device],
-                request_id: None,
-            },
-            Event::DecomposeCompleted { op: compose + 1 },
-        ]
-    });
-    setup.into_iter().chain(cycles).take(count as usize)
-}
-
 /// Writes `events` domain events to a journal, then times rebuilding State from it.
 fn replay(dir: &Path, events: u64) -> anyhow::Result<(u64, u64)> {
-    std::fs::create_dir_all(dir)?;
-    let (log, _) = JournalLog::open(dir)?;
-    let mut batch = Vec::with_capacity(REPLAY_BATCH_EVENTS);
-    for event in cycle_events(events) {
-        batch.push(event);
-        if batch.len() == REPLAY_BATCH_EVENTS {
-            log.append(std::mem::take(&mut batch))?;
-        }
-    }
-    if !batch.is_empty() {
-        log.append(batch)?;
-    }
-    log.close()?;
+    synth::write_journal(dir, events)?;
     let started = Instant::now();
     let (log, _) = JournalLog::open(dir)?;
     let (state, report) = recover(&log)?;
@@ -500,7 +413,7 @@ fn replay(dir: &Path, events: u64) -> anyhow::Result<(u64, u64)> {
     std::hint::black_box(state);
     log.close()?;
     let memory = Arc::new(MemoryLog::with_clock(0));
-    for chunk in cycle_events(events)
+    for chunk in synth::cycle_events(events)
         .collect::<Vec<_>>()
         .chunks(REPLAY_BATCH_EVENTS)
     {

@@ -660,7 +660,7 @@ fn mount_(
     let event = Event::MountRequested {
         op,
         system: name.to_string(),
-        mount: mount.clone(),
+        mount: Box::new(mount.clone()),
         request_id: request_id.clone(),
     };
     Ok(Decision::Events {
@@ -842,7 +842,7 @@ fn observe(state: &State, command: &Command) -> Result<Decision, CommandError> {
                 vec![]
             } else {
                 vec![Event::DeviceDiscovered {
-                    facts: facts.clone(),
+                    facts: Box::new(facts.clone()),
                 }]
             }
         }

@@ -10,7 +10,8 @@ use crate::event::Event;
 use crate::state::State;
 
 /// Layout version of snapshot bytes; a snapshot of another layout is ignored (replay instead).
-pub const SNAPSHOT_FORMAT: u16 = 1;
+/// 2: an operation's mount spec is boxed (rkyv lays it out apart).
+pub const SNAPSHOT_FORMAT: u16 = 2;
 
 /// One logged event with its sequence and time.
 #[derive(Debug, Clone, PartialEq)]

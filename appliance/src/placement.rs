@@ -257,6 +257,7 @@ mod tests {
                 rdma: false,
                 switch: switch.to_string(),
             };
+            let facts = Box::new(facts);
             apply(&mut state, Event::DeviceDiscovered { facts });
         }
         state

@@ -705,7 +705,7 @@ mod tests {
 
     fn gpu(id: &str) -> Event {
         Event::DeviceDiscovered {
-            facts: DeviceFacts {
+            facts: Box::new(DeviceFacts {
                 id: id.into(),
                 kind: DeviceKind::Gpu,
                 class: 0x030000,
@@ -717,7 +717,7 @@ mod tests {
                 capacity_bytes: 24 << 30,
                 rdma: false,
                 switch: "sw0".into(),
-            },
+            }),
         }
     }
 

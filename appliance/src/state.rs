@@ -35,7 +35,9 @@ pub enum OperationKind {
         devices: Vec<DeviceId>,
     },
     Mount {
-        mount: MountSpec,
+        // Boxed: the spec would double the size of every operation, and State's maps move
+        // operations around as they change.
+        mount: Box<MountSpec>,
     },
     Unmount {
         target: String,
@@ -212,7 +214,7 @@ impl State {
                 entry.switch = switch;
                 entry.slot = slot;
             }
-            Event::DeviceDiscovered { facts } => self.discover(seq, facts),
+            Event::DeviceDiscovered { facts } => self.discover(seq, *facts),
             Event::DeviceVanished { device } => {
                 self.device_mut(seq, &device)?.present = false;
                 self.counters.devices_vanished += 1;

@@ -61,21 +61,21 @@ pub fn write_journal(dir: &Path, count: u64) -> Result<u64, SynthError> {
     Ok(last)
 }
 
-/// The facts of a synthetic device: its id is its serial too.
+/// The facts of a synthetic device (boxed, as events carry them): its id is its serial too.
 pub fn device_facts(
     id: String,
     kind: DeviceKind,
     capacity_bytes: u64,
     switch: String,
     rdma: bool,
-) -> DeviceFacts {
+) -> Box<DeviceFacts> {
     let class = match kind {
         DeviceKind::Gpu => 0x030000,
         DeviceKind::Nvme => 0x010802,
         DeviceKind::Nic => 0x020000,
         _ => 0x010700,
     };
-    DeviceFacts {
+    Box::new(DeviceFacts {
         id: id.clone(),
         kind,
         class,
@@ -87,7 +87,7 @@ pub fn device_facts(
         capacity_bytes,
         rdma,
         switch,
-    }
+    })
 }
 
 /// Domain events of compose/decompose cycles on a small pool, `count` in all: the pool, a tenant

@@ -69,6 +69,8 @@ pub enum CoreError {
     Append(#[source] LogError),
     #[error("replay at start failed")]
     Replay(#[source] LogError),
+    #[error("the replay's reading thread panicked")]
+    ReplayReader,
     #[error("an event does not apply (a bug or a damaged journal)")]
     Apply(#[from] ApplyError),
     #[error("the core is overloaded: {queue_commands_max} commands already queued")]
@@ -220,9 +222,7 @@ fn replay_into(log: &dyn EventLog, state: &mut State) -> Result<(u64, Duration),
                 replayed += 1;
             }
         }
-        let read = reader
-            .join()
-            .map_err(|_| CoreError::Replay(LogError::Closed))?;
+        let read = reader.join().map_err(|_| CoreError::ReplayReader)?;
         Ok((replayed, read))
     })
 }

@@ -175,3 +175,42 @@ fn the_writer_reuses_state_and_copies_it_only_when_it_must() {
     core.stop();
     assert_eq!(*live, rebuild(log.as_ref()));
 }
+
+#[test]
+fn replay_across_many_chunks_equals_applying_one_event_after_the_other() {
+    // Several of the replay's 1,024-event chunks, and a partial one at the end.
+    let log = MemoryLog::with_clock(0);
+    let events = appliance::synth::cycle_events(3 * 1024 + 77).collect::<Vec<_>>();
+    log.append(events.clone()).expect("append");
+    let (recovered, report) = appliance::core::recover_with(&log, false).expect("recover");
+    assert_eq!(report.events_replayed, events.len() as u64);
+    assert_eq!(recovered, rebuild(&log));
+    let mut one_by_one = appliance::state::State::default();
+    for (sequence, event) in (1..).zip(&events) {
+        one_by_one.apply(sequence, event).expect("applies");
+    }
+    assert_eq!(recovered, one_by_one);
+}
+
+#[test]
+fn an_event_that_does_not_apply_mid_replay_fails_the_start_and_names_it() {
+    let log = MemoryLog::with_clock(0);
+    let mut events = appliance::synth::cycle_events(2 * 1024).collect::<Vec<_>>();
+    // A system of a tenant that does not exist does not apply.
+    events.insert(
+        1500,
+        appliance::event::Event::SystemCreated {
+            name: "orphan".into(),
+            tenant: "nobody".into(),
+            role: appliance::domain::Role::RenderNode,
+        },
+    );
+    log.append(events).expect("append");
+    match appliance::core::recover_with(&log, false) {
+        Err(CoreError::Apply(e)) => {
+            let text = e.to_string();
+            assert!(text.contains("1501") && text.contains("nobody"), "{text}");
+        }
+        other => panic!("expected an apply error at sequence 1501, got {other:?}"),
+    }
+}

@@ -435,3 +435,43 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn one_append_larger_than_a_stored_value_is_split_and_reads_back_whole_after_reopen() {
+    // 400 renames of 200 bytes each: about 90 KiB in one group commit, so several stored values
+    // written in one sled batch (a one-value group is a plain insert; both paths meet here).
+    let dir = tempfile::tempdir().unwrap();
+    let name = "n".repeat(200);
+    let events: Vec<TestEvent> = (0..400)
+        .map(|account| TestEvent::Rename {
+            account,
+            name: name.clone(),
+        })
+        .collect();
+    {
+        let (journal, _) = open(dir.path());
+        assert_eq!(journal.append(vec![deposit(1, 1)]).unwrap().last, 1);
+        assert_eq!(
+            journal.append(events.clone()).unwrap(),
+            Appended {
+                first: 2,
+                last: 401
+            }
+        );
+        assert_eq!(journal.append(vec![deposit(1, 2)]).unwrap().last, 402);
+        journal.close().unwrap();
+    }
+    let (journal, report) = open(dir.path());
+    assert_eq!(report.last_sequence, 402);
+    let all = records(&journal, 1);
+    assert_eq!(all.len(), 402);
+    assert_eq!(
+        all[1..401]
+            .iter()
+            .map(|r| r.event.clone())
+            .collect::<Vec<_>>(),
+        events
+    );
+    assert_eq!(records(&journal, 200).len(), 203);
+    assert_eq!(journal.chain_head(), all[401].crc);
+}

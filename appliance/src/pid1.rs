@@ -91,6 +91,7 @@ pub fn main() -> ! {
         Ok(()) => ((), "proc sys dev run".into()),
         Err(e) => supervisor::reboot_hopeless(&format!("early mounts failed: {e}")),
     });
+    stage("console", quiet_kernel_console);
     let flags = stage("cmdline", || {
         let text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
         match cmdline::parse(&text) {
@@ -116,6 +117,27 @@ pub fn main() -> ! {
         data,
         watchdog,
     })
+}
+
+/// The kernel's console log level while PID 1 runs: only errors and worse (levels 0 to 3) reach
+/// the serial console; everything else stays in the kernel's log (`dmesg`). A kernel message
+/// printed while one of the appliance's lines is being written cuts that line in two (seen in CI:
+/// `APPLIANCE READY [    6.35] pcieport 0000:00:01.0: pciehp: Slot(1): Attention button
+/// pressed`, and the ready line's fields on the next line), and those lines are the console's
+/// protocol.
+const CONSOLE_LOGLEVEL: &str = "4";
+const PRINTK: &str = "/proc/sys/kernel/printk";
+
+fn quiet_kernel_console() -> ((), String) {
+    let details = match std::fs::write(PRINTK, CONSOLE_LOGLEVEL) {
+        Ok(()) => {
+            format!("kernel console_loglevel={CONSOLE_LOGLEVEL}: errors only, the rest in dmesg")
+        }
+        Err(e) => format!(
+            "write {CONSOLE_LOGLEVEL} to {PRINTK}: {e}; kernel messages may cut console lines"
+        ),
+    };
+    ((), details)
 }
 
 fn load_modules() -> ((), String) {

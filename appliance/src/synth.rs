@@ -21,6 +21,12 @@ const APPEND_EVENTS: usize = 4096;
 pub enum SynthError {
     #[error("the journal in {} already holds {events} events; synth writes only into an empty one", dir.display())]
     NotEmpty { dir: PathBuf, events: u64 },
+    #[error("create {}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("write the synthetic journal")]
     Log(#[from] LogError),
 }
@@ -35,9 +41,9 @@ pub fn whole_cycles(min: u64) -> u64 {
 /// Writes `count` cycle events (see [`cycle_events`]) into the empty journal at `dir` (created
 /// when missing); returns the journal's last sequence.
 pub fn write_journal(dir: &Path, count: u64) -> Result<u64, SynthError> {
-    std::fs::create_dir_all(dir).map_err(|e| LogError::Append {
-        sequence: 1,
-        reason: format!("create {}: {e}", dir.display()),
+    std::fs::create_dir_all(dir).map_err(|source| SynthError::CreateDir {
+        dir: dir.to_path_buf(),
+        source,
     })?;
     let (log, _) = JournalLog::open(dir)?;
     let events = log.last_sequence();

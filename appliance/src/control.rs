@@ -517,7 +517,7 @@ fn query(context: &ServerContext, request: Request) -> Response {
         },
         Request::ShowOperation { op } => {
             match state.pending.get(&op).or_else(|| state.finished.get(&op)) {
-                Some(operation) => Response::Operation(operation.clone()),
+                Some(operation) => Response::Operation(Operation::clone(operation)),
                 None => error_reply(
                     "unknown_operation",
                     format!("operation {op} is not known (or finished long ago)"),
@@ -684,7 +684,12 @@ fn accepted_reply(context: &ServerContext, accepted: Accepted, wait: bool) -> Re
             .wait_finished(op, Duration::from_millis(OUTCOME_WAIT_MS))
         {
             Ok(done) => Some(done),
-            Err(_) => context.core.state().pending.get(&op).cloned(),
+            Err(_) => context
+                .core
+                .state()
+                .pending
+                .get(&op)
+                .map(|o| Operation::clone(o)),
         },
         (Some(op), false) => {
             let state = context.core.state();
@@ -692,7 +697,7 @@ fn accepted_reply(context: &ServerContext, accepted: Accepted, wait: bool) -> Re
                 .pending
                 .get(&op)
                 .or_else(|| state.finished.get(&op))
-                .cloned()
+                .map(|o| Operation::clone(o))
         }
         (None, _) => None,
     };

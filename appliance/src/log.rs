@@ -11,7 +11,8 @@ use crate::state::State;
 
 /// Layout version of snapshot bytes; a snapshot of another layout is ignored (replay instead).
 /// 2: an operation's mount spec is boxed (rkyv lays it out apart).
-pub const SNAPSHOT_FORMAT: u16 = 2;
+/// 3: pending and finished operations are boxed in State's maps.
+pub const SNAPSHOT_FORMAT: u16 = 3;
 
 /// One logged event with its sequence and time.
 #[derive(Debug, Clone, PartialEq)]

@@ -556,7 +556,7 @@ fn dispatch(ctx: Ctx, tx: Sender<Operation>, stop: Arc<AtomicBool>) {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(op.id)
-                && tx.send(op.clone()).is_err()
+                && tx.send(Operation::clone(op)).is_err()
             {
                 return;
             }

@@ -112,6 +112,7 @@ pub fn start_with_log(options: ServeOptions, log: Arc<dyn EventLog>) -> anyhow::
         snapshot = ?report.snapshot_sequence,
         replay_ms = report.replay_ms,
         replay_read_ms = report.replay_read_ms,
+        replay_apply_ms = report.replay_apply_ms,
         journal_head = report.journal_head,
         "state came from the journal"
     );

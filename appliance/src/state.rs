@@ -145,9 +145,9 @@ pub struct State {
     pub ports: BTreeMap<u16, Port>,
     pub systems: BTreeMap<SystemName, System>,
     /// Operations without an outcome yet.
-    pub pending: BTreeMap<OperationId, Operation>,
+    pub pending: BTreeMap<OperationId, Box<Operation>>,
     /// The most recent finished operations (at most FINISHED_OPERATIONS_MAX).
-    pub finished: BTreeMap<OperationId, Operation>,
+    pub finished: BTreeMap<OperationId, Box<Operation>>,
     /// Request id -> the operation it created (pending or still remembered as finished).
     pub requests: BTreeMap<String, OperationId>,
     pub next_operation: OperationId,
@@ -409,7 +409,7 @@ impl State {
         }
         self.next_operation = self.next_operation.max(operation.id + 1);
         self.counters.operations_requested += 1;
-        self.pending.insert(operation.id, operation);
+        self.pending.insert(operation.id, Box::new(operation));
         Ok(())
     }
 
@@ -499,7 +499,7 @@ impl State {
         Ok(())
     }
 
-    fn remember(&mut self, operation: Operation) {
+    fn remember(&mut self, operation: Box<Operation>) {
         self.finished.insert(operation.id, operation);
         while self.finished.len() > FINISHED_OPERATIONS_MAX {
             let Some((_, old)) = self.finished.pop_first() else {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use appliance::command::{Command, CommandError};
 use appliance::core::{recover, Core, CoreConfig, CoreError};
-use appliance::log::{EventLog, MemoryLog};
+use appliance::event::Event;
+use appliance::log::{EventLog, LogError, Logged, MemoryLog};
 use appliance::simulation::rebuild;
 
 fn start(log: &Arc<MemoryLog>, config: CoreConfig) -> Core {
@@ -212,5 +213,50 @@ fn an_event_that_does_not_apply_mid_replay_fails_the_start_and_names_it() {
             assert!(text.contains("1501") && text.contains("nobody"), "{text}");
         }
         other => panic!("expected an apply error at sequence 1501, got {other:?}"),
+    }
+}
+
+/// A log whose reading fails after `good` events (a damaged journal found mid-replay).
+struct FailingReads {
+    inner: MemoryLog,
+    good: usize,
+}
+
+impl EventLog for FailingReads {
+    fn append(&self, events: Vec<Event>) -> Result<(u64, u64), LogError> {
+        self.inner.append(events)
+    }
+    fn last_sequence(&self) -> u64 {
+        self.inner.last_sequence()
+    }
+    fn replay(&self, from: u64) -> Box<dyn Iterator<Item = Result<Logged, LogError>> + '_> {
+        let good = self.inner.replay(from).take(self.good);
+        Box::new(good.chain(std::iter::once(Err(LogError::Closed))))
+    }
+    fn write_snapshot(&self, sequence: u64, bytes: &[u8]) -> Result<(), LogError> {
+        self.inner.write_snapshot(sequence, bytes)
+    }
+    fn load_snapshot(&self) -> (Option<(u64, Vec<u8>)>, Vec<String>) {
+        self.inner.load_snapshot()
+    }
+    fn close(&self) -> Result<(), LogError> {
+        self.inner.close()
+    }
+}
+
+#[test]
+fn a_read_error_mid_replay_fails_the_start_with_that_error() {
+    // At a chunk's end, inside a chunk, and before anything was read.
+    for good in [1024, 1500, 0] {
+        let log = FailingReads {
+            inner: MemoryLog::with_clock(0),
+            good,
+        };
+        let events = appliance::synth::cycle_events(3 * 1024).collect::<Vec<_>>();
+        log.append(events).expect("append");
+        match appliance::core::recover_with(&log, false) {
+            Err(CoreError::Replay(LogError::Closed)) => {}
+            other => panic!("after {good} good events: expected the read error, got {other:?}"),
+        }
     }
 }

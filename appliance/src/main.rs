@@ -1,6 +1,9 @@
 //! The appliance binary: serve the core, talk to it (`ctl`), inspect the journal, and run as
 //! PID 1 in its image.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cli;
 
 fn main() {

@@ -125,7 +125,7 @@ pub fn build(spec: &CommandSpec<'_>) -> Vec<String> {
 fn machine_args(spec: &CommandSpec<'_>) -> Vec<String> {
     let (accel, cpu) = match spec.accel {
         Accel::Kvm => ("kvm", "host"),
-        Accel::Tcg => ("tcg", "max"),
+        Accel::Tcg => ("tcg", "qemu64"),
     };
     strings(&[
         "-machine",

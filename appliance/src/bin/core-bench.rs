@@ -8,6 +8,10 @@
 //! `cargo run --release -p appliance --bin core-bench -- --json PATH [--seconds N] [--events N]
 //! [--tenants N]`
 
+// The allocator the appliance binary ships with (`main.rs`), so the figures are its own.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -12,6 +12,14 @@ use serde_json::Value;
 /// Longest response line accepted.
 pub const RESPONSE_BYTES_MAX: u64 = 16 << 20;
 
+/// How long a response may take once connected (a compose waits for the hardware).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// How long `connect` waits for the answer to its first status request before it tries a new
+/// connection. Under TCG, a connection opened in a burst (the bench's 48 at once) is sometimes
+/// never answered at all while a new one is; a status answer takes milliseconds.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Errors of the control link.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -45,15 +53,17 @@ pub struct ControlLink {
 }
 
 impl ControlLink {
-    /// Connects, retrying until `timeout` (the guest's port is forwarded before it listens).
+    /// Connects, retrying until `timeout` (the guest's port is forwarded before it listens, and
+    /// a connection whose first status request is not answered within `PROBE_TIMEOUT` is
+    /// replaced by a new one).
     pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<ControlLink, ControlError> {
         let deadline = Instant::now() + timeout;
         loop {
             match Self::try_connect(addr) {
-                Ok(mut link) => match link.call(&serde_json::json!({"request": "status"})) {
-                    Ok(_) => return Ok(link),
+                Ok(mut link) => match link.probe() {
+                    Ok(()) => return Ok(link),
                     Err(e) if Instant::now() >= deadline => return Err(e),
-                    Err(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "control link probe failed; retrying"),
                 },
                 Err(e) if Instant::now() >= deadline => return Err(e),
                 Err(_) => {}
@@ -74,7 +84,7 @@ impl ControlLink {
             }
         };
         stream
-            .set_read_timeout(Some(Duration::from_secs(150)))
+            .set_read_timeout(Some(PROBE_TIMEOUT))
             .map_err(io("set read timeout"))?;
         let writer = stream.try_clone().map_err(io("clone"))?;
         Ok(ControlLink {
@@ -82,6 +92,19 @@ impl ControlLink {
             reader: BufReader::new(stream),
             writer,
         })
+    }
+
+    /// One status request under `PROBE_TIMEOUT`, then the normal response timeout.
+    fn probe(&mut self) -> Result<(), ControlError> {
+        self.call(&serde_json::json!({"request": "status"}))?;
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(RESPONSE_TIMEOUT))
+            .map_err(|source| ControlError::Io {
+                operation: "set read timeout",
+                addr: self.addr,
+                source,
+            })
     }
 
     /// Sends every request without waiting (from a writer thread) while reading the responses

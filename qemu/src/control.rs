@@ -16,8 +16,9 @@ pub const RESPONSE_BYTES_MAX: u64 = 16 << 20;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// How long `connect` waits for the answer to its first status request before it tries a new
-/// connection. Under TCG, a connection opened in a burst (the bench's 48 at once) is sometimes
-/// never answered at all while a new one is; a status answer takes milliseconds.
+/// connection. Under TCG, a connection opened in a burst (the bench's 48 at once, right after
+/// its compose rounds) is sometimes never answered at all while a new one is (cause not found:
+/// the guest or QEMU's user networking); a status answer takes milliseconds.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors of the control link.

@@ -89,6 +89,9 @@ pub struct Artifacts {
     pub cmdline: String,
     /// The modules in the initramfs, in load order.
     pub modules: Vec<String>,
+    /// The statically linked appliance binary in the initramfs (it also runs on the host: the
+    /// bench writes synthetic journals with it).
+    pub appliance: PathBuf,
 }
 
 /// Errors of an image build.
@@ -168,6 +171,7 @@ pub fn build(options: &BuildOptions) -> Result<Artifacts, BuildError> {
         kernel_version: extracted.release,
         cmdline: BASE_CMDLINE.into(),
         modules: order.into_iter().map(|(name, _)| name).collect(),
+        appliance,
     })
 }
 

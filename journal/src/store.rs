@@ -32,6 +32,11 @@ fn read_ahead(log: &Path) {
     }
 }
 
+/// How long `Store::open` waits for sled's lock on its log file to be let go.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// What sled 0.34's open error says when another handle holds the store's lock.
+const SLED_LOCKED: &str = "could not acquire lock";
+
 /// Name of the sled tree holding the records.
 pub const RECORDS_TREE: &[u8] = b"records";
 
@@ -46,6 +51,11 @@ impl Store {
     /// Opens (creating if absent) the sled store at `path` with a bounded page cache. sled's
     /// background flusher is off: the journal flushes (and fsyncs) itself at each group commit.
     /// A panic inside sled on damaged files is caught and reported as an error.
+    ///
+    /// sled locks its log file and lets go of the lock from its own threads some time after the
+    /// last handle of a store is dropped, so an open right after a close in the same process can
+    /// find the lock still taken: such an open is retried for up to `LOCK_WAIT`; a store held
+    /// longer (by another process) is an error that says so.
     pub fn open(path: &Path, cache_capacity_bytes: u64) -> Result<Store, Error> {
         let open_err = |reason: String| Error::OpenStore {
             path: path.to_path_buf(),
@@ -57,9 +67,19 @@ impl Store {
             .cache_capacity(cache_capacity_bytes)
             .flush_every_ms(None)
             .mode(sled::Mode::HighThroughput);
-        let db = catch_sled(|| config.open())
-            .map_err(open_err)?
-            .map_err(|e| open_err(e.to_string()))?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match catch_sled(|| config.open()).map_err(open_err)? {
+                Ok(db) => break db,
+                Err(e) => {
+                    let reason = e.to_string();
+                    if !reason.contains(SLED_LOCKED) || std::time::Instant::now() >= deadline {
+                        return Err(open_err(reason));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            }
+        };
         let tree = catch_sled(|| db.open_tree(RECORDS_TREE))
             .map_err(open_err)?
             .map_err(|e| open_err(e.to_string()))?;

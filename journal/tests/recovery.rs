@@ -603,3 +603,21 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn an_open_waits_for_a_store_lock_let_go_soon_after() {
+    // sled lets go of its lock from its own threads after the last handle is dropped; an open in
+    // the same process meanwhile waits instead of failing (salvage right after a close did).
+    let dir = tempfile::tempdir().unwrap();
+    filled(dir.path(), 12, 4);
+    let (db, tree) = common::raw_tree(dir.path());
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(tree);
+        drop(db);
+    });
+    let opened = open_result(dir.path());
+    holder.join().unwrap();
+    let (journal, _) = opened.expect("the open waited for the lock");
+    assert_eq!(journal.last_sequence(), 12);
+}

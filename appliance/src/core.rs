@@ -209,12 +209,11 @@ pub fn recover_with(
     Ok((state, report))
 }
 
-/// Applies the log's events after State's head to `state`; returns how many, and the time spent
-/// reading them. Reading (sled, checksums, decoding) and applying run on two threads, chunk by
+/// Applies the log's events after State's head to `state`; returns how many and both threads'
+/// busy times. Reading (sled, checksums, decoding) and applying run on two threads, chunk by
 /// chunk, so a replay takes about the longer of the two instead of their sum (at boot, the
 /// appliance has both cores to itself). At most `REPLAY_CHUNKS_QUEUED` chunks wait between them;
-/// emptied chunks go back to the reader to be filled again (a fresh 100 KiB vector per chunk
-/// costs page faults, which are slow in a TCG guest).
+/// emptied chunks go back to the reader to be filled again instead of a new vector per chunk.
 fn replay_into(log: &dyn EventLog, state: &mut State) -> Result<Replayed, CoreError> {
     std::thread::scope(|scope| {
         let (tx, rx) = sync_channel::<Result<Vec<Logged>, LogError>>(REPLAY_CHUNKS_QUEUED);

@@ -298,6 +298,20 @@ const SYNTH_EVENTS: u64 = 100_000;
 /// The label PID 1 looks for on its data disk (the appliance's `pid1::disk::DATA_LABEL`).
 const DATA_LABEL: &str = "appliance-data";
 
+/// Runs a host tool to its end; a failure names the command and carries its stderr.
+fn run_tool(command: &mut std::process::Command) -> Result<()> {
+    let shown = format!("{command:?}");
+    let out = command.output().with_context(|| format!("run {shown}"))?;
+    if !out.status.success() {
+        bail!(
+            "{shown} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+    }
+    Ok(())
+}
+
 /// A second 100k-event replay, of the appliance's own kind of life: compose/decompose cycles
 /// on 16 GPUs, written on the host by the image's `appliance journal synth` onto a fresh ext4
 /// data disk, booted once with snapshots off. Returns that boot's start report.
@@ -307,36 +321,23 @@ fn measure_synth_replay(artifacts: &image::Artifacts, run_dir: &Path) -> Result<
             .with_context(|| format!("remove {}", run_dir.display()))?;
     }
     let tree = run_dir.join("data");
-    let synth = std::process::Command::new(&artifacts.appliance)
-        .args(["journal", "synth", "--data-dir"])
-        .arg(&tree)
-        .args(["--events", &SYNTH_EVENTS.to_string()])
-        .output()
-        .with_context(|| format!("run {}", artifacts.appliance.display()))?;
-    if !synth.status.success() {
-        bail!(
-            "appliance journal synth failed: {}",
-            String::from_utf8_lossy(&synth.stderr)
-        );
-    }
+    run_tool(
+        std::process::Command::new(&artifacts.appliance)
+            .args(["journal", "synth", "--data-dir"])
+            .arg(&tree)
+            .args(["--events", &SYNTH_EVENTS.to_string()]),
+    )?;
     let disk = run_dir.join("data.img");
     std::fs::File::create(&disk)
         .and_then(|f| f.set_len(1 << 30))
         .with_context(|| format!("create {}", disk.display()))?;
     let mke2fs = image::tools::find_tool("mke2fs", "e2fsprogs")?;
-    let format = std::process::Command::new(&mke2fs)
-        .args(["-q", "-t", "ext4", "-L", DATA_LABEL, "-d"])
-        .arg(&tree)
-        .arg(&disk)
-        .output()
-        .with_context(|| format!("run {}", mke2fs.display()))?;
-    if !format.status.success() {
-        bail!(
-            "mke2fs -d {} failed: {}",
-            tree.display(),
-            String::from_utf8_lossy(&format.stderr)
-        );
-    }
+    run_tool(
+        std::process::Command::new(&mke2fs)
+            .args(["-q", "-t", "ext4", "-L", DATA_LABEL, "-d"])
+            .arg(&tree)
+            .arg(&disk),
+    )?;
     let mut options = VmOptions::new(artifacts, run_dir);
     options.data_disk = disk;
     options.extra_cmdline = REPLAY_CMDLINE.to_string();

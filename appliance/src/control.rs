@@ -515,15 +515,13 @@ fn query(context: &ServerContext, request: Request) -> Response {
                 format!("no device with id or serial {device:?}"),
             ),
         },
-        Request::ShowOperation { op } => {
-            match state.pending.get(&op).or_else(|| state.finished.get(&op)) {
-                Some(operation) => Response::Operation(Operation::clone(operation)),
-                None => error_reply(
-                    "unknown_operation",
-                    format!("operation {op} is not known (or finished long ago)"),
-                ),
-            }
-        }
+        Request::ShowOperation { op } => match state.operation(op) {
+            Some(operation) => Response::Operation(operation.clone()),
+            None => error_reply(
+                "unknown_operation",
+                format!("operation {op} is not known (or finished long ago)"),
+            ),
+        },
         Request::History {
             device,
             system,
@@ -691,14 +689,7 @@ fn accepted_reply(context: &ServerContext, accepted: Accepted, wait: bool) -> Re
                 .get(&op)
                 .map(|o| Operation::clone(o)),
         },
-        (Some(op), false) => {
-            let state = context.core.state();
-            state
-                .pending
-                .get(&op)
-                .or_else(|| state.finished.get(&op))
-                .map(|o| Operation::clone(o))
-        }
+        (Some(op), false) => context.core.state().operation(op).cloned(),
         (None, _) => None,
     };
     Response::Accepted(AcceptedReply {

@@ -655,6 +655,14 @@ impl State {
             })
     }
 
+    /// An operation by id: pending, or finished and still remembered.
+    pub fn operation(&self, op: OperationId) -> Option<&Operation> {
+        self.pending
+            .get(&op)
+            .or_else(|| self.finished.get(&op))
+            .map(|operation| &**operation)
+    }
+
     /// Finds a device by id or serial number.
     pub fn find_device(&self, id_or_serial: &str) -> Option<&Device> {
         self.devices

@@ -17,7 +17,8 @@ use crate::Error;
 /// nor makes file metadata (size, new files) durable (sled issues #1351 and #1452). An append
 /// is acknowledged only after `sync` has `fsync`ed sled's files and the directories holding them.
 ///
-/// On ext4 every `fsync` costs a journal commit and a device cache flush even on a clean file, so
+/// On ext4 every `fsync` costs a journal commit (without a journal: a synchronous write of the
+/// inode) and a device cache flush even on a clean file, so
 /// `sync` does only these: the log file `db` (`LOG_FILE`, the one file sled rewrites) every time; any other
 /// file (`conf`, `snap.*`, `blobs/*`, written once under their name by sled) the first time it is
 /// seen under its name; a directory whenever its list of names changed since its last `fsync`.

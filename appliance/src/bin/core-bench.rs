@@ -75,16 +75,20 @@ fn main() -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix("core-bench")
         .tempdir_in(std::env::temp_dir())?;
+    // The disk's speed moves within minutes: the concurrent baseline brackets the cycles.
+    let concurrent_before = concurrent_appends(&scratch.path().join("concurrent-before"))?;
     let (cycles_per_s, compose_p99_us) =
         compose_decompose(scratch.path(), Duration::from_secs(args.seconds))?;
+    let concurrent_after = concurrent_appends(&scratch.path().join("concurrent-after"))?;
     let appends_per_s = durable_appends(&scratch.path().join("appends"))?;
     let bound_per_s = appends_per_s * CLIENTS as f64 / DURABLE_STEPS_PER_CYCLE as f64;
-    let concurrent_per_s = concurrent_appends(&scratch.path().join("concurrent"))?;
+    let concurrent_per_s = (concurrent_before + concurrent_after) / 2.0;
     let journal_limit_per_s = concurrent_per_s / DURABLE_STEPS_PER_CYCLE as f64;
     eprintln!(
         "compose_decompose_per_s={cycles_per_s:.0} compose_p99_us={compose_p99_us} \
          durable_appends_per_s={appends_per_s:.0} compose_decompose_bound_per_s={bound_per_s:.0} \
-         concurrent_durable_events_per_s={concurrent_per_s:.0} \
+         concurrent_durable_events_per_s={concurrent_per_s:.0} (before {concurrent_before:.0}, \
+         after {concurrent_after:.0}) \
          compose_decompose_journal_limit_per_s={journal_limit_per_s:.0}"
     );
     let tenant_empty_per_s = create_tenants(&scratch.path().join("tenants-0"), 0)?;
@@ -103,6 +107,8 @@ fn main() -> anyhow::Result<()> {
         "durable_appends_per_s": appends_per_s.round(),
         "compose_decompose_bound_per_s": bound_per_s.round(),
         "concurrent_durable_events_per_s": concurrent_per_s.round(),
+        "concurrent_durable_events_per_s_before": concurrent_before.round(),
+        "concurrent_durable_events_per_s_after": concurrent_after.round(),
         "compose_decompose_journal_limit_per_s": journal_limit_per_s.round(),
         "clients": CLIENTS,
         "create_tenant_per_s_at_0": tenant_empty_per_s.round(),
@@ -247,9 +253,10 @@ fn durable_appends(dir: &Path) -> anyhow::Result<f64> {
 /// to the journal (the journal's group commit makes one sync of all that wait). That is how the
 /// cycle's parties wait at each of its `DURABLE_STEPS_PER_CYCLE` durable points, so this divided
 /// by them (`compose_decompose_journal_limit_per_s`) is what the journal alone allows the cycles
-/// with nothing of the core in between. It is below `compose_decompose_bound_per_s`, which
-/// assumes a sync of `CLIENTS` waiters costs what a lone append does: waking them and taking
-/// their next appends costs each sync as much again on this machine.
+/// with nothing of the core in between; `main` measures it just before and just after the cycles
+/// and takes the mean. It is below `compose_decompose_bound_per_s`, which assumes a sync of
+/// `CLIENTS` waiters costs what a lone append does: waking them and taking their next appends
+/// costs each sync as much again on this machine.
 fn concurrent_appends(dir: &Path) -> anyhow::Result<f64> {
     std::fs::create_dir_all(dir)?;
     let (log, _) = JournalLog::open(dir)?;

@@ -165,52 +165,38 @@ fn compose_decompose(dir: &Path, duration: Duration) -> anyhow::Result<(f64, u64
     })?;
     let deadline = Instant::now() + duration;
     let started = Instant::now();
-    let threads: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            let core = core.clone();
-            std::thread::spawn(move || -> anyhow::Result<u64> {
-                let system = format!("bench-{i}");
-                let mut cycles = 0;
-                while Instant::now() < deadline {
-                    let compose = Command::Compose {
-                        system: system.clone(),
-                        selection: Selection::Specific(vec![format!("gpu-{i}")]),
-                        create: Some(NewSystem {
-                            tenant: "bench".into(),
-                            role: Role::RenderNode,
-                        }),
-                        tenant: None,
-                        request_id: None,
-                        expected_version: None,
-                    };
-                    let op = core
-                        .submit(compose)?
-                        .op
-                        .context("compose started no operation")?;
-                    core.wait_finished(op, Duration::from_secs(30))?;
-                    let decompose = Command::Decompose {
-                        system: system.clone(),
-                        devices: None,
-                        request_id: None,
-                        expected_version: None,
-                    };
-                    let op = core
-                        .submit(decompose)?
-                        .op
-                        .context("decompose started no operation")?;
-                    core.wait_finished(op, Duration::from_secs(30))?;
-                    cycles += 1;
-                }
-                Ok(cycles)
-            })
-        })
-        .collect();
-    let mut cycles = 0;
-    for thread in threads {
-        cycles += thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("client panicked"))??;
-    }
+    // Submits a command and waits for the outcome of the operation it started.
+    let carry_out = |command: Command| -> anyhow::Result<()> {
+        let name = command.name();
+        let op = core
+            .submit(command)?
+            .op
+            .with_context(|| format!("{name} started no operation"))?;
+        core.wait_finished(op, Duration::from_secs(30))?;
+        Ok(())
+    };
+    let cycles = on_clients_until(deadline, |i, _| {
+        let system = format!("bench-{i}");
+        let compose = Command::Compose {
+            system: system.clone(),
+            selection: Selection::Specific(vec![format!("gpu-{i}")]),
+            create: Some(NewSystem {
+                tenant: "bench".into(),
+                role: Role::RenderNode,
+            }),
+            tenant: None,
+            request_id: None,
+            expected_version: None,
+        };
+        carry_out(compose)?;
+        let decompose = Command::Decompose {
+            system,
+            devices: None,
+            request_id: None,
+            expected_version: None,
+        };
+        carry_out(decompose)
+    })?;
     let elapsed = started.elapsed().as_secs_f64();
     let metrics = core.metrics();
     eprintln!(
@@ -260,34 +246,16 @@ fn durable_appends(dir: &Path) -> anyhow::Result<f64> {
 fn concurrent_appends(dir: &Path) -> anyhow::Result<f64> {
     std::fs::create_dir_all(dir)?;
     let (log, _) = JournalLog::open(dir)?;
-    let log = Arc::new(log);
     let deadline = Instant::now() + Duration::from_millis(APPENDS_RUN_MS);
     let started = Instant::now();
-    let threads: Vec<_> = (0..CLIENTS)
-        .map(|client| {
-            let log = log.clone();
-            std::thread::spawn(move || -> anyhow::Result<u64> {
-                let mut done = 0;
-                while Instant::now() < deadline {
-                    log.append(vec![Event::TenantCreated {
-                        name: format!("append-{client}-{done}"),
-                    }])?;
-                    done += 1;
-                }
-                Ok(done)
-            })
-        })
-        .collect();
-    let mut events = 0;
-    for thread in threads {
-        events += thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("appender panicked"))??;
-    }
+    let events = on_clients_until(deadline, |client, n| {
+        log.append(vec![Event::TenantCreated {
+            name: format!("append-{client}-{n}"),
+        }])?;
+        Ok(())
+    })?;
     let per_s = events as f64 / started.elapsed().as_secs_f64();
-    Arc::into_inner(log)
-        .context("appenders still hold the journal")?
-        .close()?;
+    log.close()?;
     Ok(per_s)
 }
 
@@ -313,27 +281,13 @@ fn create_tenants(dir: &Path, prefilled: u64) -> anyhow::Result<f64> {
     let (core, _) = Core::start(log.clone(), CoreConfig::default())?;
     let deadline = Instant::now() + Duration::from_millis(TENANT_RUN_MS);
     let started = Instant::now();
-    let threads: Vec<_> = (0..CLIENTS)
-        .map(|client| {
-            let core = core.handle();
-            std::thread::spawn(move || -> anyhow::Result<u64> {
-                let mut done = 0;
-                while Instant::now() < deadline {
-                    core.submit(Command::CreateTenant {
-                        name: format!("bench-{client}-{done}"),
-                    })?;
-                    done += 1;
-                }
-                Ok(done)
-            })
-        })
-        .collect();
-    let mut commands = 0;
-    for thread in threads {
-        commands += thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("client panicked"))??;
-    }
+    let handle = core.handle();
+    let commands = on_clients_until(deadline, |client, n| {
+        handle.submit(Command::CreateTenant {
+            name: format!("bench-{client}-{n}"),
+        })?;
+        Ok(())
+    })?;
     let elapsed = started.elapsed().as_secs_f64();
     let metrics = core.handle().metrics();
     eprintln!(
@@ -347,6 +301,33 @@ fn create_tenants(dir: &Path, prefilled: u64) -> anyhow::Result<f64> {
     core.stop();
     log.close()?;
     Ok(commands as f64 / elapsed)
+}
+
+/// Runs `step(client, n)` over and over on `CLIENTS` threads at once until `deadline` (`n`
+/// counts that client's steps so far); returns the steps all of them finished.
+fn on_clients_until(
+    deadline: Instant,
+    step: impl Fn(usize, u64) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<u64> {
+    std::thread::scope(|scope| {
+        let step = &step;
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|client| {
+                scope.spawn(move || -> anyhow::Result<u64> {
+                    let mut done = 0;
+                    while Instant::now() < deadline {
+                        step(client, done)?;
+                        done += 1;
+                    }
+                    Ok(done)
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|c| c.join().map_err(|_| anyhow::anyhow!("client panicked"))?)
+            .sum()
+    })
 }
 
 /// A State with 10,000 devices on 8 switches and 1,000 systems holding 3 devices each.

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use appliance::control::{describe_device, describe_system, Client, Request, Response};
-use appliance::domain::{DeviceKind, MountSource, Role};
-use appliance::event::{Event, MountSpec};
-use appliance::placement::Want;
+use appliance::api::control::{describe_device, describe_system, Client, Request, Response};
+use appliance::decide::placement::Want;
+use appliance::model::domain::{DeviceKind, MountSource, Role};
+use appliance::model::event::{Event, MountSpec};
 use appliance::serve::{self, FabricChoice, ServeOptions};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -575,7 +575,7 @@ fn journal_cmd(command: JournalCommand) -> anyhow::Result<i32> {
                 Err(e) => {
                     eprintln!(
                         "journal verify failed: {}",
-                        appliance::control::error_chain(&e)
+                        appliance::api::control::error_chain(&e)
                     );
                     Ok(1)
                 }
@@ -592,8 +592,10 @@ fn journal_cmd(command: JournalCommand) -> anyhow::Result<i32> {
         JournalCommand::Dump { data_dir } => dump(&journal_dir(&data_dir)),
         JournalCommand::Synth { data_dir, events } => {
             let dir = data_dir.join("journal");
-            let last =
-                appliance::synth::write_journal(&dir, appliance::synth::whole_cycles(events))?;
+            let last = appliance::testing::synth::write_journal(
+                &dir,
+                appliance::testing::synth::whole_cycles(events),
+            )?;
             println!("wrote {last} events into {}", dir.display());
             Ok(0)
         }
@@ -613,7 +615,7 @@ fn dump(dir: &Path) -> anyhow::Result<i32> {
                 out.flush()?;
                 eprintln!(
                     "journal dump stopped: {}",
-                    appliance::control::error_chain(&e)
+                    appliance::api::control::error_chain(&e)
                 );
                 return Ok(1);
             }

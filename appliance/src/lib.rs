@@ -1,20 +1,14 @@
-//! The appliance: domain model, commands and events, the core that decides, the reconciler that
-//! drives the hardware, the control interface, and PID-1 duties.
+//! The appliance: the domain model and its events (`model`), the pure decisions (`decide`), the
+//! one writer over the journal (`core`), the hardware-facing runtime (`runtime`), the doors
+//! operators come in by (`api`), the service's start and stop (`serve`), and PID-1 duties.
 
-pub mod command;
-pub mod control;
+pub mod api;
 pub mod core;
-pub mod domain;
-pub mod event;
-pub mod history;
-pub mod log;
-pub mod metrics;
+pub mod decide;
+pub mod model;
 pub mod pid1;
-pub mod placement;
-pub mod reconciler;
+pub mod runtime;
 pub mod serve;
-pub mod sim;
-pub mod simulation;
-pub mod state;
-pub mod synth;
+#[cfg(feature = "sim")]
+pub mod testing;
 pub mod topology;

@@ -11,12 +11,12 @@ use std::time::Instant;
 use anyhow::Context;
 use tracing::{info, warn};
 
-use crate::command::Command;
-use crate::control::{Server, ServerContext};
+use crate::api::control::{Server, ServerContext};
+use crate::core::log::{EventLog, JournalLog};
 use crate::core::{Core, CoreConfig, CoreHandle, StartReport};
-use crate::log::{EventLog, JournalLog};
-use crate::reconciler::{sync_inventory, Drivers, ReconcileLimits, Reconciler};
-use crate::sim::SimFabric;
+use crate::decide::command::Command;
+use crate::runtime::reconciler::{sync_inventory, Drivers, ReconcileLimits, Reconciler};
+use crate::testing::sim::SimFabric;
 use crate::topology::{self, Topology};
 
 /// The sample topology, used by `--fabric sim` when no topology file is given.
@@ -206,7 +206,7 @@ fn initial_sync(core: &CoreHandle, drivers: &Drivers, rdma: &BTreeSet<String>) {
         match core.submit(command) {
             Ok(accepted) => recorded += accepted.events,
             Err(e) => {
-                warn!(error = %crate::control::error_chain(&e), "inventory observation not recorded")
+                warn!(error = %crate::api::control::error_chain(&e), "inventory observation not recorded")
             }
         }
     }

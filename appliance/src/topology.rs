@@ -31,7 +31,7 @@ use drivers::{ClassCode, FabricPort, Inventory, PoolDevice};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::domain::{valid_name, Identity};
+use crate::model::domain::{valid_name, Identity};
 
 /// Most devices and ports a topology may describe.
 pub const TOPOLOGY_ENTRIES_MAX: usize = 65_536;
@@ -290,10 +290,10 @@ mod tests {
         let count = |kind| {
             t.devices
                 .iter()
-                .filter(|d| crate::domain::DeviceKind::from_class(d.device.class) == kind)
+                .filter(|d| crate::model::domain::DeviceKind::from_class(d.device.class) == kind)
                 .count()
         };
-        use crate::domain::DeviceKind::*;
+        use crate::model::domain::DeviceKind::*;
         assert_eq!(
             (count(Gpu), count(Nvme), count(Nic), count(Hba)),
             (8, 8, 4, 2)

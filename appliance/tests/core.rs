@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use appliance::command::{Command, CommandError};
+use appliance::core::log::{EventLog, LogError, Logged, MemoryLog};
 use appliance::core::{recover, Core, CoreConfig, CoreError};
-use appliance::event::Event;
-use appliance::log::{EventLog, LogError, Logged, MemoryLog};
-use appliance::simulation::rebuild;
+use appliance::decide::command::{Command, CommandError};
+use appliance::model::event::Event;
+use appliance::testing::simulation::rebuild;
 
 fn start(log: &Arc<MemoryLog>, config: CoreConfig) -> Core {
     let log: Arc<dyn EventLog> = log.clone();
@@ -181,12 +181,12 @@ fn the_writer_reuses_state_and_copies_it_only_when_it_must() {
 fn replay_across_many_chunks_equals_applying_one_event_after_the_other() {
     // Several of the replay's 1,024-event chunks, and a partial one at the end.
     let log = MemoryLog::with_clock(0);
-    let events = appliance::synth::cycle_events(3 * 1024 + 77).collect::<Vec<_>>();
+    let events = appliance::testing::synth::cycle_events(3 * 1024 + 77).collect::<Vec<_>>();
     log.append(events.clone()).expect("append");
     let (recovered, report) = appliance::core::recover_with(&log, false).expect("recover");
     assert_eq!(report.events_replayed, events.len() as u64);
     assert_eq!(recovered, rebuild(&log));
-    let mut one_by_one = appliance::state::State::default();
+    let mut one_by_one = appliance::model::state::State::default();
     for (sequence, event) in (1..).zip(&events) {
         one_by_one.apply(sequence, event).expect("applies");
     }
@@ -196,14 +196,14 @@ fn replay_across_many_chunks_equals_applying_one_event_after_the_other() {
 #[test]
 fn an_event_that_does_not_apply_mid_replay_fails_the_start_and_names_it() {
     let log = MemoryLog::with_clock(0);
-    let mut events = appliance::synth::cycle_events(2 * 1024).collect::<Vec<_>>();
+    let mut events = appliance::testing::synth::cycle_events(2 * 1024).collect::<Vec<_>>();
     // A system of a tenant that does not exist does not apply.
     events.insert(
         1500,
-        appliance::event::Event::SystemCreated {
+        appliance::model::event::Event::SystemCreated {
             name: "orphan".into(),
             tenant: "nobody".into(),
-            role: appliance::domain::Role::RenderNode,
+            role: appliance::model::domain::Role::RenderNode,
         },
     );
     log.append(events).expect("append");
@@ -252,7 +252,7 @@ fn a_read_error_mid_replay_fails_the_start_with_that_error() {
             inner: MemoryLog::with_clock(0),
             good,
         };
-        let events = appliance::synth::cycle_events(3 * 1024).collect::<Vec<_>>();
+        let events = appliance::testing::synth::cycle_events(3 * 1024).collect::<Vec<_>>();
         log.append(events).expect("append");
         match appliance::core::recover_with(&log, false) {
             Err(CoreError::Replay(LogError::Closed)) => {}

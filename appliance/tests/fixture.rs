@@ -6,13 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use appliance::command::{Command, NewSystem, Selection};
+use appliance::core::log::{EventLog, JournalLog};
 use appliance::core::{recover, Core, CoreConfig, CoreHandle};
-use appliance::domain::{DeviceKind, Health, MountSource, Role};
-use appliance::event::MountSpec;
-use appliance::log::{EventLog, JournalLog};
-use appliance::placement::Want;
-use appliance::reconciler::sync_inventory;
+use appliance::decide::command::{Command, NewSystem, Selection};
+use appliance::decide::placement::Want;
+use appliance::model::domain::{DeviceKind, Health, MountSource, Role};
+use appliance::model::event::MountSpec;
+use appliance::runtime::reconciler::sync_inventory;
 use appliance::serve::SAMPLE_TOPOLOGY;
 
 fn fixtures() -> PathBuf {
@@ -280,7 +280,7 @@ fn fixture_journal_replays_into_the_committed_state() {
     let (log, _) = JournalLog::open(scratch.path()).expect("the fixture journal opens");
     let (state, report) = recover(&log).expect("the fixture journal replays");
     assert!(report.events_replayed > 50, "{report}");
-    let expected: appliance::state::State = serde_json::from_str(
+    let expected: appliance::model::state::State = serde_json::from_str(
         &std::fs::read_to_string(fixtures().join("journal-v1.state.json")).expect("read state"),
     )
     .expect("state json");

@@ -2,12 +2,12 @@
 //! invariants: no device in two systems, no mount on a device that is not composed, every intent
 //! ends in at most one outcome, and replaying the journal from nothing gives the live State.
 
-use appliance::command::{decide, Command, Decision, NewSystem, Selection};
-use appliance::domain::{DeviceKind, MountSource, Role};
-use appliance::event::MountSpec;
-use appliance::log::{decode_snapshot, encode_snapshot};
-use appliance::placement::Want;
-use appliance::simulation::{check_outcomes, rebuild, Harness};
+use appliance::core::log::{decode_snapshot, encode_snapshot};
+use appliance::decide::command::{decide, Command, Decision, NewSystem, Selection};
+use appliance::decide::placement::Want;
+use appliance::model::domain::{DeviceKind, MountSource, Role};
+use appliance::model::event::MountSpec;
+use appliance::testing::simulation::{check_outcomes, rebuild, Harness};
 use proptest::prelude::*;
 
 /// An abstract action; indices pick among current devices/systems.

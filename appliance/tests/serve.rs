@@ -6,11 +6,11 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
-use appliance::control::{Client, Request, Response};
-use appliance::domain::{DeviceKind, Role};
-use appliance::placement::Want;
+use appliance::api::control::{Client, Request, Response};
+use appliance::decide::placement::Want;
+use appliance::model::domain::{DeviceKind, Role};
+use appliance::model::state::Outcome;
 use appliance::serve::{self, FabricChoice, ServeOptions};
-use appliance::state::Outcome;
 
 fn options(dir: &std::path::Path) -> ServeOptions {
     ServeOptions {
@@ -63,7 +63,7 @@ fn error_code(response: &Response) -> &str {
     }
 }
 
-fn systems(client: &mut Client) -> Vec<appliance::domain::System> {
+fn systems(client: &mut Client) -> Vec<appliance::model::domain::System> {
     match call(client, Request::ListSystems) {
         Response::Systems(systems) => systems,
         other => panic!("{other:?}"),

@@ -3,8 +3,8 @@
 //! step. A failing seed reproduces alone with `APPLIANCE_SIM_SEED=<seed> cargo test -p appliance
 //! --release --test simulation`; `APPLIANCE_SIM_SEEDS=<n>` runs more seeds.
 
-use appliance::sim::FaultRates;
-use appliance::simulation::Harness;
+use appliance::testing::sim::FaultRates;
+use appliance::testing::simulation::Harness;
 
 const SEEDS_DEFAULT: u64 = 300;
 const STEPS_PER_SEED: u64 = 250;
@@ -58,7 +58,7 @@ fn seeds() -> Vec<u64> {
 #[test]
 fn seeded_runs_keep_every_invariant() {
     let mut failures = Vec::new();
-    let mut totals = appliance::simulation::RunStats::default();
+    let mut totals = appliance::testing::simulation::RunStats::default();
     for seed in seeds() {
         match run_seed(seed) {
             Ok(h) => {

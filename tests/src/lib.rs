@@ -132,11 +132,11 @@ pub fn wait_until<T>(
 }
 
 /// A control client connected to the VM's forwarded control port (retried until it answers).
-pub fn control(vm: &Vm) -> Result<appliance::control::Client> {
+pub fn control(vm: &Vm) -> Result<appliance::api::control::Client> {
     let addr = vm.control_addr();
     wait_until(Duration::from_secs(30), "the control interface", || {
-        let mut client = appliance::control::Client::connect(addr)?;
-        client.call(&appliance::control::Request::Status)?;
+        let mut client = appliance::api::control::Client::connect(addr)?;
+        client.call(&appliance::api::control::Request::Status)?;
         Ok(Some(client))
     })
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use appliance::control::{Request, Response};
+use appliance::api::control::{Request, Response};
 use qemu::ready::READY_PREFIX;
 use rand::RngCore;
 use tests::{boot, one_vm_at_a_time, options, power_off, tail, BOOT_TIMEOUT_MS};

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use appliance::control::{Client, Request, Response};
-use appliance::domain::Role;
-use appliance::state::Outcome;
+use appliance::api::control::{Client, Request, Response};
+use appliance::model::domain::Role;
+use appliance::model::state::Outcome;
 use tests::{
     boot, control, journal_copy, one_vm_at_a_time, options, power_off, tail, wait_until,
     BOOT_TIMEOUT_MS,

@@ -18,15 +18,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use appliance::command::{Command, NewSystem, Selection};
+use appliance::core::log::{EventLog, JournalLog, MemoryLog};
 use appliance::core::{recover, Core, CoreConfig};
-use appliance::domain::{DeviceKind, Role};
-use appliance::event::Event;
-use appliance::log::{EventLog, JournalLog, MemoryLog};
-use appliance::placement::{place, Want};
+use appliance::decide::command::{Command, NewSystem, Selection};
+use appliance::decide::placement::{place, Want};
+use appliance::model::domain::{DeviceKind, Role};
+use appliance::model::event::Event;
+use appliance::model::state::State;
 use appliance::serve::{self, FabricChoice, ServeOptions};
-use appliance::state::State;
-use appliance::synth;
+use appliance::testing::synth;
 use rand::{Rng, SeedableRng};
 
 const CLIENTS: usize = 16;

@@ -12,17 +12,17 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::command::{Command, NewSystem, Selection};
+use crate::core::history::{self, HistoryEntry, Subject};
+use crate::core::log::EventLog;
+use crate::core::metrics::LatencySummary;
 use crate::core::{Accepted, CoreError, CoreHandle, StartReport};
-use crate::domain::{
+use crate::decide::command::{Command, NewSystem, Selection};
+use crate::decide::placement::Want;
+use crate::model::domain::{
     AttachState, Device, DeviceKind, Health, Identity, MountSource, OperationId, Port, Role, System,
 };
-use crate::event::MountSpec;
-use crate::history::{self, HistoryEntry, Subject};
-use crate::log::EventLog;
-use crate::metrics::LatencySummary;
-use crate::placement::Want;
-use crate::state::{Counters, Operation, State};
+use crate::model::event::MountSpec;
+use crate::model::state::{Counters, Operation, State};
 
 /// Longest request line accepted.
 pub const REQUEST_BYTES_MAX: u64 = 1 << 20;

@@ -11,16 +11,16 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::command::{decide, Command, CommandError, Decision, NewSystem, Selection};
+use crate::core::log::{EventLog, MemoryLog};
 use crate::core::recover;
-use crate::domain::{AttachState, DeviceKind, MountSource, Role};
-use crate::event::{Event, MountSpec};
-use crate::log::{EventLog, MemoryLog};
-use crate::placement::Want;
-use crate::reconciler::{converge, execute, sync_inventory, Drivers, ReconcileLimits};
+use crate::decide::command::{decide, Command, CommandError, Decision, NewSystem, Selection};
+use crate::decide::placement::Want;
+use crate::model::domain::{AttachState, DeviceKind, MountSource, Role};
+use crate::model::event::{Event, MountSpec};
+use crate::model::state::State;
+use crate::runtime::reconciler::{converge, execute, sync_inventory, Drivers, ReconcileLimits};
 use crate::serve::SAMPLE_TOPOLOGY;
-use crate::sim::{Fault, FaultRates, SimFabric};
-use crate::state::State;
+use crate::testing::sim::{Fault, FaultRates, SimFabric};
 
 /// What happened in one step (kept for the failure message of a seed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -420,9 +420,9 @@ impl Harness {
         let devices: Vec<String> = self.state.devices.keys().cloned().collect();
         if let Some(device) = self.pick(&devices) {
             let health = if self.rng.gen_bool(0.5) {
-                crate::domain::Health::Ok
+                crate::model::domain::Health::Ok
             } else {
-                crate::domain::Health::Failed("sim".into())
+                crate::model::domain::Health::Failed("sim".into())
             };
             let _ = self.submit(Command::ObserveHealth { device, health });
         }

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::{Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::event::Event;
-use crate::state::State;
+use crate::model::event::Event;
+use crate::model::state::State;
 
 /// Layout version of snapshot bytes; a snapshot of another layout is ignored (replay instead).
 /// 2: an operation's mount spec is boxed (rkyv lays it out apart).

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, info_span, warn};
 
-use crate::command::{decide, Command, CommandError, Decision};
-use crate::domain::OperationId;
-use crate::event::Event;
-use crate::log::{decode_snapshot, encode_snapshot, EventLog, LogError, Logged};
-use crate::metrics::Metrics;
-use crate::state::{ApplyError, Operation, State};
+use crate::core::log::{decode_snapshot, encode_snapshot, EventLog, LogError, Logged};
+use crate::core::metrics::Metrics;
+use crate::decide::command::{decide, Command, CommandError, Decision};
+use crate::model::domain::OperationId;
+use crate::model::event::Event;
+use crate::model::state::{ApplyError, Operation, State};
 
 /// Limits of the core.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{
+use crate::model::domain::{
     DeviceId, DeviceKind, Health, Identity, MountSource, OperationId, Role, SystemName,
 };
 

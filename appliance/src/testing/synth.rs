@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::domain::{DeviceKind, Role};
-use crate::event::{DeviceFacts, Event};
-use crate::log::{EventLog, JournalLog, LogError};
+use crate::core::log::{EventLog, JournalLog, LogError};
+use crate::model::domain::{DeviceKind, Role};
+use crate::model::event::{DeviceFacts, Event};
 
 /// Events before the first cycle: 16 ports, 16 devices, a tenant, 16 systems.
 pub const SETUP_EVENTS: u64 = 49;
@@ -149,7 +149,7 @@ pub fn cycle_events(count: u64) -> impl Iterator<Item = Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::State;
+    use crate::model::state::State;
 
     #[test]
     fn cycle_events_apply_and_leave_no_operation_pending_on_whole_cycles() {

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{
+use crate::model::domain::{
     AttachState, Attachment, Device, DeviceId, Health, Identity, Mount, MountSource, MountState,
     OperationId, Port, System, SystemName, Tenant,
 };
-use crate::event::{DeviceFacts, Event, MountSpec};
+use crate::model::event::{DeviceFacts, Event, MountSpec};
 
 /// Finished operations remembered (for request-id replies and `show`); older ones are dropped.
 pub const FINISHED_OPERATIONS_MAX: usize = 4096;
@@ -296,7 +296,7 @@ impl State {
         seq: u64,
         name: String,
         tenant: String,
-        role: crate::domain::Role,
+        role: crate::model::domain::Role,
     ) -> Result<(), ApplyError> {
         if !self.tenants.contains_key(&tenant) {
             return Err(ApplyError::Unknown {

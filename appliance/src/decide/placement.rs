@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{DeviceId, DeviceKind};
-use crate::state::State;
+use crate::model::domain::{DeviceId, DeviceKind};
+use crate::model::state::State;
 
 /// One wanted item of a constrained compose: `count` devices of `kind`, each at least
 /// `capacity_bytes_min` (GPU memory or NVMe capacity), RDMA-capable if `rdma`.
@@ -224,7 +224,7 @@ pub fn assign_ports(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{DeviceFacts, Event};
+    use crate::model::event::{DeviceFacts, Event};
 
     fn state(devices: &[(&str, DeviceKind, u64, &str)], ports: &[(u16, &str)]) -> State {
         let mut state = State::default();

@@ -28,11 +28,11 @@ use std::time::Duration;
 use drivers::{DriverChoice, Fabric, FabricError, Host, HostObservation, Inventory, PciAddress};
 use tracing::{info, info_span, warn};
 
-use crate::command::Command;
 use crate::core::CoreHandle;
-use crate::domain::{AttachState, Device, DeviceKind, Health, MountSource, OperationId};
-use crate::event::DeviceFacts;
-use crate::state::{Operation, OperationKind, State};
+use crate::decide::command::Command;
+use crate::model::domain::{AttachState, Device, DeviceKind, Health, MountSource, OperationId};
+use crate::model::event::DeviceFacts;
+use crate::model::state::{Operation, OperationKind, State};
 
 /// Timeouts and pacing of the reconciler.
 #[derive(Debug, Clone)]
@@ -356,7 +356,7 @@ pub fn sync_inventory(
     for pool in &inventory.devices {
         let device = Device::from_pool(pool, rdma.contains(&pool.id));
         commands.push(Command::ObserveDevice {
-            facts: crate::state::facts_of(&device),
+            facts: crate::model::state::facts_of(&device),
         });
     }
     let listed: BTreeSet<&str> = inventory.devices.iter().map(|d| d.id.as_str()).collect();
@@ -693,15 +693,15 @@ pub fn inventory_facts(inventory: &Inventory, rdma: &BTreeSet<String>) -> Vec<De
     inventory
         .devices
         .iter()
-        .map(|d| crate::state::facts_of(&Device::from_pool(d, rdma.contains(&d.id))))
+        .map(|d| crate::model::state::facts_of(&Device::from_pool(d, rdma.contains(&d.id))))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Role;
-    use crate::event::{DeviceFacts, Event};
+    use crate::model::domain::Role;
+    use crate::model::event::{DeviceFacts, Event};
 
     fn gpu(id: &str) -> Event {
         Event::DeviceDiscovered {

@@ -4,13 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{
+use crate::decide::placement::{self, PlacementError, Want};
+use crate::model::domain::{
     valid_name, AttachState, DeviceId, DeviceKind, Health, Identity, MountSource, OperationId,
     Role, System, SYSTEM_DEVICES_MAX, SYSTEM_GPUS_MAX,
 };
-use crate::event::{DeviceFacts, Event, MountSpec};
-use crate::placement::{self, PlacementError, Want};
-use crate::state::State;
+use crate::model::event::{DeviceFacts, Event, MountSpec};
+use crate::model::state::State;
 
 /// Which devices a compose wants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -784,7 +784,7 @@ fn finish(
         .pending
         .get(&op)
         .ok_or(CommandError::NotPending { op })?;
-    use crate::state::OperationKind as K;
+    use crate::model::state::OperationKind as K;
     let event = match (&operation.kind, result) {
         (K::Compose { .. }, Ok(())) => Event::ComposeCompleted { op },
         (K::Compose { .. }, Err(reason)) => Event::ComposeFailed {
@@ -837,7 +837,7 @@ fn observe(state: &State, command: &Command) -> Result<Decision, CommandError> {
             let same = state
                 .devices
                 .get(&facts.id)
-                .is_some_and(|d| d.present && crate::state::facts_of(d) == *facts);
+                .is_some_and(|d| d.present && crate::model::state::facts_of(d) == *facts);
             if same {
                 vec![]
             } else {

@@ -6,9 +6,9 @@ use std::collections::{BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
-use crate::log::{EventLog, LogError};
-use crate::state::{ApplyError, State};
+use crate::core::log::{EventLog, LogError};
+use crate::model::event::Event;
+use crate::model::state::{ApplyError, State};
 
 /// Most entries a history answer carries (the newest ones are kept).
 pub const HISTORY_ENTRIES_MAX: usize = 10_000;

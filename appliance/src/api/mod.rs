@@ -1,0 +1,3 @@
+//! The doors operators come in by.
+
+pub mod control;

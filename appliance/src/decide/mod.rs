@@ -1,0 +1,5 @@
+//! Deciding: commands, the pure `decide` (State + Command -> events or a typed refusal) and
+//! placement. No I/O.
+
+pub mod command;
+pub mod placement;

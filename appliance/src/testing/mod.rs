@@ -1,0 +1,6 @@
+//! For tests, benchmarks and running without QEMU (feature `sim`): the simulated fabric, the
+//! seeded simulation harness and synthetic journals. The image's firmware is built without it.
+
+pub mod sim;
+pub mod simulation;
+pub mod synth;

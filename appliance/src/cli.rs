@@ -1,16 +1,20 @@
-//! The command line: `serve`, `ctl` (a client of the control interface, human or JSON output)
-//! and `journal verify|dump|stats|salvage`.
+//! The command line: `serve`, `ctl` (a door: its arguments parse into one `api::Request`, its
+//! output is `api::render` or the reply's JSON) and `journal verify|dump|stats|salvage|synth`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use appliance::api::control::{describe_device, describe_system, Client, Request, Response};
+use appliance::api::control::{Client, SOCKET_NAME};
+use appliance::api::{render, At, HistoryOf, Meta, Query, Request};
+use appliance::decide::command::{NewSystem, Selection, Verb};
 use appliance::decide::placement::Want;
-use appliance::model::domain::{DeviceKind, MountSource, Role};
-use appliance::model::event::{Event, MountSpec};
-use appliance::serve::{self, FabricChoice, ServeOptions};
-use clap::{Parser, Subcommand, ValueEnum};
+use appliance::model::{DeviceKind, MountSource, MountSpec, Role};
+use appliance::serve;
+#[cfg(feature = "sim")]
+use appliance::serve::{FabricChoice, ServeOptions};
+#[cfg(feature = "sim")]
+use clap::ValueEnum;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "appliance", about = "Composable-infrastructure appliance")]
@@ -21,9 +25,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Top {
-    /// Run the appliance service until Ctrl-C / SIGTERM.
+    /// Run the appliance service on a simulated fabric until Ctrl-C / SIGTERM (the image's
+    /// PID 1 serves the real one).
+    #[cfg(feature = "sim")]
     Serve(ServeArgs),
-    /// Talk to a running appliance over its control interface.
+    /// Talk to a running appliance.
     Ctl(CtlArgs),
     /// Inspect the journal in DIR (or DIR/journal when it exists).
     Journal {
@@ -32,11 +38,14 @@ enum Top {
     },
 }
 
+#[cfg(feature = "sim")]
 #[derive(Clone, Copy, ValueEnum)]
 enum FabricKind {
+    /// The in-process simulated fabric of a topology file.
     Sim,
 }
 
+#[cfg(feature = "sim")]
 #[derive(clap::Args)]
 struct ServeArgs {
     #[arg(long)]
@@ -49,8 +58,10 @@ struct ServeArgs {
     /// Seed of the simulated fabric's random faults.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The control port (JSON lines over TCP); the control socket DATA_DIR/control.sock is
+    /// always served.
     #[arg(long, default_value = serve::DEFAULT_CONTROL_LISTEN)]
-    listen: SocketAddr,
+    listen: std::net::SocketAddr,
     /// Ignore the journal's snapshots at start and replay the whole journal.
     #[arg(long)]
     no_snapshots: bool,
@@ -58,13 +69,44 @@ struct ServeArgs {
 
 #[derive(clap::Args)]
 struct CtlArgs {
-    #[arg(long, default_value = serve::DEFAULT_CONTROL_LISTEN)]
+    /// The control port to talk to (default when neither --socket nor --data-dir is given).
+    #[arg(long, default_value = serve::DEFAULT_CONTROL_LISTEN, conflicts_with_all = ["socket", "data_dir"])]
     addr: String,
-    /// Print the raw JSON response.
+    /// The control socket to talk to.
+    #[arg(long, conflicts_with = "data_dir")]
+    socket: Option<PathBuf>,
+    /// Talk to the appliance serving this data directory (its control.sock).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print the reply as JSON.
     #[arg(long)]
     json: bool,
     #[command(subcommand)]
     command: Ctl,
+}
+
+/// What every order may carry.
+#[derive(clap::Args)]
+struct OrderArgs {
+    /// An idempotency key: the same id again answers with the first outcome.
+    #[arg(long)]
+    request_id: Option<String>,
+    /// The version (ETag) of the system or device the order changes; refused if stale.
+    #[arg(long)]
+    expected_version: Option<u64>,
+    /// Answer once the order is durable, without waiting for the operation's outcome.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+impl OrderArgs {
+    fn meta(self) -> Meta {
+        Meta {
+            request_id: self.request_id.map(Into::into),
+            expected_version: self.expected_version,
+            wait: !self.no_wait,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -72,34 +114,41 @@ enum Ctl {
     /// Journal head, pool usage, latencies.
     Status,
     Devices,
+    /// A device by id or serial.
+    Device {
+        device: String,
+    },
     Ports,
     Systems,
     System {
         name: String,
     },
-    /// A device by id or serial.
-    Device {
-        device: String,
-    },
+    Tenants,
     Operation {
         op: u64,
     },
     CreateTenant {
         name: String,
+        #[command(flatten)]
+        order: OrderArgs,
     },
     CreateSystem {
         name: String,
         #[arg(long)]
         tenant: String,
+        /// workstation, render_node or nas_gateway.
         #[arg(long)]
         role: Role,
+        #[command(flatten)]
+        order: OrderArgs,
     },
     DeleteSystem {
         name: String,
-        #[arg(long)]
-        expected_version: Option<u64>,
+        #[command(flatten)]
+        order: OrderArgs,
     },
-    /// Compose devices into SYSTEM: --device ID (repeat) or --want KIND:COUNT[:MIN_GIB][:rdma] (repeat).
+    /// Compose devices into SYSTEM: --device ID (repeat) or --want KIND:COUNT[:MIN][:rdma]
+    /// (repeat; MIN is GPU memory or NVMe capacity, in GiB unless it has a unit: 24, 24GiB, 2TB).
     Compose {
         system: String,
         #[arg(long = "device")]
@@ -111,27 +160,19 @@ enum Ctl {
         tenant: Option<String>,
         #[arg(long)]
         role: Option<Role>,
-        #[arg(long)]
-        request_id: Option<String>,
-        #[arg(long)]
-        expected_version: Option<u64>,
-        /// Answer once the intent is durable, without waiting for the outcome.
-        #[arg(long)]
-        no_wait: bool,
+        #[command(flatten)]
+        order: OrderArgs,
     },
     /// Decompose SYSTEM's devices (all, or --device ID ...).
     Decompose {
         system: String,
         #[arg(long = "device")]
         devices: Vec<String>,
-        #[arg(long)]
-        request_id: Option<String>,
-        #[arg(long)]
-        expected_version: Option<u64>,
-        #[arg(long)]
-        no_wait: bool,
+        #[command(flatten)]
+        order: OrderArgs,
     },
-    /// Mount namespace NSID of a composed NVMe (--device) or an export (--export SERVER:PATH) at TARGET.
+    /// Mount namespace NSID of a composed NVMe (--device) or an export (--export SERVER:PATH) at
+    /// TARGET.
     Mount {
         system: String,
         target: String,
@@ -145,15 +186,21 @@ enum Ctl {
         filesystem: String,
         #[arg(long, default_value = "defaults")]
         options: String,
+        #[command(flatten)]
+        order: OrderArgs,
     },
     Unmount {
         system: String,
         target: String,
+        #[command(flatten)]
+        order: OrderArgs,
     },
     /// Replace DEVICE of SYSTEM by a healthy free device of the same kind.
     Failover {
         system: String,
         device: String,
+        #[command(flatten)]
+        order: OrderArgs,
     },
     /// Take a device out of service (--out) or back in (--in).
     Service {
@@ -164,20 +211,26 @@ enum Ctl {
         back_in: bool,
         #[arg(long, default_value = "")]
         reason: String,
+        #[command(flatten)]
+        order: OrderArgs,
     },
-    /// Events of a device (id or serial) or a system.
+    /// Events of a device (id or serial) or a system, oldest first.
     History {
-        #[arg(long)]
+        #[arg(long, conflicts_with = "system")]
         device: Option<String>,
         #[arg(long)]
         system: Option<String>,
+        /// The newest N entries (default 1000).
         #[arg(long)]
         limit: Option<usize>,
     },
-    /// Systems as they were right after SEQUENCE (or at --time-ms).
+    /// Systems as they were right after SEQUENCE (or at --time, RFC 3339, or --time-ms).
     StateAt {
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["time", "time_ms"])]
         sequence: Option<u64>,
+        /// e.g. 2026-12-01T18:39:13Z
+        #[arg(long, value_parser = parse_time, conflicts_with = "time_ms")]
+        time: Option<u64>,
         #[arg(long)]
         time_ms: Option<u64>,
     },
@@ -208,6 +261,7 @@ enum JournalCommand {
     /// Write a synthetic journal into DIR/journal, which must be empty or absent: a pool of 16
     /// GPUs, a tenant, 16 systems, then compose/decompose cycles, at least EVENTS events in all
     /// (whole cycles). For benchmarks and for booting a large journal in the QEMU bench.
+    #[cfg(feature = "sim")]
     Synth {
         #[arg(long)]
         data_dir: PathBuf,
@@ -216,12 +270,11 @@ enum JournalCommand {
     },
 }
 
+/// `KIND:COUNT[:MIN][:rdma]`; a MIN without a unit is in GiB.
 fn parse_want(text: &str) -> Result<Want, String> {
     let parts: Vec<&str> = text.split(':').collect();
     if parts.len() < 2 || parts.len() > 4 {
-        return Err(format!(
-            "{text:?}: expected KIND:COUNT[:MIN_GIB_OR_TB][:rdma]"
-        ));
+        return Err(format!("{text:?}: expected KIND:COUNT[:MIN][:rdma]"));
     }
     let kind: DeviceKind = parts[0].parse()?;
     let count: u32 = parts[1]
@@ -237,22 +290,24 @@ fn parse_want(text: &str) -> Result<Want, String> {
         if *part == "rdma" {
             want.rdma = true;
         } else {
-            want.capacity_bytes_min = parse_size(part)
-                .ok_or_else(|| format!("{text:?}: size {part:?} is not like 24GiB or 2TB"))?;
+            want.capacity_bytes_min = parse_size(part).ok_or_else(|| {
+                format!("{text:?}: size {part:?} is not like 24 (GiB), 24GiB, 2TB or 500GB")
+            })?;
         }
     }
     Ok(want)
 }
 
+/// A size: a number in GiB, or with a unit (B, GiB, TiB, GB, TB).
 fn parse_size(text: &str) -> Option<u64> {
     let (number, unit) = text
         .find(|c: char| c.is_ascii_alphabetic())
         .map(|i| text.split_at(i))
         .unwrap_or((text, ""));
     let n: u64 = number.parse().ok()?;
-    let multiplier = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "gib" => 1 << 30,
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "gib" => 1 << 30,
+        "b" => 1,
         "tib" => 1 << 40,
         "gb" => 1_000_000_000,
         "tb" => 1_000_000_000_000,
@@ -261,10 +316,16 @@ fn parse_size(text: &str) -> Option<u64> {
     n.checked_mul(multiplier)
 }
 
+fn parse_time(text: &str) -> Result<u64, String> {
+    appliance::api::time::parse_rfc3339(text)
+        .ok_or_else(|| format!("{text:?} is not a time like 2026-12-01T18:39:13Z"))
+}
+
 /// Runs the command line; returns the exit code.
 pub fn run() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
+        #[cfg(feature = "sim")]
         Top::Serve(args) => serve_cmd(args),
         Top::Ctl(args) => ctl(args),
         Top::Journal { command } => journal_cmd(command),
@@ -278,6 +339,7 @@ pub fn run() -> i32 {
     }
 }
 
+#[cfg(feature = "sim")]
 fn init_tracing() {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
@@ -287,6 +349,7 @@ fn init_tracing() {
         .try_init();
 }
 
+#[cfg(feature = "sim")]
 fn serve_cmd(args: ServeArgs) -> anyhow::Result<i32> {
     init_tracing();
     let FabricKind::Sim = args.fabric;
@@ -296,14 +359,19 @@ fn serve_cmd(args: ServeArgs) -> anyhow::Result<i32> {
             topology: args.topology,
             seed: args.seed,
         },
-        control_listen: args.listen,
+        control_listen: Some(args.listen),
+        identity: None,
         snapshots: !args.no_snapshots,
     };
     let running = serve::start(options)?;
+    let control = running
+        .control_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     println!(
-        "appliance serving: {} control={}",
+        "appliance serving: {} socket={} control={control}",
         running.report(),
-        running.control_addr()
+        running.socket_path().display(),
     );
     wait_for_signal()?;
     eprintln!("signal received: shutting down");
@@ -311,6 +379,7 @@ fn serve_cmd(args: ServeArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+#[cfg(feature = "sim")]
 fn wait_for_signal() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -328,72 +397,96 @@ fn wait_for_signal() -> anyhow::Result<()> {
 
 fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
     let request = ctl_request(args.command)?;
-    let mut client = Client::connect(args.addr.as_str())?;
-    let response = client.call(&request)?;
-    if args.json {
-        println!("{}", serde_json::to_string(&response)?);
-    } else {
-        print_human(&response);
+    let mut client = match (args.socket, args.data_dir) {
+        (Some(socket), _) => Client::connect_unix(&socket)?,
+        (None, Some(dir)) => Client::connect_unix(&dir.join(SOCKET_NAME))?,
+        (None, None) => Client::connect(args.addr.as_str())?,
+    };
+    let answer = client.call(&request)?;
+    match (&answer, args.json) {
+        (Ok(reply), true) => println!("{}", serde_json::to_string(reply)?),
+        (Err(error), true) => println!("{}", serde_json::json!({ "error": error })),
+        (Ok(reply), false) => print!("{}", render::reply(reply)),
+        (Err(error), false) => eprint!("{}", render::error(error)),
     }
-    Ok(if matches!(response, Response::Error(_)) {
-        2
-    } else {
-        0
-    })
+    Ok(if answer.is_ok() { 0 } else { 2 })
 }
 
+/// The door's parse: the command line into one request.
 fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
-    Ok(match command {
-        Ctl::Status => Request::Status,
-        Ctl::Devices => Request::ListDevices,
-        Ctl::Ports => Request::ListPorts,
-        Ctl::Systems => Request::ListSystems,
-        Ctl::System { name } => Request::ShowSystem { name },
-        Ctl::Device { device } => Request::ShowDevice { device },
-        Ctl::Operation { op } => Request::ShowOperation { op },
-        Ctl::CreateTenant { name } => Request::CreateTenant { name },
-        Ctl::CreateSystem { name, tenant, role } => Request::CreateSystem { name, tenant, role },
-        Ctl::DeleteSystem {
+    let query = |q| Ok(Request::query(q));
+    let order = |verb, args: OrderArgs| Ok(Request::order(verb, args.meta()));
+    match command {
+        Ctl::Status => query(Query::Status),
+        Ctl::Devices => query(Query::Devices),
+        Ctl::Device { device } => query(Query::Device { device }),
+        Ctl::Ports => query(Query::Ports),
+        Ctl::Systems => query(Query::Systems),
+        Ctl::System { name } => query(Query::System { name: name.into() }),
+        Ctl::Tenants => query(Query::Tenants),
+        Ctl::Operation { op } => query(Query::Operation { op: op.into() }),
+        Ctl::CreateTenant { name, order: args } => {
+            order(Verb::CreateTenant { name: name.into() }, args)
+        }
+        Ctl::CreateSystem {
             name,
-            expected_version,
-        } => Request::DeleteSystem {
-            name,
-            expected_version,
-        },
+            tenant,
+            role,
+            order: args,
+        } => order(
+            Verb::CreateSystem {
+                name: name.into(),
+                tenant: tenant.into(),
+                role,
+            },
+            args,
+        ),
+        Ctl::DeleteSystem { name, order: args } => {
+            order(Verb::DeleteSystem { name: name.into() }, args)
+        }
         Ctl::Compose {
             system,
             devices,
             wants,
             tenant,
             role,
-            request_id,
-            expected_version,
-            no_wait,
-        } => Request::Compose {
-            system,
-            devices,
-            wants,
-            tenant,
-            role,
-            request_id,
-            expected_version,
-            wait: !no_wait,
-        },
+            order: args,
+        } => {
+            let selection = match (devices.is_empty(), wants.is_empty()) {
+                (false, true) => Selection::Specific(devices.into_iter().map(Into::into).collect()),
+                (true, false) => Selection::Constrained(wants),
+                _ => bail!("give either --device (repeat) or --want (repeat)"),
+            };
+            let create = match (&tenant, role) {
+                (Some(tenant), Some(role)) => Some(NewSystem {
+                    tenant: tenant.into(),
+                    role,
+                }),
+                (None, Some(_)) => bail!("--role creates the system: give --tenant too"),
+                _ => None,
+            };
+            let verb = Verb::Compose {
+                system: system.into(),
+                selection,
+                create,
+                tenant: tenant.map(Into::into),
+            };
+            order(verb, args)
+        }
         Ctl::Decompose {
             system,
             devices,
-            request_id,
-            expected_version,
-            no_wait,
+            order: args,
         } => {
-            let devices = (!devices.is_empty()).then_some(devices);
-            Request::Decompose {
-                system,
-                devices,
-                request_id,
-                expected_version,
-                wait: !no_wait,
-            }
+            let devices =
+                (!devices.is_empty()).then(|| devices.into_iter().map(Into::into).collect());
+            order(
+                Verb::Decompose {
+                    system: system.into(),
+                    devices,
+                },
+                args,
+            )
         }
         Ctl::Mount {
             system,
@@ -403,9 +496,13 @@ fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
             export,
             filesystem,
             options,
+            order: args,
         } => {
             let source = match (device, export) {
-                (Some(device), None) => MountSource::Namespace { device, namespace },
+                (Some(device), None) => MountSource::Namespace {
+                    device: device.into(),
+                    namespace,
+                },
                 (None, Some(export)) => {
                     let (server, path) = export
                         .split_once(':')
@@ -423,134 +520,66 @@ fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
                 filesystem,
                 options,
             };
-            Request::Mount {
-                system,
-                mount,
-                request_id: None,
-                expected_version: None,
-                wait: true,
-            }
+            let system = system.into();
+            order(Verb::Mount { system, mount }, args)
         }
-        Ctl::Unmount { system, target } => Request::Unmount {
+        Ctl::Unmount {
             system,
             target,
-            request_id: None,
-            expected_version: None,
-            wait: true,
-        },
-        Ctl::Failover { system, device } => Request::Failover {
+            order: args,
+        } => {
+            let system = system.into();
+            order(Verb::Unmount { system, target }, args)
+        }
+        Ctl::Failover {
             system,
             device,
-            request_id: None,
-            expected_version: None,
-            wait: true,
-        },
+            order: args,
+        } => {
+            let (system, device) = (system.into(), device.into());
+            order(Verb::Failover { system, device }, args)
+        }
         Ctl::Service {
             device,
             out,
             back_in,
             reason,
+            order: args,
         } => {
             if out == back_in {
                 bail!("give exactly one of --out or --in");
             }
-            Request::SetService {
-                device,
+            let verb = Verb::SetService {
+                device: device.into(),
                 in_service: back_in,
                 reason,
-                expected_version: None,
-            }
+            };
+            order(verb, args)
         }
         Ctl::History {
             device,
             system,
             limit,
-        } => Request::History {
-            device,
-            system,
-            limit,
-        },
-        Ctl::StateAt { sequence, time_ms } => Request::StateAt { sequence, time_ms },
-    })
-}
-
-fn print_human(response: &Response) {
-    match response {
-        Response::Status(s) => {
-            println!(
-                "appliance {} at {}: journal head {}",
-                s.identity.appliance_id, s.identity.site, s.journal_head
-            );
-            println!("start: {}", s.start);
-            for (kind, u) in &s.pools {
-                println!(
-                    "  {kind:<5} total={} composed={} free={} unavailable={}",
-                    u.total, u.composed, u.free, u.unavailable
-                );
-            }
-            println!(
-                "ports {}/{} free, {} systems, {} tenants, {} operations pending",
-                s.ports_free, s.ports_total, s.systems, s.tenants, s.operations_pending
-            );
-            println!(
-                "compose latency p50={}us p99={}us (n={}); append p99={}us",
-                s.compose_latency.p50_us,
-                s.compose_latency.p99_us,
-                s.compose_latency.count,
-                s.append_latency.p99_us
-            );
+        } => {
+            let of = match (device, system) {
+                (Some(device), None) => HistoryOf::Device(device),
+                (None, Some(system)) => HistoryOf::System(system.into()),
+                _ => bail!("give --device or --system"),
+            };
+            query(Query::History { of, limit })
         }
-        Response::Devices(devices) => devices
-            .iter()
-            .for_each(|d| println!("{}", describe_device(d))),
-        Response::Device(d) => println!("{}", describe_device(d)),
-        Response::Ports(ports) => ports.iter().for_each(|p| {
-            println!(
-                "port {:<3} switch={} slot={} device={}",
-                p.id,
-                p.switch,
-                p.slot,
-                p.device.as_deref().unwrap_or("-")
-            )
-        }),
-        Response::Systems(systems) => systems
-            .iter()
-            .for_each(|s| println!("{}", describe_system(s))),
-        Response::System(s) => println!("{}", describe_system(s)),
-        Response::Operation(op) => println!("{}", serde_json::to_string(op).unwrap_or_default()),
-        Response::Accepted(a) => {
-            let op = a.op.map(|o| format!(" op={o}")).unwrap_or_default();
-            let outcome = a.operation.as_ref().map(|o| match &o.outcome {
-                Some(outcome) => format!(" outcome={outcome:?}"),
-                None => " outcome=pending".into(),
-            });
-            println!(
-                "accepted at sequence {}{op}{}{}",
-                a.sequence,
-                outcome.unwrap_or_default(),
-                if a.repeated {
-                    " (repeated request)"
-                } else {
-                    ""
-                }
-            );
+        Ctl::StateAt {
+            sequence,
+            time,
+            time_ms,
+        } => {
+            let at = match (sequence, time.or(time_ms)) {
+                (Some(sequence), None) => At::Sequence(sequence),
+                (None, Some(time_ms)) => At::TimeMs(time_ms),
+                _ => bail!("give --sequence, --time or --time-ms"),
+            };
+            query(Query::StateAt { at })
         }
-        Response::History(entries) => entries.iter().for_each(|e| {
-            println!(
-                "{:>8} {} {}",
-                e.sequence,
-                e.timestamp_ms,
-                serde_json::to_string(&e.event).unwrap_or_default()
-            )
-        }),
-        Response::State(state) => {
-            println!("state at sequence {}", state.head);
-            state
-                .systems
-                .values()
-                .for_each(|s| println!("{}", describe_system(s)));
-        }
-        Response::Error(e) => eprintln!("refused ({}): {}", e.code, e.message),
     }
 }
 
@@ -573,10 +602,7 @@ fn journal_cmd(command: JournalCommand) -> anyhow::Result<i32> {
                     Ok(0)
                 }
                 Err(e) => {
-                    eprintln!(
-                        "journal verify failed: {}",
-                        appliance::api::control::error_chain(&e)
-                    );
+                    eprintln!("journal verify failed: {}", drivers::error_chain(&e));
                     Ok(1)
                 }
             }
@@ -590,12 +616,11 @@ fn journal_cmd(command: JournalCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         JournalCommand::Dump { data_dir } => dump(&journal_dir(&data_dir)),
+        #[cfg(feature = "sim")]
         JournalCommand::Synth { data_dir, events } => {
+            use appliance::testing::synth;
             let dir = data_dir.join("journal");
-            let last = appliance::testing::synth::write_journal(
-                &dir,
-                appliance::testing::synth::whole_cycles(events),
-            )?;
+            let last = synth::write_journal(&dir, synth::whole_cycles(events))?;
             println!("wrote {last} events into {}", dir.display());
             Ok(0)
         }
@@ -603,6 +628,7 @@ fn journal_cmd(command: JournalCommand) -> anyhow::Result<i32> {
 }
 
 fn dump(dir: &Path) -> anyhow::Result<i32> {
+    use appliance::model::Event;
     use journal::Event as _;
     use std::io::Write;
     let stdout = std::io::stdout();
@@ -613,18 +639,16 @@ fn dump(dir: &Path) -> anyhow::Result<i32> {
             Ok(record) => record,
             Err(e) => {
                 out.flush()?;
-                eprintln!(
-                    "journal dump stopped: {}",
-                    appliance::api::control::error_chain(&e)
-                );
+                eprintln!("journal dump stopped: {}", drivers::error_chain(&e));
                 return Ok(1);
             }
         };
         let mut line = serde_json::json!({
             "sequence": record.sequence,
             "timestamp_ms": record.timestamp_ms,
+            "time": appliance::api::time::rfc3339(record.timestamp_ms),
             "kind": record.kind,
-            "kind_name": Event::kind_name(record.kind),
+            "kind_name": <Event as journal::Event>::kind_name(record.kind),
             "version": record.version,
             "crc": format!("{:#010x}", record.crc),
         });
@@ -643,4 +667,94 @@ fn dump(dir: &Path) -> anyhow::Result<i32> {
         return Ok(1);
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn a_bare_size_is_in_gib_as_the_readme_says() {
+        // README: `--want gpu:2:24 --want nvme:1:2000  # GiB minimums`
+        assert_eq!(parse_want("gpu:2:24").unwrap().capacity_bytes_min, 24 * GIB);
+        assert_eq!(
+            parse_want("nvme:1:2000").unwrap().capacity_bytes_min,
+            2000 * GIB
+        );
+        assert_eq!(parse_size("2TB"), Some(2_000_000_000_000));
+        assert_eq!(parse_size("24GiB"), Some(24 * GIB));
+        assert_eq!(parse_size("512b"), Some(512));
+        assert_eq!(parse_size("24 GiB"), None);
+        let want = parse_want("nic:1:rdma").unwrap();
+        assert!(want.rdma && want.capacity_bytes_min == 0);
+        assert!(parse_want("gpu:x").unwrap_err().contains("not a number"));
+        assert!(parse_want("gpu:1:lots").unwrap_err().contains("24 (GiB)"));
+    }
+
+    #[test]
+    fn every_order_carries_the_same_options() {
+        let cli = Cli::try_parse_from([
+            "appliance",
+            "ctl",
+            "failover",
+            "ws1",
+            "gpu-1",
+            "--request-id",
+            "r7",
+            "--expected-version",
+            "12",
+            "--no-wait",
+        ])
+        .expect("parses");
+        let Top::Ctl(args) = cli.command else {
+            panic!("not ctl")
+        };
+        let request = ctl_request(args.command).expect("a request");
+        assert_eq!(
+            request.meta,
+            Meta {
+                request_id: Some("r7".into()),
+                expected_version: Some(12),
+                wait: false,
+            }
+        );
+        for verb in [
+            vec!["mount", "ws1", "/mnt/a", "--device", "nvme-0"],
+            vec!["unmount", "ws1", "/mnt/a"],
+            vec!["service", "gpu-1", "--out"],
+            vec!["create-tenant", "studio"],
+            vec!["delete-system", "ws1"],
+        ] {
+            let mut argv = vec!["appliance", "ctl"];
+            argv.extend(verb.iter().copied());
+            argv.extend(["--request-id", "r1", "--expected-version", "3"]);
+            let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let Top::Ctl(args) = cli.command else {
+                panic!("not ctl")
+            };
+            let meta = ctl_request(args.command).expect("a request").meta;
+            assert_eq!(meta.request_id, Some("r1".into()), "{argv:?}");
+            assert_eq!(meta.expected_version, Some(3), "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn roles_are_typed_as_they_are_printed() {
+        for role in Role::ALL {
+            let cli = Cli::try_parse_from([
+                "appliance",
+                "ctl",
+                "create-system",
+                "s",
+                "--tenant",
+                "t",
+                "--role",
+                role.name(),
+            ]);
+            assert!(cli.is_ok(), "--role {role} is refused");
+            assert_eq!(role.to_string(), role.name());
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The serve entry point used by `appliance serve` and by PID-1 mode: opens the journal
 //! (snapshot + replay), starts the core, syncs the fabric's inventory, starts the reconciler and
-//! the control interface, and returns once ready.
+//! the doors (the control socket in the data directory, and the control port), and returns once
+//! ready.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -11,12 +12,16 @@ use std::time::Instant;
 use anyhow::Context;
 use tracing::{info, warn};
 
-use crate::api::control::{Server, ServerContext};
+use crate::api::control::{Listen, Server, SOCKET_NAME};
 use crate::core::log::{EventLog, JournalLog};
 use crate::core::{Core, CoreConfig, CoreHandle, StartReport};
-use crate::decide::command::Command;
-use crate::runtime::reconciler::{sync_inventory, Drivers, ReconcileLimits, Reconciler};
+use crate::decide::command::{Command, Verb};
+use crate::model::{Door, Identity};
+use crate::runtime::adapt::inventory_commands;
+use crate::runtime::{Drivers, ReconcileLimits, Reconciler};
+#[cfg(feature = "sim")]
 use crate::testing::sim::SimFabric;
+#[cfg(feature = "sim")]
 use crate::topology::{self, Topology};
 
 /// The sample topology, used by `--fabric sim` when no topology file is given.
@@ -28,6 +33,7 @@ pub const DEFAULT_CONTROL_LISTEN: &str = "127.0.0.1:7780";
 /// Which fabric the appliance drives.
 pub enum FabricChoice {
     /// The in-process simulated fabric (deterministic from `seed`).
+    #[cfg(feature = "sim")]
     Sim {
         topology: Option<PathBuf>,
         seed: u64,
@@ -42,6 +48,7 @@ pub enum FabricChoice {
 impl std::fmt::Debug for FabricChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            #[cfg(feature = "sim")]
             FabricChoice::Sim { topology, seed } => f
                 .debug_struct("Sim")
                 .field("topology", topology)
@@ -57,8 +64,12 @@ impl std::fmt::Debug for FabricChoice {
 pub struct ServeOptions {
     pub data_dir: PathBuf,
     pub fabric: FabricChoice,
-    /// Default 127.0.0.1:7780.
-    pub control_listen: SocketAddr,
+    /// The control port (JSON lines over TCP), if any; the control socket
+    /// (`DATA_DIR/control.sock`, mode 0600) is always served.
+    pub control_listen: Option<SocketAddr>,
+    /// The appliance's identity, when the fabric's description does not name it (PID 1 reads it
+    /// from the kernel command line).
+    pub identity: Option<Identity>,
     /// Start from the journal's newest snapshot (the default); false replays the whole journal
     /// (`appliance.snapshots=off` on the kernel command line, `--no-snapshots` for `serve`).
     pub snapshots: bool,
@@ -69,10 +80,12 @@ pub struct ServeOptions {
 pub struct Running {
     core: Option<Core>,
     reconciler: Option<Reconciler>,
-    server: Option<Server>,
+    servers: Vec<Server>,
     log: Arc<dyn EventLog>,
     report: StartReport,
-    control_addr: SocketAddr,
+    control_addr: Option<SocketAddr>,
+    socket: PathBuf,
+    #[cfg(feature = "sim")]
     sim: Option<Arc<SimFabric>>,
 }
 
@@ -117,44 +130,76 @@ pub fn start_with_log(options: ServeOptions, log: Arc<dyn EventLog>) -> anyhow::
         "state came from the journal"
     );
     let handle = core.handle();
-    let (drivers, rdma, sim) = fabric(&options.fabric, &handle)?;
-    initial_sync(&handle, &drivers, &rdma);
-    let reconciler = Reconciler::start(handle.clone(), drivers).context("start the reconciler")?;
-    let context = ServerContext {
+    let parts = fabric(&options.fabric)?;
+    if let Some(identity) = parts.identity.as_ref().or(options.identity.as_ref()) {
+        record_identity(&handle, identity)?;
+    }
+    initial_sync(&handle, &parts.drivers, &parts.rdma);
+    let reconciler =
+        Reconciler::start(handle.clone(), parts.drivers).context("start the reconciler")?;
+    let context = crate::api::Context {
         core: handle,
         log: log.clone(),
         start: report.clone(),
     };
-    let server =
-        Server::start(options.control_listen, context).context("start the control interface")?;
-    let control_addr = server.addr();
-    info!(%control_addr, ready_ms = started.elapsed().as_millis() as u64, "appliance ready");
+    let socket = options.data_dir.join(SOCKET_NAME);
+    let mut servers =
+        vec![
+            Server::start(&Listen::Unix(socket.clone()), Door::Local, context.clone())
+                .context("start the control socket")?,
+        ];
+    let mut control_addr = None;
+    if let Some(addr) = options.control_listen {
+        let server = Server::start(&Listen::Tcp(addr), Door::Local, context)
+            .context("start the control port")?;
+        if let Listen::Tcp(bound) = server.listen() {
+            control_addr = Some(*bound);
+        }
+        servers.push(server);
+    }
+    info!(control = ?control_addr, socket = %socket.display(), ready_ms = started.elapsed().as_millis() as u64, "appliance ready");
     Ok(Running {
         core: Some(core),
         reconciler: Some(reconciler),
-        server: Some(server),
+        servers,
         log,
         report,
         control_addr,
-        sim,
+        socket,
+        #[cfg(feature = "sim")]
+        sim: parts.sim,
     })
 }
 
-type FabricParts = (Drivers, BTreeSet<String>, Option<Arc<SimFabric>>);
+/// Journals the appliance's identity when it is not the one State holds.
+fn record_identity(core: &CoreHandle, identity: &Identity) -> anyhow::Result<()> {
+    if core.state().identity != *identity {
+        let verb = Verb::SetIdentity {
+            identity: identity.clone(),
+        };
+        core.submit(Command::appliance(verb))
+            .context("record the appliance identity")?;
+    }
+    Ok(())
+}
 
-fn fabric(choice: &FabricChoice, core: &CoreHandle) -> anyhow::Result<FabricParts> {
+/// What a fabric choice gives the service.
+struct FabricParts {
+    drivers: Drivers,
+    /// The appliance's identity, when the fabric's description names it (a topology file).
+    identity: Option<Identity>,
+    /// The RoCE-capable NICs (from the topology).
+    rdma: BTreeSet<String>,
+    #[cfg(feature = "sim")]
+    sim: Option<Arc<SimFabric>>,
+}
+
+fn fabric(choice: &FabricChoice) -> anyhow::Result<FabricParts> {
     let limits = ReconcileLimits::default();
     match choice {
+        #[cfg(feature = "sim")]
         FabricChoice::Sim { topology, seed } => {
             let topology = load_topology(topology.as_deref())?;
-            if let Some(identity) = &topology.identity {
-                if core.state().identity != *identity {
-                    core.submit(Command::SetIdentity {
-                        identity: identity.clone(),
-                    })
-                    .context("record the appliance identity")?;
-                }
-            }
             let rdma = topology
                 .devices
                 .iter()
@@ -171,20 +216,28 @@ fn fabric(choice: &FabricChoice, core: &CoreHandle) -> anyhow::Result<FabricPart
                     ..limits
                 },
             };
-            Ok((drivers, rdma, Some(sim)))
+            Ok(FabricParts {
+                drivers,
+                identity: topology.identity.clone(),
+                rdma,
+                sim: Some(sim),
+            })
         }
-        FabricChoice::Real { fabric, host } => Ok((
-            Drivers {
+        FabricChoice::Real { fabric, host } => Ok(FabricParts {
+            drivers: Drivers {
                 fabric: fabric.clone(),
                 host: host.clone(),
                 limits,
             },
-            BTreeSet::new(),
-            None,
-        )),
+            identity: None,
+            rdma: BTreeSet::new(),
+            #[cfg(feature = "sim")]
+            sim: None,
+        }),
     }
 }
 
+#[cfg(feature = "sim")]
 fn load_topology(file: Option<&Path>) -> anyhow::Result<Topology> {
     Ok(match file {
         Some(file) => topology::load(file)?,
@@ -202,11 +255,11 @@ fn initial_sync(core: &CoreHandle, drivers: &Drivers, rdma: &BTreeSet<String>) {
     };
     let state = core.state();
     let mut recorded = 0;
-    for command in sync_inventory(&inventory, &state, rdma) {
+    for command in inventory_commands(&inventory, &state, rdma) {
         match core.submit(command) {
             Ok(accepted) => recorded += accepted.events,
             Err(e) => {
-                warn!(error = %crate::api::control::error_chain(&e), "inventory observation not recorded")
+                warn!(error = %drivers::error_chain(&e), "inventory observation not recorded")
             }
         }
     }
@@ -224,8 +277,14 @@ impl Running {
         &self.report
     }
 
-    pub fn control_addr(&self) -> SocketAddr {
+    /// The control port, when one was asked for (the bound port for port 0).
+    pub fn control_addr(&self) -> Option<SocketAddr> {
         self.control_addr
+    }
+
+    /// The control socket in the data directory.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
     }
 
     /// A door to the core for in-process callers.
@@ -234,6 +293,7 @@ impl Running {
     }
 
     /// The simulated fabric, when serving with `--fabric sim` (for fault injection in tests).
+    #[cfg(feature = "sim")]
     pub fn sim(&self) -> Option<Arc<SimFabric>> {
         self.sim.clone()
     }
@@ -245,7 +305,7 @@ impl Running {
     }
 
     fn stop_all(&mut self) -> anyhow::Result<()> {
-        if let Some(server) = self.server.take() {
+        for server in self.servers.drain(..) {
             server.stop();
         }
         if let Some(reconciler) = self.reconciler.take() {

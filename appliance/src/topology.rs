@@ -290,7 +290,7 @@ mod tests {
         let count = |kind| {
             t.devices
                 .iter()
-                .filter(|d| crate::model::domain::DeviceKind::from_class(d.device.class) == kind)
+                .filter(|d| crate::runtime::adapt::kind_of(d.device.class) == kind)
                 .count()
         };
         use crate::model::domain::DeviceKind::*;

@@ -5,9 +5,15 @@ use std::sync::Arc;
 
 use appliance::core::log::{EventLog, LogError, Logged, MemoryLog};
 use appliance::core::{recover, Core, CoreConfig, CoreError};
-use appliance::decide::command::{Command, CommandError};
-use appliance::model::event::Event;
+use appliance::decide::command::{Command, CommandError, Verb};
+use appliance::model::Event;
 use appliance::testing::simulation::rebuild;
+
+/// An order to create tenant `name`.
+fn create_tenant(name: impl Into<String>) -> Command {
+    let name = name.into().into();
+    Command::appliance(Verb::CreateTenant { name })
+}
 
 fn start(log: &Arc<MemoryLog>, config: CoreConfig) -> Core {
     let log: Arc<dyn EventLog> = log.clone();
@@ -23,10 +29,8 @@ fn concurrent_callers_share_appends_and_all_land() {
             let core = core.handle();
             std::thread::spawn(move || {
                 for i in 0..50 {
-                    core.submit(Command::CreateTenant {
-                        name: format!("t{t}-{i}"),
-                    })
-                    .expect("accepted");
+                    core.submit(create_tenant(format!("t{t}-{i}")))
+                        .expect("accepted");
                 }
             })
         })
@@ -48,10 +52,8 @@ fn a_refusal_or_a_failed_append_changes_nothing() {
     let log = Arc::new(MemoryLog::new());
     let core = start(&log, CoreConfig::default());
     let handle = core.handle();
-    handle
-        .submit(Command::CreateTenant { name: "a".into() })
-        .expect("accepted");
-    let refused = handle.submit(Command::CreateTenant { name: "a".into() });
+    handle.submit(create_tenant("a")).expect("accepted");
+    let refused = handle.submit(create_tenant("a"));
     assert!(
         matches!(
             refused,
@@ -60,7 +62,7 @@ fn a_refusal_or_a_failed_append_changes_nothing() {
         "{refused:?}"
     );
     log.fail_appends(1);
-    let failed = handle.submit(Command::CreateTenant { name: "b".into() });
+    let failed = handle.submit(create_tenant("b"));
     assert!(matches!(failed, Err(CoreError::Append(_))), "{failed:?}");
     assert!(
         !handle.state().tenants.contains_key("b"),
@@ -68,7 +70,7 @@ fn a_refusal_or_a_failed_append_changes_nothing() {
     );
     assert_eq!(log.last_sequence(), 1);
     handle
-        .submit(Command::CreateTenant { name: "b".into() })
+        .submit(create_tenant("b"))
         .expect("the next append works");
     assert_eq!(handle.state().head, 2);
 }
@@ -86,9 +88,7 @@ fn restart_uses_the_snapshot_and_matches_a_full_replay() {
     let handle = core.handle();
     for i in 0..25 {
         handle
-            .submit(Command::CreateTenant {
-                name: format!("t{i}"),
-            })
+            .submit(create_tenant(format!("t{i}")))
             .expect("accepted");
     }
     let live = handle.state();
@@ -109,9 +109,7 @@ fn a_damaged_snapshot_is_reported_and_replay_covers_it() {
     let core = start(&log, CoreConfig::default());
     for i in 0..5 {
         core.handle()
-            .submit(Command::CreateTenant {
-                name: format!("t{i}"),
-            })
+            .submit(create_tenant(format!("t{i}")))
             .expect("accepted");
     }
     core.stop();
@@ -123,9 +121,7 @@ fn a_damaged_snapshot_is_reported_and_replay_covers_it() {
 }
 
 fn tenant(handle: &appliance::core::CoreHandle, name: &str) {
-    handle
-        .submit(Command::CreateTenant { name: name.into() })
-        .expect("accepted");
+    handle.submit(create_tenant(name)).expect("accepted");
 }
 
 #[test]
@@ -142,7 +138,7 @@ fn the_writer_reuses_state_and_copies_it_only_when_it_must() {
         (1, 19),
         "only the first batch copies State: {m:?}"
     );
-    let refused = handle.submit(Command::CreateTenant { name: "t0".into() });
+    let refused = handle.submit(create_tenant("t0"));
     assert!(refused.is_err(), "{refused:?}");
     // A reader holds the published State: it never changes, and the writer copies once.
     let held = handle.state();
@@ -160,7 +156,7 @@ fn the_writer_reuses_state_and_copies_it_only_when_it_must() {
     );
     // A failed append leaves nothing to reuse: the next batch copies the published State.
     log.fail_appends(1);
-    let failed = handle.submit(Command::CreateTenant { name: "x".into() });
+    let failed = handle.submit(create_tenant("x"));
     assert!(matches!(failed, Err(CoreError::Append(_))), "{failed:?}");
     tenant(&handle, "y");
     tenant(&handle, "z");
@@ -186,7 +182,7 @@ fn replay_across_many_chunks_equals_applying_one_event_after_the_other() {
     let (recovered, report) = appliance::core::recover_with(&log, false).expect("recover");
     assert_eq!(report.events_replayed, events.len() as u64);
     assert_eq!(recovered, rebuild(&log));
-    let mut one_by_one = appliance::model::state::State::default();
+    let mut one_by_one = appliance::model::State::default();
     for (sequence, event) in (1..).zip(&events) {
         one_by_one.apply(sequence, event).expect("applies");
     }
@@ -200,10 +196,11 @@ fn an_event_that_does_not_apply_mid_replay_fails_the_start_and_names_it() {
     // A system of a tenant that does not exist does not apply.
     events.insert(
         1500,
-        appliance::model::event::Event::SystemCreated {
+        Event::SystemCreated {
             name: "orphan".into(),
             tenant: "nobody".into(),
-            role: appliance::model::domain::Role::RenderNode,
+            role: appliance::model::Role::RenderNode,
+            made: Default::default(),
         },
     );
     log.append(events).expect("append");

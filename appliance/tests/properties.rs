@@ -3,10 +3,9 @@
 //! ends in at most one outcome, and replaying the journal from nothing gives the live State.
 
 use appliance::core::log::{decode_snapshot, encode_snapshot};
-use appliance::decide::command::{decide, Command, Decision, NewSystem, Selection};
+use appliance::decide::command::{decide, Command, Decision, NewSystem, Selection, Verb};
 use appliance::decide::placement::Want;
-use appliance::model::domain::{DeviceKind, MountSource, Role};
-use appliance::model::event::MountSpec;
+use appliance::model::{DeviceId, DeviceKind, MountSource, MountSpec, Role, SystemName};
 use appliance::testing::simulation::{check_outcomes, rebuild, Harness};
 use proptest::prelude::*;
 
@@ -71,9 +70,13 @@ fn nth<T: Clone>(items: &[T], i: u8) -> Option<T> {
 }
 
 fn to_command(h: &Harness, action: &Action) -> Option<Command> {
-    let system_name = |i: u8| format!("sys{i}");
-    let devices: Vec<String> = h.state.devices.keys().cloned().collect();
-    let held = |i: u8| -> Vec<String> {
+    to_verb(h, action).map(Command::appliance)
+}
+
+fn to_verb(h: &Harness, action: &Action) -> Option<Verb> {
+    let system_name = |i: u8| SystemName::from(format!("sys{i}"));
+    let devices: Vec<DeviceId> = h.state.devices.keys().cloned().collect();
+    let held = |i: u8| -> Vec<DeviceId> {
         h.state
             .systems
             .get(&system_name(i))
@@ -88,15 +91,13 @@ fn to_command(h: &Harness, action: &Action) -> Option<Command> {
         Action::ComposeSpecific {
             system,
             devices: picks,
-        } => Command::Compose {
+        } => Verb::Compose {
             system: system_name(*system),
             selection: Selection::Specific(
                 picks.iter().filter_map(|p| nth(&devices, *p)).collect(),
             ),
             create,
             tenant: None,
-            request_id: None,
-            expected_version: None,
         },
         Action::ComposeConstrained {
             system,
@@ -117,20 +118,16 @@ fn to_command(h: &Harness, action: &Action) -> Option<Command> {
                 capacity_bytes_min: min,
                 rdma: false,
             }];
-            Command::Compose {
+            Verb::Compose {
                 system: system_name(*system),
                 selection: Selection::Constrained(wants),
                 create,
                 tenant: None,
-                request_id: None,
-                expected_version: None,
             }
         }
-        Action::Decompose { system, one } => Command::Decompose {
+        Action::Decompose { system, one } => Verb::Decompose {
             system: system_name(*system),
             devices: one.and_then(|i| nth(&held(*system), i)).map(|d| vec![d]),
-            request_id: None,
-            expected_version: None,
         },
         Action::Mount { system, nvme } => {
             let device = held(*system).into_iter().find(|d| d.starts_with("nvme"));
@@ -150,34 +147,26 @@ fn to_command(h: &Harness, action: &Action) -> Option<Command> {
                 filesystem: "xfs".into(),
                 options: String::new(),
             };
-            Command::Mount {
+            Verb::Mount {
                 system: system_name(*system),
                 mount,
-                request_id: None,
-                expected_version: None,
             }
         }
-        Action::Unmount { system } => Command::Unmount {
+        Action::Unmount { system } => Verb::Unmount {
             system: system_name(*system),
             target: "/mnt/a".into(),
-            request_id: None,
-            expected_version: None,
         },
-        Action::Failover { system, device } => Command::Failover {
+        Action::Failover { system, device } => Verb::Failover {
             system: system_name(*system),
             device: nth(&held(*system), *device)?,
-            request_id: None,
-            expected_version: None,
         },
-        Action::Service { device, in_service } => Command::SetService {
+        Action::Service { device, in_service } => Verb::SetService {
             device: nth(&devices, *device)?,
             in_service: *in_service,
             reason: "prop".into(),
-            expected_version: None,
         },
-        Action::Delete { system } => Command::DeleteSystem {
+        Action::Delete { system } => Verb::DeleteSystem {
             name: system_name(*system),
-            expected_version: None,
         },
         Action::Reconcile { .. } | Action::Crash => return None,
     })

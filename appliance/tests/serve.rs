@@ -6,10 +6,12 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
-use appliance::api::control::{Client, Request, Response};
+use appliance::api::control::Client;
+use appliance::api::views::{OperationState, SystemView};
+use appliance::api::{ErrorCode, HistoryOf, Meta, Query, Reply, Request};
+use appliance::decide::command::{NewSystem, Selection, Verb};
 use appliance::decide::placement::Want;
-use appliance::model::domain::{DeviceKind, Role};
-use appliance::model::state::Outcome;
+use appliance::model::{DeviceKind, Role};
 use appliance::serve::{self, FabricChoice, ServeOptions};
 
 fn options(dir: &std::path::Path) -> ServeOptions {
@@ -19,53 +21,74 @@ fn options(dir: &std::path::Path) -> ServeOptions {
             topology: None,
             seed: 1,
         },
-        control_listen: "127.0.0.1:0".parse().expect("address"),
+        control_listen: Some("127.0.0.1:0".parse().expect("address")),
+        identity: None,
         snapshots: true,
     }
 }
 
-fn call(client: &mut Client, request: Request) -> Response {
+fn call(client: &mut Client, request: Request) -> Result<Reply, appliance::api::ApiError> {
     client
         .call(&request)
         .unwrap_or_else(|e| panic!("{request:?}: {e}"))
 }
 
-fn compose_wants(system: &str, request_id: Option<&str>) -> Request {
-    Request::Compose {
-        system: system.into(),
-        devices: vec![],
-        wants: vec![
-            Want {
-                kind: DeviceKind::Gpu,
-                count: 2,
-                capacity_bytes_min: 24 << 30,
-                rdma: false,
-            },
-            Want {
-                kind: DeviceKind::Nvme,
-                count: 1,
-                capacity_bytes_min: 2_000_000_000_000,
-                rdma: false,
-            },
-        ],
-        tenant: Some("studio".into()),
-        role: Some(Role::Workstation),
-        request_id: request_id.map(String::from),
-        expected_version: None,
+fn order(verb: Verb, request_id: Option<&str>, expected_version: Option<u64>) -> Request {
+    let meta = Meta {
+        request_id: request_id.map(Into::into),
+        expected_version,
         wait: true,
+    };
+    Request::order(verb, meta)
+}
+
+fn create_tenant() -> Request {
+    order(
+        Verb::CreateTenant {
+            name: "studio".into(),
+        },
+        None,
+        None,
+    )
+}
+
+fn compose_wants(system: &str, request_id: Option<&str>) -> Request {
+    let selection = Selection::Constrained(vec![
+        Want {
+            kind: DeviceKind::Gpu,
+            count: 2,
+            capacity_bytes_min: 24 << 30,
+            rdma: false,
+        },
+        Want {
+            kind: DeviceKind::Nvme,
+            count: 1,
+            capacity_bytes_min: 2_000_000_000_000,
+            rdma: false,
+        },
+    ]);
+    let verb = Verb::Compose {
+        system: system.into(),
+        selection,
+        create: Some(NewSystem {
+            tenant: "studio".into(),
+            role: Role::Workstation,
+        }),
+        tenant: None,
+    };
+    order(verb, request_id, None)
+}
+
+fn error_code(answer: &Result<Reply, appliance::api::ApiError>) -> ErrorCode {
+    match answer {
+        Err(e) => e.code,
+        Ok(other) => panic!("expected an error, got {other:?}"),
     }
 }
 
-fn error_code(response: &Response) -> &str {
-    match response {
-        Response::Error(e) => &e.code,
-        other => panic!("expected an error, got {other:?}"),
-    }
-}
-
-fn systems(client: &mut Client) -> Vec<appliance::model::domain::System> {
-    match call(client, Request::ListSystems) {
-        Response::Systems(systems) => systems,
+fn systems(client: &mut Client) -> Vec<SystemView> {
+    match call(client, Request::query(Query::Systems)) {
+        Ok(Reply::Systems(systems)) => systems,
         other => panic!("{other:?}"),
     }
 }
@@ -74,22 +97,17 @@ fn systems(client: &mut Client) -> Vec<appliance::model::domain::System> {
 fn compose_decompose_restart_same_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let running = serve::start(options(dir.path())).expect("start");
-    let mut client = Client::connect(running.control_addr()).expect("connect");
+    let mut client = Client::connect(control_addr(&running)).expect("connect");
     assert!(matches!(
-        call(
-            &mut client,
-            Request::CreateTenant {
-                name: "studio".into()
-            }
-        ),
-        Response::Accepted(_)
+        call(&mut client, create_tenant()),
+        Ok(Reply::Accepted(_))
     ));
-    let Response::Accepted(first) = call(&mut client, compose_wants("ws1", Some("r1"))) else {
+    let Ok(Reply::Accepted(first)) = call(&mut client, compose_wants("ws1", Some("r1"))) else {
         panic!("compose refused")
     };
     let operation = first.operation.clone().expect("waited for the outcome");
-    assert_eq!(operation.outcome, Some(Outcome::Completed));
-    let Response::Accepted(again) = call(&mut client, compose_wants("ws1", Some("r1"))) else {
+    assert_eq!(operation.state, OperationState::Completed);
+    let Ok(Reply::Accepted(again)) = call(&mut client, compose_wants("ws1", Some("r1"))) else {
         panic!("repeat refused")
     };
     assert!(again.repeated && again.op == first.op, "{again:?}");
@@ -98,35 +116,36 @@ fn compose_decompose_restart_same_state() {
         .find(|s| s.name == "ws1")
         .expect("ws1");
     assert_eq!(ws1.devices.len(), 3);
-    let held = ws1.devices.keys().next().expect("a device").clone();
-    let conflict = Request::Compose {
+    let held = ws1.devices.first().expect("a device").id.clone();
+    let conflict = Verb::Compose {
         system: "ws2".into(),
-        devices: vec![held.clone()],
-        wants: vec![],
+        selection: Selection::Specific(vec![held.clone()]),
+        create: Some(NewSystem {
+            tenant: "studio".into(),
+            role: Role::RenderNode,
+        }),
         tenant: Some("studio".into()),
-        role: Some(Role::RenderNode),
-        request_id: None,
-        expected_version: None,
-        wait: true,
     };
-    assert_eq!(error_code(&call(&mut client, conflict)), "device_composed");
-    let stale = Request::Decompose {
+    assert_eq!(
+        error_code(&call(&mut client, order(conflict, None, None))),
+        ErrorCode::DeviceComposed
+    );
+    let stale = Verb::Decompose {
         system: "ws1".into(),
         devices: None,
-        request_id: None,
-        expected_version: Some(1),
-        wait: true,
     };
-    assert_eq!(error_code(&call(&mut client, stale)), "stale_version");
+    assert_eq!(
+        error_code(&call(&mut client, order(stale, None, Some(1)))),
+        ErrorCode::StaleVersion
+    );
     let history = call(
         &mut client,
-        Request::History {
-            device: Some(held.clone()),
-            system: None,
+        Request::query(Query::History {
+            of: HistoryOf::Device(held.to_string()),
             limit: None,
-        },
+        }),
     );
-    let Response::History(entries) = history else {
+    let Ok(Reply::History(entries)) = history else {
         panic!("{history:?}")
     };
     assert!(
@@ -139,32 +158,33 @@ fn compose_decompose_restart_same_state() {
 
     let running = serve::start(options(dir.path())).expect("restart");
     assert!(running.report().events_replayed > 0, "{}", running.report());
-    let mut client = Client::connect(running.control_addr()).expect("connect");
+    let mut client = Client::connect(control_addr(&running)).expect("connect");
     assert_eq!(
         systems(&mut client),
         before,
         "same state after a clean restart"
     );
-    let decompose = Request::Decompose {
+    let decompose = Verb::Decompose {
         system: "ws1".into(),
         devices: None,
-        request_id: None,
-        expected_version: None,
-        wait: true,
     };
-    let Response::Accepted(done) = call(&mut client, decompose) else {
+    let Ok(Reply::Accepted(done)) = call(&mut client, order(decompose, None, None)) else {
         panic!("decompose refused")
     };
     assert_eq!(
-        done.operation.and_then(|o| o.outcome),
-        Some(Outcome::Completed)
+        done.operation.map(|o| o.state),
+        Some(OperationState::Completed)
     );
-    let Response::Status(status) = call(&mut client, Request::Status) else {
+    let Ok(Reply::Status(status)) = call(&mut client, Request::query(Query::Status)) else {
         panic!("status")
     };
     assert_eq!(status.pools["gpu"].composed, 0);
     assert_eq!(status.operations_pending, 0);
     running.shutdown().expect("clean shutdown");
+}
+
+fn control_addr(running: &serve::Running) -> std::net::SocketAddr {
+    running.control_addr().expect("a control port")
 }
 
 /// Kills the child on every exit path.
@@ -214,13 +234,8 @@ fn kill_9_then_restart_finds_the_same_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut first, addr) = spawn(dir.path());
     let mut client = Client::connect(addr).expect("connect");
-    call(
-        &mut client,
-        Request::CreateTenant {
-            name: "studio".into(),
-        },
-    );
-    let Response::Accepted(_) = call(&mut client, compose_wants("ws1", None)) else {
+    call(&mut client, create_tenant()).expect("tenant created");
+    let Ok(Reply::Accepted(_)) = call(&mut client, compose_wants("ws1", None)) else {
         panic!("compose refused")
     };
     let before = systems(&mut client);

@@ -120,6 +120,8 @@ pub fn build_static_appliance(workspace: &Path, target_dir: &Path) -> Result<Pat
             "appliance",
             "--bin",
             "appliance",
+            // The firmware carries no simulated fabric (`appliance`'s feature `sim`).
+            "--no-default-features",
             "--target",
             "x86_64-unknown-linux-gnu",
         ])

@@ -1,7 +1,7 @@
 //! A minimal client of the appliance's control interface (JSON lines over TCP) for the bench's
 //! measurements. The bench must not depend on `appliance`, so requests and responses are plain
-//! JSON values in the appliance's wire format (`{"request":"compose",...}` in,
-//! `{"accepted":{...}}` or `{"error":{...}}` out).
+//! JSON values in the appliance's wire format (`{"query":"status"}` or `{"order":{"compose":{...}}}`
+//! in, `{"accepted":{...}}` or `{"error":{...}}` out).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -97,7 +97,7 @@ impl ControlLink {
 
     /// One status request under `PROBE_TIMEOUT`, then the normal response timeout.
     fn probe(&mut self) -> Result<(), ControlError> {
-        self.call(&serde_json::json!({"request": "status"}))?;
+        self.call(&serde_json::json!({"query": "status"}))?;
         self.reader
             .get_ref()
             .set_read_timeout(Some(RESPONSE_TIMEOUT))

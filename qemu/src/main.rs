@@ -189,27 +189,25 @@ const COMPOSE_ROUNDS: usize = 10;
 /// answer, through the forwarded control port; each round is decomposed again before the next.
 fn measure_compose(vm: &Vm) -> Result<Vec<u64>> {
     let mut link = ControlLink::connect(vm.control_addr(), Duration::from_secs(30))?;
-    if let Err(e) = link.call(&json!({"request": "create_tenant", "name": "bench"})) {
+    if let Err(e) = link.call(&json!({"order": {"create_tenant": {"name": "bench"}}})) {
         tracing::info!("create tenant: {e}");
     }
     let mut samples = Vec::with_capacity(COMPOSE_ROUNDS);
     for round in 0..COMPOSE_ROUNDS {
-        let compose = json!({"request": "compose", "system": "bench-1", "devices": ["nvme-0"],
-            "tenant": "bench", "role": "workstation", "wait": true});
+        let compose = json!({"order": {"compose": {"system": "bench-1",
+            "selection": {"specific": ["nvme-0"]},
+            "create": {"tenant": "bench", "role": "workstation"}}}, "wait": true});
         let started = Instant::now();
         let answer = link
             .call(&compose)
             .with_context(|| format!("compose round {round}"))?;
         let ms = started.elapsed().as_millis() as u64;
-        let outcome = &answer["accepted"]["operation"]["outcome"];
-        if !outcome
-            .as_str()
-            .is_some_and(|o| o.eq_ignore_ascii_case("completed"))
-        {
+        let outcome = &answer["accepted"]["operation"]["state"];
+        if outcome.as_str() != Some("completed") {
             bail!("compose round {round} did not complete: {answer}");
         }
         samples.push(ms);
-        let decompose = json!({"request": "decompose", "system": "bench-1", "wait": true});
+        let decompose = json!({"order": {"decompose": {"system": "bench-1"}}, "wait": true});
         link.call(&decompose)
             .with_context(|| format!("decompose round {round}"))?;
     }
@@ -242,7 +240,7 @@ fn fill_journal(vm: &Vm, events: u64) -> Result<(u64, u64)> {
             .map_err(|_| anyhow::anyhow!("a journal-filling thread panicked"))??;
     }
     let mut link = ControlLink::connect(addr, Duration::from_secs(30))?;
-    let status = link.call(&json!({"request": "status"}))?;
+    let status = link.call(&json!({"query": "status"}))?;
     let head = status["status"]["journal_head"]
         .as_u64()
         .context("status has journal_head")?;
@@ -254,7 +252,7 @@ fn fill_journal(vm: &Vm, events: u64) -> Result<(u64, u64)> {
 fn fill_one(addr: std::net::SocketAddr, connection: u64, count: u64) -> Result<()> {
     let mut link = ControlLink::connect(addr, Duration::from_secs(30))?;
     let requests = (0..count)
-        .map(|i| json!({"request": "create_tenant", "name": format!("fill-{connection}-{i}")}))
+        .map(|i| json!({"order": {"create_tenant": {"name": format!("fill-{connection}-{i}")}}}))
         .collect();
     link.pipeline(requests, |answer| {
         if answer.get("accepted").is_none() {
@@ -268,7 +266,7 @@ fn fill_one(addr: std::net::SocketAddr, connection: u64, count: u64) -> Result<(
 /// `replay_read_ms` and `replay_apply_ms`: the reading and applying threads' busy times).
 fn start_report(vm: &Vm) -> Result<serde_json::Value> {
     let mut link = ControlLink::connect(vm.control_addr(), Duration::from_secs(30))?;
-    let status = link.call(&json!({"request": "status"}))?;
+    let status = link.call(&json!({"query": "status"}))?;
     let start = &status["status"]["start"];
     if start["replay_ms"].as_u64().is_none() {
         bail!("no start.replay_ms in {status}");
@@ -312,9 +310,28 @@ fn run_tool(command: &mut std::process::Command) -> Result<()> {
     Ok(())
 }
 
+/// The appliance binary of the host, with the simulated fabric and synthetic journals (the
+/// image's firmware has neither): built with cargo into the workspace's target directory.
+fn host_appliance() -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_tool(
+        std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "appliance",
+                "--bin",
+                "appliance",
+            ])
+            .current_dir(image::workspace_dir()),
+    )?;
+    Ok(image::workspace_dir().join("target/release/appliance"))
+}
+
 /// A second 100k-event replay, of the appliance's own kind of life: compose/decompose cycles
-/// on 16 GPUs, written on the host by the image's `appliance journal synth` onto a fresh ext4
-/// data disk, booted once with snapshots off. Returns that boot's start report.
+/// on 16 GPUs, written on the host by `appliance journal synth` onto a fresh ext4 data disk,
+/// booted once with snapshots off. Returns that boot's start report.
 fn measure_synth_replay(artifacts: &image::Artifacts, run_dir: &Path) -> Result<serde_json::Value> {
     if run_dir.exists() {
         std::fs::remove_dir_all(run_dir)
@@ -322,7 +339,7 @@ fn measure_synth_replay(artifacts: &image::Artifacts, run_dir: &Path) -> Result<
     }
     let tree = run_dir.join("data");
     run_tool(
-        std::process::Command::new(&artifacts.appliance)
+        std::process::Command::new(host_appliance()?)
             .args(["journal", "synth", "--data-dir"])
             .arg(&tree)
             .args(["--events", &SYNTH_EVENTS.to_string()]),

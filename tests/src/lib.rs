@@ -136,7 +136,8 @@ pub fn control(vm: &Vm) -> Result<appliance::api::control::Client> {
     let addr = vm.control_addr();
     wait_until(Duration::from_secs(30), "the control interface", || {
         let mut client = appliance::api::control::Client::connect(addr)?;
-        client.call(&appliance::api::control::Request::Status)?;
+        let status = appliance::api::Request::query(appliance::api::Query::Status);
+        client.call(&status)??;
         Ok(Some(client))
     })
 }

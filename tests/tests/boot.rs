@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use appliance::api::control::{Request, Response};
+use appliance::api::{Query, Reply, Request};
 use qemu::ready::READY_PREFIX;
 use rand::RngCore;
 use tests::{boot, one_vm_at_a_time, options, power_off, tail, BOOT_TIMEOUT_MS};
@@ -49,8 +49,8 @@ fn clean_power_off_and_boot_again_keeps_the_journal() -> Result<()> {
     let options = options("clean_power_off")?;
     let first = boot(options.clone())?;
     let mut client = tests::control(&first.vm)?;
-    let head = match client.call(&Request::Status)? {
-        Response::Status(status) => status.journal_head,
+    let head = match client.call(&Request::query(Query::Status))?? {
+        Reply::Status(status) => status.journal_head,
         other => anyhow::bail!("status: {other:?}"),
     };
     drop(client);

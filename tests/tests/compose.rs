@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use appliance::api::control::{Client, Request, Response};
-use appliance::model::domain::Role;
-use appliance::model::state::Outcome;
+use appliance::api::control::Client;
+use appliance::api::views::OperationState;
+use appliance::api::{ErrorCode, Meta, Query, Reply, Request};
+use appliance::decide::command::{NewSystem, Selection, Verb};
+use appliance::model::Role;
 use tests::{
     boot, control, journal_copy, one_vm_at_a_time, options, power_off, tail, wait_until,
     BOOT_TIMEOUT_MS,
@@ -16,24 +18,30 @@ use tests::{
 const SYSTEM: &str = "ws-1";
 
 fn compose_request(wait: bool) -> Request {
-    Request::Compose {
+    let verb = Verb::Compose {
         system: SYSTEM.into(),
-        devices: vec!["nvme-0".into(), "gpu-0".into()],
-        wants: Vec::new(),
+        selection: Selection::Specific(vec!["nvme-0".into(), "gpu-0".into()]),
+        create: Some(NewSystem {
+            tenant: "studio".into(),
+            role: Role::Workstation,
+        }),
         tenant: Some("studio".into()),
-        role: Some(Role::Workstation),
+    };
+    let meta = Meta {
         request_id: Some("e2e-compose-1".into()),
         expected_version: None,
         wait,
-    }
+    };
+    Request::order(verb, meta)
 }
 
 fn create_tenant(client: &mut Client) -> Result<()> {
-    match client.call(&Request::CreateTenant {
+    let verb = Verb::CreateTenant {
         name: "studio".into(),
-    })? {
-        Response::Accepted(_) => Ok(()),
-        Response::Error(e) if e.code == "tenant_exists" => Ok(()),
+    };
+    match client.call(&Request::order(verb, Meta::default()))? {
+        Ok(Reply::Accepted(_)) => Ok(()),
+        Err(e) if e.code == ErrorCode::TenantExists => Ok(()),
         other => bail!("create tenant: {other:?}"),
     }
 }
@@ -56,10 +64,10 @@ fn attached_port(vm: &qemu::Vm, device: &str) -> Result<u16> {
 
 /// The system's devices as the appliance reports them.
 fn system_devices(client: &mut Client) -> Result<Vec<String>> {
-    match client.call(&Request::ShowSystem {
+    match client.call(&Request::query(Query::System {
         name: SYSTEM.into(),
-    })? {
-        Response::System(system) => Ok(system.devices.keys().cloned().collect()),
+    }))? {
+        Ok(Reply::System(system)) => Ok(system.devices.iter().map(|d| d.id.to_string()).collect()),
         other => bail!("show system {SYSTEM}: {other:?}"),
     }
 }
@@ -74,16 +82,17 @@ fn compose_nvme_and_gpu() -> Result<()> {
     create_tenant(&mut client)?;
     let started = std::time::Instant::now();
     let response = client.call(&compose_request(true))?;
-    let Response::Accepted(accepted) = response else {
+    let Ok(Reply::Accepted(accepted)) = response else {
         bail!("compose refused: {response:?}\n{}", tail(&booted.vm))
     };
     let operation = accepted
         .operation
         .context("a waited compose reports its operation")?;
     ensure!(
-        operation.outcome == Some(Outcome::Completed),
-        "compose outcome: {:?}; console:\n{}",
-        operation.outcome,
+        operation.state == OperationState::Completed,
+        "compose outcome: {:?} {:?}; console:\n{}",
+        operation.state,
+        operation.failure,
         tail(&booted.vm)
     );
     println!(
@@ -129,11 +138,11 @@ fn clean_power_off_keeps_and_reattaches_the_system() -> Result<()> {
     create_tenant(&mut client)?;
     let response = client.call(&compose_request(true))?;
     ensure!(
-        matches!(response, Response::Accepted(_)),
+        matches!(response, Ok(Reply::Accepted(_))),
         "compose: {response:?}"
     );
-    let head = match client.call(&Request::Status)? {
-        Response::Status(status) => status.journal_head,
+    let head = match client.call(&Request::query(Query::Status))? {
+        Ok(Reply::Status(status)) => status.journal_head,
         other => bail!("status: {other:?}"),
     };
     drop(client);
@@ -166,7 +175,7 @@ fn power_cut_mid_compose_loses_nothing_acknowledged() -> Result<()> {
     let mut client = control(&first.vm)?;
     create_tenant(&mut client)?;
     let response = client.call(&compose_request(false))?;
-    let Response::Accepted(accepted) = response else {
+    let Ok(Reply::Accepted(accepted)) = response else {
         bail!("compose refused: {response:?}")
     };
     let op = accepted.op.context("the compose has an operation id")?;
@@ -183,8 +192,10 @@ fn power_cut_mid_compose_loses_nothing_acknowledged() -> Result<()> {
     let outcome = wait_until(
         Duration::from_millis(BOOT_TIMEOUT_MS),
         "the interrupted compose's outcome",
-        || match client.call(&Request::ShowOperation { op })? {
-            Response::Operation(operation) => Ok(operation.outcome),
+        || match client.call(&Request::query(Query::Operation { op }))? {
+            Ok(Reply::Operation(operation)) => {
+                Ok((operation.state != OperationState::Pending).then_some(operation.state))
+            }
             other => bail!("show operation {op}: {other:?}"),
         },
     )?;

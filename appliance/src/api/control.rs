@@ -1,200 +1,134 @@
-//! The control interface: JSON lines over TCP (one request object per line, one response object
-//! per line). Types, a small blocking `Client` (used by `appliance ctl` and the end-to-end tests)
-//! and the server that translates requests into core commands and queries.
+//! The control protocol: JSON lines (one request object per line, one answer object per line)
+//! over a Unix socket in the data directory (mode 0600: root on the box) or TCP. A door like any
+//! other: each line is parsed into a [`Request`], carried out by [`super::handle`], and its
+//! reply or error written back. Also the blocking [`Client`] used by `appliance ctl` and tests.
+//!
+//! ```text
+//! > {"query":"status"}
+//! < {"status":{"identity":{...},"journal_head":41,...}}
+//! > {"query":{"system":{"name":"ws1"}}}
+//! < {"error":{"code":"unknown_system","message":"no system \"ws1\""}}
+//! > {"order":{"compose":{"system":"ws1","selection":{"constrained":[{"kind":"gpu","count":1}]},
+//!    "create":{"tenant":"studio","role":"workstation"}}},"request_id":"r1","wait":true}
+//! < {"accepted":{"sequence":44,"op":3,"repeated":false,"operation":{...,"state":"completed"}}}
+//! ```
+//! A request line carries exactly one of `query` and `order`, and for an order optionally
+//! `request_id`, `expected_version` and `wait` (default true). Unknown fields are refused.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn};
 
-use crate::core::history::{self, HistoryEntry, Subject};
-use crate::core::log::EventLog;
-use crate::core::metrics::LatencySummary;
-use crate::core::{Accepted, CoreError, CoreHandle, StartReport};
-use crate::decide::command::{Command, NewSystem, Selection};
-use crate::decide::placement::Want;
-use crate::model::domain::{
-    AttachState, Device, DeviceKind, Health, Identity, MountSource, OperationId, Port, Role, System,
-};
-use crate::model::event::MountSpec;
-use crate::model::state::{Counters, Operation, State};
+use super::{handle, Action, ApiError, Context, ErrorCode, Meta, Query, Reply, Request};
+use crate::decide::command::Verb;
+use crate::model::{Door, Origin, RequestId};
 
 /// Longest request line accepted.
 pub const REQUEST_BYTES_MAX: u64 = 1 << 20;
+/// Longest answer line a client accepts.
+pub const RESPONSE_BYTES_MAX: u64 = 64 << 20;
 /// Connections served at once.
 pub const CONNECTIONS_MAX: usize = 64;
-/// How long a request with `wait` waits for its operation's outcome.
-pub const OUTCOME_WAIT_MS: u64 = 120_000;
+/// The socket's name in the data directory.
+pub const SOCKET_NAME: &str = "control.sock";
 
-fn yes() -> bool {
-    true
+/// A request line on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    query: Option<Query>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    order: Option<Verb>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    request_id: Option<RequestId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expected_version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wait: Option<bool>,
 }
 
-/// A control request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "request", rename_all = "snake_case")]
-pub enum Request {
-    Status,
-    ListDevices,
-    ListPorts,
-    ListSystems,
-    ShowSystem {
-        name: String,
-    },
-    ShowDevice {
-        device: String,
-    },
-    ShowOperation {
-        op: OperationId,
-    },
-    CreateTenant {
-        name: String,
-    },
-    CreateSystem {
-        name: String,
-        tenant: String,
-        role: Role,
-    },
-    DeleteSystem {
-        name: String,
-        expected_version: Option<u64>,
-    },
-    /// Specific (`devices`) or constrained (`wants`) compose; creates the system when `tenant`
-    /// and `role` are given and it does not exist. With `wait`, answers once the outcome is known.
-    Compose {
-        system: String,
-        #[serde(default)]
-        devices: Vec<String>,
-        #[serde(default)]
-        wants: Vec<Want>,
-        tenant: Option<String>,
-        role: Option<Role>,
-        request_id: Option<String>,
-        expected_version: Option<u64>,
-        #[serde(default = "yes")]
-        wait: bool,
-    },
-    Decompose {
-        system: String,
-        devices: Option<Vec<String>>,
-        request_id: Option<String>,
-        expected_version: Option<u64>,
-        #[serde(default = "yes")]
-        wait: bool,
-    },
-    Mount {
-        system: String,
-        mount: MountSpec,
-        request_id: Option<String>,
-        expected_version: Option<u64>,
-        #[serde(default = "yes")]
-        wait: bool,
-    },
-    Unmount {
-        system: String,
-        target: String,
-        request_id: Option<String>,
-        expected_version: Option<u64>,
-        #[serde(default = "yes")]
-        wait: bool,
-    },
-    Failover {
-        system: String,
-        device: String,
-        request_id: Option<String>,
-        expected_version: Option<u64>,
-        #[serde(default = "yes")]
-        wait: bool,
-    },
-    SetService {
-        device: String,
-        in_service: bool,
-        #[serde(default)]
-        reason: String,
-        expected_version: Option<u64>,
-    },
-    /// The events about one device (id or serial) or one system.
-    History {
-        device: Option<String>,
-        system: Option<String>,
-        limit: Option<usize>,
-    },
-    /// State right after `sequence`, or at `time_ms` (ms since the Unix epoch).
-    StateAt {
-        sequence: Option<u64>,
-        time_ms: Option<u64>,
-    },
+/// An error answer on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErrorLine {
+    error: ApiError,
 }
 
-/// Counts of one device kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PoolUsage {
-    pub total: u64,
-    pub composed: u64,
-    pub free: u64,
-    pub unavailable: u64,
+/// A request as one line (without the newline).
+pub fn encode_request(request: &Request) -> String {
+    let (query, order) = match &request.action {
+        Action::Query(query) => (Some(query.clone()), None),
+        Action::Order(verb) => (None, Some(verb.clone())),
+    };
+    let meta = &request.meta;
+    let line = Line {
+        query,
+        order,
+        request_id: meta.request_id.clone(),
+        expected_version: meta.expected_version,
+        wait: (!meta.wait).then_some(false),
+    };
+    serde_json::to_string(&line).unwrap_or_default()
 }
 
-/// The status answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusReport {
-    pub identity: Identity,
-    pub journal_head: u64,
-    pub start: StartReport,
-    pub pools: std::collections::BTreeMap<String, PoolUsage>,
-    pub ports_total: u64,
-    pub ports_free: u64,
-    pub systems: u64,
-    pub tenants: u64,
-    pub operations_pending: u64,
-    pub counters: Counters,
-    pub commands: u64,
-    pub commands_refused: u64,
-    pub batches: u64,
-    pub events_appended: u64,
-    pub append_latency: LatencySummary,
-    pub compose_latency: LatencySummary,
-    pub decompose_latency: LatencySummary,
+/// Parses a request line; the error names what is wrong.
+pub fn decode_request(line: &str) -> Result<Request, ApiError> {
+    let line: Line = serde_json::from_str(line)
+        .map_err(|e| ApiError::bad_request(format!("not a request: {e}")))?;
+    let action = match (line.query, line.order) {
+        (Some(query), None) => Action::Query(query),
+        (None, Some(verb)) => Action::Order(verb),
+        _ => {
+            return Err(ApiError::bad_request(
+                "a request carries exactly one of \"query\" and \"order\"",
+            ))
+        }
+    };
+    if matches!(action, Action::Query(_))
+        && (line.request_id.is_some() || line.expected_version.is_some() || line.wait.is_some())
+    {
+        return Err(ApiError::bad_request(
+            "request_id, expected_version and wait go with an order, not a query",
+        ));
+    }
+    let meta = Meta {
+        request_id: line.request_id,
+        expected_version: line.expected_version,
+        wait: line.wait.unwrap_or(true),
+    };
+    Ok(Request { action, meta })
 }
 
-/// An accepted mutating request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AcceptedReply {
-    pub sequence: u64,
-    pub op: Option<OperationId>,
-    pub repeated: bool,
-    /// The operation as last seen (finished when the request waited and it finished in time).
-    pub operation: Option<Operation>,
+/// An answer as one line (without the newline).
+pub fn encode_answer(answer: &Result<Reply, ApiError>) -> String {
+    let encoded = match answer {
+        Ok(reply) => serde_json::to_string(reply),
+        Err(error) => serde_json::to_string(&ErrorLine {
+            error: error.clone(),
+        }),
+    };
+    encoded.unwrap_or_else(|e| {
+        format!(r#"{{"error":{{"code":"internal","message":"answer not encoded: {e}"}}}}"#)
+    })
 }
 
-/// A refused or failed request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorReply {
-    /// A stable code (the error variant in snake case), e.g. "device_composed", "stale_version".
-    pub code: String,
-    pub message: String,
-}
-
-/// A control response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Response {
-    Status(Box<StatusReport>),
-    Devices(Vec<Device>),
-    Ports(Vec<Port>),
-    Systems(Vec<System>),
-    System(System),
-    Device(Device),
-    Operation(Operation),
-    Accepted(AcceptedReply),
-    History(Vec<HistoryEntry>),
-    State(Box<State>),
-    Error(ErrorReply),
+/// Parses an answer line.
+pub fn decode_answer(line: &str) -> Result<Result<Reply, ApiError>, serde_json::Error> {
+    let value: serde_json::Value = serde_json::from_str(line)?;
+    if value.get("error").is_some() {
+        return serde_json::from_value::<ErrorLine>(value).map(|e| Err(e.error));
+    }
+    serde_json::from_value(value).map(Ok)
 }
 
 /// Errors of the control client and server.
@@ -208,172 +142,274 @@ pub enum ControlError {
     },
     #[error("send request to {addr}")]
     Send {
-        addr: SocketAddr,
+        addr: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("read response from {addr}")]
+    #[error("read the answer from {addr}")]
     Receive {
-        addr: SocketAddr,
+        addr: String,
         #[source]
         source: std::io::Error,
     },
     #[error("{addr} closed the connection before answering")]
-    Closed { addr: SocketAddr },
-    #[error("response from {addr} is not valid: {reason}; line: {line:?}")]
+    Closed { addr: String },
+    #[error("the answer from {addr} is not valid: {reason}; line: {line:?}")]
     Decode {
-        addr: SocketAddr,
+        addr: String,
         reason: String,
         line: String,
     },
-    #[error("bind control listener on {addr}")]
-    Bind {
-        addr: SocketAddr,
+    #[error("listen on {addr}")]
+    Listen {
+        addr: String,
         #[source]
         source: std::io::Error,
     },
 }
 
-/// A blocking control client over one TCP connection.
+/// A connection, over TCP or a Unix socket.
+#[derive(Debug)]
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn try_clone(&self) -> std::io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
+/// A blocking control client over one connection.
 #[derive(Debug)]
 pub struct Client {
-    addr: SocketAddr,
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    addr: String,
+    reader: BufReader<Stream>,
+    writer: Stream,
 }
 
 impl Client {
-    /// Connects to a control address ("127.0.0.1:7780").
-    pub fn connect(addr: impl ToSocketAddrs + std::fmt::Display) -> Result<Client, ControlError> {
+    /// Connects to a TCP control address ("127.0.0.1:7780").
+    pub fn connect(
+        addr: impl std::net::ToSocketAddrs + std::fmt::Display,
+    ) -> Result<Client, ControlError> {
         let shown = addr.to_string();
         let stream = TcpStream::connect(&addr).map_err(|source| ControlError::Connect {
             addr: shown.clone(),
             source,
         })?;
-        let peer = stream.peer_addr().map_err(|source| ControlError::Connect {
+        let _ = stream.set_nodelay(true);
+        Client::over(shown, Stream::Tcp(stream))
+    }
+
+    /// Connects to the control socket at `path`.
+    pub fn connect_unix(path: &Path) -> Result<Client, ControlError> {
+        let shown = path.display().to_string();
+        let stream = UnixStream::connect(path).map_err(|source| ControlError::Connect {
             addr: shown.clone(),
             source,
         })?;
-        let _ = stream.set_nodelay(true);
+        Client::over(shown, Stream::Unix(stream))
+    }
+
+    fn over(addr: String, stream: Stream) -> Result<Client, ControlError> {
         let writer = stream.try_clone().map_err(|source| ControlError::Connect {
-            addr: shown,
+            addr: addr.clone(),
             source,
         })?;
         Ok(Client {
-            addr: peer,
+            addr,
             reader: BufReader::new(stream),
             writer,
         })
     }
 
-    /// Sends one request and reads its response.
-    pub fn call(&mut self, request: &Request) -> Result<Response, ControlError> {
-        let mut line = serde_json::to_string(request).map_err(|e| ControlError::Decode {
-            addr: self.addr,
-            reason: e.to_string(),
-            line: String::new(),
-        })?;
+    /// Sends one request and reads its answer: the reply, or the door's error.
+    pub fn call(&mut self, request: &Request) -> Result<Result<Reply, ApiError>, ControlError> {
+        let mut line = encode_request(request);
         line.push('\n');
-        let addr = self.addr;
+        let addr = &self.addr;
         self.writer
             .write_all(line.as_bytes())
-            .map_err(|source| ControlError::Send { addr, source })?;
+            .map_err(|source| ControlError::Send {
+                addr: addr.clone(),
+                source,
+            })?;
         let mut answer = String::new();
-        let read = self
-            .reader
+        let read = (&mut self.reader)
+            .take(RESPONSE_BYTES_MAX)
             .read_line(&mut answer)
-            .map_err(|source| ControlError::Receive { addr, source })?;
+            .map_err(|source| ControlError::Receive {
+                addr: addr.clone(),
+                source,
+            })?;
         if read == 0 {
-            return Err(ControlError::Closed { addr });
+            return Err(ControlError::Closed { addr: addr.clone() });
         }
-        serde_json::from_str(answer.trim_end()).map_err(|e| ControlError::Decode {
-            addr,
+        decode_answer(answer.trim_end()).map_err(|e| ControlError::Decode {
+            addr: addr.clone(),
             reason: e.to_string(),
             line: answer,
         })
     }
 }
 
-/// What the server needs to answer requests.
-#[derive(Clone)]
-pub struct ServerContext {
-    pub core: CoreHandle,
-    pub log: Arc<dyn EventLog>,
-    pub start: StartReport,
+/// Where a server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    /// A Unix socket, created mode 0600 (an old socket file at the path is replaced).
+    Unix(PathBuf),
 }
 
-impl std::fmt::Debug for ServerContext {
+impl std::fmt::Display for Listen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerContext")
-            .field("start", &self.start)
-            .finish()
+        match self {
+            Listen::Tcp(addr) => write!(f, "{addr}"),
+            Listen::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    fn bind(listen: &Listen) -> Result<(Listener, Listen), ControlError> {
+        let failed = |source| ControlError::Listen {
+            addr: listen.to_string(),
+            source,
+        };
+        match listen {
+            Listen::Tcp(addr) => {
+                let listener = TcpListener::bind(addr).map_err(failed)?;
+                let bound = listener.local_addr().map_err(failed)?;
+                Ok((Listener::Tcp(listener), Listen::Tcp(bound)))
+            }
+            Listen::Unix(path) => {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(failed(e)),
+                }
+                let listener = UnixListener::bind(path).map_err(failed)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(failed)?;
+                Ok((Listener::Unix(listener), listen.clone()))
+            }
+        }
+    }
+
+    fn accept(&self) -> std::io::Result<Stream> {
+        match self {
+            Listener::Tcp(l) => l.accept().map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                Stream::Tcp(s)
+            }),
+            Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+        }
     }
 }
 
 /// The running control server.
 #[derive(Debug)]
 pub struct Server {
-    addr: SocketAddr,
+    listen: Listen,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Server {
-    /// Binds `listen` and serves in background threads.
-    pub fn start(listen: SocketAddr, context: ServerContext) -> Result<Server, ControlError> {
-        let listener = TcpListener::bind(listen).map_err(|source| ControlError::Bind {
-            addr: listen,
-            source,
-        })?;
-        let addr = listener.local_addr().map_err(|source| ControlError::Bind {
-            addr: listen,
-            source,
-        })?;
+    /// Listens and serves in background threads; requests come in as made through `door`.
+    pub fn start(listen: &Listen, door: Door, context: Context) -> Result<Server, ControlError> {
+        let (listener, bound) = Listener::bind(listen)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || accept_loop(listener, context, stop2))
-            .map_err(|source| ControlError::Bind { addr, source })?;
-        info!(%addr, "control interface listening");
+            .spawn(move || accept_loop(listener, door, context, stop2))
+            .map_err(|source| ControlError::Listen {
+                addr: bound.to_string(),
+                source,
+            })?;
+        info!(listen = %bound, "control interface listening");
         Ok(Server {
-            addr,
+            listen: bound,
             stop,
             thread: Some(thread),
         })
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// Where it listens (the bound port, for a TCP address with port 0).
+    pub fn listen(&self) -> &Listen {
+        &self.listen
     }
 
     /// Stops accepting connections (open connections end at their next request).
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the blocking accept with a connection of our own.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        match &self.listen {
+            Listen::Tcp(addr) => {
+                let _ = TcpStream::connect_timeout(addr, Duration::from_secs(1));
+            }
+            Listen::Unix(path) => {
+                let _ = UnixStream::connect(path);
+            }
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        if let Listen::Unix(path) = &self.listen {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
 
-fn accept_loop(listener: TcpListener, context: ServerContext, stop: Arc<AtomicBool>) {
+fn accept_loop(listener: Listener, door: Door, context: Context, stop: Arc<AtomicBool>) {
     let open = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
+    loop {
+        let stream = listener.accept();
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let Ok(stream) = stream else { continue };
+        let Ok(mut stream) = stream else { continue };
         if open.load(Ordering::SeqCst) >= CONNECTIONS_MAX {
-            let mut stream = stream;
-            let _ = reply(
-                &mut stream,
-                &error_reply(
-                    "overloaded",
-                    format!("{CONNECTIONS_MAX} connections already open"),
-                ),
+            let full = ApiError::new(
+                ErrorCode::Overloaded,
+                format!("{CONNECTIONS_MAX} connections already open"),
             );
+            let _ = reply(&mut stream, &Err(full));
             continue;
         }
         open.fetch_add(1, Ordering::SeqCst);
@@ -381,7 +417,7 @@ fn accept_loop(listener: TcpListener, context: ServerContext, stop: Arc<AtomicBo
         let spawned = std::thread::Builder::new()
             .name("control-conn".into())
             .spawn(move || {
-                serve_connection(stream, &context, &stop);
+                serve_connection(stream, door, &context, &stop);
                 open.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
@@ -390,14 +426,11 @@ fn accept_loop(listener: TcpListener, context: ServerContext, stop: Arc<AtomicBo
     }
 }
 
-fn serve_connection(stream: TcpStream, context: &ServerContext, stop: &AtomicBool) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+fn serve_connection(stream: Stream, door: Door, context: &Context, stop: &AtomicBool) {
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
+    let by = Origin::door(door);
     let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
@@ -406,444 +439,96 @@ fn serve_connection(stream: TcpStream, context: &ServerContext, stop: &AtomicBoo
             Ok(_) => {}
         }
         if stop.load(Ordering::SeqCst) {
-            let _ = reply(
-                &mut writer,
-                &error_reply("stopping", "the appliance is shutting down".into()),
-            );
+            let stopping = ApiError::new(ErrorCode::Stopping, "the appliance is shutting down");
+            let _ = reply(&mut writer, &Err(stopping));
             return;
         }
         if !line.ends_with('\n') {
-            let _ = reply(
-                &mut writer,
-                &error_reply(
-                    "bad_request",
-                    format!("request line longer than {REQUEST_BYTES_MAX} bytes"),
-                ),
-            );
+            let long = ApiError::bad_request(format!(
+                "request line longer than {REQUEST_BYTES_MAX} bytes"
+            ));
+            let _ = reply(&mut writer, &Err(long));
             return;
         }
-        let response = match serde_json::from_str::<Request>(line.trim_end()) {
-            Ok(request) => handle(context, request),
-            Err(e) => error_reply("bad_request", format!("not a request: {e}")),
-        };
-        debug!(%peer, "request answered");
-        if reply(&mut writer, &response).is_err() {
+        let answer = decode_request(line.trim_end()).and_then(|request| {
+            let _span = info_span!("control_request", door = door.name()).entered();
+            handle(context, &by, request)
+        });
+        debug!(ok = answer.is_ok(), "control request answered");
+        if reply(&mut writer, &answer).is_err() {
             return;
         }
     }
 }
 
-fn reply(stream: &mut TcpStream, response: &Response) -> std::io::Result<()> {
-    let mut line = serde_json::to_string(response).map_err(std::io::Error::other)?;
+fn reply(stream: &mut Stream, answer: &Result<Reply, ApiError>) -> std::io::Result<()> {
+    let mut line = encode_answer(answer);
     line.push('\n');
     stream.write_all(line.as_bytes())
 }
 
-fn error_reply(code: &str, message: String) -> Response {
-    Response::Error(ErrorReply {
-        code: code.to_string(),
-        message,
-    })
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::command::Selection;
+    use crate::model::SystemName;
 
-fn core_error(e: CoreError) -> Response {
-    let code = match &e {
-        CoreError::Refused(refusal) => serde_json::to_value(refusal)
-            .ok()
-            .and_then(|v| v.as_object().and_then(|o| o.keys().next().cloned()))
-            .unwrap_or_else(|| "refused".into()),
-        CoreError::Overloaded { .. } => "overloaded".into(),
-        CoreError::Stopped => "stopping".into(),
-        CoreError::WaitTimeout { .. } => "timeout".into(),
-        CoreError::UnknownOperation { .. } => "unknown_operation".into(),
-        _ => "internal".into(),
-    };
-    let message = match &e {
-        CoreError::Refused(refusal) => refusal.to_string(),
-        other => error_chain(other),
-    };
-    error_reply(&code, message)
-}
-
-/// An error and its sources as one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-/// Answers one request.
-pub fn handle(context: &ServerContext, request: Request) -> Response {
-    match to_command(request) {
-        Ok((command, wait)) => match context.core.submit(command) {
-            Ok(accepted) => accepted_reply(context, accepted, wait),
-            Err(e) => core_error(e),
-        },
-        Err(NotCommand::Query(request)) => query(context, *request),
-        Err(NotCommand::Bad(response)) => *response,
-    }
-}
-
-/// A request that is not a command: a query, or a malformed mutating request.
-enum NotCommand {
-    Query(Box<Request>),
-    Bad(Box<Response>),
-}
-
-/// Answers a query from one published State. A mutating request never takes a State here: a
-/// reader holding one makes the core copy State for its next batch.
-fn query(context: &ServerContext, request: Request) -> Response {
-    let state = context.core.state();
-    match request {
-        Request::Status => Response::Status(Box::new(status(context, &state))),
-        Request::ListDevices => Response::Devices(state.devices.values().cloned().collect()),
-        Request::ListPorts => Response::Ports(state.ports.values().cloned().collect()),
-        Request::ListSystems => Response::Systems(state.systems.values().cloned().collect()),
-        Request::ShowSystem { name } => match state.systems.get(&name) {
-            Some(system) => Response::System(system.clone()),
-            None => error_reply("unknown_system", format!("no system {name:?}")),
-        },
-        Request::ShowDevice { device } => match state.find_device(&device) {
-            Some(found) => Response::Device(found.clone()),
-            None => error_reply(
-                "unknown_device",
-                format!("no device with id or serial {device:?}"),
-            ),
-        },
-        Request::ShowOperation { op } => match state.operation(op) {
-            Some(operation) => Response::Operation(operation.clone()),
-            None => error_reply(
-                "unknown_operation",
-                format!("operation {op} is not known (or finished long ago)"),
-            ),
-        },
-        Request::History {
-            device,
-            system,
-            limit,
-        } => history_reply(context, &state, device, system, limit),
-        Request::StateAt { sequence, time_ms } => {
-            drop(state);
-            state_at_reply(context, sequence, time_ms)
-        }
-        mutating => error_reply("bad_request", format!("{mutating:?} is not a query")),
-    }
-}
-
-fn to_command(request: Request) -> Result<(Command, bool), NotCommand> {
-    let command = match request {
-        Request::CreateTenant { name } => (Command::CreateTenant { name }, false),
-        Request::CreateSystem { name, tenant, role } => {
-            (Command::CreateSystem { name, tenant, role }, false)
-        }
-        Request::DeleteSystem {
-            name,
-            expected_version,
-        } => (
-            Command::DeleteSystem {
-                name,
-                expected_version,
-            },
-            false,
-        ),
-        Request::Compose {
-            system,
-            devices,
-            wants,
-            tenant,
-            role,
-            request_id,
-            expected_version,
-            wait,
-        } => {
-            let selection = match (devices.is_empty(), wants.is_empty()) {
-                (false, true) => Selection::Specific(devices),
-                (true, false) => Selection::Constrained(wants),
-                _ => {
-                    return Err(NotCommand::Bad(Box::new(error_reply(
-                        "bad_request",
-                        "give either devices or wants".into(),
-                    ))))
-                }
-            };
-            let create = match (&tenant, role) {
-                (Some(tenant), Some(role)) => Some(NewSystem {
-                    tenant: tenant.clone(),
-                    role,
-                }),
-                _ => None,
-            };
-            (
-                Command::Compose {
-                    system,
-                    selection,
-                    create,
-                    tenant,
-                    request_id,
-                    expected_version,
+    #[test]
+    fn requests_round_trip_through_their_line() {
+        let requests = [
+            Request::query(Query::Status),
+            Request::query(Query::System {
+                name: SystemName::from("ws1"),
+            }),
+            Request::order(
+                Verb::Decompose {
+                    system: "ws1".into(),
+                    devices: None,
                 },
-                wait,
-            )
-        }
-        Request::Decompose {
-            system,
-            devices,
-            request_id,
-            expected_version,
-            wait,
-        } => (
-            Command::Decompose {
-                system,
-                devices,
-                request_id,
-                expected_version,
-            },
-            wait,
-        ),
-        Request::Mount {
-            system,
-            mount,
-            request_id,
-            expected_version,
-            wait,
-        } => (
-            Command::Mount {
-                system,
-                mount,
-                request_id,
-                expected_version,
-            },
-            wait,
-        ),
-        Request::Unmount {
-            system,
-            target,
-            request_id,
-            expected_version,
-            wait,
-        } => (
-            Command::Unmount {
-                system,
-                target,
-                request_id,
-                expected_version,
-            },
-            wait,
-        ),
-        Request::Failover {
-            system,
-            device,
-            request_id,
-            expected_version,
-            wait,
-        } => (
-            Command::Failover {
-                system,
-                device,
-                request_id,
-                expected_version,
-            },
-            wait,
-        ),
-        Request::SetService {
-            device,
-            in_service,
-            reason,
-            expected_version,
-        } => (
-            Command::SetService {
-                device,
-                in_service,
-                reason,
-                expected_version,
-            },
-            false,
-        ),
-        query => return Err(NotCommand::Query(Box::new(query))),
-    };
-    Ok(command)
-}
-
-fn accepted_reply(context: &ServerContext, accepted: Accepted, wait: bool) -> Response {
-    let Accepted {
-        sequence,
-        op,
-        repeated,
-        ..
-    } = accepted;
-    let operation = match (op, wait) {
-        (Some(op), true) => match context
-            .core
-            .wait_finished(op, Duration::from_millis(OUTCOME_WAIT_MS))
-        {
-            Ok(done) => Some(done),
-            Err(_) => context
-                .core
-                .state()
-                .pending
-                .get(&op)
-                .map(|o| Operation::clone(o)),
-        },
-        (Some(op), false) => context.core.state().operation(op).cloned(),
-        (None, _) => None,
-    };
-    Response::Accepted(AcceptedReply {
-        sequence,
-        op,
-        repeated,
-        operation,
-    })
-}
-
-fn history_reply(
-    context: &ServerContext,
-    state: &State,
-    device: Option<String>,
-    system: Option<String>,
-    limit: Option<usize>,
-) -> Response {
-    let subject = match (device, system) {
-        (Some(device), None) => {
-            // Accept a serial number too: "where was GPU serial X".
-            let id = state
-                .find_device(&device)
-                .map(|d| d.id.clone())
-                .unwrap_or(device);
-            Subject::Device(id)
-        }
-        (None, Some(system)) => Subject::System(system),
-        _ => return error_reply("bad_request", "give either device or system".into()),
-    };
-    match history::history(context.log.as_ref(), &subject, limit.unwrap_or(1000)) {
-        Ok(entries) => Response::History(entries),
-        Err(e) => error_reply("history", error_chain(&e)),
-    }
-}
-
-fn state_at_reply(
-    context: &ServerContext,
-    sequence: Option<u64>,
-    time_ms: Option<u64>,
-) -> Response {
-    let log = context.log.as_ref();
-    let sequence = match (sequence, time_ms) {
-        (Some(sequence), None) => Ok(sequence),
-        (None, Some(time_ms)) => history::sequence_at(log, time_ms),
-        _ => return error_reply("bad_request", "give either sequence or time_ms".into()),
-    };
-    match sequence.and_then(|s| history::state_at(log, s)) {
-        Ok(state) => Response::State(Box::new(state)),
-        Err(e) => error_reply("history", error_chain(&e)),
-    }
-}
-
-fn status(context: &ServerContext, state: &State) -> StatusReport {
-    let metrics = context.core.metrics();
-    let mut pools = std::collections::BTreeMap::new();
-    for device in state.devices.values() {
-        let usage: &mut PoolUsage = pools.entry(device.kind.name().to_string()).or_default();
-        usage.total += 1;
-        if device.holder.is_some() {
-            usage.composed += 1;
-        } else if device.is_available() {
-            usage.free += 1;
-        } else {
-            usage.unavailable += 1;
+                Meta {
+                    request_id: Some("r1".into()),
+                    expected_version: Some(4),
+                    wait: false,
+                },
+            ),
+            Request::order(
+                Verb::Compose {
+                    system: "ws1".into(),
+                    selection: Selection::Specific(vec!["gpu-0".into()]),
+                    create: None,
+                    tenant: None,
+                },
+                Meta::default(),
+            ),
+        ];
+        for request in requests {
+            let line = encode_request(&request);
+            assert_eq!(decode_request(&line), Ok(request), "{line}");
         }
     }
-    StatusReport {
-        identity: state.identity.clone(),
-        journal_head: state.head,
-        start: context.start.clone(),
-        pools,
-        ports_total: state.ports.len() as u64,
-        ports_free: state.ports.values().filter(|p| p.device.is_none()).count() as u64,
-        systems: state.systems.len() as u64,
-        tenants: state.tenants.len() as u64,
-        operations_pending: state.pending.len() as u64,
-        counters: state.counters.clone(),
-        commands: metrics.commands,
-        commands_refused: metrics.commands_refused,
-        batches: metrics.batches,
-        events_appended: metrics.events_appended,
-        append_latency: metrics.append.summary(),
-        compose_latency: metrics.compose.summary(),
-        decompose_latency: metrics.decompose.summary(),
+
+    #[test]
+    fn bad_lines_are_refused_with_what_is_wrong() {
+        let cases = [
+            ("not json", "not a request"),
+            (
+                r#"{"query":"status","order":{"delete_system":{"name":"a"}}}"#,
+                "exactly one",
+            ),
+            (r#"{}"#, "exactly one"),
+            (r#"{"query":"statuss"}"#, "unknown variant"),
+            (r#"{"query":"status","wait":false}"#, "go with an order"),
+            (
+                r#"{"order":{"delete_system":{"name":"a","nme":1}}}"#,
+                "unknown field",
+            ),
+            (r#"{"order":{"create_tenant":{}}}"#, "missing field `name`"),
+            (r#"{"query":"status","extra":1}"#, "unknown field"),
+        ];
+        for (line, says) in cases {
+            let error = decode_request(line).expect_err(line);
+            assert_eq!(error.code, ErrorCode::BadRequest, "{line}");
+            assert!(error.message.contains(says), "{line}: {}", error.message);
+        }
     }
-}
-
-/// One line per system for humans.
-pub fn describe_system(system: &System) -> String {
-    let devices: Vec<String> = system
-        .devices
-        .iter()
-        .map(|(id, a)| match a.state {
-            AttachState::Attached => format!("{id}@{}", a.port),
-            other => format!("{id}@{}({other:?})", a.port),
-        })
-        .collect();
-    let mounts: Vec<String> = system
-        .mounts
-        .values()
-        .map(|m| match &m.source {
-            MountSource::Namespace { device, namespace } => {
-                format!("{device}n{namespace}:{}", m.target)
-            }
-            MountSource::Export { server, path } => format!("{server}:{path}:{}", m.target),
-        })
-        .collect();
-    let pending = system
-        .pending
-        .map(|op| format!(" pending=op{op}"))
-        .unwrap_or_default();
-    let failure = system
-        .last_failure
-        .as_ref()
-        .map(|f| format!(" last_failure={f:?}"))
-        .unwrap_or_default();
-    format!(
-        "{} tenant={} role={:?} version={} devices=[{}] mounts=[{}]{pending}{failure}",
-        system.name,
-        system.tenant,
-        system.role,
-        system.version,
-        devices.join(" "),
-        mounts.join(" ")
-    )
-}
-
-/// One line per device for humans.
-pub fn describe_device(device: &Device) -> String {
-    let gib = device.capacity_bytes as f64 / (1u64 << 30) as f64;
-    let size = match device.kind {
-        DeviceKind::Gpu => format!("{gib:.0}GiB"),
-        DeviceKind::Nvme => format!("{:.1}TB", device.capacity_bytes as f64 / 1e12),
-        _ => String::new(),
-    };
-    let health = match &device.health {
-        Health::Ok => "ok".to_string(),
-        Health::Degraded(why) => format!("degraded({why})"),
-        Health::Failed(why) => format!("failed({why})"),
-    };
-    format!(
-        "{:<10} {:<5} {:<8} {:<22} serial={:<12} switch={} port={} holder={} health={} service={} present={} version={}{}",
-        device.id,
-        device.kind.name(),
-        size,
-        device.model,
-        device.serial,
-        device.switch,
-        device.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-        device.holder.as_deref().unwrap_or("-"),
-        health,
-        if device.in_service { "in" } else { "out" },
-        device.present,
-        device.version,
-        if device.rdma { " rdma" } else { "" }
-    )
 }

@@ -1,3 +1,345 @@
-//! The doors operators come in by.
+//! The doors operators come in by, and the one vocabulary they share. A door (the JSON-lines
+//! control socket, the CLI, the Redfish API, the console) parses its input into a [`Request`]:
+//! an [`Action`] (a [`Query`], or an order's [`Verb`]) with its [`Meta`]; [`handle`] carries it
+//! out and answers a [`Reply`] made of [`views`], or an [`ApiError`] with one [`ErrorCode`].
+//! Each door is one parse and one render; none decides anything (`decide` does).
+//!
+//! - [`control`]: the JSON-lines protocol over a Unix socket or TCP, its server and client;
+//! - [`render`]: the human text of replies, shared by the CLI and the console;
+//! - [`views`]: the public shape of what State holds.
 
 pub mod control;
+pub mod error;
+pub mod render;
+pub mod time;
+pub mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::error::{ApiError, ErrorCode};
+use self::views::{
+    AcceptedView, DeviceView, HistoryEntryView, OperationView, PortView, StateAtView, StatusView,
+    SystemView, TenantView,
+};
+use crate::core::history::{self, Subject};
+use crate::core::log::EventLog;
+use crate::core::{Accepted, CoreHandle, StartReport};
+use crate::decide::command::{Command, Order, Verb};
+use crate::model::{OperationId, Origin, RequestId, State, SystemName};
+
+/// How long a request with `wait` waits for its operation's outcome.
+pub const OUTCOME_WAIT_MS: u64 = 120_000;
+/// Most history entries one answer carries when the request names no limit.
+pub const HISTORY_ENTRIES_DEFAULT: usize = 1000;
+
+/// What a history query is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryOf {
+    /// A device, by id or serial number.
+    Device(String),
+    System(SystemName),
+}
+
+/// A point in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum At {
+    Sequence(u64),
+    /// Milliseconds since the Unix epoch.
+    TimeMs(u64),
+}
+
+/// Everything a door can ask without changing anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Query {
+    Status,
+    Devices,
+    /// A device by id or serial number.
+    Device {
+        device: String,
+    },
+    Ports,
+    Systems,
+    System {
+        name: SystemName,
+    },
+    Tenants,
+    Operation {
+        op: OperationId,
+    },
+    History {
+        of: HistoryOf,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// The systems and devices as they were at a point of the journal.
+    StateAt {
+        at: At,
+    },
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Query(Query),
+    Order(Verb),
+}
+
+/// What every order may carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    /// The same id again answers with the first outcome and journals nothing.
+    #[serde(default)]
+    pub request_id: Option<RequestId>,
+    /// The version (ETag) of the system or device the order changes; a stale one is refused.
+    #[serde(default)]
+    pub expected_version: Option<u64>,
+    /// Answer once the operation's outcome is known (up to `OUTCOME_WAIT_MS`), not as soon as
+    /// its intent is durable.
+    #[serde(default = "yes")]
+    pub wait: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta {
+            request_id: None,
+            expected_version: None,
+            wait: true,
+        }
+    }
+}
+
+/// One request of any door.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub action: Action,
+    pub meta: Meta,
+}
+
+impl Request {
+    pub fn query(query: Query) -> Request {
+        Request {
+            action: Action::Query(query),
+            meta: Meta::default(),
+        }
+    }
+
+    pub fn order(verb: Verb, meta: Meta) -> Request {
+        Request {
+            action: Action::Order(verb),
+            meta,
+        }
+    }
+}
+
+/// What a request gets back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Status(Box<StatusView>),
+    Devices(Vec<DeviceView>),
+    Device(DeviceView),
+    Ports(Vec<PortView>),
+    Systems(Vec<SystemView>),
+    System(SystemView),
+    Tenants(Vec<TenantView>),
+    Operation(OperationView),
+    Accepted(AcceptedView),
+    History(Vec<HistoryEntryView>),
+    StateAt(Box<StateAtView>),
+}
+
+/// What `handle` needs.
+#[derive(Clone)]
+pub struct Context {
+    pub core: CoreHandle,
+    pub log: Arc<dyn EventLog>,
+    pub start: StartReport,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("start", &self.start)
+            .finish()
+    }
+}
+
+/// Carries out one request made `by` someone through a door.
+pub fn handle(context: &Context, by: &Origin, request: Request) -> Result<Reply, ApiError> {
+    let Request { action, meta } = request;
+    match action {
+        Action::Query(query) => answer(context, query),
+        Action::Order(verb) => {
+            let order = Order {
+                verb,
+                request_id: meta.request_id,
+                expected_version: meta.expected_version,
+                by: by.clone(),
+            };
+            let accepted = context.core.submit(Command::Order(order))?;
+            Ok(Reply::Accepted(accepted_view(context, accepted, meta.wait)))
+        }
+    }
+}
+
+/// Answers a query from one published State. An order never holds a State while it waits: a
+/// reader holding one makes the core copy State for its next batch.
+fn answer(context: &Context, query: Query) -> Result<Reply, ApiError> {
+    let state = context.core.state();
+    let not_found = |code, message: String| Err(ApiError::new(code, message));
+    match query {
+        Query::Status => Ok(Reply::Status(Box::new(status(context, &state)))),
+        Query::Devices => Ok(Reply::Devices(
+            state
+                .devices
+                .values()
+                .map(|d| DeviceView::of(&state, d))
+                .collect(),
+        )),
+        Query::Device { device } => match state.find_device(&device) {
+            Some(found) => Ok(Reply::Device(DeviceView::of(&state, found))),
+            None => not_found(
+                ErrorCode::UnknownDevice,
+                format!("no device with id or serial {device:?}"),
+            ),
+        },
+        Query::Ports => Ok(Reply::Ports(
+            state.ports.values().map(PortView::of).collect(),
+        )),
+        Query::Systems => Ok(Reply::Systems(
+            state
+                .systems
+                .values()
+                .map(|s| SystemView::of(&state, s))
+                .collect(),
+        )),
+        Query::System { name } => match state.systems.get(&name) {
+            Some(system) => Ok(Reply::System(SystemView::of(&state, system))),
+            None => not_found(ErrorCode::UnknownSystem, format!("no system {name:?}")),
+        },
+        Query::Tenants => Ok(Reply::Tenants(
+            state
+                .tenants
+                .values()
+                .map(|t| TenantView::of(&state, t))
+                .collect(),
+        )),
+        Query::Operation { op } => match state.operation(op) {
+            Some(operation) => Ok(Reply::Operation(OperationView::of(operation))),
+            None => not_found(
+                ErrorCode::UnknownOperation,
+                format!("operation {op} is not known (or finished long ago)"),
+            ),
+        },
+        Query::History { of, limit } => {
+            let subject = match of {
+                // Accept a serial number too: "where was GPU serial X".
+                HistoryOf::Device(device) => Subject::Device(
+                    state
+                        .find_device(&device)
+                        .map(|d| d.id.clone())
+                        .unwrap_or_else(|| device.into()),
+                ),
+                HistoryOf::System(system) => Subject::System(system),
+            };
+            drop(state);
+            history_reply(context, &subject, limit)
+        }
+        Query::StateAt { at } => {
+            drop(state);
+            state_at(context, at)
+        }
+    }
+}
+
+fn history_reply(
+    context: &Context,
+    subject: &Subject,
+    limit: Option<usize>,
+) -> Result<Reply, ApiError> {
+    let limit = limit.unwrap_or(HISTORY_ENTRIES_DEFAULT);
+    let entries = history::history(context.log.as_ref(), subject, limit)
+        .map_err(|e| ApiError::new(ErrorCode::HistoryUnavailable, drivers::error_chain(&e)))?;
+    Ok(Reply::History(
+        entries.iter().map(HistoryEntryView::of).collect(),
+    ))
+}
+
+fn state_at(context: &Context, at: At) -> Result<Reply, ApiError> {
+    let log = context.log.as_ref();
+    let unavailable = |e: history::HistoryError| {
+        ApiError::new(ErrorCode::HistoryUnavailable, drivers::error_chain(&e))
+    };
+    let sequence = match at {
+        At::Sequence(sequence) => sequence,
+        At::TimeMs(time_ms) => history::sequence_at(log, time_ms).map_err(unavailable)?,
+    };
+    let state = history::state_at(log, sequence).map_err(unavailable)?;
+    Ok(Reply::StateAt(Box::new(StateAtView::of(&state))))
+}
+
+fn accepted_view(context: &Context, accepted: Accepted, wait: bool) -> AcceptedView {
+    let Accepted {
+        sequence,
+        op,
+        repeated,
+        ..
+    } = accepted;
+    let operation = match (op, wait) {
+        (Some(op), true) => match context
+            .core
+            .wait_finished(op, Duration::from_millis(OUTCOME_WAIT_MS))
+        {
+            Ok(done) => Some(OperationView::of(&done)),
+            Err(_) => context
+                .core
+                .state()
+                .pending
+                .get(&op)
+                .map(|o| OperationView::of(o)),
+        },
+        (Some(op), false) => context.core.state().operation(op).map(OperationView::of),
+        (None, _) => None,
+    };
+    AcceptedView {
+        sequence,
+        op,
+        repeated,
+        operation,
+    }
+}
+
+fn status(context: &Context, state: &State) -> StatusView {
+    let metrics = context.core.metrics();
+    StatusView {
+        identity: state.identity.clone(),
+        journal_head: state.head,
+        start: context.start.clone(),
+        pools: views::pools(state),
+        ports_total: state.ports.len() as u64,
+        ports_free: state.pool.ports_free() as u64,
+        systems: state.systems.len() as u64,
+        tenants: state.tenants.len() as u64,
+        operations_pending: state.pending.len() as u64,
+        counters: state.counters.clone(),
+        commands: metrics.commands,
+        commands_refused: metrics.commands_refused,
+        batches: metrics.batches,
+        events_appended: metrics.events_appended,
+        append_latency: metrics.append.summary(),
+        compose_latency: metrics.compose.summary(),
+        decompose_latency: metrics.decompose.summary(),
+    }
+}

@@ -20,11 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use appliance::core::log::{EventLog, JournalLog, MemoryLog};
 use appliance::core::{recover, Core, CoreConfig};
-use appliance::decide::command::{Command, NewSystem, Selection};
+use appliance::decide::command::{Command, NewSystem, Selection, Verb};
 use appliance::decide::placement::{place, Want};
-use appliance::model::domain::{DeviceKind, Role};
-use appliance::model::event::Event;
-use appliance::model::state::State;
+use appliance::model::{DeviceKind, Event, Made, OperationId, PortId, Role, State};
 use appliance::serve::{self, FabricChoice, ServeOptions};
 use appliance::testing::synth;
 use rand::{Rng, SeedableRng};
@@ -155,14 +153,15 @@ fn compose_decompose(dir: &Path, duration: Duration) -> anyhow::Result<(f64, u64
             topology: Some(topology),
             seed: 1,
         },
-        control_listen: "127.0.0.1:0".parse()?,
+        control_listen: None,
+        identity: None,
         snapshots: true,
     };
     let running = serve::start(options)?;
     let core = running.core().context("core running")?;
-    core.submit(Command::CreateTenant {
+    core.submit(Command::appliance(Verb::CreateTenant {
         name: "bench".into(),
-    })?;
+    }))?;
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     // Submits a command and waits for the outcome of the operation it started.
@@ -176,26 +175,22 @@ fn compose_decompose(dir: &Path, duration: Duration) -> anyhow::Result<(f64, u64
         Ok(())
     };
     let cycles = on_clients_until(deadline, |i, _| {
-        let system = format!("bench-{i}");
-        let compose = Command::Compose {
+        let system: appliance::model::SystemName = format!("bench-{i}").into();
+        let compose = Verb::Compose {
             system: system.clone(),
-            selection: Selection::Specific(vec![format!("gpu-{i}")]),
+            selection: Selection::Specific(vec![format!("gpu-{i}").into()]),
             create: Some(NewSystem {
                 tenant: "bench".into(),
                 role: Role::RenderNode,
             }),
             tenant: None,
-            request_id: None,
-            expected_version: None,
         };
-        carry_out(compose)?;
-        let decompose = Command::Decompose {
+        carry_out(Command::appliance(compose))?;
+        let decompose = Verb::Decompose {
             system,
             devices: None,
-            request_id: None,
-            expected_version: None,
         };
-        carry_out(decompose)
+        carry_out(Command::appliance(decompose))
     })?;
     let elapsed = started.elapsed().as_secs_f64();
     let metrics = core.metrics();
@@ -225,7 +220,8 @@ fn durable_appends(dir: &Path) -> anyhow::Result<f64> {
     let mut appends = 0u64;
     while Instant::now() < deadline {
         log.append(vec![Event::TenantCreated {
-            name: format!("append-{appends}"),
+            name: format!("append-{appends}").into(),
+            made: Made::default(),
         }])?;
         appends += 1;
     }
@@ -250,7 +246,8 @@ fn concurrent_appends(dir: &Path) -> anyhow::Result<f64> {
     let started = Instant::now();
     let events = on_clients_until(deadline, |client, n| {
         log.append(vec![Event::TenantCreated {
-            name: format!("append-{client}-{n}"),
+            name: format!("append-{client}-{n}").into(),
+            made: Made::default(),
         }])?;
         Ok(())
     })?;
@@ -265,7 +262,8 @@ fn create_tenants(dir: &Path, prefilled: u64) -> anyhow::Result<f64> {
     std::fs::create_dir_all(dir)?;
     let (log, _) = JournalLog::open(dir)?;
     let names = (0..prefilled).map(|i| Event::TenantCreated {
-        name: format!("prefilled-{i}"),
+        name: format!("prefilled-{i}").into(),
+        made: Made::default(),
     });
     let mut batch = Vec::with_capacity(REPLAY_BATCH_EVENTS);
     for event in names {
@@ -283,9 +281,9 @@ fn create_tenants(dir: &Path, prefilled: u64) -> anyhow::Result<f64> {
     let started = Instant::now();
     let handle = core.handle();
     let commands = on_clients_until(deadline, |client, n| {
-        handle.submit(Command::CreateTenant {
-            name: format!("bench-{client}-{n}"),
-        })?;
+        handle.submit(Command::appliance(Verb::CreateTenant {
+            name: format!("bench-{client}-{n}").into(),
+        }))?;
         Ok(())
     })?;
     let elapsed = started.elapsed().as_secs_f64();
@@ -343,8 +341,8 @@ fn big_state() -> anyhow::Result<State> {
         apply(
             &mut state,
             Event::PortDiscovered {
-                port,
-                switch: format!("sw{}", port % 8),
+                port: PortId(port),
+                switch: format!("sw{}", port % 8).into(),
                 slot: u32::from(port),
             },
         )?;
@@ -376,31 +374,39 @@ fn big_state() -> anyhow::Result<State> {
             },
         )?;
     }
-    apply(&mut state, Event::TenantCreated { name: "t".into() })?;
-    let ports: Vec<u16> = state.ports.keys().copied().collect();
+    apply(
+        &mut state,
+        Event::TenantCreated {
+            name: "t".into(),
+            made: Made::default(),
+        },
+    )?;
+    let ports: Vec<PortId> = state.ports.keys().copied().collect();
     for s in 0..PLACEMENT_SYSTEMS {
         let name = format!("s{s}");
         apply(
             &mut state,
             Event::SystemCreated {
-                name: name.clone(),
+                name: name.clone().into(),
                 tenant: "t".into(),
                 role: Role::Workstation,
+                made: Made::default(),
             },
         )?;
         let devices = (0..3)
-            .map(|k| (format!("d{}", s * 3 + k), ports[s * 3 + k]))
+            .map(|k| (format!("d{}", s * 3 + k).into(), ports[s * 3 + k]))
             .collect();
+        let op = OperationId(s as u64);
         apply(
             &mut state,
             Event::ComposeRequested {
-                op: s as u64,
-                system: name,
+                op,
+                system: name.into(),
                 devices,
-                request_id: None,
+                made: Made::default(),
             },
         )?;
-        apply(&mut state, Event::ComposeCompleted { op: s as u64 })?;
+        apply(&mut state, Event::ComposeCompleted { op })?;
     }
     Ok(state)
 }

@@ -7,8 +7,7 @@ use std::collections::{BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::core::log::{EventLog, LogError};
-use crate::model::event::Event;
-use crate::model::state::{ApplyError, State};
+use crate::model::{ApplyError, DeviceId, Event, State, SystemName};
 
 /// Most entries a history answer carries (the newest ones are kept).
 pub const HISTORY_ENTRIES_MAX: usize = 10_000;
@@ -37,8 +36,8 @@ pub enum HistoryError {
 /// What a history query is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
-    Device(String),
-    System(String),
+    Device(DeviceId),
+    System(SystemName),
 }
 
 /// State as it was right after event `sequence` (0 = empty).
@@ -88,7 +87,7 @@ pub fn history(
         let event = &logged.event;
         let names = match subject {
             Subject::Device(id) => event.names_device(id),
-            Subject::System(name) => event.system() == Some(name.as_str()),
+            Subject::System(name) => event.system() == Some(name),
         };
         let outcome_of_ours = event.outcome_of().is_some_and(|op| ops.remove(&op));
         if !names && !outcome_of_ours {

@@ -18,9 +18,7 @@ use tracing::{debug, info, info_span, warn};
 use crate::core::log::{decode_snapshot, encode_snapshot, EventLog, LogError, Logged};
 use crate::core::metrics::Metrics;
 use crate::decide::command::{decide, Command, CommandError, Decision};
-use crate::model::domain::OperationId;
-use crate::model::event::Event;
-use crate::model::state::{ApplyError, Operation, State};
+use crate::model::{ApplyError, Event, Operation, OperationId, State};
 
 /// Limits of the core.
 #[derive(Debug, Clone)]
@@ -133,7 +131,8 @@ impl std::fmt::Display for StartReport {
 type Reply = SyncSender<Result<Accepted, CoreError>>;
 
 enum Message {
-    Command(Command, Reply),
+    // Boxed: a command is a few hundred bytes, and the queue holds thousands of messages.
+    Command(Box<Command>, Reply),
     Stop,
 }
 
@@ -365,7 +364,7 @@ impl CoreHandle {
     /// Submits a command; returns once its events are durable (or it was refused).
     pub fn submit(&self, command: Command) -> Result<Accepted, CoreError> {
         let (reply, answer) = sync_channel(1);
-        match self.tx.try_send(Message::Command(command, reply)) {
+        match self.tx.try_send(Message::Command(Box::new(command), reply)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 return Err(CoreError::Overloaded {
@@ -482,12 +481,12 @@ impl Writer {
         while !stop {
             let mut batch = Vec::new();
             match rx.recv() {
-                Ok(Message::Command(c, r)) => batch.push((c, r)),
+                Ok(Message::Command(c, r)) => batch.push((*c, r)),
                 Ok(Message::Stop) | Err(_) => break,
             }
             while batch.len() < self.config.batch_commands_max {
                 match rx.try_recv() {
-                    Ok(Message::Command(c, r)) => batch.push((c, r)),
+                    Ok(Message::Command(c, r)) => batch.push((*c, r)),
                     Ok(Message::Stop) => {
                         stop = true;
                         break;
@@ -596,7 +595,7 @@ impl Writer {
         match decide(work, command)? {
             Decision::Repeat { op } => Ok(Accepted {
                 sequence: work.head,
-                op: Some(op),
+                op,
                 repeated: true,
                 events: 0,
             }),

@@ -1,15 +1,21 @@
 //! Commands and `decide`: the pure function State + Command -> events, or a typed refusal.
-//! A refused command produces no event. Every input (API, console, reconciler, monitor) becomes a
-//! `Command`; only the core calls `decide`.
+//! A refused command produces no event. Every input becomes a `Command`: an operator's
+//! [`Order`] (from any door: the API, the console, the local socket), an [`Observation`] of the
+//! hardware, or the reconciler's verdict on an operation. Only the core calls `decide`.
 
 use serde::{Deserialize, Serialize};
 
 use crate::decide::placement::{self, PlacementError, Want};
 use crate::model::domain::{
-    valid_name, AttachState, DeviceId, DeviceKind, Health, Identity, MountSource, OperationId,
-    Role, System, SYSTEM_DEVICES_MAX, SYSTEM_GPUS_MAX,
+    valid_name, AttachState, DeviceKind, Health, Identity, MountSource, Role, System,
+    SYSTEM_DEVICES_MAX, SYSTEM_GPUS_MAX,
 };
-use crate::model::event::{DeviceFacts, Event, MountSpec};
+use crate::model::event::{DeviceFacts, Event, Made, MountSpec, Origin};
+use crate::model::failure::Failure;
+use crate::model::ids::{
+    DeviceId, OperationId, PortId, RequestId, SwitchName, SystemName, TenantName,
+};
+use crate::model::operation::{OperationKind, OrderKind};
 use crate::model::state::State;
 
 /// Which devices a compose wants.
@@ -25,127 +31,163 @@ pub enum Selection {
 /// Creates the system as part of the compose when it does not exist yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewSystem {
-    pub tenant: String,
+    pub tenant: TenantName,
     pub role: Role,
 }
 
-/// Everything that can ask the core to change State.
+/// What an operator can order, through any door. The one list of the appliance's verbs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Command {
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Verb {
     SetIdentity {
         identity: Identity,
     },
     CreateTenant {
-        name: String,
+        name: TenantName,
     },
     CreateSystem {
-        name: String,
-        tenant: String,
+        name: SystemName,
+        tenant: TenantName,
         role: Role,
     },
     DeleteSystem {
-        name: String,
-        expected_version: Option<u64>,
+        name: SystemName,
     },
+    /// Specific or constrained compose into `system`; creates it when `create` is given and it
+    /// does not exist. `tenant`, when given, must be the system's.
     Compose {
-        system: String,
+        system: SystemName,
         selection: Selection,
+        #[serde(default)]
         create: Option<NewSystem>,
-        tenant: Option<String>,
-        request_id: Option<String>,
-        expected_version: Option<u64>,
+        #[serde(default)]
+        tenant: Option<TenantName>,
     },
+    /// Decompose `devices` of `system` (all of them when None).
     Decompose {
-        system: String,
+        system: SystemName,
+        #[serde(default)]
         devices: Option<Vec<DeviceId>>,
-        request_id: Option<String>,
-        expected_version: Option<u64>,
     },
     Mount {
-        system: String,
+        system: SystemName,
         mount: MountSpec,
-        request_id: Option<String>,
-        expected_version: Option<u64>,
     },
     Unmount {
-        system: String,
+        system: SystemName,
         target: String,
-        request_id: Option<String>,
-        expected_version: Option<u64>,
     },
     /// Replace `device` of `system` by a healthy free device of the same kind (best fit).
     Failover {
-        system: String,
+        system: SystemName,
         device: DeviceId,
-        request_id: Option<String>,
-        expected_version: Option<u64>,
     },
+    /// Take a device out of service or put it back.
     SetService {
         device: DeviceId,
         in_service: bool,
+        #[serde(default)]
         reason: String,
-        expected_version: Option<u64>,
     },
-    ObservePort {
-        port: u16,
-        switch: String,
+}
+
+impl Verb {
+    pub fn kind(&self) -> OrderKind {
+        match self {
+            Verb::SetIdentity { .. } => OrderKind::SetIdentity,
+            Verb::CreateTenant { .. } => OrderKind::CreateTenant,
+            Verb::CreateSystem { .. } => OrderKind::CreateSystem,
+            Verb::DeleteSystem { .. } => OrderKind::DeleteSystem,
+            Verb::Compose { .. } => OrderKind::Compose,
+            Verb::Decompose { .. } => OrderKind::Decompose,
+            Verb::Mount { .. } => OrderKind::Mount,
+            Verb::Unmount { .. } => OrderKind::Unmount,
+            Verb::Failover { .. } => OrderKind::Failover,
+            Verb::SetService { .. } => OrderKind::SetService,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+}
+
+/// An operator's order: a verb, with what every verb may carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub verb: Verb,
+    /// The same id again answers with the first outcome and journals nothing.
+    pub request_id: Option<RequestId>,
+    /// The version (ETag) of the system or device the verb changes; a stale one is refused.
+    pub expected_version: Option<u64>,
+    /// Who gave it, through which door.
+    pub by: Origin,
+}
+
+impl Order {
+    /// A plain order: no request id, no expected version.
+    pub fn new(verb: Verb, by: Origin) -> Order {
+        Order {
+            verb,
+            request_id: None,
+            expected_version: None,
+            by,
+        }
+    }
+}
+
+/// What the fabric or the host reported.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    Port {
+        port: PortId,
+        switch: SwitchName,
         slot: u32,
     },
-    ObserveDevice {
+    Device {
         facts: DeviceFacts,
     },
-    ObserveVanished {
+    Vanished {
         device: DeviceId,
     },
-    ObserveHealth {
+    Health {
         device: DeviceId,
         health: Health,
     },
+}
+
+/// Everything that can ask the core to change State.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Order(Order),
+    Observe(Observation),
     /// The reconciler's verdict on a pending operation.
     Finish {
         op: OperationId,
-        result: Result<(), String>,
+        result: Result<(), Failure>,
     },
 }
 
 impl Command {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Command::SetIdentity { .. } => "set_identity",
-            Command::CreateTenant { .. } => "create_tenant",
-            Command::CreateSystem { .. } => "create_system",
-            Command::DeleteSystem { .. } => "delete_system",
-            Command::Compose { .. } => "compose",
-            Command::Decompose { .. } => "decompose",
-            Command::Mount { .. } => "mount",
-            Command::Unmount { .. } => "unmount",
-            Command::Failover { .. } => "failover",
-            Command::SetService { .. } => "set_service",
-            Command::ObservePort { .. } => "observe_port",
-            Command::ObserveDevice { .. } => "observe_device",
-            Command::ObserveVanished { .. } => "observe_vanished",
-            Command::ObserveHealth { .. } => "observe_health",
-            Command::Finish { .. } => "finish",
-        }
+    /// An order of the appliance itself (start-up, the reconciler).
+    pub fn appliance(verb: Verb) -> Command {
+        Command::Order(Order::new(verb, Origin::appliance()))
     }
 
-    /// The request id of a mutating request, if it carries one.
-    pub fn request_id(&self) -> Option<&str> {
+    pub fn name(&self) -> &'static str {
         match self {
-            Command::Compose { request_id, .. }
-            | Command::Decompose { request_id, .. }
-            | Command::Mount { request_id, .. }
-            | Command::Unmount { request_id, .. }
-            | Command::Failover { request_id, .. } => request_id.as_deref(),
-            _ => None,
+            Command::Order(order) => order.verb.name(),
+            Command::Observe(Observation::Port { .. }) => "observe_port",
+            Command::Observe(Observation::Device { .. }) => "observe_device",
+            Command::Observe(Observation::Vanished { .. }) => "observe_vanished",
+            Command::Observe(Observation::Health { .. }) => "observe_health",
+            Command::Finish { .. } => "finish",
         }
     }
 }
 
 /// Why a command was refused. Nothing was journaled.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
     #[error(
         "{what} name {value:?} is not valid (1 to 128 printable characters, no spaces or quotes)"
@@ -182,6 +224,8 @@ pub enum CommandError {
         expected: u64,
         actual: u64,
     },
+    #[error("{order} creates something new: an expected version does not apply")]
+    VersionNotApplicable { order: String },
     #[error("{what}: {requested} requested, the limit is {limit}")]
     OverLimit {
         what: String,
@@ -204,12 +248,9 @@ pub enum CommandError {
     UnknownMount { system: String, target: String },
     #[error("mount target {target:?} of system {system:?} is in use")]
     MountExists { system: String, target: String },
-    #[error(
-        "request id {request_id:?} was used for a {previous} (operation {op}), not a {requested}"
-    )]
+    #[error("request id {request_id:?} was used for a {previous}, not a {requested}")]
     RequestIdReused {
         request_id: String,
-        op: OperationId,
         previous: String,
         requested: String,
     },
@@ -235,98 +276,102 @@ pub enum Decision {
         events: Vec<Event>,
         op: Option<OperationId>,
     },
-    /// A repeated request id: answer with its operation, journal nothing.
-    Repeat { op: OperationId },
+    /// A repeated request id: answer with its first order's operation, journal nothing.
+    Repeat { op: Option<OperationId> },
 }
 
 impl Decision {
     fn plain(events: Vec<Event>) -> Decision {
         Decision::Events { events, op: None }
     }
+
+    fn operation(event: Event, op: OperationId) -> Decision {
+        Decision::Events {
+            events: vec![event],
+            op: Some(op),
+        }
+    }
 }
 
 /// Decides a command against `state`. Pure.
 pub fn decide(state: &State, command: &Command) -> Result<Decision, CommandError> {
-    if let Some(request_id) = command.request_id() {
-        if let Some(op) = repeated(state, request_id, command)? {
-            return Ok(Decision::Repeat { op });
+    match command {
+        Command::Order(order) => decide_order(state, order),
+        Command::Observe(observation) => Ok(Decision::plain(observe(state, observation)?)),
+        Command::Finish { op, result } => finish(state, *op, result),
+    }
+}
+
+fn decide_order(state: &State, order: &Order) -> Result<Decision, CommandError> {
+    if let Some(request_id) = &order.request_id {
+        if let Some(repeat) = repeated(state, request_id, order.verb.kind())? {
+            return Ok(repeat);
         }
     }
-    match command {
-        Command::SetIdentity { identity } => Ok(Decision::plain(vec![Event::IdentitySet {
-            identity: identity.clone(),
-        }])),
-        Command::CreateTenant { name } => create_tenant(state, name),
-        Command::CreateSystem { name, tenant, role } => {
-            create_system(state, name, tenant, *role).map(Decision::plain)
+    let made = Made {
+        by: order.by.clone(),
+        request_id: order.request_id.clone(),
+    };
+    let version = order.expected_version;
+    let unversioned = || match version {
+        Some(_) => Err(CommandError::VersionNotApplicable {
+            order: order.verb.name().to_string(),
+        }),
+        None => Ok(()),
+    };
+    match &order.verb {
+        Verb::SetIdentity { identity } => {
+            unversioned()?;
+            Ok(Decision::plain(vec![Event::IdentitySet {
+                identity: identity.clone(),
+                made,
+            }]))
         }
-        Command::DeleteSystem {
-            name,
-            expected_version,
-        } => delete_system(state, name, *expected_version),
-        Command::Compose { .. } => compose(state, command),
-        Command::Decompose {
+        Verb::CreateTenant { name } => {
+            unversioned()?;
+            create_tenant(state, name, made)
+        }
+        Verb::CreateSystem { name, tenant, role } => {
+            unversioned()?;
+            create_system(state, name, tenant, *role, made).map(Decision::plain)
+        }
+        Verb::DeleteSystem { name } => delete_system(state, name, version, made),
+        Verb::Compose {
             system,
-            devices,
-            request_id,
-            expected_version,
-        } => decompose(
-            state,
-            system,
-            devices.as_deref(),
-            request_id,
-            *expected_version,
-        ),
-        Command::Mount {
-            system,
-            mount,
-            request_id,
-            expected_version,
-        } => mount_(state, system, mount, request_id, *expected_version),
-        Command::Unmount {
-            system,
-            target,
-            request_id,
-            expected_version,
-        } => unmount(state, system, target, request_id, *expected_version),
-        Command::Failover {
-            system,
-            device,
-            request_id,
-            expected_version,
-        } => failover(state, system, device, request_id, *expected_version),
-        Command::SetService {
+            selection,
+            create,
+            tenant,
+        } => compose(state, system, selection, create, tenant, version, made),
+        Verb::Decompose { system, devices } => {
+            decompose(state, system, devices.as_deref(), version, made)
+        }
+        Verb::Mount { system, mount } => mount_(state, system, mount, version, made),
+        Verb::Unmount { system, target } => unmount(state, system, target, version, made),
+        Verb::Failover { system, device } => failover(state, system, device, version, made),
+        Verb::SetService {
             device,
             in_service,
             reason,
-            expected_version,
-        } => set_service(state, device, *in_service, reason, *expected_version),
-        Command::Finish { op, result } => finish(state, *op, result),
-        _ => observe(state, command),
+        } => set_service(state, device, *in_service, reason, version, made),
     }
 }
 
 fn repeated(
     state: &State,
-    request_id: &str,
-    command: &Command,
-) -> Result<Option<OperationId>, CommandError> {
-    let Some(op) = state.requests.get(request_id) else {
+    request_id: &RequestId,
+    order: OrderKind,
+) -> Result<Option<Decision>, CommandError> {
+    let Some(requested) = state.requests.get(request_id) else {
         return Ok(None);
     };
-    let operation = state.pending.get(op).or_else(|| state.finished.get(op));
-    let previous = operation
-        .map(|o| o.kind.name())
-        .unwrap_or("forgotten operation");
-    if previous != command.name() {
+    if requested.order != order {
         return Err(CommandError::RequestIdReused {
             request_id: request_id.to_string(),
-            op: *op,
-            previous: previous.to_string(),
-            requested: command.name().to_string(),
+            previous: requested.order.name().to_string(),
+            requested: order.name().to_string(),
         });
     }
-    Ok(Some(*op))
+    Ok(Some(Decision::Repeat { op: requested.op }))
 }
 
 fn check_name(what: &str, value: &str) -> Result<(), CommandError> {
@@ -340,7 +385,7 @@ fn check_name(what: &str, value: &str) -> Result<(), CommandError> {
     }
 }
 
-fn create_tenant(state: &State, name: &str) -> Result<Decision, CommandError> {
+fn create_tenant(state: &State, name: &TenantName, made: Made) -> Result<Decision, CommandError> {
     check_name("tenant", name)?;
     if state.tenants.contains_key(name) {
         return Err(CommandError::TenantExists {
@@ -348,15 +393,17 @@ fn create_tenant(state: &State, name: &str) -> Result<Decision, CommandError> {
         });
     }
     Ok(Decision::plain(vec![Event::TenantCreated {
-        name: name.to_string(),
+        name: name.clone(),
+        made,
     }]))
 }
 
 fn create_system(
     state: &State,
-    name: &str,
-    tenant: &str,
+    name: &SystemName,
+    tenant: &TenantName,
     role: Role,
+    made: Made,
 ) -> Result<Vec<Event>, CommandError> {
     check_name("system", name)?;
     if !state.tenants.contains_key(tenant) {
@@ -370,10 +417,23 @@ fn create_system(
         });
     }
     Ok(vec![Event::SystemCreated {
-        name: name.to_string(),
-        tenant: tenant.to_string(),
+        name: name.clone(),
+        tenant: tenant.clone(),
         role,
+        made,
     }])
+}
+
+fn stale(what: &str, name: &str, expected: Option<u64>, actual: u64) -> Result<(), CommandError> {
+    match expected {
+        Some(expected) if expected != actual => Err(CommandError::StaleVersion {
+            what: what.into(),
+            name: name.to_string(),
+            expected,
+            actual,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The system, idle, at the expected version.
@@ -388,16 +448,7 @@ fn idle_system<'a>(
         .ok_or_else(|| CommandError::UnknownSystem {
             system: name.to_string(),
         })?;
-    if let Some(expected) = expected_version {
-        if expected != system.version {
-            return Err(CommandError::StaleVersion {
-                what: "system".into(),
-                name: name.to_string(),
-                expected,
-                actual: system.version,
-            });
-        }
-    }
+    stale("system", name, expected_version, system.version)?;
     if let Some(op) = system.pending {
         return Err(CommandError::SystemBusy {
             system: name.to_string(),
@@ -409,8 +460,9 @@ fn idle_system<'a>(
 
 fn delete_system(
     state: &State,
-    name: &str,
+    name: &SystemName,
     expected_version: Option<u64>,
+    made: Made,
 ) -> Result<Decision, CommandError> {
     let system = idle_system(state, name, expected_version)?;
     if !system.devices.is_empty() {
@@ -420,37 +472,33 @@ fn delete_system(
         });
     }
     Ok(Decision::plain(vec![Event::SystemDeleted {
-        name: name.to_string(),
+        name: name.clone(),
+        made,
     }]))
 }
 
-fn compose(state: &State, command: &Command) -> Result<Decision, CommandError> {
-    let Command::Compose {
-        system,
-        selection,
-        create,
-        tenant,
-        request_id,
-        expected_version,
-    } = command
-    else {
-        return Err(CommandError::Empty {
-            reason: "not a compose".into(),
-        });
-    };
+fn compose(
+    state: &State,
+    system: &SystemName,
+    selection: &Selection,
+    create: &Option<NewSystem>,
+    tenant: &Option<TenantName>,
+    expected_version: Option<u64>,
+    made: Made,
+) -> Result<Decision, CommandError> {
     let mut events = Vec::new();
-    let held = match state.systems.get(system) {
+    let held: Vec<DeviceId> = match state.systems.get(system) {
         Some(existing) => {
             if let Some(requested) = tenant.as_ref().or(create.as_ref().map(|c| &c.tenant)) {
                 if *requested != existing.tenant {
                     return Err(CommandError::TenantMismatch {
-                        system: system.clone(),
-                        tenant: existing.tenant.clone(),
-                        requested: requested.clone(),
+                        system: system.to_string(),
+                        tenant: existing.tenant.to_string(),
+                        requested: requested.to_string(),
                     });
                 }
             }
-            idle_system(state, system, *expected_version)?
+            idle_system(state, system, expected_version)?
                 .devices
                 .keys()
                 .cloned()
@@ -459,10 +507,12 @@ fn compose(state: &State, command: &Command) -> Result<Decision, CommandError> {
         None => {
             let Some(new) = create else {
                 return Err(CommandError::UnknownSystem {
-                    system: system.clone(),
+                    system: system.to_string(),
                 });
             };
-            events = create_system(state, system, &new.tenant, new.role)?;
+            // The request id belongs to the compose; the system it creates is part of it.
+            let creation = Made::by(made.by.clone());
+            events = create_system(state, system, &new.tenant, new.role, creation)?;
             Vec::new()
         }
     };
@@ -473,7 +523,7 @@ fn compose(state: &State, command: &Command) -> Result<Decision, CommandError> {
         op,
         system: system.clone(),
         devices,
-        request_id: request_id.clone(),
+        made,
     });
     Ok(Decision::Events {
         events,
@@ -481,7 +531,7 @@ fn compose(state: &State, command: &Command) -> Result<Decision, CommandError> {
     })
 }
 
-fn select(state: &State, selection: &Selection) -> Result<Vec<(DeviceId, u16)>, CommandError> {
+fn select(state: &State, selection: &Selection) -> Result<Vec<(DeviceId, PortId)>, CommandError> {
     match selection {
         Selection::Specific(ids) => {
             if ids.is_empty() {
@@ -489,10 +539,10 @@ fn select(state: &State, selection: &Selection) -> Result<Vec<(DeviceId, u16)>, 
                     reason: "no devices named".into(),
                 });
             }
-            let mut unique: Vec<&str> = Vec::with_capacity(ids.len());
+            let mut unique: Vec<&DeviceId> = Vec::with_capacity(ids.len());
             for id in ids {
                 available(state, id)?;
-                if !unique.contains(&id.as_str()) {
+                if !unique.contains(&id) {
                     unique.push(id);
                 }
             }
@@ -517,7 +567,7 @@ fn select(state: &State, selection: &Selection) -> Result<Vec<(DeviceId, u16)>, 
     }
 }
 
-fn available(state: &State, id: &str) -> Result<(), CommandError> {
+fn available(state: &State, id: &DeviceId) -> Result<(), CommandError> {
     let device = state
         .devices
         .get(id)
@@ -527,14 +577,14 @@ fn available(state: &State, id: &str) -> Result<(), CommandError> {
     if let Some(holder) = &device.holder {
         return Err(CommandError::DeviceComposed {
             device: id.to_string(),
-            holder: holder.clone(),
+            holder: holder.to_string(),
         });
     }
     let reason = if !device.present {
         "the fabric no longer reports it".to_string()
     } else if !device.in_service {
         "it is out of service".to_string()
-    } else if let Health::Degraded(why) | Health::Failed(why) = &device.health {
+    } else if let Some(why) = device.health.reason() {
         format!("it is unhealthy ({why})")
     } else {
         return Ok(());
@@ -548,7 +598,7 @@ fn available(state: &State, id: &str) -> Result<(), CommandError> {
 fn check_limits(
     state: &State,
     held: &[DeviceId],
-    adding: &[(DeviceId, u16)],
+    adding: &[(DeviceId, PortId)],
 ) -> Result<(), CommandError> {
     let total = held.len() + adding.len();
     if total > SYSTEM_DEVICES_MAX {
@@ -558,7 +608,7 @@ fn check_limits(
             limit: SYSTEM_DEVICES_MAX,
         });
     }
-    let is_gpu = |id: &str| {
+    let is_gpu = |id: &DeviceId| {
         state
             .devices
             .get(id)
@@ -578,10 +628,10 @@ fn check_limits(
 
 fn decompose(
     state: &State,
-    name: &str,
+    name: &SystemName,
     devices: Option<&[DeviceId]>,
-    request_id: &Option<String>,
     expected_version: Option<u64>,
+    made: Made,
 ) -> Result<Decision, CommandError> {
     let system = idle_system(state, name, expected_version)?;
     let chosen: Vec<DeviceId> = match devices {
@@ -594,32 +644,35 @@ fn decompose(
         });
     }
     for id in &chosen {
-        if system.devices.get(id).map(|a| a.state) != Some(AttachState::Attached) {
-            return Err(CommandError::DeviceNotComposed {
-                device: id.clone(),
-                system: name.to_string(),
-            });
-        }
+        attached(system, id)?;
         check_unmounted(system, id)?;
     }
     let op = state.next_operation;
     let event = Event::DecomposeRequested {
         op,
-        system: name.to_string(),
+        system: name.clone(),
         devices: chosen,
-        request_id: request_id.clone(),
+        made,
     };
-    Ok(Decision::Events {
-        events: vec![event],
-        op: Some(op),
-    })
+    Ok(Decision::operation(event, op))
+}
+
+/// `device` is composed into `system` and attached.
+fn attached(system: &System, device: &str) -> Result<(), CommandError> {
+    if system.devices.get(device).map(|a| a.state) != Some(AttachState::Attached) {
+        return Err(CommandError::DeviceNotComposed {
+            device: device.to_string(),
+            system: system.name.to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn check_unmounted(system: &System, device: &str) -> Result<(), CommandError> {
     for mount in system.mounts.values() {
         if matches!(&mount.source, MountSource::Namespace { device: d, .. } if d == device) {
             return Err(CommandError::DeviceMounted {
-                system: system.name.clone(),
+                system: system.name.to_string(),
                 device: device.to_string(),
                 target: mount.target.clone(),
             });
@@ -630,10 +683,10 @@ fn check_unmounted(system: &System, device: &str) -> Result<(), CommandError> {
 
 fn mount_(
     state: &State,
-    name: &str,
+    name: &SystemName,
     mount: &MountSpec,
-    request_id: &Option<String>,
     expected_version: Option<u64>,
+    made: Made,
 ) -> Result<Decision, CommandError> {
     let system = idle_system(state, name, expected_version)?;
     check_name("mount target", &mount.target)?;
@@ -644,14 +697,13 @@ fn mount_(
         });
     }
     if let MountSource::Namespace { device, .. } = &mount.source {
-        let composed = system.devices.get(device).map(|a| a.state) == Some(AttachState::Attached);
         let is_nvme = state
             .devices
             .get(device)
             .is_some_and(|d| d.kind == DeviceKind::Nvme);
-        if !composed || !is_nvme {
+        if attached(system, device).is_err() || !is_nvme {
             return Err(CommandError::DeviceNotComposed {
-                device: device.clone(),
+                device: device.to_string(),
                 system: name.to_string(),
             });
         }
@@ -659,22 +711,19 @@ fn mount_(
     let op = state.next_operation;
     let event = Event::MountRequested {
         op,
-        system: name.to_string(),
+        system: name.clone(),
         mount: Box::new(mount.clone()),
-        request_id: request_id.clone(),
+        made,
     };
-    Ok(Decision::Events {
-        events: vec![event],
-        op: Some(op),
-    })
+    Ok(Decision::operation(event, op))
 }
 
 fn unmount(
     state: &State,
-    name: &str,
+    name: &SystemName,
     target: &str,
-    request_id: &Option<String>,
     expected_version: Option<u64>,
+    made: Made,
 ) -> Result<Decision, CommandError> {
     let system = idle_system(state, name, expected_version)?;
     if !system.mounts.contains_key(target) {
@@ -686,30 +735,22 @@ fn unmount(
     let op = state.next_operation;
     let event = Event::UnmountRequested {
         op,
-        system: name.to_string(),
+        system: name.clone(),
         target: target.to_string(),
-        request_id: request_id.clone(),
+        made,
     };
-    Ok(Decision::Events {
-        events: vec![event],
-        op: Some(op),
-    })
+    Ok(Decision::operation(event, op))
 }
 
 fn failover(
     state: &State,
-    name: &str,
-    device: &str,
-    request_id: &Option<String>,
+    name: &SystemName,
+    device: &DeviceId,
     expected_version: Option<u64>,
+    made: Made,
 ) -> Result<Decision, CommandError> {
     let system = idle_system(state, name, expected_version)?;
-    if system.devices.get(device).map(|a| a.state) != Some(AttachState::Attached) {
-        return Err(CommandError::DeviceNotComposed {
-            device: device.to_string(),
-            system: name.to_string(),
-        });
-    }
+    attached(system, device)?;
     check_unmounted(system, device)?;
     let old = &state.devices[device];
     let want = Want {
@@ -730,24 +771,22 @@ fn failover(
     let op = state.next_operation;
     let event = Event::FailoverRequested {
         op,
-        system: name.to_string(),
-        from: device.to_string(),
+        system: name.clone(),
+        from: device.clone(),
         to,
         port,
-        request_id: request_id.clone(),
+        made,
     };
-    Ok(Decision::Events {
-        events: vec![event],
-        op: Some(op),
-    })
+    Ok(Decision::operation(event, op))
 }
 
 fn set_service(
     state: &State,
-    id: &str,
+    id: &DeviceId,
     in_service: bool,
     reason: &str,
     expected_version: Option<u64>,
+    made: Made,
 ) -> Result<Decision, CommandError> {
     let device = state
         .devices
@@ -755,70 +794,50 @@ fn set_service(
         .ok_or_else(|| CommandError::UnknownDevice {
             device: id.to_string(),
         })?;
-    if let Some(expected) = expected_version {
-        if expected != device.version {
-            return Err(CommandError::StaleVersion {
-                what: "device".into(),
-                name: id.to_string(),
-                expected,
-                actual: device.version,
-            });
-        }
-    }
+    stale("device", id, expected_version, device.version)?;
     if device.in_service == in_service {
         return Ok(Decision::plain(Vec::new()));
     }
     Ok(Decision::plain(vec![Event::ServiceChanged {
-        device: id.to_string(),
+        device: id.clone(),
         in_service,
         reason: reason.to_string(),
+        made,
     }]))
 }
 
 fn finish(
     state: &State,
     op: OperationId,
-    result: &Result<(), String>,
+    result: &Result<(), Failure>,
 ) -> Result<Decision, CommandError> {
     let operation = state
         .pending
         .get(&op)
         .ok_or(CommandError::NotPending { op })?;
-    use crate::model::state::OperationKind as K;
-    let event = match (&operation.kind, result) {
+    use OperationKind as K;
+    let event = match (&operation.kind, result.clone()) {
         (K::Compose { .. }, Ok(())) => Event::ComposeCompleted { op },
-        (K::Compose { .. }, Err(reason)) => Event::ComposeFailed {
-            op,
-            reason: reason.clone(),
-        },
+        (K::Compose { .. }, Err(failure)) => Event::ComposeFailed { op, failure },
         (K::Decompose { .. }, Ok(())) => Event::DecomposeCompleted { op },
-        (K::Decompose { .. }, Err(reason)) => Event::DecomposeFailed {
-            op,
-            reason: reason.clone(),
-        },
+        (K::Decompose { .. }, Err(failure)) => Event::DecomposeFailed { op, failure },
         (K::Mount { .. }, Ok(())) => Event::MountCompleted { op },
-        (K::Mount { .. }, Err(reason)) => Event::MountFailed {
-            op,
-            reason: reason.clone(),
-        },
+        (K::Mount { .. }, Err(failure)) => Event::MountFailed { op, failure },
         (K::Unmount { .. }, Ok(())) => Event::UnmountCompleted { op },
-        (K::Unmount { .. }, Err(reason)) => Event::UnmountFailed {
-            op,
-            reason: reason.clone(),
-        },
+        (K::Unmount { .. }, Err(failure)) => Event::UnmountFailed { op, failure },
         (K::Failover { .. }, Ok(())) => Event::FailoverCompleted { op },
-        (K::Failover { .. }, Err(reason)) => Event::FailoverFailed {
-            op,
-            reason: reason.clone(),
-        },
+        (K::Failover { .. }, Err(failure)) => Event::FailoverFailed { op, failure },
     };
     Ok(Decision::plain(vec![event]))
 }
 
 /// Observations: journaled only when they change what State believes.
-fn observe(state: &State, command: &Command) -> Result<Decision, CommandError> {
-    let events = match command {
-        Command::ObservePort { port, switch, slot } => {
+fn observe(state: &State, observation: &Observation) -> Result<Vec<Event>, CommandError> {
+    let unknown = |device: &DeviceId| CommandError::UnknownDevice {
+        device: device.to_string(),
+    };
+    Ok(match observation {
+        Observation::Port { port, switch, slot } => {
             let same = state
                 .ports
                 .get(port)
@@ -833,11 +852,11 @@ fn observe(state: &State, command: &Command) -> Result<Decision, CommandError> {
                 }]
             }
         }
-        Command::ObserveDevice { facts } => {
+        Observation::Device { facts } => {
             let same = state
                 .devices
                 .get(&facts.id)
-                .is_some_and(|d| d.present && crate::model::state::facts_of(d) == *facts);
+                .is_some_and(|d| d.present && DeviceFacts::of(d) == *facts);
             if same {
                 vec![]
             } else {
@@ -846,13 +865,8 @@ fn observe(state: &State, command: &Command) -> Result<Decision, CommandError> {
                 }]
             }
         }
-        Command::ObserveVanished { device } => {
-            let known = state
-                .devices
-                .get(device)
-                .ok_or_else(|| CommandError::UnknownDevice {
-                    device: device.clone(),
-                })?;
+        Observation::Vanished { device } => {
+            let known = state.devices.get(device).ok_or_else(|| unknown(device))?;
             if known.present {
                 vec![Event::DeviceVanished {
                     device: device.clone(),
@@ -861,13 +875,8 @@ fn observe(state: &State, command: &Command) -> Result<Decision, CommandError> {
                 vec![]
             }
         }
-        Command::ObserveHealth { device, health } => {
-            let known = state
-                .devices
-                .get(device)
-                .ok_or_else(|| CommandError::UnknownDevice {
-                    device: device.clone(),
-                })?;
+        Observation::Health { device, health } => {
+            let known = state.devices.get(device).ok_or_else(|| unknown(device))?;
             if known.health == *health {
                 vec![]
             } else {
@@ -877,11 +886,5 @@ fn observe(state: &State, command: &Command) -> Result<Decision, CommandError> {
                 }]
             }
         }
-        other => {
-            return Err(CommandError::Empty {
-                reason: format!("{} is not an observation", other.name()),
-            })
-        }
-    };
-    Ok(Decision::plain(events))
+    })
 }

@@ -7,22 +7,26 @@
 //! 2. **Best fit.** For each wanted item, take the smallest devices that are large enough, so the
 //!    big GPUs and NVMe stay free for requests that need them. Between home switches that both
 //!    satisfy the request, prefer the one leaving the least excess capacity; ties go to the
-//!    switch name's order (deterministic).
+//!    switch name's order (deterministic). When no switch suffices alone, home is the switch with
+//!    the most candidates (ties: name order) and the others fill in, smallest first.
 //! 3. **Ports.** A device goes to the lowest free port on its own switch, else the lowest free port.
 //!
 //! Wanted items are served largest minimum first, so a small item never takes the only device a
-//! larger one could use. Cost is one pass over the devices plus a sort of the candidates.
+//! larger one could use. Candidates come from State's free-pool index (`model::pool`), ordered
+//! by capacity: each switch costs a range lookup per wanted item, not a scan of every device.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::domain::{DeviceId, DeviceKind};
+use crate::model::domain::DeviceKind;
+use crate::model::ids::{DeviceId, PortId, SwitchName};
 use crate::model::state::State;
 
 /// One wanted item of a constrained compose: `count` devices of `kind`, each at least
 /// `capacity_bytes_min` (GPU memory or NVMe capacity), RDMA-capable if `rdma`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Want {
     pub kind: DeviceKind,
     pub count: u32,
@@ -50,34 +54,32 @@ pub enum PlacementError {
 /// A chosen placement: device -> port, and how many devices cross away from the home switch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
-    pub devices: Vec<(DeviceId, u16)>,
-    pub home_switch: String,
+    pub devices: Vec<(DeviceId, PortId)>,
+    pub home_switch: SwitchName,
     pub crossings: usize,
 }
 
-/// A candidate device: (capacity, id).
-type Candidate<'a> = (u64, &'a str);
-
-/// Picks devices for `wants` among the available devices of `state`.
+/// Picks devices for `wants` among the free devices of `state`.
 pub fn place(state: &State, wants: &[Want]) -> Result<Placement, PlacementError> {
     let mut order: Vec<&Want> = wants.iter().filter(|w| w.count > 0).collect();
     order.sort_by_key(|w| std::cmp::Reverse(w.capacity_bytes_min));
-    let by_switch = candidates(state, &order);
-    let mut best: Option<(u64, &str, Vec<&str>)> = None;
-    for (switch, lists) in &by_switch {
-        if let Ok((picked, excess)) = pick(&order, lists.iter().map(|l| l.as_slice()).collect()) {
+    let switches = state.pool.switches();
+    let mut best: Option<(u64, &SwitchName, Vec<&DeviceId>)> = None;
+    for switch in &switches {
+        let lists = order.iter().map(|want| candidates(state, want, switch));
+        if let Ok((picked, excess)) = pick(&order, lists) {
             if best.as_ref().is_none_or(|(e, _, _)| excess < *e) {
                 best = Some((excess, switch, picked));
             }
         }
     }
     let (home, picked) = match best {
-        Some((_, switch, picked)) => (switch.to_string(), picked),
-        None => mixed(&order, &by_switch)?,
+        Some((_, switch, picked)) => (switch.clone(), picked),
+        None => mixed(state, &order, &switches)?,
     };
     let crossings = picked
         .iter()
-        .filter(|id| state.devices[**id].switch != home)
+        .filter(|id| state.devices[id.as_str()].switch != home)
         .count();
     let devices = assign_ports(state, &picked)?;
     Ok(Placement {
@@ -87,36 +89,27 @@ pub fn place(state: &State, wants: &[Want]) -> Result<Placement, PlacementError>
     })
 }
 
-/// Available devices per switch, per wanted item (index into `order`), sorted by capacity.
-fn candidates<'a>(state: &'a State, order: &[&Want]) -> BTreeMap<&'a str, Vec<Vec<Candidate<'a>>>> {
-    let mut by_switch: BTreeMap<&str, Vec<Vec<Candidate>>> = BTreeMap::new();
-    for device in state.devices.values().filter(|d| d.is_available()) {
-        for (index, want) in order.iter().enumerate() {
-            if want.kind == device.kind
-                && device.capacity_bytes >= want.capacity_bytes_min
-                && (!want.rdma || device.rdma)
-            {
-                let lists = by_switch
-                    .entry(device.switch.as_str())
-                    .or_insert_with(|| vec![Vec::new(); order.len()]);
-                lists[index].push((device.capacity_bytes, device.id.as_str()));
-            }
-        }
-    }
-    for lists in by_switch.values_mut() {
-        for list in lists.iter_mut() {
-            list.sort_unstable();
-        }
-    }
-    by_switch
+/// The free devices behind `switch` that satisfy `want`, smallest first.
+fn candidates<'a>(
+    state: &'a State,
+    want: &Want,
+    switch: &SwitchName,
+) -> impl Iterator<Item = (u64, &'a DeviceId)> + 'a {
+    state
+        .pool
+        .candidates(want.kind, switch, want.capacity_bytes_min, want.rdma)
 }
 
-/// Best-fit pick over candidate lists (one per wanted item); returns the ids and the excess capacity.
-fn pick<'a>(
+/// Best-fit pick over candidate lists (one per wanted item, each smallest first); returns the
+/// ids and the excess capacity.
+fn pick<'a, L>(
     order: &[&Want],
-    lists: Vec<&[Candidate<'a>]>,
-) -> Result<(Vec<&'a str>, u64), PlacementError> {
-    let mut taken: BTreeSet<&str> = BTreeSet::new();
+    lists: impl Iterator<Item = L>,
+) -> Result<(Vec<&'a DeviceId>, u64), PlacementError>
+where
+    L: Iterator<Item = (u64, &'a DeviceId)>,
+{
+    let mut taken: BTreeSet<&DeviceId> = BTreeSet::new();
     let mut picked = Vec::new();
     let mut excess = 0u64;
     for (want, list) in order.iter().zip(lists) {
@@ -126,7 +119,7 @@ fn pick<'a>(
                 break;
             }
             if taken.insert(id) {
-                picked.push(*id);
+                picked.push(id);
                 excess = excess.saturating_add(capacity - want.capacity_bytes_min);
                 found += 1;
             }
@@ -144,79 +137,68 @@ fn pick<'a>(
     Ok((picked, excess))
 }
 
-/// No single switch suffices: home is the switch with the most candidates, others fill in.
+/// No single switch suffices: home is the switch with the most candidates, the others fill in
+/// (home's candidates first, then everyone else's, each smallest first).
 fn mixed<'a>(
+    state: &'a State,
     order: &[&Want],
-    by_switch: &BTreeMap<&'a str, Vec<Vec<Candidate<'a>>>>,
-) -> Result<(String, Vec<&'a str>), PlacementError> {
-    let home = by_switch
+    switches: &BTreeSet<&'a SwitchName>,
+) -> Result<(SwitchName, Vec<&'a DeviceId>), PlacementError> {
+    let count = |switch: &SwitchName| -> usize {
+        order
+            .iter()
+            .map(|want| candidates(state, want, switch).count())
+            .sum()
+    };
+    let home = switches
         .iter()
-        .max_by_key(|(switch, lists)| {
-            (
-                lists.iter().map(Vec::len).sum::<usize>(),
-                std::cmp::Reverse(**switch),
-            )
+        .map(|switch| (count(switch), std::cmp::Reverse(*switch)))
+        .filter(|(n, _)| *n > 0)
+        .max()
+        .map(|(_, std::cmp::Reverse(switch))| switch.clone())
+        .unwrap_or_default();
+    let lists: Vec<Vec<(u64, &DeviceId)>> = order
+        .iter()
+        .map(|want| {
+            let mut others: Vec<(u64, &DeviceId)> = switches
+                .iter()
+                .filter(|switch| ***switch != home)
+                .flat_map(|switch| candidates(state, want, switch))
+                .collect();
+            others.sort_unstable();
+            candidates(state, want, &home).chain(others).collect()
         })
-        .map(|(switch, _)| *switch)
-        .unwrap_or("");
-    let mut merged: Vec<Vec<(bool, u64, &str)>> = vec![Vec::new(); order.len()];
-    for (switch, lists) in by_switch {
-        for (index, list) in lists.iter().enumerate() {
-            merged[index].extend(
-                list.iter()
-                    .map(|(capacity, id)| (*switch != home, *capacity, *id)),
-            );
-        }
-    }
-    for list in merged.iter_mut() {
-        list.sort_unstable();
-    }
-    let lists: Vec<Vec<Candidate>> = merged
-        .into_iter()
-        .map(|l| l.into_iter().map(|(_, c, id)| (c, id)).collect())
         .collect();
-    // Re-sorting by capacity would lose the home-first order, so pick from the merged order as is.
-    let (picked, _) = pick(order, lists.iter().map(|l| l.as_slice()).collect())?;
-    Ok((home.to_string(), picked))
+    let (picked, _) = pick(order, lists.into_iter().map(Vec::into_iter))?;
+    Ok((home, picked))
 }
 
 /// Gives each device a free port: its own switch's lowest free port, else the lowest free port.
 pub fn assign_ports(
     state: &State,
-    devices: &[&str],
-) -> Result<Vec<(DeviceId, u16)>, PlacementError> {
-    let mut free: BTreeMap<u16, &str> = state
-        .ports
-        .values()
-        .filter(|p| p.device.is_none())
-        .map(|p| (p.id, p.switch.as_str()))
-        .collect();
-    if free.len() < devices.len() {
+    devices: &[&DeviceId],
+) -> Result<Vec<(DeviceId, PortId)>, PlacementError> {
+    let free = state.pool.ports_free();
+    if free < devices.len() {
         return Err(PlacementError::Ports {
             needed: devices.len(),
-            free: free.len(),
+            free,
         });
     }
+    let mut taken: BTreeSet<PortId> = BTreeSet::new();
     let mut out = Vec::with_capacity(devices.len());
     for id in devices {
-        let switch = state
-            .devices
-            .get(*id)
-            .map(|d| d.switch.as_str())
-            .unwrap_or("");
-        let port = free
-            .iter()
-            .find(|(_, s)| **s == switch)
-            .or_else(|| free.iter().next())
-            .map(|(p, _)| *p);
+        let switch = state.devices.get(id.as_str()).map(|d| &d.switch);
+        let own = switch.and_then(|s| state.pool.ports_on(s).find(|p| !taken.contains(p)));
+        let port = own.or_else(|| state.pool.ports().find(|p| !taken.contains(p)));
         let Some(port) = port else {
             return Err(PlacementError::Ports {
                 needed: devices.len(),
                 free: 0,
             });
         };
-        free.remove(&port);
-        out.push((id.to_string(), port));
+        taken.insert(port);
+        out.push(((*id).clone(), port));
     }
     Ok(out)
 }
@@ -237,15 +219,15 @@ mod tests {
             apply(
                 &mut state,
                 Event::PortDiscovered {
-                    port: *port,
-                    switch: switch.to_string(),
+                    port: PortId(*port),
+                    switch: (*switch).into(),
                     slot: u32::from(*port),
                 },
             );
         }
         for (id, kind, capacity_bytes, switch) in devices {
             let facts = DeviceFacts {
-                id: id.to_string(),
+                id: (*id).into(),
                 kind: *kind,
                 class: 0,
                 vendor_id: 0,
@@ -255,7 +237,7 @@ mod tests {
                 firmware: String::new(),
                 capacity_bytes: *capacity_bytes,
                 rdma: false,
-                switch: switch.to_string(),
+                switch: (*switch).into(),
             };
             let facts = Box::new(facts);
             apply(&mut state, Event::DeviceDiscovered { facts });
@@ -298,7 +280,9 @@ mod tests {
         let p = place(&s, &[want(1, 20 * GIB), nvme]).expect("placed");
         assert_eq!((p.home_switch.as_str(), p.crossings), ("sw1", 0), "{p:?}");
         assert!(
-            p.devices.iter().all(|(_, port)| *port == 2 || *port == 3),
+            p.devices
+                .iter()
+                .all(|(_, port)| *port == PortId(2) || *port == PortId(3)),
             "{p:?}"
         );
         // No single switch has three 24 GiB+ GPUs: a mix with one crossing per foreign device.

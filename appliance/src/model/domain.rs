@@ -1,17 +1,12 @@
 //! The domain model: devices in the fabric's pools, the ports toward this server, composed
-//! systems, their mounts, tenants and the appliance's identity. Plain data, no I/O.
+//! systems, their mounts, tenants and the appliance's identity. Plain data: no I/O, and no
+//! hardware types (`runtime::adapt` turns what the drivers report into these).
 
 use std::collections::BTreeMap;
 
-use drivers::{ClassCode, PoolDevice};
 use serde::{Deserialize, Serialize};
 
-/// The fabric's name for a device (unique in the fabric), e.g. "gpu-3".
-pub type DeviceId = String;
-/// A composed system's name, unique on the appliance.
-pub type SystemName = String;
-/// An operation (compose, decompose, mount, unmount, failover) id, allocated by the core.
-pub type OperationId = u64;
+pub use super::ids::{DeviceId, OperationId, PortId, SwitchName, SystemName, TenantName};
 
 /// Most devices one system may hold.
 pub const SYSTEM_DEVICES_MAX: usize = 32;
@@ -39,6 +34,7 @@ const _: () = assert!(SYSTEM_GPUS_MAX <= SYSTEM_DEVICES_MAX);
     rkyv::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
+#[rkyv(derive(Debug, PartialEq, Eq, PartialOrd, Ord))]
 pub enum DeviceKind {
     Gpu,
     Nvme,
@@ -48,20 +44,14 @@ pub enum DeviceKind {
 }
 
 impl DeviceKind {
-    /// Classifies a PCI class code.
-    pub fn from_class(class: ClassCode) -> DeviceKind {
-        if class.is_display() {
-            DeviceKind::Gpu
-        } else if class.is_nvme() {
-            DeviceKind::Nvme
-        } else if class.is_ethernet() || class.is_infiniband() {
-            DeviceKind::Nic
-        } else if class.is_sas() {
-            DeviceKind::Hba
-        } else {
-            DeviceKind::Other
-        }
-    }
+    /// Every kind, in the order pools are listed.
+    pub const ALL: [DeviceKind; 5] = [
+        DeviceKind::Gpu,
+        DeviceKind::Nvme,
+        DeviceKind::Nic,
+        DeviceKind::Hba,
+        DeviceKind::Other,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -113,6 +103,23 @@ impl Health {
     pub fn is_ok(&self) -> bool {
         matches!(self, Health::Ok)
     }
+
+    /// "ok", "degraded" or "failed".
+    pub fn name(&self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::Degraded(_) => "degraded",
+            Health::Failed(_) => "failed",
+        }
+    }
+
+    /// Why the device is not healthy, if it is not.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Health::Ok => None,
+            Health::Degraded(why) | Health::Failed(why) => Some(why),
+        }
+    }
 }
 
 /// What the appliance knows about one pool device.
@@ -142,9 +149,9 @@ pub struct Device {
     /// Whether a NIC does RDMA (InfiniBand class, or RoCE per the topology).
     pub rdma: bool,
     /// The switch the device sits behind.
-    pub switch: String,
+    pub switch: SwitchName,
     /// The port it is (being) attached to, if any.
-    pub port: Option<u16>,
+    pub port: Option<PortId>,
     pub health: Health,
     /// False once an operator takes it out of service.
     pub in_service: bool,
@@ -157,30 +164,6 @@ pub struct Device {
 }
 
 impl Device {
-    /// A device as the switch describes it, healthy, in service, free.
-    pub fn from_pool(pool: &PoolDevice, rdma: bool) -> Device {
-        let kind = DeviceKind::from_class(pool.class);
-        Device {
-            id: pool.id.clone(),
-            kind,
-            class: pool.class.0,
-            vendor_id: pool.vendor_id,
-            device_id: pool.device_id,
-            serial: pool.serial.clone(),
-            model: pool.model.clone(),
-            firmware: pool.firmware.clone(),
-            capacity_bytes: pool.capacity_bytes,
-            rdma: rdma || pool.class.is_infiniband(),
-            switch: pool.switch.clone(),
-            port: None,
-            health: Health::Ok,
-            in_service: true,
-            present: true,
-            holder: None,
-            version: 0,
-        }
-    }
-
     /// Free for a new compose: present, healthy, in service and held by nobody.
     pub fn is_available(&self) -> bool {
         self.present && self.in_service && self.health.is_ok() && self.holder.is_none()
@@ -200,8 +183,8 @@ impl Device {
     rkyv::Deserialize,
 )]
 pub struct Port {
-    pub id: u16,
-    pub switch: String,
+    pub id: PortId,
+    pub switch: SwitchName,
     pub slot: u32,
     /// The device attached (or being attached) here, if any.
     pub device: Option<DeviceId>,
@@ -225,6 +208,31 @@ pub enum Role {
     Workstation,
     RenderNode,
     NasGateway,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Workstation, Role::RenderNode, Role::NasGateway];
+
+    /// The role as operators type it (`--role render_node`) and as every door prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Workstation => "workstation",
+            Role::RenderNode => "render_node",
+            Role::NasGateway => "nas_gateway",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl std::str::FromStr for Role {
@@ -263,6 +271,16 @@ pub enum AttachState {
     Detaching,
 }
 
+impl AttachState {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachState::Attaching => "attaching",
+            AttachState::Attached => "attached",
+            AttachState::Detaching => "detaching",
+        }
+    }
+}
+
 /// One device of a system and the port it uses.
 #[derive(
     Debug,
@@ -276,7 +294,7 @@ pub enum AttachState {
     rkyv::Deserialize,
 )]
 pub struct Attachment {
-    pub port: u16,
+    pub port: PortId,
     pub state: AttachState,
 }
 
@@ -320,6 +338,16 @@ pub enum MountState {
     Unmounting,
 }
 
+impl MountState {
+    pub fn name(self) -> &'static str {
+        match self {
+            MountState::Mounting => "mounting",
+            MountState::Mounted => "mounted",
+            MountState::Unmounting => "unmounting",
+        }
+    }
+}
+
 /// A mount requested for a system.
 #[derive(
     Debug,
@@ -355,7 +383,7 @@ pub struct Mount {
 )]
 pub struct System {
     pub name: SystemName,
-    pub tenant: String,
+    pub tenant: TenantName,
     pub role: Role,
     pub devices: BTreeMap<DeviceId, Attachment>,
     /// Keyed by mount target.
@@ -381,7 +409,7 @@ pub struct System {
     rkyv::Deserialize,
 )]
 pub struct Tenant {
-    pub name: String,
+    pub name: TenantName,
     pub version: u64,
 }
 

@@ -1,14 +1,21 @@
 //! The appliance's events: everything that changes it, as journaled. A closed enum with stable
 //! kind numbers; variants and fields are only ever appended (bincode is not self-describing).
+//!
+//! Schema versions (every record carries the version it was written with):
+//! - 1: the first schema; frozen in [`v1`], upcast on replay.
+//! - 2: outcome events carry a typed [`Failure`] instead of a text; every order of an operator
+//!   carries [`Made`] (who made it, through which door, under which request id).
+
+pub mod v1;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::domain::{
-    DeviceId, DeviceKind, Health, Identity, MountSource, OperationId, Role, SystemName,
-};
+use super::domain::{DeviceKind, Health, Identity, MountSource, Role};
+use super::failure::Failure;
+use super::ids::{DeviceId, OperationId, PortId, RequestId, SwitchName, SystemName, TenantName};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u16 = 1;
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// A device's facts as the fabric reports them (what does not change by composing it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,7 +30,7 @@ pub struct DeviceFacts {
     pub firmware: String,
     pub capacity_bytes: u64,
     pub rdma: bool,
-    pub switch: String,
+    pub switch: SwitchName,
 }
 
 /// A mount as requested.
@@ -45,6 +52,127 @@ pub struct MountSpec {
     pub options: String,
 }
 
+/// The door an order came in by.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Door {
+    /// Journaled before doors were recorded (event schema 1).
+    #[default]
+    Unrecorded,
+    /// The appliance itself: start-up, the reconciler, the health monitor.
+    Appliance,
+    /// The local socket in the data directory (`appliance ctl` on the box).
+    Local,
+    /// The HTTPS API.
+    Api,
+    /// The front-panel console on the serial line.
+    Console,
+}
+
+impl Door {
+    pub fn name(self) -> &'static str {
+        match self {
+            Door::Unrecorded => "unrecorded",
+            Door::Appliance => "appliance",
+            Door::Local => "local",
+            Door::Api => "api",
+            Door::Console => "console",
+        }
+    }
+}
+
+/// Who made an order: the door, and the account where the door has accounts.
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct Origin {
+    pub door: Door,
+    pub account: Option<String>,
+}
+
+impl Origin {
+    /// The appliance itself (start-up sync, reconciler, monitor).
+    pub fn appliance() -> Origin {
+        Origin {
+            door: Door::Appliance,
+            account: None,
+        }
+    }
+
+    /// A door without accounts (the local socket).
+    pub fn door(door: Door) -> Origin {
+        Origin {
+            door,
+            account: None,
+        }
+    }
+
+    /// An account through a door.
+    pub fn account(door: Door, account: impl Into<String>) -> Origin {
+        Origin {
+            door,
+            account: Some(account.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.account {
+            Some(account) => write!(f, "{account} via {}", self.door.name()),
+            None => f.write_str(self.door.name()),
+        }
+    }
+}
+
+/// What the journal keeps of the order that produced an event: who made it, and its request id.
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct Made {
+    pub by: Origin,
+    pub request_id: Option<RequestId>,
+}
+
+impl Made {
+    pub fn by(by: Origin) -> Made {
+        Made {
+            by,
+            request_id: None,
+        }
+    }
+}
+
 /// Every event. Intent (`*Requested`) and outcome (`*Completed` / `*Failed`) are separate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 // Externally tagged: bincode cannot decode internally tagged enums.
@@ -52,27 +180,31 @@ pub struct MountSpec {
 pub enum Event {
     IdentitySet {
         identity: Identity,
+        made: Made,
     },
     TenantCreated {
-        name: String,
+        name: TenantName,
+        made: Made,
     },
     SystemCreated {
         name: SystemName,
-        tenant: String,
+        tenant: TenantName,
         role: Role,
+        made: Made,
     },
     SystemDeleted {
         name: SystemName,
+        made: Made,
     },
     PortDiscovered {
-        port: u16,
-        switch: String,
+        port: PortId,
+        switch: SwitchName,
         slot: u32,
     },
     DeviceDiscovered {
         // Boxed, as `MountRequested`'s spec: the two largest payloads would make every event
-        // twice the size of the others (176 bytes), and replay moves each event several times.
-        // Serialized as the value itself (serde), so the journal's bytes are unchanged.
+        // twice the size of the others, and replay moves each event several times. Serialized
+        // as the value itself (serde), so the journal's bytes are those of the facts.
         facts: Box<DeviceFacts>,
     },
     DeviceVanished {
@@ -86,73 +218,74 @@ pub enum Event {
         device: DeviceId,
         in_service: bool,
         reason: String,
+        made: Made,
     },
     ComposeRequested {
         op: OperationId,
         system: SystemName,
-        devices: Vec<(DeviceId, u16)>,
-        request_id: Option<String>,
+        devices: Vec<(DeviceId, PortId)>,
+        made: Made,
     },
     ComposeCompleted {
         op: OperationId,
     },
     ComposeFailed {
         op: OperationId,
-        reason: String,
+        failure: Failure,
     },
     DecomposeRequested {
         op: OperationId,
         system: SystemName,
         devices: Vec<DeviceId>,
-        request_id: Option<String>,
+        made: Made,
     },
     DecomposeCompleted {
         op: OperationId,
     },
     DecomposeFailed {
         op: OperationId,
-        reason: String,
+        failure: Failure,
     },
     MountRequested {
         op: OperationId,
         system: SystemName,
         mount: Box<MountSpec>,
-        request_id: Option<String>,
+        made: Made,
     },
     MountCompleted {
         op: OperationId,
     },
     MountFailed {
         op: OperationId,
-        reason: String,
+        failure: Failure,
     },
     UnmountRequested {
         op: OperationId,
         system: SystemName,
         target: String,
-        request_id: Option<String>,
+        made: Made,
     },
     UnmountCompleted {
         op: OperationId,
     },
     UnmountFailed {
         op: OperationId,
-        reason: String,
+        failure: Failure,
     },
     FailoverRequested {
         op: OperationId,
         system: SystemName,
         from: DeviceId,
         to: DeviceId,
-        port: u16,
-        request_id: Option<String>,
+        port: PortId,
+        made: Made,
     },
     FailoverCompleted {
         op: OperationId,
     },
     FailoverFailed {
         op: OperationId,
-        reason: String,
+        failure: Failure,
     },
 }
 
@@ -216,6 +349,11 @@ impl Event {
         index + 1
     }
 
+    /// The kind's stable name ("compose_requested").
+    pub fn kind_name(&self) -> &'static str {
+        KIND_NAMES[usize::from(self.kind_number() - 1)]
+    }
+
     /// The operation this event is the outcome of, if it is one.
     pub fn outcome_of(&self) -> Option<OperationId> {
         match self {
@@ -233,6 +371,18 @@ impl Event {
         }
     }
 
+    /// The failure an outcome reports, if it is a failed outcome.
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            Event::ComposeFailed { failure, .. }
+            | Event::DecomposeFailed { failure, .. }
+            | Event::MountFailed { failure, .. }
+            | Event::UnmountFailed { failure, .. }
+            | Event::FailoverFailed { failure, .. } => Some(failure),
+            _ => None,
+        }
+    }
+
     /// The operation this event is the intent of, if it is one.
     pub fn intent_of(&self) -> Option<OperationId> {
         match self {
@@ -245,27 +395,50 @@ impl Event {
         }
     }
 
-    /// Whether the event names this device directly.
-    pub fn names_device(&self, id: &str) -> bool {
+    /// The order this event came from, if an order made it.
+    pub fn made(&self) -> Option<&Made> {
         match self {
-            Event::DeviceDiscovered { facts } => facts.id == id,
-            Event::DeviceVanished { device }
-            | Event::HealthChanged { device, .. }
-            | Event::ServiceChanged { device, .. } => device == id,
-            Event::ComposeRequested { devices, .. } => devices.iter().any(|(d, _)| d == id),
-            Event::DecomposeRequested { devices, .. } => devices.iter().any(|d| d == id),
-            Event::FailoverRequested { from, to, .. } => from == id || to == id,
-            Event::MountRequested { mount, .. } => {
-                matches!(&mount.source, MountSource::Namespace { device, .. } if device == id)
-            }
-            _ => false,
+            Event::IdentitySet { made, .. }
+            | Event::TenantCreated { made, .. }
+            | Event::SystemCreated { made, .. }
+            | Event::SystemDeleted { made, .. }
+            | Event::ServiceChanged { made, .. }
+            | Event::ComposeRequested { made, .. }
+            | Event::DecomposeRequested { made, .. }
+            | Event::MountRequested { made, .. }
+            | Event::UnmountRequested { made, .. }
+            | Event::FailoverRequested { made, .. } => Some(made),
+            _ => None,
         }
     }
 
-    /// The system the event names directly, if any.
-    pub fn system(&self) -> Option<&str> {
+    /// The devices the event names directly.
+    pub fn devices(&self) -> Vec<&DeviceId> {
         match self {
-            Event::SystemCreated { name, .. } | Event::SystemDeleted { name } => Some(name),
+            Event::DeviceDiscovered { facts } => vec![&facts.id],
+            Event::DeviceVanished { device }
+            | Event::HealthChanged { device, .. }
+            | Event::ServiceChanged { device, .. } => vec![device],
+            Event::ComposeRequested { devices, .. } => devices.iter().map(|(d, _)| d).collect(),
+            Event::DecomposeRequested { devices, .. } => devices.iter().collect(),
+            Event::FailoverRequested { from, to, .. } => vec![from, to],
+            Event::MountRequested { mount, .. } => match &mount.source {
+                MountSource::Namespace { device, .. } => vec![device],
+                MountSource::Export { .. } => vec![],
+            },
+            _ => vec![],
+        }
+    }
+
+    /// Whether the event names this device directly.
+    pub fn names_device(&self, id: &str) -> bool {
+        self.devices().iter().any(|d| d.as_str() == id)
+    }
+
+    /// The system the event names directly, if any.
+    pub fn system(&self) -> Option<&SystemName> {
+        match self {
+            Event::SystemCreated { name, .. } | Event::SystemDeleted { name, .. } => Some(name),
             Event::ComposeRequested { system, .. }
             | Event::DecomposeRequested { system, .. }
             | Event::MountRequested { system, .. }
@@ -287,6 +460,22 @@ impl journal::Event for Event {
         let index = usize::from(kind).checked_sub(1)?;
         KIND_NAMES.get(index).copied()
     }
+
+    /// Schema 2 decodes as it is; schema 1 decodes into the frozen [`v1::Event`] and is upcast.
+    fn decode(kind: u16, version: u16, payload: &[u8]) -> Result<Self, journal::DecodeError> {
+        let failed = |e: bincode::Error| journal::DecodeError::Payload {
+            kind,
+            version,
+            reason: e.to_string(),
+        };
+        match version {
+            SCHEMA_VERSION => bincode::deserialize(payload).map_err(failed),
+            1 => bincode::deserialize::<v1::Event>(payload)
+                .map(Event::from)
+                .map_err(failed),
+            _ => Err(journal::DecodeError::UnknownVersion { kind, version }),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -298,24 +487,27 @@ mod tests {
     fn kind_numbers_are_stable_and_named() {
         let samples = [
             (
-                Event::TenantCreated { name: "t".into() },
+                Event::TenantCreated {
+                    name: "t".into(),
+                    made: Made::default(),
+                },
                 2,
                 "tenant_created",
             ),
             (
                 Event::ComposeRequested {
-                    op: 1,
+                    op: OperationId(1),
                     system: "s".into(),
                     devices: vec![],
-                    request_id: None,
+                    made: Made::default(),
                 },
                 10,
                 "compose_requested",
             ),
             (
                 Event::FailoverFailed {
-                    op: 1,
-                    reason: "r".into(),
+                    op: OperationId(1),
+                    failure: Failure::Unclassified { reason: "r".into() },
                 },
                 24,
                 "failover_failed",
@@ -323,10 +515,11 @@ mod tests {
         ];
         for (event, kind, name) in samples {
             assert_eq!(event.kind(), kind, "{event:?}");
-            assert_eq!(Event::kind_name(kind), Some(name));
+            assert_eq!(<Event as journal::Event>::kind_name(kind), Some(name));
+            assert_eq!(event.kind_name(), name);
         }
-        assert_eq!(Event::kind_name(0), None);
-        assert_eq!(Event::kind_name(25), None);
+        assert_eq!(<Event as journal::Event>::kind_name(0), None);
+        assert_eq!(<Event as journal::Event>::kind_name(25), None);
     }
 
     #[test]
@@ -339,5 +532,49 @@ mod tests {
         let back = Event::decode(event.kind(), SCHEMA_VERSION, &bytes).expect("decode");
         assert_eq!(back, event);
         assert!(Event::decode(8, SCHEMA_VERSION + 1, &bytes).is_err());
+    }
+
+    #[test]
+    fn a_schema_1_failure_is_upcast_to_an_unclassified_failure() {
+        let old = v1::Event::ComposeFailed {
+            op: 3,
+            reason: "bind timed out".into(),
+        };
+        let bytes = bincode::serialize(&old).expect("serialize");
+        let back = Event::decode(12, 1, &bytes).expect("decode");
+        assert_eq!(
+            back,
+            Event::ComposeFailed {
+                op: OperationId(3),
+                failure: Failure::Unclassified {
+                    reason: "bind timed out".into()
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn a_schema_1_order_is_upcast_with_an_unrecorded_origin_and_its_request_id() {
+        let old = v1::Event::DecomposeRequested {
+            op: 4,
+            system: "ws1".into(),
+            devices: vec!["gpu-1".into()],
+            request_id: Some("r9".into()),
+        };
+        let bytes = bincode::serialize(&old).expect("serialize");
+        let back = Event::decode(13, 1, &bytes).expect("decode");
+        assert_eq!(
+            back,
+            Event::DecomposeRequested {
+                op: OperationId(4),
+                system: "ws1".into(),
+                devices: vec!["gpu-1".into()],
+                made: Made {
+                    by: Origin::default(),
+                    request_id: Some("r9".into()),
+                },
+            }
+        );
+        assert_eq!(Origin::default().door, Door::Unrecorded);
     }
 }

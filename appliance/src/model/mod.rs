@@ -1,6 +1,21 @@
 //! The domain model: devices, ports, systems, tenants, the events that change them, and State,
-//! the pure fold of those events. Plain data; no I/O and no hardware types.
+//! the pure fold of those events. Plain data: no I/O, and no hardware types (`runtime::adapt`
+//! turns what the drivers report into these).
 
 pub mod domain;
 pub mod event;
+pub mod failure;
+pub mod ids;
+pub mod operation;
+pub mod pool;
 pub mod state;
+
+pub use domain::{
+    AttachState, Attachment, Device, DeviceKind, Health, Identity, Mount, MountSource, MountState,
+    Port, Role, System, Tenant,
+};
+pub use event::{DeviceFacts, Door, Event, Made, MountSpec, Origin};
+pub use failure::{Failure, SwitchStep};
+pub use ids::{DeviceId, OperationId, PortId, RequestId, SwitchName, SystemName, TenantName};
+pub use operation::{Operation, OperationKind, OrderKind, Outcome, Requested};
+pub use state::{ApplyError, Counters, State};

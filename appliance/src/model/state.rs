@@ -1,107 +1,26 @@
 //! The appliance's State: a pure fold of its events. `apply` does no I/O; `check_invariants`
 //! states what must hold after every event (checked in tests and, in debug builds, by the core).
+//! Every change to a device goes through one helper that moves it in the free pool's index and
+//! sets its version (the sequence of the event that changed it, its ETag) once.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::domain::{
-    AttachState, Attachment, Device, DeviceId, Health, Identity, Mount, MountSource, MountState,
-    OperationId, Port, System, SystemName, Tenant,
+use super::domain::{
+    AttachState, Attachment, Device, Health, Identity, Mount, MountSource, MountState, Port, Role,
+    System, Tenant,
 };
-use crate::model::event::{DeviceFacts, Event, MountSpec};
+use super::event::{DeviceFacts, Event, Made, MountSpec};
+use super::ids::{DeviceId, OperationId, PortId, RequestId, SystemName, TenantName};
+use super::operation::{Operation, OperationKind, OrderKind, Outcome, Requested};
+use super::pool::FreePool;
 
 /// Finished operations remembered (for request-id replies and `show`); older ones are dropped.
 pub const FINISHED_OPERATIONS_MAX: usize = 4096;
-
-/// What an operation does.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum OperationKind {
-    Compose {
-        devices: Vec<(DeviceId, u16)>,
-    },
-    Decompose {
-        devices: Vec<DeviceId>,
-    },
-    Mount {
-        // Boxed: the spec would double the size of every operation, and State's maps move
-        // operations around as they change.
-        mount: Box<MountSpec>,
-    },
-    Unmount {
-        target: String,
-    },
-    Failover {
-        from: DeviceId,
-        to: DeviceId,
-        port: u16,
-    },
-}
-
-impl OperationKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            OperationKind::Compose { .. } => "compose",
-            OperationKind::Decompose { .. } => "decompose",
-            OperationKind::Mount { .. } => "mount",
-            OperationKind::Unmount { .. } => "unmount",
-            OperationKind::Failover { .. } => "failover",
-        }
-    }
-}
-
-/// How an operation ended.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Completed,
-    Failed(String),
-}
-
-/// An operation: its intent and, once it has one, its outcome.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
-pub struct Operation {
-    pub id: OperationId,
-    pub system: SystemName,
-    pub kind: OperationKind,
-    pub request_id: Option<String>,
-    /// Sequence of the intent event.
-    pub requested_at: u64,
-    /// Sequence of the outcome event, once there is one.
-    pub finished_at: Option<u64>,
-    pub outcome: Option<Outcome>,
-}
+/// Request ids of orders that start no operation (create, delete, service) remembered; older
+/// ones are forgotten.
+pub const PLAIN_REQUESTS_MAX: usize = 4096;
 
 /// Counters derived from events (the ones that survive a restart).
 #[derive(
@@ -140,18 +59,26 @@ pub struct State {
     /// Sequence of the last applied event (0 = nothing applied).
     pub head: u64,
     pub identity: Identity,
-    pub tenants: BTreeMap<String, Tenant>,
+    pub tenants: BTreeMap<TenantName, Tenant>,
     pub devices: BTreeMap<DeviceId, Device>,
-    pub ports: BTreeMap<u16, Port>,
+    pub ports: BTreeMap<PortId, Port>,
     pub systems: BTreeMap<SystemName, System>,
     /// Operations without an outcome yet.
     pub pending: BTreeMap<OperationId, Box<Operation>>,
     /// The most recent finished operations (at most FINISHED_OPERATIONS_MAX).
     pub finished: BTreeMap<OperationId, Box<Operation>>,
-    /// Request id -> the operation it created (pending or still remembered as finished).
-    pub requests: BTreeMap<String, OperationId>,
+    /// Request id -> what it was used for (operations pending or still remembered, and the
+    /// newest PLAIN_REQUESTS_MAX other orders).
+    pub requests: BTreeMap<RequestId, Requested>,
+    /// The request ids of orders that start no operation, by the sequence that recorded them
+    /// (oldest first, to forget the oldest).
+    pub plain_requests: BTreeMap<u64, RequestId>,
     pub next_operation: OperationId,
     pub counters: Counters,
+    /// The free pool's index (derived from `devices` and `ports`; not part of the JSON form:
+    /// [`State::reindex`] rebuilds it after deserializing one).
+    #[serde(skip)]
+    pub pool: FreePool,
 }
 
 /// An event that does not fit the state it is applied to: a bug in `decide` or a damaged journal.
@@ -167,6 +94,37 @@ pub enum ApplyError {
     Conflict { sequence: u64, reason: String },
     #[error("event at sequence {sequence} is not after the state's head {head}")]
     OutOfOrder { sequence: u64, head: u64 },
+}
+
+fn unknown(sequence: u64, what: &'static str, name: impl ToString) -> ApplyError {
+    ApplyError::Unknown {
+        sequence,
+        what,
+        name: name.to_string(),
+    }
+}
+
+fn conflict(sequence: u64, reason: String) -> ApplyError {
+    ApplyError::Conflict { sequence, reason }
+}
+
+impl DeviceFacts {
+    /// The facts State holds of a device.
+    pub fn of(device: &Device) -> DeviceFacts {
+        DeviceFacts {
+            id: device.id.clone(),
+            kind: device.kind,
+            class: device.class,
+            vendor_id: device.vendor_id,
+            device_id: device.device_id,
+            serial: device.serial.clone(),
+            model: device.model.clone(),
+            firmware: device.firmware.clone(),
+            capacity_bytes: device.capacity_bytes,
+            rdma: device.rdma,
+            switch: device.switch.clone(),
+        }
+    }
 }
 
 impl State {
@@ -190,41 +148,56 @@ impl State {
         Ok(())
     }
 
+    /// Rebuilds the free pool's index from the devices and ports (after deserializing a State).
+    pub fn reindex(&mut self) {
+        self.pool = FreePool::build(self.devices.values(), self.ports.values());
+    }
+
     fn apply_inner(&mut self, seq: u64, event: Event) -> Result<(), ApplyError> {
         match event {
-            Event::IdentitySet { identity } => self.identity = identity,
-            Event::TenantCreated { name } => {
+            Event::IdentitySet { identity, made } => {
+                self.identity = identity;
+                self.record_plain(seq, OrderKind::SetIdentity, made);
+            }
+            Event::TenantCreated { name, made } => {
                 let tenant = Tenant {
                     name: name.clone(),
                     version: seq,
                 };
                 self.tenants.insert(name, tenant);
+                self.record_plain(seq, OrderKind::CreateTenant, made);
             }
-            Event::SystemCreated { name, tenant, role } => {
-                self.create_system(seq, name, tenant, role)?
+            Event::SystemCreated {
+                name,
+                tenant,
+                role,
+                made,
+            } => {
+                self.create_system(seq, name, tenant, role)?;
+                self.record_plain(seq, OrderKind::CreateSystem, made);
             }
-            Event::SystemDeleted { name } => self.delete_system(seq, &name)?,
-            Event::PortDiscovered { port, switch, slot } => {
-                let entry = self.ports.entry(port).or_insert(Port {
-                    id: port,
-                    switch: String::new(),
-                    slot,
-                    device: None,
-                });
-                entry.switch = switch;
-                entry.slot = slot;
+            Event::SystemDeleted { name, made } => {
+                self.delete_system(seq, &name)?;
+                self.record_plain(seq, OrderKind::DeleteSystem, made);
             }
-            Event::DeviceDiscovered { facts } => self.discover(seq, *facts),
+            Event::PortDiscovered { port, switch, slot } => self.discover_port(port, switch, slot),
+            Event::DeviceDiscovered { facts } => self.discover(seq, *facts)?,
             Event::DeviceVanished { device } => {
-                self.device_mut(seq, &device)?.present = false;
+                self.change_device(seq, &device, |d| d.present = false)?;
                 self.counters.devices_vanished += 1;
             }
             Event::HealthChanged { device, health } => {
-                self.device_mut(seq, &device)?.health = health
+                self.change_device(seq, &device, |d| d.health = health)?
             }
             Event::ServiceChanged {
-                device, in_service, ..
-            } => self.device_mut(seq, &device)?.in_service = in_service,
+                device,
+                in_service,
+                made,
+                ..
+            } => {
+                self.change_device(seq, &device, |d| d.in_service = in_service)?;
+                self.record_plain(seq, OrderKind::SetService, made);
+            }
             other => return self.apply_operation(seq, other),
         }
         Ok(())
@@ -234,56 +207,46 @@ impl State {
         if let Some(op) = event.outcome_of() {
             return self.finish(seq, op, event);
         }
-        let (op, system, kind, request_id) = match event {
+        let (id, system, kind, made) = match event {
             Event::ComposeRequested {
                 op,
                 system,
                 devices,
-                request_id,
-            } => (op, system, OperationKind::Compose { devices }, request_id),
+                made,
+            } => (op, system, OperationKind::Compose { devices }, made),
             Event::DecomposeRequested {
                 op,
                 system,
                 devices,
-                request_id,
-            } => (op, system, OperationKind::Decompose { devices }, request_id),
+                made,
+            } => (op, system, OperationKind::Decompose { devices }, made),
             Event::MountRequested {
                 op,
                 system,
                 mount,
-                request_id,
-            } => (op, system, OperationKind::Mount { mount }, request_id),
+                made,
+            } => (op, system, OperationKind::Mount { mount }, made),
             Event::UnmountRequested {
                 op,
                 system,
                 target,
-                request_id,
-            } => (op, system, OperationKind::Unmount { target }, request_id),
+                made,
+            } => (op, system, OperationKind::Unmount { target }, made),
             Event::FailoverRequested {
                 op,
                 system,
                 from,
                 to,
                 port,
-                request_id,
-            } => (
-                op,
-                system,
-                OperationKind::Failover { from, to, port },
-                request_id,
-            ),
-            _ => {
-                return Err(ApplyError::Conflict {
-                    sequence: seq,
-                    reason: format!("unhandled event {event:?}"),
-                })
-            }
+                made,
+            } => (op, system, OperationKind::Failover { from, to, port }, made),
+            other => return Err(conflict(seq, format!("unhandled event {other:?}"))),
         };
         let operation = Operation {
-            id: op,
+            id,
             system,
             kind,
-            request_id,
+            made,
             requested_at: seq,
             finished_at: None,
             outcome: None,
@@ -291,19 +254,36 @@ impl State {
         self.request(seq, operation)
     }
 
+    /// Remembers the request id of an order that starts no operation; forgets the oldest such
+    /// request id beyond PLAIN_REQUESTS_MAX.
+    fn record_plain(&mut self, seq: u64, order: OrderKind, made: Made) {
+        let Some(request_id) = made.request_id else {
+            return;
+        };
+        let requested = Requested {
+            order,
+            op: None,
+            sequence: seq,
+        };
+        self.requests.insert(request_id.clone(), requested);
+        self.plain_requests.insert(seq, request_id);
+        while self.plain_requests.len() > PLAIN_REQUESTS_MAX {
+            let Some((_, old)) = self.plain_requests.pop_first() else {
+                break;
+            };
+            self.requests.remove(&old);
+        }
+    }
+
     fn create_system(
         &mut self,
         seq: u64,
-        name: String,
-        tenant: String,
-        role: crate::model::domain::Role,
+        name: SystemName,
+        tenant: TenantName,
+        role: Role,
     ) -> Result<(), ApplyError> {
         if !self.tenants.contains_key(&tenant) {
-            return Err(ApplyError::Unknown {
-                sequence: seq,
-                what: "tenant",
-                name: tenant,
-            });
+            return Err(unknown(seq, "tenant", tenant));
         }
         let system = System {
             name: name.clone(),
@@ -316,10 +296,7 @@ impl State {
             version: seq,
         };
         if self.systems.insert(name.clone(), system).is_some() {
-            return Err(ApplyError::Conflict {
-                sequence: seq,
-                reason: format!("system {name:?} exists"),
-            });
+            return Err(conflict(seq, format!("system {name:?} exists")));
         }
         Ok(())
     }
@@ -327,20 +304,39 @@ impl State {
     fn delete_system(&mut self, seq: u64, name: &str) -> Result<(), ApplyError> {
         let system = self.system_mut(seq, name)?;
         if !system.devices.is_empty() || system.pending.is_some() {
-            return Err(ApplyError::Conflict {
-                sequence: seq,
-                reason: format!("system {name:?} still holds devices"),
-            });
+            return Err(conflict(
+                seq,
+                format!("system {name:?} still holds devices"),
+            ));
         }
         self.systems.remove(name);
         Ok(())
     }
 
-    fn discover(&mut self, seq: u64, facts: DeviceFacts) {
-        let device = self
-            .devices
-            .entry(facts.id.clone())
-            .or_insert_with(|| Device {
+    fn discover_port(&mut self, id: PortId, switch: super::ids::SwitchName, slot: u32) {
+        match self.ports.get_mut(&id) {
+            Some(port) => {
+                self.pool.remove_port(port);
+                port.switch = switch;
+                port.slot = slot;
+                self.pool.add_port(port);
+            }
+            None => {
+                let port = Port {
+                    id,
+                    switch,
+                    slot,
+                    device: None,
+                };
+                self.pool.add_port(&port);
+                self.ports.insert(id, port);
+            }
+        }
+    }
+
+    fn discover(&mut self, seq: u64, facts: DeviceFacts) -> Result<(), ApplyError> {
+        if !self.devices.contains_key(&facts.id) {
+            let device = Device {
                 id: facts.id.clone(),
                 kind: facts.kind,
                 class: facts.class,
@@ -351,63 +347,73 @@ impl State {
                 firmware: String::new(),
                 capacity_bytes: 0,
                 rdma: false,
-                switch: String::new(),
+                switch: Default::default(),
                 port: None,
                 health: Health::Ok,
                 in_service: true,
-                present: true,
+                present: false,
                 holder: None,
                 version: seq,
-            });
-        device.kind = facts.kind;
-        device.class = facts.class;
-        device.vendor_id = facts.vendor_id;
-        device.device_id = facts.device_id;
-        device.serial = facts.serial;
-        device.model = facts.model;
-        device.firmware = facts.firmware;
-        device.capacity_bytes = facts.capacity_bytes;
-        device.rdma = facts.rdma;
-        device.switch = facts.switch;
-        device.present = true;
-        device.version = seq;
+            };
+            self.devices.insert(facts.id.clone(), device);
+        }
+        let id = facts.id.clone();
+        self.change_device(seq, &id, move |device| {
+            device.kind = facts.kind;
+            device.class = facts.class;
+            device.vendor_id = facts.vendor_id;
+            device.device_id = facts.device_id;
+            device.serial = facts.serial;
+            device.model = facts.model;
+            device.firmware = facts.firmware;
+            device.capacity_bytes = facts.capacity_bytes;
+            device.rdma = facts.rdma;
+            device.switch = facts.switch;
+            device.present = true;
+        })
     }
 
     /// Records an intent: reserves devices and ports, marks the system busy.
     fn request(&mut self, seq: u64, operation: Operation) -> Result<(), ApplyError> {
         let system = self.system_mut(seq, &operation.system)?;
         if system.pending.is_some() {
-            return Err(ApplyError::Conflict {
-                sequence: seq,
-                reason: format!("system {:?} is busy", operation.system),
-            });
+            return Err(conflict(
+                seq,
+                format!("system {:?} is busy", operation.system),
+            ));
         }
         system.pending = Some(operation.id);
         system.version = seq;
+        let name = &operation.system;
         match &operation.kind {
             OperationKind::Compose { devices } => {
                 for (device, port) in devices {
-                    self.reserve(seq, &operation.system, device, *port)?;
+                    self.reserve(seq, name, device, *port)?;
                 }
             }
             OperationKind::Decompose { devices } => {
                 for device in devices {
-                    self.set_attach_state(seq, &operation.system, device, AttachState::Detaching)?;
+                    self.set_attach_state(seq, name, device, AttachState::Detaching)?;
                 }
             }
-            OperationKind::Mount { mount } => self.start_mount(seq, &operation.system, mount)?,
+            OperationKind::Mount { mount } => self.start_mount(seq, name, mount)?,
             OperationKind::Unmount { target } => {
-                self.set_mount_state(seq, &operation.system, target, MountState::Unmounting)?
+                self.set_mount_state(seq, name, target, MountState::Unmounting)?
             }
             OperationKind::Failover { from, to, port } => {
-                self.set_attach_state(seq, &operation.system, from, AttachState::Detaching)?;
-                self.reserve(seq, &operation.system, to, *port)?;
+                self.set_attach_state(seq, name, from, AttachState::Detaching)?;
+                self.reserve(seq, name, to, *port)?;
             }
         }
-        if let Some(request_id) = &operation.request_id {
-            self.requests.insert(request_id.clone(), operation.id);
+        if let Some(request_id) = &operation.made.request_id {
+            let requested = Requested {
+                order: operation.kind.order(),
+                op: Some(operation.id),
+                sequence: seq,
+            };
+            self.requests.insert(request_id.clone(), requested);
         }
-        self.next_operation = self.next_operation.max(operation.id + 1);
+        self.next_operation = self.next_operation.max(operation.id.next());
         self.counters.operations_requested += 1;
         self.pending.insert(operation.id, Box::new(operation));
         Ok(())
@@ -418,17 +424,13 @@ impl State {
         let mut operation = self
             .pending
             .remove(&op)
-            .ok_or_else(|| ApplyError::Unknown {
-                sequence: seq,
-                what: "pending operation",
-                name: op.to_string(),
-            })?;
+            .ok_or_else(|| unknown(seq, "pending operation", op))?;
         let outcome = match event {
-            Event::ComposeFailed { reason, .. }
-            | Event::DecomposeFailed { reason, .. }
-            | Event::MountFailed { reason, .. }
-            | Event::UnmountFailed { reason, .. }
-            | Event::FailoverFailed { reason, .. } => Outcome::Failed(reason),
+            Event::ComposeFailed { failure, .. }
+            | Event::DecomposeFailed { failure, .. }
+            | Event::MountFailed { failure, .. }
+            | Event::UnmountFailed { failure, .. }
+            | Event::FailoverFailed { failure, .. } => Outcome::Failed(failure),
             _ => Outcome::Completed,
         };
         self.conclude(seq, &operation, &outcome)?;
@@ -436,7 +438,9 @@ impl State {
         system.pending = None;
         system.version = seq;
         system.last_failure = match &outcome {
-            Outcome::Failed(reason) => Some(format!("{} failed: {reason}", operation.kind.name())),
+            Outcome::Failed(failure) => {
+                Some(format!("{} failed: {failure}", operation.kind.name()))
+            }
             Outcome::Completed => None,
         };
         match outcome {
@@ -505,8 +509,8 @@ impl State {
             let Some((_, old)) = self.finished.pop_first() else {
                 break;
             };
-            if let Some(request_id) = old.request_id {
-                self.requests.remove(&request_id);
+            if let Some(request_id) = &old.made.request_id {
+                self.requests.remove(request_id);
             }
         }
     }
@@ -514,84 +518,70 @@ impl State {
     fn reserve(
         &mut self,
         seq: u64,
-        system: &str,
-        device_id: &str,
-        port_id: u16,
+        system: &SystemName,
+        device_id: &DeviceId,
+        port_id: PortId,
     ) -> Result<(), ApplyError> {
-        let device = self.device_mut(seq, device_id)?;
+        let device = self
+            .devices
+            .get(device_id)
+            .ok_or_else(|| unknown(seq, "device", device_id))?;
         if device.holder.is_some() {
-            return Err(ApplyError::Conflict {
-                sequence: seq,
-                reason: format!("device {device_id:?} is already held"),
-            });
+            return Err(conflict(
+                seq,
+                format!("device {device_id:?} is already held"),
+            ));
         }
-        device.holder = Some(system.to_string());
-        device.port = Some(port_id);
-        device.version = seq;
         let port = self
             .ports
-            .get_mut(&port_id)
-            .ok_or_else(|| ApplyError::Unknown {
-                sequence: seq,
-                what: "port",
-                name: port_id.to_string(),
-            })?;
+            .get(&port_id)
+            .ok_or_else(|| unknown(seq, "port", port_id))?;
         if port.device.is_some() {
-            return Err(ApplyError::Conflict {
-                sequence: seq,
-                reason: format!("port {port_id} is already used"),
-            });
+            return Err(conflict(seq, format!("port {port_id} is already used")));
         }
-        port.device = Some(device_id.to_string());
+        self.change_device(seq, device_id, |d| {
+            d.holder = Some(system.clone());
+            d.port = Some(port_id);
+        })?;
+        self.change_port(port_id, |p| p.device = Some(device_id.clone()));
         let attachment = Attachment {
             port: port_id,
             state: AttachState::Attaching,
         };
         self.system_mut(seq, system)?
             .devices
-            .insert(device_id.to_string(), attachment);
+            .insert(device_id.clone(), attachment);
         Ok(())
     }
 
-    fn release(&mut self, seq: u64, system: &str, device_id: &str) -> Result<(), ApplyError> {
+    fn release(&mut self, seq: u64, system: &str, device_id: &DeviceId) -> Result<(), ApplyError> {
         let attachment = self
             .system_mut(seq, system)?
             .devices
             .remove(device_id)
-            .ok_or_else(|| ApplyError::Unknown {
-                sequence: seq,
-                what: "device of the system",
-                name: device_id.to_string(),
-            })?;
-        if let Some(port) = self.ports.get_mut(&attachment.port) {
-            port.device = None;
-        }
-        let device = self.device_mut(seq, device_id)?;
-        device.holder = None;
-        device.port = None;
-        device.version = seq;
-        Ok(())
+            .ok_or_else(|| unknown(seq, "device of the system", device_id))?;
+        self.change_port(attachment.port, |p| p.device = None);
+        self.change_device(seq, device_id, |d| {
+            d.holder = None;
+            d.port = None;
+        })
     }
 
     fn set_attach_state(
         &mut self,
         seq: u64,
         system: &str,
-        device_id: &str,
+        device_id: &DeviceId,
         state: AttachState,
     ) -> Result<(), ApplyError> {
         let attachment = self
             .system_mut(seq, system)?
             .devices
             .get_mut(device_id)
-            .ok_or_else(|| ApplyError::Unknown {
-                sequence: seq,
-                what: "device of the system",
-                name: device_id.to_string(),
-            })?;
+            .ok_or_else(|| unknown(seq, "device of the system", device_id))?;
         attachment.state = state;
-        self.device_mut(seq, device_id)?.version = seq;
-        Ok(())
+        // The device's own record did not change, but what it shows (attaching, attached) did.
+        self.change_device(seq, device_id, |_| {})
     }
 
     fn start_mount(&mut self, seq: u64, system: &str, spec: &MountSpec) -> Result<(), ApplyError> {
@@ -604,10 +594,10 @@ impl State {
         };
         let system = self.system_mut(seq, system)?;
         if system.mounts.insert(spec.target.clone(), mount).is_some() {
-            return Err(ApplyError::Conflict {
-                sequence: seq,
-                reason: format!("mount target {:?} is in use", spec.target),
-            });
+            return Err(conflict(
+                seq,
+                format!("mount target {:?} is in use", spec.target),
+            ));
         }
         Ok(())
     }
@@ -623,36 +613,44 @@ impl State {
             .system_mut(seq, system)?
             .mounts
             .get_mut(target)
-            .ok_or_else(|| ApplyError::Unknown {
-                sequence: seq,
-                what: "mount",
-                name: target.to_string(),
-            })?;
+            .ok_or_else(|| unknown(seq, "mount", target))?;
         mount.state = state;
         Ok(())
     }
 
-    fn device_mut(&mut self, seq: u64, id: &str) -> Result<&mut Device, ApplyError> {
+    /// The one way a device changes: out of the free pool's index, changed, its version set to
+    /// `seq`, back into the index if it is free.
+    fn change_device(
+        &mut self,
+        seq: u64,
+        id: &str,
+        change: impl FnOnce(&mut Device),
+    ) -> Result<(), ApplyError> {
         let device = self
             .devices
             .get_mut(id)
-            .ok_or_else(|| ApplyError::Unknown {
-                sequence: seq,
-                what: "device",
-                name: id.to_string(),
-            })?;
+            .ok_or_else(|| unknown(seq, "device", id))?;
+        self.pool.remove_device(device);
+        change(device);
         device.version = seq;
-        Ok(device)
+        self.pool.add_device(device);
+        Ok(())
+    }
+
+    /// The one way a port changes (ports have no version); a port State does not know is left
+    /// alone (a release after the port was lost from the inventory).
+    fn change_port(&mut self, id: PortId, change: impl FnOnce(&mut Port)) {
+        if let Some(port) = self.ports.get_mut(&id) {
+            self.pool.remove_port(port);
+            change(port);
+            self.pool.add_port(port);
+        }
     }
 
     fn system_mut(&mut self, seq: u64, name: &str) -> Result<&mut System, ApplyError> {
         self.systems
             .get_mut(name)
-            .ok_or_else(|| ApplyError::Unknown {
-                sequence: seq,
-                what: "system",
-                name: name.to_string(),
-            })
+            .ok_or_else(|| unknown(seq, "system", name))
     }
 
     /// An operation by id: pending, or finished and still remembered.
@@ -674,7 +672,8 @@ impl State {
     pub fn check_invariants(&self) -> Result<(), String> {
         self.check_devices()?;
         self.check_systems()?;
-        self.check_operations()
+        self.check_operations()?;
+        self.check_pool()
     }
 
     fn check_devices(&self) -> Result<(), String> {
@@ -692,9 +691,7 @@ impl State {
                             device.id
                         ));
                     }
-                    if self.ports.get(&port).and_then(|p| p.device.as_deref())
-                        != Some(device.id.as_str())
-                    {
+                    if self.ports.get(&port).and_then(|p| p.device.as_ref()) != Some(&device.id) {
                         return Err(format!(
                             "device {} claims port {port}, which does not hold it",
                             device.id
@@ -728,9 +725,7 @@ impl State {
                 ));
             }
             for id in system.devices.keys() {
-                if self.devices.get(id).and_then(|d| d.holder.as_deref())
-                    != Some(system.name.as_str())
-                {
+                if self.devices.get(id).and_then(|d| d.holder.as_ref()) != Some(&system.name) {
                     return Err(format!(
                         "system {} lists {id}, which it does not hold",
                         system.name
@@ -749,7 +744,7 @@ impl State {
                 }
             }
             if let Some(op) = system.pending {
-                if self.pending.get(&op).map(|o| o.system.as_str()) != Some(system.name.as_str()) {
+                if self.pending.get(&op).map(|o| &o.system) != Some(&system.name) {
                     return Err(format!(
                         "system {} waits on operation {op}, which is not its pending one",
                         system.name
@@ -778,30 +773,24 @@ impl State {
                 ));
             }
         }
-        for (request, op) in &self.requests {
-            if !self.pending.contains_key(op) && !self.finished.contains_key(op) {
+        for (request, requested) in &self.requests {
+            let known = match requested.op {
+                Some(op) => self.pending.contains_key(&op) || self.finished.contains_key(&op),
+                None => self.plain_requests.get(&requested.sequence) == Some(request),
+            };
+            if !known {
                 return Err(format!(
-                    "request {request} points at forgotten operation {op}"
+                    "request {request} points at a forgotten order ({requested:?})"
                 ));
             }
         }
         Ok(())
     }
-}
 
-/// Converts pool facts (from the fabric) into event facts.
-pub fn facts_of(device: &Device) -> DeviceFacts {
-    DeviceFacts {
-        id: device.id.clone(),
-        kind: device.kind,
-        class: device.class,
-        vendor_id: device.vendor_id,
-        device_id: device.device_id,
-        serial: device.serial.clone(),
-        model: device.model.clone(),
-        firmware: device.firmware.clone(),
-        capacity_bytes: device.capacity_bytes,
-        rdma: device.rdma,
-        switch: device.switch.clone(),
+    fn check_pool(&self) -> Result<(), String> {
+        if self.pool != FreePool::build(self.devices.values(), self.ports.values()) {
+            return Err("the free pool's index differs from a rebuild".into());
+        }
+        Ok(())
     }
 }

@@ -139,9 +139,12 @@ mod wiring {
                 fabric: Arc::new(fabric),
                 host: Arc::new(host),
             },
-            control_listen: CONTROL_LISTEN
-                .parse()
-                .context("parse the control address")?,
+            control_listen: Some(
+                CONTROL_LISTEN
+                    .parse()
+                    .context("parse the control address")?,
+            ),
+            identity: None,
             snapshots: !flags.ignore_snapshots,
         };
         serve::start(options).map(Running)

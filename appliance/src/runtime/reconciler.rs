@@ -1,22 +1,32 @@
-//! The reconciler: compares what State wants with what the fabric and the host report, drives
-//! them (`drivers::Fabric`, `drivers::Host`), and turns the results into outcome commands. After a
-//! restart it finds every intent without an outcome and finishes it (each step is idempotent: a
-//! device already attached where it should be is not attached again) or rolls it back.
+//! The reconciler: executes the operations State holds (`drivers::Fabric` at the switch,
+//! `drivers::Host` on this server) and rolls back what a failed one did; its verdict becomes the
+//! operation's outcome event. After a restart it finds every intent without an outcome and
+//! executes it again: each step is idempotent (a device already attached where it should be is
+//! not attached again), so an operation interrupted at any step is finished or rolled back.
 //!
-//! States of one compose (one row per situation the reconciler can find):
+//! What one execution finds, and what it does (`RULES` mirrors this table; the tests in
+//! `tests/reconciler.rs` run a scenario per row on the simulated fabric):
 //!
-//! | found at the switch / host            | action                                   | outcome          |
-//! |---------------------------------------|------------------------------------------|------------------|
-//! | device free                           | attach, wait for slot, bind, identify    | continue         |
-//! | device already at its port            | skip attach; wait, bind, identify        | continue         |
-//! | switch refuses / device unknown       | detach what this op attached             | ComposeFailed    |
-//! | slot stays empty (device vanished)    | detach the rest, report vanished         | ComposeFailed    |
-//! | bind times out / NVMe serial differs  | detach what this op attached             | ComposeFailed    |
-//! | every device bound (and identified)   | nothing more                             | ComposeCompleted |
+//! | rule | operation | found at the switch / host                 | action                                        | outcome                          |
+//! |------|-----------|--------------------------------------------|-----------------------------------------------|----------------------------------|
+//! | 1    | compose   | device free                                | attach, wait for its slot, bind, identify     | continue                         |
+//! | 2    | compose   | device already at its port (a restart)     | skip the attach; wait, bind, identify         | continue                         |
+//! | 3    | compose   | switch refuses the attach                  | detach what this operation attached           | ComposeFailed `switch_refused`   |
+//! | 4    | compose   | device vanished from the switch's pool     | detach the rest, observe it vanished          | ComposeFailed `device_vanished`  |
+//! | 5    | compose   | the driver's bind times out                | detach what this operation attached           | ComposeFailed `bind_timeout`     |
+//! | 6    | compose   | NVMe identifies with another serial        | detach what this operation attached           | ComposeFailed `serial_mismatch`  |
+//! | 7    | compose   | every device bound (and identified)        | nothing more                                  | ComposeCompleted                 |
+//! | 8    | decompose | device attached                            | unbind, detach, wait for the slot to empty    | continue                         |
+//! | 9    | decompose | the switch no longer knows the device      | count it detached                             | continue                         |
+//! | 10   | decompose | switch refuses the detach                  | attach again what this operation detached     | DecomposeFailed `switch_refused` |
+//! | 11   | decompose | every device detached                      | nothing more                                  | DecomposeCompleted               |
+//! | 12   | failover  | replacement attached, bound, old detached  | nothing more                                  | FailoverCompleted                |
+//! | 13   | failover  | replacement fails to attach or bind        | detach the replacement, keep the old device   | FailoverFailed                   |
+//! | 14   | mount     | the namespace's NVMe is in its slot        | nothing (the system mounts it)                | MountCompleted                   |
+//! | 15   | mount     | the namespace's NVMe is not in its slot    | nothing                                       | MountFailed `not_in_slot`        |
 //!
-//! Decompose is the mirror (unbind, detach, wait for the slot to empty; a failure re-attaches what
-//! was detached: all or nothing). Mounts are checked against the composed devices (the mount
-//! itself happens inside the composed system, not on the appliance).
+//! Drift (a device attached where State says free, or the reverse) is repaired by `drift`;
+//! host observations become commands in `monitor`.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,14 +35,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use drivers::{DriverChoice, Fabric, FabricError, Host, HostObservation, Inventory, PciAddress};
+use drivers::{DriverChoice, Fabric, FabricError, Host, Inventory};
 use tracing::{info, info_span, warn};
 
+use super::adapt::{bind_failure, driver_for, switch_failure};
 use crate::core::CoreHandle;
-use crate::decide::command::Command;
-use crate::model::domain::{AttachState, Device, DeviceKind, Health, MountSource, OperationId};
-use crate::model::event::DeviceFacts;
-use crate::model::state::{Operation, OperationKind, State};
+use crate::decide::command::{Command, Observation};
+use crate::model::{
+    DeviceId, DeviceKind, Failure, MountSource, Operation, OperationId, OperationKind, PortId,
+    State, SwitchStep,
+};
 
 /// Timeouts and pacing of the reconciler.
 #[derive(Debug, Clone)]
@@ -76,25 +88,129 @@ impl std::fmt::Debug for Drivers {
     }
 }
 
+/// How an execution ends for a rule of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ends {
+    /// The operation goes on with its next device or step.
+    Continues,
+    Completed,
+    /// Failed, with this failure code.
+    Failed(&'static str),
+}
+
+/// One row of the table above.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    pub id: u8,
+    pub operation: &'static str,
+    pub finds: &'static str,
+    pub ends: Ends,
+}
+
+/// The table above, row by row.
+pub const RULES: [Rule; 15] = [
+    Rule {
+        id: 1,
+        operation: "compose",
+        finds: "device free",
+        ends: Ends::Continues,
+    },
+    Rule {
+        id: 2,
+        operation: "compose",
+        finds: "device already at its port",
+        ends: Ends::Continues,
+    },
+    Rule {
+        id: 3,
+        operation: "compose",
+        finds: "switch refuses the attach",
+        ends: Ends::Failed("switch_refused"),
+    },
+    Rule {
+        id: 4,
+        operation: "compose",
+        finds: "device vanished from the pool",
+        ends: Ends::Failed("device_vanished"),
+    },
+    Rule {
+        id: 5,
+        operation: "compose",
+        finds: "bind times out",
+        ends: Ends::Failed("bind_timeout"),
+    },
+    Rule {
+        id: 6,
+        operation: "compose",
+        finds: "NVMe identifies with another serial",
+        ends: Ends::Failed("serial_mismatch"),
+    },
+    Rule {
+        id: 7,
+        operation: "compose",
+        finds: "every device bound and identified",
+        ends: Ends::Completed,
+    },
+    Rule {
+        id: 8,
+        operation: "decompose",
+        finds: "device attached",
+        ends: Ends::Continues,
+    },
+    Rule {
+        id: 9,
+        operation: "decompose",
+        finds: "switch no longer knows the device",
+        ends: Ends::Continues,
+    },
+    Rule {
+        id: 10,
+        operation: "decompose",
+        finds: "switch refuses the detach",
+        ends: Ends::Failed("switch_refused"),
+    },
+    Rule {
+        id: 11,
+        operation: "decompose",
+        finds: "every device detached",
+        ends: Ends::Completed,
+    },
+    Rule {
+        id: 12,
+        operation: "failover",
+        finds: "replacement attached and bound, old device detached",
+        ends: Ends::Completed,
+    },
+    Rule {
+        id: 13,
+        operation: "failover",
+        finds: "replacement fails to bind",
+        ends: Ends::Failed("bind_timeout"),
+    },
+    Rule {
+        id: 14,
+        operation: "mount",
+        finds: "the namespace's NVMe is in its slot",
+        ends: Ends::Completed,
+    },
+    Rule {
+        id: 15,
+        operation: "mount",
+        finds: "the namespace's NVMe is not in its slot",
+        ends: Ends::Failed("not_in_slot"),
+    },
+];
+
 /// The result of executing one operation: its verdict, plus observations made on the way.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Execution {
-    pub result: Result<(), String>,
+    pub result: Result<(), Failure>,
     pub observations: Vec<Command>,
-}
-
-/// The driver a device of this kind is bound to.
-fn driver_for(kind: DeviceKind) -> DriverChoice {
-    match kind {
-        DeviceKind::Nvme => DriverChoice::Nvme,
-        DeviceKind::Gpu => DriverChoice::VfioPci,
-        DeviceKind::Nic | DeviceKind::Hba | DeviceKind::Other => DriverChoice::Default,
-    }
 }
 
 /// Executes one pending operation against the hardware.
 pub fn execute(drivers: &Drivers, state: &State, op: &Operation) -> Execution {
-    let span = info_span!("reconcile", op = op.id, kind = op.kind.name(), system = %op.system);
+    let span = info_span!("reconcile", op = op.id.0, kind = op.kind.name(), system = %op.system);
     let _guard = span.enter();
     let mut observations = Vec::new();
     let result = match &op.kind {
@@ -102,7 +218,7 @@ pub fn execute(drivers: &Drivers, state: &State, op: &Operation) -> Execution {
             attach_all(drivers, state, devices, &mut observations)
         }
         OperationKind::Decompose { devices } => {
-            let pairs: Vec<(String, u16)> = devices
+            let pairs: Vec<(DeviceId, PortId)> = devices
                 .iter()
                 .filter_map(|d| port_of(state, &op.system, d))
                 .collect();
@@ -113,8 +229,7 @@ pub fn execute(drivers: &Drivers, state: &State, op: &Operation) -> Execution {
             state,
             &op.system,
             from,
-            to,
-            *port,
+            (to, *port),
             &mut observations,
         ),
         OperationKind::Mount { mount } => match &mount.source {
@@ -127,7 +242,7 @@ pub fn execute(drivers: &Drivers, state: &State, op: &Operation) -> Execution {
     };
     match &result {
         Ok(()) => info!("operation done"),
-        Err(reason) => warn!(%reason, "operation failed"),
+        Err(failure) => warn!(code = failure.code(), %failure, "operation failed"),
     }
     Execution {
         result,
@@ -135,79 +250,102 @@ pub fn execute(drivers: &Drivers, state: &State, op: &Operation) -> Execution {
     }
 }
 
-fn port_of(state: &State, system: &str, device: &str) -> Option<(String, u16)> {
+fn port_of(state: &State, system: &str, device: &DeviceId) -> Option<(DeviceId, PortId)> {
     let attachment = state.systems.get(system)?.devices.get(device)?;
-    Some((device.to_string(), attachment.port))
+    Some((device.clone(), attachment.port))
 }
 
-fn inventory(drivers: &Drivers) -> Result<Inventory, String> {
+fn inventory(drivers: &Drivers) -> Result<Inventory, Failure> {
     drivers
         .fabric
         .inventory()
-        .map_err(|e| format!("read the switch's inventory: {e}"))
+        .map_err(|e| Failure::InventoryUnavailable {
+            reason: drivers::error_chain(&e),
+        })
+}
+
+fn slot_of(state: &State, port: PortId) -> Result<u32, Failure> {
+    state
+        .ports
+        .get(&port)
+        .map(|p| p.slot)
+        .ok_or_else(|| Failure::Inconsistent {
+            what: format!("port {port}"),
+        })
 }
 
 /// Attaches every device (all or nothing).
 fn attach_all(
     drivers: &Drivers,
     state: &State,
-    devices: &[(String, u16)],
+    devices: &[(DeviceId, PortId)],
     observations: &mut Vec<Command>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let before = inventory(drivers)?;
-    let mut attached: Vec<(String, u16)> = Vec::new();
+    let mut attached: Vec<(DeviceId, PortId)> = Vec::new();
     for (device, port) in devices {
         let already = before
             .devices
             .iter()
-            .any(|d| d.id == *device && d.attached_port == Some(*port));
-        if let Err(reason) = attach_one(drivers, state, device, *port, already) {
-            if !already {
-                attached.push((device.clone(), *port));
-            }
-            note_vanished(drivers, device, observations);
-            rollback_attach(drivers, &attached);
-            return Err(reason);
-        }
+            .any(|d| d.id == device.as_str() && d.attached_port == Some(port.0));
         if !already {
             attached.push((device.clone(), *port));
+        }
+        if let Err(failure) = attach_one(drivers, state, device, *port, already) {
+            let failure = match vanished(drivers, device) {
+                true => {
+                    observations.push(Command::Observe(Observation::Vanished {
+                        device: device.clone(),
+                    }));
+                    Failure::DeviceVanished {
+                        device: device.clone(),
+                    }
+                }
+                false => failure,
+            };
+            rollback_attach(drivers, &attached);
+            return Err(failure);
         }
     }
     Ok(())
 }
 
-fn attach_one(
+pub(super) fn attach_one(
     drivers: &Drivers,
     state: &State,
-    device: &str,
-    port: u16,
+    device: &DeviceId,
+    port: PortId,
     already: bool,
-) -> Result<(), String> {
-    let known: &Device = state
+) -> Result<(), Failure> {
+    let known = state
         .devices
         .get(device)
-        .ok_or_else(|| format!("device {device} is not in State"))?;
-    let slot = state
-        .ports
-        .get(&port)
-        .map(|p| p.slot)
-        .ok_or_else(|| format!("port {port} is not in State"))?;
+        .ok_or_else(|| Failure::Inconsistent {
+            what: format!("device {device}"),
+        })?;
+    let slot = slot_of(state, port)?;
     if !already {
         drivers
             .fabric
-            .attach(device, port)
-            .map_err(|e| format!("attach {device} to port {port}: {e}"))?;
+            .attach(device, port.0)
+            .map_err(|e| switch_failure(device, port, SwitchStep::Attach, &e))?;
     }
     let limits = &drivers.limits;
     let seen = drivers
         .host
         .wait_for_device(slot, Duration::from_millis(limits.attach_timeout_ms))
-        .map_err(|e| format!("{device} at port {port}, slot {slot}: {e}"))?;
+        .map_err(|e| Failure::NotInSlot {
+            device: device.clone(),
+            slot,
+            reason: drivers::error_chain(&e),
+        })?;
     if seen.class.0 != known.class {
-        return Err(format!(
-            "slot {slot} shows class {:06x}, {device} is {:06x}",
-            seen.class.0, known.class
-        ));
+        return Err(Failure::WrongClass {
+            device: device.clone(),
+            slot,
+            expected: known.class,
+            found: seen.class.0,
+        });
     }
     let driver = driver_for(known.kind);
     drivers
@@ -217,67 +355,76 @@ fn attach_one(
             driver.clone(),
             Duration::from_millis(limits.bind_timeout_ms),
         )
-        .map_err(|e| format!("bind {device} ({}) to {driver:?}: {e}", seen.address))?;
+        .map_err(|e| bind_failure(device, &driver, &e))?;
     if known.kind == DeviceKind::Nvme {
-        let identity = drivers
-            .host
-            .identify_nvme(seen.address)
-            .map_err(|e| format!("identify {device}: {e}"))?;
+        let identity =
+            drivers
+                .host
+                .identify_nvme(seen.address)
+                .map_err(|e| Failure::IdentifyFailed {
+                    device: device.clone(),
+                    reason: drivers::error_chain(&e),
+                })?;
         if identity.serial.trim() != known.serial.trim() {
-            return Err(format!(
-                "{device} at {} identifies as serial {:?}, expected {:?}",
-                seen.address, identity.serial, known.serial
-            ));
+            return Err(Failure::SerialMismatch {
+                device: device.clone(),
+                expected: known.serial.clone(),
+                found: identity.serial,
+            });
         }
     }
     Ok(())
 }
 
-/// A device the switch no longer lists is reported as vanished.
-fn note_vanished(drivers: &Drivers, device: &str, observations: &mut Vec<Command>) {
-    if let Ok(now) = drivers.fabric.inventory() {
-        if !now.devices.iter().any(|d| d.id == device) {
-            observations.push(Command::ObserveVanished {
-                device: device.to_string(),
-            });
-        }
-    }
+/// Whether the switch no longer lists `device` (false when the inventory cannot be read).
+fn vanished(drivers: &Drivers, device: &DeviceId) -> bool {
+    drivers
+        .fabric
+        .inventory()
+        .is_ok_and(|now| !now.devices.iter().any(|d| d.id == device.as_str()))
 }
 
-fn rollback_attach(drivers: &Drivers, attached: &[(String, u16)]) {
+fn rollback_attach(drivers: &Drivers, attached: &[(DeviceId, PortId)]) {
     for (device, port) in attached.iter().rev() {
-        match drivers.fabric.detach(device, *port) {
+        match drivers.fabric.detach(device, port.0) {
             Ok(()) | Err(FabricError::UnknownDevice { .. }) => {}
             Err(e) => {
-                warn!(%device, port, error = %e, "rollback: detach failed; drift repair will retry")
+                warn!(%device, port = port.0, error = %e, "rollback: detach failed; drift repair will retry")
             }
         }
     }
 }
 
 /// Detaches every device (all or nothing: a failure re-attaches what was detached).
-fn detach_all(drivers: &Drivers, state: &State, devices: &[(String, u16)]) -> Result<(), String> {
-    let mut detached: Vec<(String, u16)> = Vec::new();
-    for (device, port) in devices {
-        if let Err(reason) = detach_one(drivers, state, device, *port) {
+fn detach_all(
+    drivers: &Drivers,
+    state: &State,
+    devices: &[(DeviceId, PortId)],
+) -> Result<(), Failure> {
+    let mut detached: Vec<&(DeviceId, PortId)> = Vec::new();
+    for pair in devices {
+        let (device, port) = pair;
+        if let Err(failure) = detach_one(drivers, state, device, *port) {
             for (d, p) in detached.iter().rev() {
                 if let Err(e) = attach_one(drivers, state, d, *p, false) {
-                    warn!(device = %d, port = p, error = %e, "rollback: re-attach failed; drift repair will retry");
+                    warn!(device = %d, port = p.0, error = %e, "rollback: re-attach failed; drift repair will retry");
                 }
             }
-            return Err(reason);
+            return Err(failure);
         }
-        detached.push((device.clone(), *port));
+        detached.push(pair);
     }
     Ok(())
 }
 
-fn detach_one(drivers: &Drivers, state: &State, device: &str, port: u16) -> Result<(), String> {
-    let slot = state
-        .ports
-        .get(&port)
-        .map(|p| p.slot)
-        .ok_or_else(|| format!("port {port} is not in State"))?;
+/// Unbinds, detaches and waits for the slot to empty.
+pub(super) fn detach_one(
+    drivers: &Drivers,
+    state: &State,
+    device: &DeviceId,
+    port: PortId,
+) -> Result<(), Failure> {
+    let slot = slot_of(state, port)?;
     let limits = &drivers.limits;
     if let Ok(seen) = drivers.host.wait_for_device(slot, Duration::ZERO) {
         if let Err(e) = drivers.host.bind(
@@ -288,33 +435,38 @@ fn detach_one(drivers: &Drivers, state: &State, device: &str, port: u16) -> Resu
             warn!(%device, error = %e, "unbind before detach failed; detaching anyway");
         }
     }
-    match drivers.fabric.detach(device, port) {
+    match drivers.fabric.detach(device, port.0) {
         // A device the switch no longer knows is detached by definition.
         Ok(()) | Err(FabricError::UnknownDevice { .. }) => {}
-        Err(e) => return Err(format!("detach {device} from port {port}: {e}")),
+        Err(e) => return Err(switch_failure(device, port, SwitchStep::Detach, &e)),
     }
     drivers
         .host
         .wait_for_removal(slot, Duration::from_millis(limits.removal_timeout_ms))
-        .map_err(|e| format!("{device} leaving slot {slot}: {e}"))
+        .map_err(|e| Failure::StillInSlot {
+            device: device.clone(),
+            slot,
+            reason: drivers::error_chain(&e),
+        })
 }
 
+/// Attaches the replacement, then detaches the old device; a failure leaves the old one.
 fn failover(
     drivers: &Drivers,
     state: &State,
     system: &str,
-    from: &str,
-    to: &str,
-    port: u16,
+    from: &DeviceId,
+    to: (&DeviceId, PortId),
     observations: &mut Vec<Command>,
-) -> Result<(), String> {
-    attach_all(drivers, state, &[(to.to_string(), port)], observations)?;
+) -> Result<(), Failure> {
+    let replacement = [(to.0.clone(), to.1)];
+    attach_all(drivers, state, &replacement, observations)?;
     let Some(old) = port_of(state, system, from) else {
         return Ok(());
     };
-    if let Err(reason) = detach_all(drivers, state, &[old]) {
-        rollback_attach(drivers, &[(to.to_string(), port)]);
-        return Err(reason);
+    if let Err(failure) = detach_all(drivers, state, &[old]) {
+        rollback_attach(drivers, &replacement);
+        return Err(failure);
     }
     Ok(())
 }
@@ -323,155 +475,24 @@ fn check_present(
     drivers: &Drivers,
     state: &State,
     system: &str,
-    device: &str,
-) -> Result<(), String> {
-    let (_, port) = port_of(state, system, device)
-        .ok_or_else(|| format!("{device} is not composed into {system}"))?;
-    let slot = state
-        .ports
-        .get(&port)
-        .map(|p| p.slot)
-        .ok_or_else(|| format!("port {port} is not in State"))?;
+    device: &DeviceId,
+) -> Result<(), Failure> {
+    let (_, port) = port_of(state, system, device).ok_or_else(|| Failure::Inconsistent {
+        what: format!("{device} composed into {system}"),
+    })?;
+    let slot = slot_of(state, port)?;
     drivers
         .host
         .wait_for_device(slot, Duration::ZERO)
         .map(|_| ())
-        .map_err(|e| format!("{device} in slot {slot}: {e}"))
+        .map_err(|e| Failure::NotInSlot {
+            device: device.clone(),
+            slot,
+            reason: drivers::error_chain(&e),
+        })
 }
 
-/// Observations that bring State's idea of the pool in line with the switch's inventory.
-pub fn sync_inventory(
-    inventory: &Inventory,
-    state: &State,
-    rdma: &BTreeSet<String>,
-) -> Vec<Command> {
-    let mut commands = Vec::new();
-    for port in &inventory.ports {
-        commands.push(Command::ObservePort {
-            port: port.id,
-            switch: port.switch.clone(),
-            slot: port.slot,
-        });
-    }
-    for pool in &inventory.devices {
-        let device = Device::from_pool(pool, rdma.contains(&pool.id));
-        commands.push(Command::ObserveDevice {
-            facts: crate::model::state::facts_of(&device),
-        });
-    }
-    let listed: BTreeSet<&str> = inventory.devices.iter().map(|d| d.id.as_str()).collect();
-    for device in state
-        .devices
-        .values()
-        .filter(|d| d.present && !listed.contains(d.id.as_str()))
-    {
-        commands.push(Command::ObserveVanished {
-            device: device.id.clone(),
-        });
-    }
-    commands
-}
-
-/// Repairs drift for devices of idle systems and free devices: attaches what State holds as
-/// attached, detaches what State holds as free. Returns what it did or failed to do.
-pub fn converge(drivers: &Drivers, state: &State) -> Vec<String> {
-    let Ok(inventory) = drivers.fabric.inventory() else {
-        return vec!["inventory unavailable".into()];
-    };
-    let mut notes = Vec::new();
-    for pool in &inventory.devices {
-        let Some(device) = state.devices.get(&pool.id) else {
-            continue;
-        };
-        let busy = device
-            .holder
-            .as_ref()
-            .and_then(|h| state.systems.get(h))
-            .is_some_and(|s| s.pending.is_some());
-        if busy {
-            continue;
-        }
-        let wanted = wanted_port(state, device);
-        if pool.attached_port == wanted {
-            continue;
-        }
-        let result = match (pool.attached_port, wanted) {
-            (Some(actual), None) => detach_one(drivers, state, &pool.id, actual),
-            (None, Some(port)) => attach_one(drivers, state, &pool.id, port, false),
-            (Some(actual), Some(port)) => detach_one(drivers, state, &pool.id, actual)
-                .and_then(|()| attach_one(drivers, state, &pool.id, port, false)),
-            (None, None) => Ok(()),
-        };
-        notes.push(match result {
-            Ok(()) => format!("repaired drift of {}: now at {wanted:?}", pool.id),
-            Err(e) => format!("drift of {} not repaired: {e}", pool.id),
-        });
-    }
-    notes
-}
-
-fn wanted_port(state: &State, device: &Device) -> Option<u16> {
-    let holder = state.systems.get(device.holder.as_ref()?)?;
-    let attachment = holder.devices.get(&device.id)?;
-    (attachment.state == AttachState::Attached).then_some(attachment.port)
-}
-
-/// Maps a host observation to a command, when it concerns a device State knows. `slot_of` finds
-/// the hotplug slot of a PCI address (from the host's present devices).
-pub fn observation_command(
-    state: &State,
-    observation: &HostObservation,
-    slot_of: impl Fn(PciAddress) -> Option<u32>,
-) -> Option<Command> {
-    let device_in = |slot: Option<u32>| {
-        let port = state.ports.values().find(|p| Some(p.slot) == slot)?;
-        port.device.clone()
-    };
-    match observation {
-        HostObservation::DeviceRemoved { slot, .. } => {
-            let device = device_in(*slot)?;
-            let attached = state
-                .devices
-                .get(&device)
-                .and_then(|d| wanted_port(state, d))
-                .is_some();
-            attached.then(|| Command::ObserveHealth {
-                device,
-                health: Health::Failed("removed from its slot unexpectedly".into()),
-            })
-        }
-        HostObservation::NvmeCriticalWarning { .. }
-        | HostObservation::LinkChanged { .. }
-        | HostObservation::DeviceAdded { .. } => observation_health(state, observation, slot_of),
-    }
-}
-
-fn observation_health(
-    state: &State,
-    observation: &HostObservation,
-    slot_of: impl Fn(PciAddress) -> Option<u32>,
-) -> Option<Command> {
-    let (address, health) = match observation {
-        HostObservation::NvmeCriticalWarning { address, bits } if *bits != 0 => (
-            address,
-            Health::Failed(format!("NVMe SMART critical warning 0x{bits:02x}")),
-        ),
-        HostObservation::NvmeCriticalWarning { address, .. } => (address, Health::Ok),
-        HostObservation::LinkChanged { address, up: false } => {
-            (address, Health::Degraded("link down".into()))
-        }
-        HostObservation::LinkChanged { address, up: true } => (address, Health::Ok),
-        _ => return None,
-    };
-    let slot = slot_of(*address)?;
-    let port = state.ports.values().find(|p| p.slot == slot)?;
-    Some(Command::ObserveHealth {
-        device: port.device.clone()?,
-        health,
-    })
-}
-
-/// The running reconciler: a dispatcher thread, workers, and a host-observation thread.
+/// The running reconciler: a dispatcher thread, workers, and the host-observation thread.
 #[derive(Debug)]
 pub struct Reconciler {
     stop: Arc<AtomicBool>,
@@ -484,38 +505,25 @@ impl Reconciler {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = channel::<Operation>();
         let rx = Arc::new(Mutex::new(rx));
-        let inflight = Arc::new(Mutex::new(BTreeSet::new()));
-        let hardware = Arc::new(RwLock::new(()));
+        let ctx = Ctx {
+            core,
+            drivers,
+            inflight: Arc::new(Mutex::new(BTreeSet::new())),
+            hardware: Arc::new(RwLock::new(())),
+        };
         let mut threads = Vec::new();
-        for i in 0..drivers.limits.workers.max(1) {
-            let ctx = Ctx {
-                core: core.clone(),
-                drivers: drivers.clone(),
-                inflight: inflight.clone(),
-                hardware: hardware.clone(),
-            };
-            let rx = rx.clone();
+        for i in 0..ctx.drivers.limits.workers.max(1) {
+            let (ctx, rx) = (ctx.clone(), rx.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("reconcile-{i}"))
                     .spawn(move || worker(ctx, rx))?,
             );
         }
-        if let Ok(observations) = drivers.host.observations() {
-            let (core, stop, host) = (core.clone(), stop.clone(), drivers.host.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name("observe".into())
-                    .spawn(move || observe(core, host, observations, stop))?,
-            );
+        if let Some(thread) = super::monitor::start(&ctx.core, &ctx.drivers, &stop)? {
+            threads.push(thread);
         }
         let stop2 = stop.clone();
-        let ctx = Ctx {
-            core,
-            drivers,
-            inflight,
-            hardware,
-        };
         threads.push(
             std::thread::Builder::new()
                 .name("reconcile".into())
@@ -566,26 +574,10 @@ fn dispatch(ctx: Ctx, tx: Sender<Operation>, stop: Arc<AtomicBool>) {
         drop(state);
         if last_sync.elapsed() >= sync_every {
             last_sync = std::time::Instant::now();
-            repair(&ctx);
+            let _exclusive = ctx.hardware.write().unwrap_or_else(|e| e.into_inner());
+            super::drift::repair(&ctx.core, &ctx.drivers);
         }
         seen = ctx.core.wait_change(seen.max(head), poll);
-    }
-}
-
-fn repair(ctx: &Ctx) {
-    let _exclusive = ctx.hardware.write().unwrap_or_else(|e| e.into_inner());
-    let state = ctx.core.state();
-    if let Ok(inventory) = ctx.drivers.fabric.inventory() {
-        for command in sync_inventory(&inventory, &state, &BTreeSet::new()) {
-            if matches!(command, Command::ObserveVanished { .. }) {
-                if let Err(e) = ctx.core.submit(command) {
-                    warn!(error = %e, "vanished device not recorded");
-                }
-            }
-        }
-    }
-    for note in converge(&ctx.drivers, &ctx.core.state()) {
-        info!(%note, "drift");
     }
 }
 
@@ -603,26 +595,22 @@ fn worker(ctx: Ctx, rx: Arc<Mutex<Receiver<Operation>>>) {
         // The parts of State this operation needs; the hardware work may take seconds, and the
         // core reuses the State no reader holds (see `core::Spare`).
         let state = excerpt(&core.state(), &op.id);
-        if !state.pending.contains_key(&op.id) {
-            // Finished while queued (the dispatcher saw an older State): nothing to do.
-            inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&op.id);
-            continue;
-        }
-        let execution = execute(&drivers, &state, &op);
-        for observation in execution.observations {
-            if let Err(e) = core.submit(observation) {
-                warn!(error = %e, "observation not recorded");
+        if state.pending.contains_key(&op.id) {
+            let execution = execute(&drivers, &state, &op);
+            for observation in execution.observations {
+                if let Err(e) = core.submit(observation) {
+                    warn!(error = %e, "observation not recorded");
+                }
+            }
+            let outcome = Command::Finish {
+                op: op.id,
+                result: execution.result,
+            };
+            if let Err(e) = core.submit(outcome) {
+                warn!(op = op.id.0, error = %e, "outcome not recorded; will retry");
             }
         }
-        if let Err(e) = core.submit(Command::Finish {
-            op: op.id,
-            result: execution.result,
-        }) {
-            warn!(op = op.id, error = %e, "outcome not recorded; will retry");
-        }
+        // Else it finished while queued (the dispatcher saw an older State): nothing to do.
         inflight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -641,67 +629,29 @@ fn excerpt(state: &State, op: &OperationId) -> State {
     let Some(operation) = state.pending.get(op) else {
         return out;
     };
-    let mut named: Vec<&str> = match &operation.kind {
-        OperationKind::Compose { devices } => devices.iter().map(|(d, _)| d.as_str()).collect(),
-        OperationKind::Decompose { devices } => devices.iter().map(String::as_str).collect(),
-        OperationKind::Failover { from, to, .. } => vec![from.as_str(), to.as_str()],
+    let mut named: Vec<&DeviceId> = match &operation.kind {
+        OperationKind::Compose { devices } => devices.iter().map(|(d, _)| d).collect(),
+        OperationKind::Decompose { devices } => devices.iter().collect(),
+        OperationKind::Failover { from, to, .. } => vec![from, to],
         OperationKind::Mount { .. } | OperationKind::Unmount { .. } => Vec::new(),
     };
     if let Some(system) = state.systems.get(&operation.system) {
-        named.extend(system.devices.keys().map(String::as_str));
+        named.extend(system.devices.keys());
         out.systems.insert(system.name.clone(), system.clone());
     }
     for id in named {
         if let Some(device) = state.devices.get(id) {
-            out.devices.insert(id.to_string(), device.clone());
+            out.devices.insert(id.clone(), device.clone());
         }
     }
     out.pending.insert(*op, operation.clone());
     out
 }
 
-fn observe(
-    core: CoreHandle,
-    host: Arc<dyn Host>,
-    observations: Receiver<HostObservation>,
-    stop: Arc<AtomicBool>,
-) {
-    while !stop.load(Ordering::SeqCst) {
-        match observations.recv_timeout(Duration::from_millis(200)) {
-            Ok(observation) => {
-                let present = host.present().unwrap_or_default();
-                let slot_of = |address| {
-                    present
-                        .iter()
-                        .find(|d| d.address == address)
-                        .and_then(|d| d.slot)
-                };
-                if let Some(command) = observation_command(&core.state(), &observation, slot_of) {
-                    if let Err(e) = core.submit(command) {
-                        warn!(error = %e, "observation not recorded");
-                    }
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-        }
-    }
-}
-
-/// Facts of every device the inventory lists (for the first sync at start).
-pub fn inventory_facts(inventory: &Inventory, rdma: &BTreeSet<String>) -> Vec<DeviceFacts> {
-    inventory
-        .devices
-        .iter()
-        .map(|d| crate::model::state::facts_of(&Device::from_pool(d, rdma.contains(&d.id))))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::domain::Role;
-    use crate::model::event::{DeviceFacts, Event};
+    use crate::model::{DeviceFacts, Event, Made, Role};
 
     fn gpu(id: &str) -> Event {
         Event::DeviceDiscovered {
@@ -725,45 +675,56 @@ mod tests {
     fn an_excerpt_holds_what_the_operation_reads_and_nothing_else() {
         let mut events = vec![
             Event::PortDiscovered {
-                port: 1,
+                port: PortId(1),
                 switch: "sw0".into(),
                 slot: 1,
             },
             Event::PortDiscovered {
-                port: 2,
+                port: PortId(2),
                 switch: "sw0".into(),
                 slot: 2,
             },
             gpu("g1"),
             gpu("g2"),
             gpu("g3"),
-            Event::TenantCreated { name: "t".into() },
+            Event::TenantCreated {
+                name: "t".into(),
+                made: Made::default(),
+            },
         ];
         for system in ["a", "b"] {
             events.push(Event::SystemCreated {
                 name: system.into(),
                 tenant: "t".into(),
                 role: Role::Workstation,
+                made: Made::default(),
             });
         }
         events.push(Event::ComposeRequested {
-            op: 0,
+            op: OperationId(0),
             system: "a".into(),
-            devices: vec![("g1".into(), 1)],
-            request_id: None,
+            devices: vec![("g1".into(), PortId(1))],
+            made: Made::default(),
         });
         let mut state = State::default();
         for (i, event) in events.iter().enumerate() {
             state.apply(i as u64 + 1, event).expect("applies");
         }
-        let part = excerpt(&state, &0);
+        let part = excerpt(&state, &OperationId(0));
         assert_eq!(part.head, state.head);
         assert_eq!(part.ports, state.ports);
         assert_eq!(part.pending, state.pending);
         assert_eq!(part.systems.keys().collect::<Vec<_>>(), ["a"]);
         assert_eq!(part.devices.keys().collect::<Vec<_>>(), ["g1"]);
         assert_eq!(part.devices["g1"], state.devices["g1"]);
-        let gone = excerpt(&state, &7);
+        let gone = excerpt(&state, &OperationId(7));
         assert!(gone.pending.is_empty() && gone.devices.is_empty());
+    }
+
+    #[test]
+    fn rules_are_numbered_in_order() {
+        for (i, rule) in RULES.iter().enumerate() {
+            assert_eq!(usize::from(rule.id), i + 1, "{rule:?}");
+        }
     }
 }

@@ -13,12 +13,17 @@ use rand::{Rng, SeedableRng};
 
 use crate::core::log::{EventLog, MemoryLog};
 use crate::core::recover;
-use crate::decide::command::{decide, Command, CommandError, Decision, NewSystem, Selection};
+use crate::decide::command::{
+    decide, Command, CommandError, Decision, NewSystem, Observation, Order, Selection, Verb,
+};
 use crate::decide::placement::Want;
-use crate::model::domain::{AttachState, DeviceKind, MountSource, Role};
-use crate::model::event::{Event, MountSpec};
-use crate::model::state::State;
-use crate::runtime::reconciler::{converge, execute, sync_inventory, Drivers, ReconcileLimits};
+use crate::model::{
+    AttachState, DeviceId, DeviceKind, Event, Health, MountSource, MountSpec, Origin, RequestId,
+    Role, State, SystemName,
+};
+use crate::runtime::adapt::{inventory_commands, vanished_commands};
+use crate::runtime::drift::converge;
+use crate::runtime::reconciler::{execute, Drivers, ReconcileLimits};
 use crate::serve::SAMPLE_TOPOLOGY;
 use crate::testing::sim::{Fault, FaultRates, SimFabric};
 
@@ -53,7 +58,17 @@ pub struct Harness {
     step: u64,
     pub notes: Vec<StepNote>,
     pub stats: RunStats,
-    systems: Vec<String>,
+    systems: Vec<SystemName>,
+}
+
+/// An order of the simulated operator.
+fn order(verb: Verb, request_id: Option<RequestId>, expected_version: Option<u64>) -> Command {
+    Command::Order(Order {
+        verb,
+        request_id,
+        expected_version,
+        by: Origin::default(),
+    })
 }
 
 /// Most notes kept for a failure message.
@@ -80,7 +95,7 @@ impl Harness {
             step: 0,
             notes: Vec::new(),
             stats: RunStats::default(),
-            systems: (0..6).map(|i| format!("sys{i}")).collect(),
+            systems: (0..6).map(|i| format!("sys{i}").into()).collect(),
         };
         let rdma: BTreeSet<String> = topology
             .devices
@@ -89,13 +104,12 @@ impl Harness {
             .map(|d| d.device.id.clone())
             .collect();
         let inventory = topology.inventory();
-        for command in sync_inventory(&inventory, &harness.state, &rdma) {
+        for command in inventory_commands(&inventory, &harness.state, &rdma) {
             let _ = harness.submit(command);
         }
         for tenant in ["studio-a", "studio-b"] {
-            let _ = harness.submit(Command::CreateTenant {
-                name: tenant.into(),
-            });
+            let name = tenant.into();
+            let _ = harness.submit(order(Verb::CreateTenant { name }, None, None));
         }
         harness
     }
@@ -161,24 +175,20 @@ impl Harness {
 
     fn random_command(&mut self) {
         let system = self.pick(&self.systems.clone()).unwrap_or_default();
-        let devices: Vec<String> = self.state.devices.keys().cloned().collect();
+        let devices: Vec<DeviceId> = self.state.devices.keys().cloned().collect();
+        let held: Vec<DeviceId> = self
+            .state
+            .systems
+            .get(&system)
+            .map(|s| s.devices.keys().cloned().collect())
+            .unwrap_or_default();
         let command = match self.rng.gen_range(0..10) {
             0..=2 => self.random_compose(system, &devices),
             3..=4 => {
-                let held: Vec<String> = self
-                    .state
-                    .systems
-                    .get(&system)
-                    .map(|s| s.devices.keys().cloned().collect())
-                    .unwrap_or_default();
                 let some = self.rng.gen_bool(0.5) && !held.is_empty();
                 let devices = some.then(|| vec![held[self.rng.gen_range(0..held.len())].clone()]);
-                Command::Decompose {
-                    system,
-                    devices,
-                    request_id: self.request_id(),
-                    expected_version: None,
-                }
+                let request_id = self.request_id();
+                order(Verb::Decompose { system, devices }, request_id, None)
             }
             5 => self.random_mount(system),
             6 => {
@@ -188,56 +198,38 @@ impl Harness {
                     .get(&system)
                     .and_then(|s| s.mounts.keys().next().cloned())
                     .unwrap_or("/none".into());
-                Command::Unmount {
-                    system,
-                    target,
-                    request_id: None,
-                    expected_version: None,
-                }
+                order(Verb::Unmount { system, target }, None, None)
             }
             7 => {
-                let held: Vec<String> = self
-                    .state
-                    .systems
-                    .get(&system)
-                    .map(|s| s.devices.keys().cloned().collect())
-                    .unwrap_or_default();
                 let device = self.pick(&held).unwrap_or_else(|| "gpu-0".into());
-                Command::Failover {
-                    system,
-                    device,
-                    request_id: None,
-                    expected_version: None,
-                }
+                order(Verb::Failover { system, device }, None, None)
             }
             8 => {
                 let device = self.pick(&devices).unwrap_or_default();
                 let in_service = self.rng.gen_bool(0.6);
-                Command::SetService {
+                let reason = "simulation".into();
+                let verb = Verb::SetService {
                     device,
                     in_service,
-                    reason: "simulation".into(),
-                    expected_version: None,
-                }
+                    reason,
+                };
+                order(verb, None, None)
             }
-            _ => Command::DeleteSystem {
-                name: system,
-                expected_version: None,
-            },
+            _ => order(Verb::DeleteSystem { name: system }, None, None),
         };
         let name = command.name();
         let result = self.submit(command);
         self.note(format!("{name}: {}", brief(&result)));
     }
 
-    fn request_id(&mut self) -> Option<String> {
+    fn request_id(&mut self) -> Option<RequestId> {
         // A small id space, so repeats happen.
         self.rng
             .gen_bool(0.3)
-            .then(|| format!("req-{}", self.rng.gen_range(0..20)))
+            .then(|| format!("req-{}", self.rng.gen_range(0..20)).into())
     }
 
-    fn random_compose(&mut self, system: String, devices: &[String]) -> Command {
+    fn random_compose(&mut self, system: SystemName, devices: &[DeviceId]) -> Command {
         let selection = if self.rng.gen_bool(0.5) {
             let count = self.rng.gen_range(1..=3);
             Selection::Specific((0..count).filter_map(|_| self.pick(devices)).collect())
@@ -260,24 +252,24 @@ impl Harness {
             Selection::Constrained(wants)
         };
         let tenants = ["studio-a", "studio-b"];
-        let tenant = tenants[self.rng.gen_range(0..2)].to_string();
+        let tenant = tenants[self.rng.gen_range(0..2)].into();
         let create = Some(NewSystem {
             tenant,
             role: Role::Workstation,
         });
         let expected_version = self.rng.gen_bool(0.1).then(|| self.rng.gen_range(0..50));
-        Command::Compose {
+        let verb = Verb::Compose {
             system,
             selection,
             create,
             tenant: None,
-            request_id: self.request_id(),
-            expected_version,
-        }
+        };
+        let request_id = self.request_id();
+        order(verb, request_id, expected_version)
     }
 
-    fn random_mount(&mut self, system: String) -> Command {
-        let nvme: Vec<String> = self
+    fn random_mount(&mut self, system: SystemName) -> Command {
+        let nvme: Vec<DeviceId> = self
             .state
             .systems
             .get(&system)
@@ -306,12 +298,7 @@ impl Harness {
             filesystem: "xfs".into(),
             options: "defaults".into(),
         };
-        Command::Mount {
-            system,
-            mount,
-            request_id: None,
-            expected_version: None,
-        }
+        order(Verb::Mount { system, mount }, None, None)
     }
 
     /// Executes one pending operation against the fabric and records its outcome
@@ -374,7 +361,7 @@ impl Harness {
 
     fn inject_fault(&mut self) {
         self.stats.faults += 1;
-        let devices: Vec<String> = self.state.devices.keys().cloned().collect();
+        let devices: Vec<String> = self.state.devices.keys().map(|d| d.to_string()).collect();
         let Some(device) = self.pick(&devices) else {
             return;
         };
@@ -412,19 +399,17 @@ impl Harness {
             Some(inventory) => inventory,
             None => return,
         };
-        for command in sync_inventory(&inventory, &self.state, &BTreeSet::new()) {
-            if matches!(command, Command::ObserveVanished { .. }) {
-                let _ = self.submit(command);
-            }
+        for command in vanished_commands(&inventory, &self.state) {
+            let _ = self.submit(command);
         }
-        let devices: Vec<String> = self.state.devices.keys().cloned().collect();
+        let devices: Vec<DeviceId> = self.state.devices.keys().cloned().collect();
         if let Some(device) = self.pick(&devices) {
             let health = if self.rng.gen_bool(0.5) {
-                crate::model::domain::Health::Ok
+                Health::Ok
             } else {
-                crate::model::domain::Health::Failed("sim".into())
+                Health::Failed("sim".into())
             };
-            let _ = self.submit(Command::ObserveHealth { device, health });
+            let _ = self.submit(Command::Observe(Observation::Health { device, health }));
         }
     }
 
@@ -491,7 +476,7 @@ impl Harness {
                 .and_then(|h| self.state.systems.get(h))
                 .and_then(|s| s.devices.get(*id))
                 .filter(|a| a.state == AttachState::Attached)
-                .map(|a| a.port);
+                .map(|a| a.port.0);
             if wanted != *port {
                 return Err(format!(
                     "{id}: State wants port {wanted:?}, the fabric has {port:?}"
@@ -514,7 +499,7 @@ impl Harness {
 fn brief(result: &Result<Decision, CommandError>) -> String {
     match result {
         Ok(Decision::Events { events, op }) => format!("{} events, op {op:?}", events.len()),
-        Ok(Decision::Repeat { op }) => format!("repeat of op {op}"),
+        Ok(Decision::Repeat { op }) => format!("repeat of op {op:?}"),
         Err(e) => format!("refused: {e}"),
     }
 }

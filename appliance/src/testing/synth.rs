@@ -6,8 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::core::log::{EventLog, JournalLog, LogError};
-use crate::model::domain::{DeviceKind, Role};
-use crate::model::event::{DeviceFacts, Event};
+use crate::model::{DeviceFacts, DeviceKind, Event, Made, OperationId, PortId, Role};
 
 /// Events before the first cycle: 16 ports, 16 devices, a tenant, 16 systems.
 pub const SETUP_EVENTS: u64 = 49;
@@ -75,6 +74,7 @@ pub fn device_facts(
     switch: String,
     rdma: bool,
 ) -> Box<DeviceFacts> {
+    let switch = switch.into();
     let class = match kind {
         DeviceKind::Gpu => 0x030000,
         DeviceKind::Nvme => 0x010802,
@@ -82,7 +82,7 @@ pub fn device_facts(
         _ => 0x010700,
     };
     Box::new(DeviceFacts {
-        id: id.clone(),
+        id: id.as_str().into(),
         kind,
         class,
         vendor_id: 1,
@@ -102,7 +102,7 @@ pub fn device_facts(
 pub fn cycle_events(count: u64) -> impl Iterator<Item = Event> {
     let setup: Vec<Event> = (0..16u16)
         .map(|p| Event::PortDiscovered {
-            port: p,
+            port: PortId(p),
             switch: "sw0".into(),
             slot: u32::from(p),
         })
@@ -115,32 +115,37 @@ pub fn cycle_events(count: u64) -> impl Iterator<Item = Event> {
                 false,
             ),
         }))
-        .chain(std::iter::once(Event::TenantCreated { name: "t".into() }))
+        .chain(std::iter::once(Event::TenantCreated {
+            name: "t".into(),
+            made: Made::default(),
+        }))
         .chain((0..16).map(|i| Event::SystemCreated {
-            name: format!("s{i}"),
+            name: format!("s{i}").into(),
             tenant: "t".into(),
             role: Role::RenderNode,
+            made: Made::default(),
         }))
         .collect();
     let cycles = (0u64..).flat_map(|op| {
         let i = op % 16;
-        let (system, device) = (format!("s{i}"), format!("gpu-{i}"));
-        let compose = op * 2;
+        let system: crate::model::SystemName = format!("s{i}").into();
+        let device: crate::model::DeviceId = format!("gpu-{i}").into();
+        let (compose, decompose) = (OperationId(op * 2), OperationId(op * 2 + 1));
         [
             Event::ComposeRequested {
                 op: compose,
                 system: system.clone(),
-                devices: vec![(device.clone(), i as u16)],
-                request_id: None,
+                devices: vec![(device.clone(), PortId(i as u16))],
+                made: Made::default(),
             },
             Event::ComposeCompleted { op: compose },
             Event::DecomposeRequested {
-                op: compose + 1,
+                op: decompose,
                 system,
                 devices: vec![device],
-                request_id: None,
+                made: Made::default(),
             },
-            Event::DecomposeCompleted { op: compose + 1 },
+            Event::DecomposeCompleted { op: decompose },
         ]
     });
     setup.into_iter().chain(cycles).take(count as usize)

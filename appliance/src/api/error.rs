@@ -1,0 +1,165 @@
+//! The one list of error codes every door shows, and the error every door renders: the JSON-lines
+//! protocol sends the code as is, the Redfish API maps it to an HTTP status and a MessageId, the
+//! CLI and the console print the message with the code.
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::CoreError;
+use crate::decide::command::CommandError;
+
+/// Why a request was not carried out. Stable names (snake case on every wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request does not parse or names no action.
+    BadRequest,
+    InvalidName,
+    UnknownTenant,
+    TenantExists,
+    UnknownSystem,
+    SystemExists,
+    UnknownDevice,
+    DeviceComposed,
+    DeviceUnavailable,
+    DeviceNotComposed,
+    TenantMismatch,
+    StaleVersion,
+    VersionNotApplicable,
+    OverLimit,
+    NoPlacement,
+    SystemBusy,
+    SystemNotEmpty,
+    DeviceMounted,
+    UnknownMount,
+    MountExists,
+    RequestIdReused,
+    NotPending,
+    Empty,
+    UnknownOperation,
+    /// The history or state asked for cannot be read (before the journal's start, in its future).
+    HistoryUnavailable,
+    /// The core's queue is full; retry later.
+    Overloaded,
+    /// The appliance is shutting down.
+    Stopping,
+    /// The operation goes on, but its outcome did not come within the wait.
+    Timeout,
+    /// Something failed that the caller cannot fix (the journal's append, a bug).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code's stable name, as the wires carry it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::UnknownTenant => "unknown_tenant",
+            ErrorCode::TenantExists => "tenant_exists",
+            ErrorCode::UnknownSystem => "unknown_system",
+            ErrorCode::SystemExists => "system_exists",
+            ErrorCode::UnknownDevice => "unknown_device",
+            ErrorCode::DeviceComposed => "device_composed",
+            ErrorCode::DeviceUnavailable => "device_unavailable",
+            ErrorCode::DeviceNotComposed => "device_not_composed",
+            ErrorCode::TenantMismatch => "tenant_mismatch",
+            ErrorCode::StaleVersion => "stale_version",
+            ErrorCode::VersionNotApplicable => "version_not_applicable",
+            ErrorCode::OverLimit => "over_limit",
+            ErrorCode::NoPlacement => "no_placement",
+            ErrorCode::SystemBusy => "system_busy",
+            ErrorCode::SystemNotEmpty => "system_not_empty",
+            ErrorCode::DeviceMounted => "device_mounted",
+            ErrorCode::UnknownMount => "unknown_mount",
+            ErrorCode::MountExists => "mount_exists",
+            ErrorCode::RequestIdReused => "request_id_reused",
+            ErrorCode::NotPending => "not_pending",
+            ErrorCode::Empty => "empty",
+            ErrorCode::UnknownOperation => "unknown_operation",
+            ErrorCode::HistoryUnavailable => "history_unavailable",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Stopping => "stopping",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A refused or failed request, as every door renders it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message} ({code})")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::BadRequest, message)
+    }
+}
+
+impl From<&CommandError> for ErrorCode {
+    fn from(e: &CommandError) -> ErrorCode {
+        use CommandError as E;
+        match e {
+            E::InvalidName { .. } => ErrorCode::InvalidName,
+            E::UnknownTenant { .. } => ErrorCode::UnknownTenant,
+            E::TenantExists { .. } => ErrorCode::TenantExists,
+            E::UnknownSystem { .. } => ErrorCode::UnknownSystem,
+            E::SystemExists { .. } => ErrorCode::SystemExists,
+            E::UnknownDevice { .. } => ErrorCode::UnknownDevice,
+            E::DeviceComposed { .. } => ErrorCode::DeviceComposed,
+            E::DeviceUnavailable { .. } => ErrorCode::DeviceUnavailable,
+            E::DeviceNotComposed { .. } => ErrorCode::DeviceNotComposed,
+            E::TenantMismatch { .. } => ErrorCode::TenantMismatch,
+            E::StaleVersion { .. } => ErrorCode::StaleVersion,
+            E::VersionNotApplicable { .. } => ErrorCode::VersionNotApplicable,
+            E::OverLimit { .. } => ErrorCode::OverLimit,
+            E::NoPlacement { .. } => ErrorCode::NoPlacement,
+            E::SystemBusy { .. } => ErrorCode::SystemBusy,
+            E::SystemNotEmpty { .. } => ErrorCode::SystemNotEmpty,
+            E::DeviceMounted { .. } => ErrorCode::DeviceMounted,
+            E::UnknownMount { .. } => ErrorCode::UnknownMount,
+            E::MountExists { .. } => ErrorCode::MountExists,
+            E::RequestIdReused { .. } => ErrorCode::RequestIdReused,
+            E::NotPending { .. } => ErrorCode::NotPending,
+            E::Empty { .. } => ErrorCode::Empty,
+        }
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> ApiError {
+        let code = match &e {
+            CoreError::Refused(refusal) => refusal.into(),
+            CoreError::Overloaded { .. } => ErrorCode::Overloaded,
+            CoreError::Stopped => ErrorCode::Stopping,
+            CoreError::WaitTimeout { .. } => ErrorCode::Timeout,
+            CoreError::UnknownOperation { .. } => ErrorCode::UnknownOperation,
+            CoreError::Append(_)
+            | CoreError::Replay(_)
+            | CoreError::ReplayReader
+            | CoreError::Apply(_)
+            | CoreError::Spawn(_) => ErrorCode::Internal,
+        };
+        let message = match &e {
+            CoreError::Refused(refusal) => refusal.to_string(),
+            other => drivers::error_chain(other),
+        };
+        ApiError::new(code, message)
+    }
+}

@@ -1,0 +1,550 @@
+//! Views: the public shape of devices, systems, operations, the appliance's status and its
+//! history, as every door shows them. Built from State in one place (here); State's own structs
+//! can change without changing what a client reads.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::time::rfc3339;
+use crate::core::history::HistoryEntry;
+use crate::core::metrics::LatencySummary;
+use crate::core::StartReport;
+use crate::model::{
+    AttachState, Counters, Device, DeviceId, DeviceKind, Event, Failure, Identity, Mount,
+    MountSource, Operation, OperationId, OperationKind, Origin, Outcome, Port, PortId, Role, State,
+    SwitchName, System, SystemName, Tenant, TenantName,
+};
+
+/// A device's health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthView {
+    /// "ok", "degraded" or "failed".
+    pub state: String,
+    pub reason: Option<String>,
+}
+
+/// Where a device stands for composing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    /// Free to compose.
+    Free,
+    /// Being attached to a system.
+    Attaching,
+    /// Composed into a system.
+    Composed,
+    /// Being detached from a system.
+    Detaching,
+    /// Not composable: absent, unhealthy or out of service.
+    Unavailable,
+}
+
+impl DeviceState {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceState::Free => "free",
+            DeviceState::Attaching => "attaching",
+            DeviceState::Composed => "composed",
+            DeviceState::Detaching => "detaching",
+            DeviceState::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// One pool device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceView {
+    pub id: DeviceId,
+    pub kind: DeviceKind,
+    pub state: DeviceState,
+    pub system: Option<SystemName>,
+    pub port: Option<PortId>,
+    pub switch: SwitchName,
+    pub model: String,
+    pub serial: String,
+    pub firmware: String,
+    pub vendor_id: u16,
+    pub device_id: u16,
+    /// PCI class code (base, sub, prog-if).
+    pub class: u32,
+    /// NVMe capacity or GPU memory; 0 where it has no meaning.
+    pub capacity_bytes: u64,
+    pub rdma: bool,
+    pub health: HealthView,
+    pub in_service: bool,
+    pub present: bool,
+    /// The ETag: the sequence of the last event that changed the device.
+    pub version: u64,
+}
+
+/// One device of a system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub id: DeviceId,
+    pub kind: Option<DeviceKind>,
+    pub port: PortId,
+    /// "attaching", "attached" or "detaching".
+    pub state: String,
+}
+
+/// What a mount mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountSourceView {
+    Namespace { device: DeviceId, namespace: u32 },
+    Export { server: String, path: String },
+}
+
+/// One mount of a system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountView {
+    pub target: String,
+    pub source: MountSourceView,
+    pub filesystem: String,
+    pub options: String,
+    /// "mounting", "mounted" or "unmounting".
+    pub state: String,
+}
+
+/// One composed system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemView {
+    pub name: SystemName,
+    pub tenant: TenantName,
+    pub role: Role,
+    pub devices: Vec<MemberView>,
+    pub mounts: Vec<MountView>,
+    /// The operation in flight, if any.
+    pub pending: Option<OperationId>,
+    pub last_failure: Option<String>,
+    /// The ETag: the sequence of the last event that changed the system.
+    pub version: u64,
+}
+
+/// One port of the fabric toward this server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortView {
+    pub id: PortId,
+    pub switch: SwitchName,
+    pub slot: u32,
+    pub device: Option<DeviceId>,
+}
+
+/// One tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantView {
+    pub name: TenantName,
+    pub systems: u64,
+    pub version: u64,
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureView {
+    /// The failure's stable code ("bind_timeout", "device_vanished", ...).
+    pub code: String,
+    pub message: String,
+    pub device: Option<DeviceId>,
+}
+
+impl From<&Failure> for FailureView {
+    fn from(failure: &Failure) -> FailureView {
+        FailureView {
+            code: failure.code().to_string(),
+            message: failure.to_string(),
+            device: failure.device().cloned(),
+        }
+    }
+}
+
+/// Where an operation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationState {
+    Pending,
+    Completed,
+    Failed,
+}
+
+/// One operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationView {
+    pub id: OperationId,
+    /// "compose", "decompose", "mount", "unmount" or "failover".
+    pub kind: String,
+    pub system: SystemName,
+    /// The devices it attaches, with their ports (compose, and a failover's replacement).
+    pub attaches: Vec<(DeviceId, PortId)>,
+    /// The devices it detaches (decompose, and a failover's failed device).
+    pub detaches: Vec<DeviceId>,
+    /// The mount target it mounts or unmounts.
+    pub mount: Option<String>,
+    pub by: Origin,
+    pub request_id: Option<String>,
+    pub requested_at: u64,
+    pub finished_at: Option<u64>,
+    pub state: OperationState,
+    pub failure: Option<FailureView>,
+}
+
+/// Counts of one device kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolUsage {
+    pub total: u64,
+    pub composed: u64,
+    pub free: u64,
+    pub unavailable: u64,
+}
+
+/// The appliance at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub identity: Identity,
+    pub journal_head: u64,
+    pub start: StartReport,
+    /// Pool usage by device kind ("gpu", "nvme", ...).
+    pub pools: BTreeMap<String, PoolUsage>,
+    pub ports_total: u64,
+    pub ports_free: u64,
+    pub systems: u64,
+    pub tenants: u64,
+    pub operations_pending: u64,
+    pub counters: Counters,
+    pub commands: u64,
+    pub commands_refused: u64,
+    pub batches: u64,
+    pub events_appended: u64,
+    pub append_latency: LatencySummary,
+    pub compose_latency: LatencySummary,
+    pub decompose_latency: LatencySummary,
+}
+
+/// An accepted order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedView {
+    /// The journal's head once the order's events were durable.
+    pub sequence: u64,
+    pub op: Option<OperationId>,
+    /// True when the request id was seen before: nothing was journaled.
+    pub repeated: bool,
+    /// The operation as last seen (finished when the request waited and it finished in time).
+    pub operation: Option<OperationView>,
+}
+
+/// One event of a history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntryView {
+    pub sequence: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub timestamp_ms: u64,
+    /// The event's kind ("compose_requested").
+    pub kind: String,
+    /// What happened, in a sentence.
+    pub summary: String,
+    pub system: Option<SystemName>,
+    pub devices: Vec<DeviceId>,
+    pub op: Option<OperationId>,
+    /// Who made the order, for events an order made.
+    pub by: Option<Origin>,
+}
+
+/// The appliance as it was right after a sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateAtView {
+    pub sequence: u64,
+    pub systems: Vec<SystemView>,
+    pub devices: Vec<DeviceView>,
+}
+
+impl DeviceView {
+    pub fn of(state: &State, device: &Device) -> DeviceView {
+        let attachment = device
+            .holder
+            .as_ref()
+            .and_then(|h| state.systems.get(h))
+            .and_then(|s| s.devices.get(&device.id));
+        let state_now = match attachment.map(|a| a.state) {
+            Some(AttachState::Attaching) => DeviceState::Attaching,
+            Some(AttachState::Attached) => DeviceState::Composed,
+            Some(AttachState::Detaching) => DeviceState::Detaching,
+            None if device.is_available() => DeviceState::Free,
+            None => DeviceState::Unavailable,
+        };
+        DeviceView {
+            id: device.id.clone(),
+            kind: device.kind,
+            state: state_now,
+            system: device.holder.clone(),
+            port: device.port,
+            switch: device.switch.clone(),
+            model: device.model.clone(),
+            serial: device.serial.clone(),
+            firmware: device.firmware.clone(),
+            vendor_id: device.vendor_id,
+            device_id: device.device_id,
+            class: device.class,
+            capacity_bytes: device.capacity_bytes,
+            rdma: device.rdma,
+            health: HealthView {
+                state: device.health.name().to_string(),
+                reason: device.health.reason().map(String::from),
+            },
+            in_service: device.in_service,
+            present: device.present,
+            version: device.version,
+        }
+    }
+}
+
+impl MountView {
+    pub fn of(mount: &Mount) -> MountView {
+        let source = match &mount.source {
+            MountSource::Namespace { device, namespace } => MountSourceView::Namespace {
+                device: device.clone(),
+                namespace: *namespace,
+            },
+            MountSource::Export { server, path } => MountSourceView::Export {
+                server: server.clone(),
+                path: path.clone(),
+            },
+        };
+        MountView {
+            target: mount.target.clone(),
+            source,
+            filesystem: mount.filesystem.clone(),
+            options: mount.options.clone(),
+            state: mount.state.name().to_string(),
+        }
+    }
+}
+
+impl SystemView {
+    pub fn of(state: &State, system: &System) -> SystemView {
+        let devices = system
+            .devices
+            .iter()
+            .map(|(id, attachment)| MemberView {
+                id: id.clone(),
+                kind: state.devices.get(id).map(|d| d.kind),
+                port: attachment.port,
+                state: attachment.state.name().to_string(),
+            })
+            .collect();
+        SystemView {
+            name: system.name.clone(),
+            tenant: system.tenant.clone(),
+            role: system.role,
+            devices,
+            mounts: system.mounts.values().map(MountView::of).collect(),
+            pending: system.pending,
+            last_failure: system.last_failure.clone(),
+            version: system.version,
+        }
+    }
+}
+
+impl PortView {
+    pub fn of(port: &Port) -> PortView {
+        PortView {
+            id: port.id,
+            switch: port.switch.clone(),
+            slot: port.slot,
+            device: port.device.clone(),
+        }
+    }
+}
+
+impl TenantView {
+    pub fn of(state: &State, tenant: &Tenant) -> TenantView {
+        let systems = state
+            .systems
+            .values()
+            .filter(|s| s.tenant == tenant.name)
+            .count() as u64;
+        TenantView {
+            name: tenant.name.clone(),
+            systems,
+            version: tenant.version,
+        }
+    }
+}
+
+impl OperationView {
+    pub fn of(operation: &Operation) -> OperationView {
+        let (attaches, detaches, mount) = match &operation.kind {
+            OperationKind::Compose { devices } => (devices.clone(), vec![], None),
+            OperationKind::Decompose { devices } => (vec![], devices.clone(), None),
+            OperationKind::Mount { mount } => (vec![], vec![], Some(mount.target.clone())),
+            OperationKind::Unmount { target } => (vec![], vec![], Some(target.clone())),
+            OperationKind::Failover { from, to, port } => {
+                (vec![(to.clone(), *port)], vec![from.clone()], None)
+            }
+        };
+        let (state, failure) = match &operation.outcome {
+            None => (OperationState::Pending, None),
+            Some(Outcome::Completed) => (OperationState::Completed, None),
+            Some(Outcome::Failed(failure)) => (OperationState::Failed, Some(failure.into())),
+        };
+        OperationView {
+            id: operation.id,
+            kind: operation.kind.name().to_string(),
+            system: operation.system.clone(),
+            attaches,
+            detaches,
+            mount,
+            by: operation.made.by.clone(),
+            request_id: operation.made.request_id.as_ref().map(|r| r.to_string()),
+            requested_at: operation.requested_at,
+            finished_at: operation.finished_at,
+            state,
+            failure,
+        }
+    }
+}
+
+/// What an event says, in a sentence.
+pub fn summary(event: &Event) -> String {
+    let ports = |devices: &[(DeviceId, PortId)]| -> String {
+        devices
+            .iter()
+            .map(|(d, p)| format!("{d}@{p}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let list = |devices: &[DeviceId]| -> String {
+        devices
+            .iter()
+            .map(|d| d.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match event {
+        Event::IdentitySet { identity, .. } => format!(
+            "appliance identity set to {} at {}",
+            identity.appliance_id, identity.site
+        ),
+        Event::TenantCreated { name, .. } => format!("tenant {name} created"),
+        Event::SystemCreated {
+            name, tenant, role, ..
+        } => format!("system {name} created for tenant {tenant} as {role}"),
+        Event::SystemDeleted { name, .. } => format!("system {name} deleted"),
+        Event::PortDiscovered { port, switch, slot } => {
+            format!("port {port} of switch {switch} is slot {slot}")
+        }
+        Event::DeviceDiscovered { facts } => format!(
+            "{} {} discovered: {} serial {} behind {}",
+            facts.kind, facts.id, facts.model, facts.serial, facts.switch
+        ),
+        Event::DeviceVanished { device } => format!("{device} left the switch's pool"),
+        Event::HealthChanged { device, health } => match health.reason() {
+            Some(reason) => format!("{device} is {}: {reason}", health.name()),
+            None => format!("{device} is healthy"),
+        },
+        Event::ServiceChanged {
+            device,
+            in_service,
+            reason,
+            ..
+        } => {
+            let now = if *in_service { "back in" } else { "out of" };
+            let why = if reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {reason}")
+            };
+            format!("{device} taken {now} service{why}")
+        }
+        Event::ComposeRequested {
+            op,
+            system,
+            devices,
+            ..
+        } => format!("op {op}: compose {} into {system}", ports(devices)),
+        Event::DecomposeRequested {
+            op,
+            system,
+            devices,
+            ..
+        } => format!("op {op}: decompose {} from {system}", list(devices)),
+        Event::MountRequested {
+            op, system, mount, ..
+        } => format!("op {op}: mount {} on {system}", mount.target),
+        Event::UnmountRequested {
+            op, system, target, ..
+        } => format!("op {op}: unmount {target} on {system}"),
+        Event::FailoverRequested {
+            op,
+            system,
+            from,
+            to,
+            port,
+            ..
+        } => format!("op {op}: fail {system} over from {from} to {to}@{port}"),
+        Event::ComposeCompleted { op }
+        | Event::DecomposeCompleted { op }
+        | Event::MountCompleted { op }
+        | Event::UnmountCompleted { op }
+        | Event::FailoverCompleted { op } => format!("op {op} completed"),
+        Event::ComposeFailed { op, failure }
+        | Event::DecomposeFailed { op, failure }
+        | Event::MountFailed { op, failure }
+        | Event::UnmountFailed { op, failure }
+        | Event::FailoverFailed { op, failure } => {
+            format!("op {op} failed ({}): {failure}", failure.code())
+        }
+    }
+}
+
+impl HistoryEntryView {
+    pub fn of(entry: &HistoryEntry) -> HistoryEntryView {
+        let event = &entry.event;
+        HistoryEntryView {
+            sequence: entry.sequence,
+            time: rfc3339(entry.timestamp_ms),
+            timestamp_ms: entry.timestamp_ms,
+            kind: event.kind_name().to_string(),
+            summary: summary(event),
+            system: event.system().cloned(),
+            devices: event.devices().into_iter().cloned().collect(),
+            op: event.intent_of().or_else(|| event.outcome_of()),
+            by: event.made().map(|m| m.by.clone()),
+        }
+    }
+}
+
+impl StateAtView {
+    pub fn of(state: &State) -> StateAtView {
+        StateAtView {
+            sequence: state.head,
+            systems: state
+                .systems
+                .values()
+                .map(|s| SystemView::of(state, s))
+                .collect(),
+            devices: state
+                .devices
+                .values()
+                .map(|d| DeviceView::of(state, d))
+                .collect(),
+        }
+    }
+}
+
+/// Pool usage by kind.
+pub fn pools(state: &State) -> BTreeMap<String, PoolUsage> {
+    let mut pools = BTreeMap::new();
+    for device in state.devices.values() {
+        let usage: &mut PoolUsage = pools.entry(device.kind.name().to_string()).or_default();
+        usage.total += 1;
+        if device.holder.is_some() {
+            usage.composed += 1;
+        } else if device.is_available() {
+            usage.free += 1;
+        } else {
+            usage.unavailable += 1;
+        }
+    }
+    pools
+}

@@ -1,0 +1,71 @@
+//! Drift repair: the hardware moved without the appliance asking (a device attached where State
+//! says free, detached where State says composed, gone from the switch's pool). Run by the
+//! reconciler's dispatcher between operations, never at the same time as one.
+
+use tracing::{info, warn};
+
+use super::adapt::vanished_commands;
+use super::reconciler::{attach_one, detach_one, Drivers};
+use crate::core::CoreHandle;
+use crate::model::{AttachState, Device, PortId, State};
+
+/// Records the devices that left the switch's pool, then repairs the drift of the rest.
+pub fn repair(core: &CoreHandle, drivers: &Drivers) {
+    if let Ok(inventory) = drivers.fabric.inventory() {
+        for command in vanished_commands(&inventory, &core.state()) {
+            if let Err(e) = core.submit(command) {
+                warn!(error = %e, "vanished device not recorded");
+            }
+        }
+    }
+    for note in converge(drivers, &core.state()) {
+        info!(%note, "drift");
+    }
+}
+
+/// Repairs drift for devices of idle systems and free devices: attaches what State holds as
+/// attached, detaches what State holds as free. Returns what it did or failed to do.
+pub fn converge(drivers: &Drivers, state: &State) -> Vec<String> {
+    let Ok(inventory) = drivers.fabric.inventory() else {
+        return vec!["inventory unavailable".into()];
+    };
+    let mut notes = Vec::new();
+    for pool in &inventory.devices {
+        let Some(device) = state.devices.get(pool.id.as_str()) else {
+            continue;
+        };
+        let busy = device
+            .holder
+            .as_ref()
+            .and_then(|h| state.systems.get(h))
+            .is_some_and(|s| s.pending.is_some());
+        if busy {
+            continue;
+        }
+        let wanted = wanted_port(state, device);
+        let actual = pool.attached_port.map(PortId);
+        if actual == wanted {
+            continue;
+        }
+        let id = &device.id;
+        let result = match (actual, wanted) {
+            (Some(actual), None) => detach_one(drivers, state, id, actual),
+            (None, Some(port)) => attach_one(drivers, state, id, port, false),
+            (Some(actual), Some(port)) => detach_one(drivers, state, id, actual)
+                .and_then(|()| attach_one(drivers, state, id, port, false)),
+            (None, None) => Ok(()),
+        };
+        notes.push(match result {
+            Ok(()) => format!("repaired drift of {id}: now at {wanted:?}"),
+            Err(failure) => format!("drift of {id} not repaired: {failure}"),
+        });
+    }
+    notes
+}
+
+/// The port State wants `device` attached at: its system's, once the compose is done.
+pub fn wanted_port(state: &State, device: &Device) -> Option<PortId> {
+    let holder = state.systems.get(device.holder.as_ref()?)?;
+    let attachment = holder.devices.get(&device.id)?;
+    (attachment.state == AttachState::Attached).then_some(attachment.port)
+}

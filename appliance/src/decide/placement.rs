@@ -63,6 +63,14 @@ pub struct Placement {
 pub fn place(state: &State, wants: &[Want]) -> Result<Placement, PlacementError> {
     let mut order: Vec<&Want> = wants.iter().filter(|w| w.count > 0).collect();
     order.sort_by_key(|w| std::cmp::Reverse(w.capacity_bytes_min));
+    if order.is_empty() {
+        // Nothing wanted: no home switch either.
+        return Ok(Placement {
+            devices: Vec::new(),
+            home_switch: SwitchName::default(),
+            crossings: 0,
+        });
+    }
     let switches = state.pool.switches();
     let mut best: Option<(u64, &SwitchName, Vec<&DeviceId>)> = None;
     for switch in &switches {

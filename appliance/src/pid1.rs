@@ -24,6 +24,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use drivers::wait_until;
+
 /// The module load order the image builder writes (`image::LOAD_ORDER_PATH`).
 pub const MODULE_LOAD_ORDER: &str = "/lib/modules/load-order";
 pub const MODULE_DIR: &str = "/lib/modules";
@@ -33,6 +35,10 @@ pub const DATA_DIR: &str = "/data";
 pub const CONTROL_LISTEN: &str = "0.0.0.0:7780";
 /// How long PID 1 waits for a device (NIC, data disk, watchdog) after loading its driver.
 pub const DEVICE_WAIT_MS: u64 = 5_000;
+/// How often PID 1 looks again for a device it waits for.
+pub const DEVICE_POLL_MS: u64 = 50;
+const DEVICE_WAIT: Duration = Duration::from_millis(DEVICE_WAIT_MS);
+const DEVICE_POLL: Duration = Duration::from_millis(DEVICE_POLL_MS);
 /// Watchdog timeout set on the i6300esb; fed every quarter of it.
 pub const WATCHDOG_TIMEOUT_S: i32 = 20;
 
@@ -53,20 +59,6 @@ fn stage<T>(name: &str, run: impl FnOnce() -> (T, String)) -> T {
         start.elapsed().as_millis()
     ));
     value
-}
-
-/// Polls `probe` every 50 ms until it gives a value or `timeout_ms` passes.
-pub fn wait_until<T>(timeout_ms: u64, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-    loop {
-        if let Some(value) = probe() {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Whether the data disk is usable.
@@ -165,7 +157,7 @@ fn configure_network() -> ((), String) {
         say(&format!("APPLIANCE BOOT network-error {e}"));
     }
     let sys_net = Path::new("/sys/class/net");
-    let nic = wait_until(DEVICE_WAIT_MS, || {
+    let nic = wait_until(DEVICE_WAIT, DEVICE_POLL, || {
         net::choose_management(&net::list(sys_net)).cloned()
     });
     let Some(nic) = nic else {
@@ -191,7 +183,9 @@ fn configure_network() -> ((), String) {
 
 fn prepare_data_disk() -> (DataDisk, String) {
     let sys_block = Path::new("/sys/block");
-    let name = wait_until(DEVICE_WAIT_MS, || disk::find_by_serial(sys_block).ok());
+    let name = wait_until(DEVICE_WAIT, DEVICE_POLL, || {
+        disk::find_by_serial(sys_block).ok()
+    });
     let Some(name) = name else {
         let reason = format!(
             "no data disk: no block device with serial {:?}",
@@ -237,7 +231,7 @@ fn prepare_data_disk() -> (DataDisk, String) {
 
 fn open_watchdog() -> (Option<sys::Watchdog>, String) {
     let path = Path::new("/dev/watchdog");
-    if wait_until(DEVICE_WAIT_MS, || path.exists().then_some(())).is_none() {
+    if wait_until(DEVICE_WAIT, DEVICE_POLL, || path.exists().then_some(())).is_none() {
         return (None, "no /dev/watchdog".into());
     }
     match sys::Watchdog::open(path, WATCHDOG_TIMEOUT_S) {

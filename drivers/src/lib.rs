@@ -13,6 +13,8 @@
 //!   probe), [`rdma`] (sysfs ports, rxe links over RDMA netlink, link up), [`mount`]
 //!   (mount/unmount verified in mountinfo, mkfs), [`watchdog`], [`sysfs`] (attribute helpers),
 //!   [`netlink`] (the datagram receive and deadline wait the two netlink monitors share).
+//! - Shared helpers: [`wait_until`] / [`try_wait_until`] (the deadline helper for states that
+//!   raise no event).
 //! - [`selftest::run_in_guest`]: the real-kernel tests run inside the QEMU guest.
 //!
 //! Every sysfs, /dev and /proc path is built from a root passed in, so tests run on fake trees
@@ -31,7 +33,10 @@ pub mod selftest;
 pub mod serial_fabric;
 pub mod sysfs;
 pub mod uevent;
+mod wait;
 pub mod watchdog;
+
+pub use wait::{try_wait_until, wait_until};
 
 pub use fabric::{
     ClassCode, DriverChoice, Fabric, FabricError, FabricPort, Host, HostDevice, HostError,

@@ -253,17 +253,14 @@ fn bind_returns_once_the_kernel_shows_the_driver() {
         // A stand-in for the kernel: when the address is written to drivers_probe, bind to the
         // driver named in driver_override.
         let kernel = scope.spawn(|| {
-            let probed = drivers::sysfs::wait_until(
-                Duration::from_secs(10),
-                Duration::from_millis(1),
-                || {
+            let probed =
+                drivers::try_wait_until(Duration::from_secs(10), Duration::from_millis(1), || {
                     Ok::<_, std::io::Error>(
                         std::fs::read_to_string(&probe)?
                             .contains("0000:04:00.0")
                             .then_some(()),
                     )
-                },
-            );
+                });
             assert!(
                 probed.expect("read probe").is_some(),
                 "bind never wrote drivers_probe"

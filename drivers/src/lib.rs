@@ -14,12 +14,13 @@
 //!   (mount/unmount verified in mountinfo, mkfs), [`watchdog`], [`sysfs`] (attribute helpers),
 //!   [`netlink`] (the datagram receive and deadline wait the two netlink monitors share).
 //! - Shared helpers: [`wait_until`] / [`try_wait_until`] (the deadline helper for states that
-//!   raise no event).
+//!   raise no event) and [`error_chain`] (an error and its sources on one line).
 //! - [`selftest::run_in_guest`]: the real-kernel tests run inside the QEMU guest.
 //!
 //! Every sysfs, /dev and /proc path is built from a root passed in, so tests run on fake trees
 //! (tests/fixtures: recorded in the QEMU guest, on the build host, or written by hand).
 
+mod errors;
 pub mod fabric;
 pub mod link;
 pub mod linux;
@@ -36,6 +37,7 @@ pub mod uevent;
 mod wait;
 pub mod watchdog;
 
+pub use errors::error_chain;
 pub use wait::{try_wait_until, wait_until};
 
 pub use fabric::{

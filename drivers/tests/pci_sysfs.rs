@@ -168,12 +168,7 @@ fn garbage_values_are_refused_with_path_and_value() {
         } else {
             Box::new(bus.devices().expect_err(line))
         };
-        let mut text = error.to_string();
-        let mut source = error.source();
-        while let Some(inner) = source {
-            text = format!("{text}: {inner}");
-            source = inner.source();
-        }
+        let text = drivers::error_chain(error.as_ref());
         assert!(
             text.contains(value),
             "{line}: error {text:?} does not name {value:?}"

@@ -24,7 +24,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use drivers::wait_until;
+use drivers::module::{self, Loaded};
+use drivers::{error_chain, wait_until};
 
 /// The module load order the image builder writes (`image::LOAD_ORDER_PATH`).
 pub const MODULE_LOAD_ORDER: &str = "/lib/modules/load-order";
@@ -137,11 +138,11 @@ fn load_modules() -> ((), String) {
     let (mut loaded, mut already, mut failed) = (0, 0, Vec::new());
     for name in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let path = Path::new(MODULE_DIR).join(format!("{name}.ko"));
-        match sys::load_module(&path) {
-            Ok(true) => loaded += 1,
-            Ok(false) => already += 1,
+        match module::load(&path) {
+            Ok(Loaded::Now) => loaded += 1,
+            Ok(Loaded::Already) => already += 1,
             Err(e) => {
-                say(&format!("APPLIANCE BOOT module-failed {e}"));
+                say(&format!("APPLIANCE BOOT module-failed {}", error_chain(&e)));
                 failed.push(name.to_string());
             }
         }

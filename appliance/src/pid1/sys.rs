@@ -1,5 +1,5 @@
-//! Thin syscall wrappers for PID 1: mounts, `finit_module`, interface addresses and the default
-//! route (ioctls), the watchdog device, and power-button input events.
+//! Thin syscall wrappers for PID 1: mounts, interface addresses and the default route (ioctls),
+//! the watchdog device, and power-button input events.
 
 use std::ffi::CString;
 use std::fs;
@@ -18,14 +18,6 @@ pub enum SysError {
         fstype: String,
         target: PathBuf,
         errno: Errno,
-    },
-    #[error("finit_module {path}: {errno}")]
-    LoadModule { path: PathBuf, errno: Errno },
-    #[error("open {path}: {source}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
     },
     #[error("{op} on interface {iface}: {errno}")]
     Interface {
@@ -81,28 +73,6 @@ pub fn mount_early() -> Result<(), SysError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=0755"),
     )
-}
-
-/// Loads one module with `finit_module`; returns false if it was already loaded (EEXIST).
-pub fn load_module(path: &Path) -> Result<bool, SysError> {
-    let file = fs::File::open(path).map_err(|source| SysError::Open {
-        path: path.into(),
-        source,
-    })?;
-    let params = c"";
-    // SAFETY: finit_module reads the module from a valid open fd and a NUL-terminated parameter
-    // string that outlives the call; it does not retain either pointer.
-    let rc = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    match Errno::last() {
-        Errno::EEXIST => Ok(false),
-        errno => Err(SysError::LoadModule {
-            path: path.into(),
-            errno,
-        }),
-    }
 }
 
 fn inet_socket() -> Result<OwnedFd, Errno> {

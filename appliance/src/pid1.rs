@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use drivers::module::{self, Loaded};
-use drivers::{error_chain, wait_until};
+use drivers::{error_chain, netconf, wait_until};
 
 /// The module load order the image builder writes (`image::LOAD_ORDER_PATH`).
 pub const MODULE_LOAD_ORDER: &str = "/lib/modules/load-order";
@@ -154,8 +154,8 @@ fn load_modules() -> ((), String) {
 }
 
 fn configure_network() -> ((), String) {
-    if let Err(e) = sys::configure_interface("lo", None) {
-        say(&format!("APPLIANCE BOOT network-error {e}"));
+    if let Err(e) = netconf::set_up("lo") {
+        say(&format!("APPLIANCE BOOT network-error {}", error_chain(&e)));
     }
     let sys_net = Path::new("/sys/class/net");
     let nic = wait_until(DEVICE_WAIT, DEVICE_POLL, || {
@@ -164,9 +164,9 @@ fn configure_network() -> ((), String) {
     let Some(nic) = nic else {
         return ((), "no management NIC found".into());
     };
-    let address = (net::MANAGEMENT_ADDR, net::MANAGEMENT_NETMASK);
-    let result = sys::configure_interface(&nic.name, Some(address))
-        .and_then(|()| sys::add_default_route(net::MANAGEMENT_GATEWAY));
+    let result = netconf::set_address(&nic.name, net::MANAGEMENT_ADDR, net::MANAGEMENT_NETMASK)
+        .and_then(|()| netconf::set_up(&nic.name))
+        .and_then(|()| netconf::add_default_route(net::MANAGEMENT_GATEWAY));
     match result {
         Ok(()) => (
             (),
@@ -178,7 +178,7 @@ fn configure_network() -> ((), String) {
                 net::MANAGEMENT_GATEWAY
             ),
         ),
-        Err(e) => ((), format!("nic={} error: {e}", nic.name)),
+        Err(e) => ((), format!("nic={} error: {}", nic.name, error_chain(&e))),
     }
 }
 

@@ -1,10 +1,8 @@
-//! Thin syscall wrappers for PID 1: mounts, interface addresses and the default route (ioctls),
-//! the watchdog device, and power-button input events.
+//! Thin syscall wrappers for PID 1: mounts, the watchdog device, and power-button input events.
 
-use std::ffi::CString;
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -17,17 +15,6 @@ pub enum SysError {
     Mount {
         fstype: String,
         target: PathBuf,
-        errno: Errno,
-    },
-    #[error("{op} on interface {iface}: {errno}")]
-    Interface {
-        op: &'static str,
-        iface: String,
-        errno: Errno,
-    },
-    #[error("add default route via {gateway}: {errno}")]
-    Route {
-        gateway: std::net::Ipv4Addr,
         errno: Errno,
     },
     #[error("watchdog {op} on {path}: {reason}")]
@@ -73,111 +60,6 @@ pub fn mount_early() -> Result<(), SysError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=0755"),
     )
-}
-
-fn inet_socket() -> Result<OwnedFd, Errno> {
-    // SAFETY: plain socket(2) call; the returned fd is checked and then owned.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn ifreq_for(iface: &str) -> Result<libc::ifreq, Errno> {
-    let name = CString::new(iface).map_err(|_| Errno::EINVAL)?;
-    let bytes = name.as_bytes_with_nul();
-    if bytes.len() > libc::IFNAMSIZ {
-        return Err(Errno::ENAMETOOLONG);
-    }
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    Ok(req)
-}
-
-fn sockaddr_in(addr: std::net::Ipv4Addr) -> libc::sockaddr {
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(addr.octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: sockaddr_in and sockaddr have the same size (16 bytes) and sockaddr is the generic
-    // view the kernel expects in ifreq / rtentry.
-    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
-}
-
-fn ioctl_ifreq(sock: &OwnedFd, request: libc::c_ulong, req: &mut libc::ifreq) -> Result<(), Errno> {
-    // SAFETY: req is a valid, initialized ifreq that lives across the call; the request codes used
-    // (SIOC[GS]IF*) read and write only that struct.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request, req as *mut libc::ifreq) };
-    if rc < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(())
-    }
-}
-
-/// Sets `iface` up, and gives it `addr`/`netmask` if given.
-pub fn configure_interface(
-    iface: &str,
-    addr: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
-) -> Result<(), SysError> {
-    let err = |op: &'static str| {
-        move |errno| SysError::Interface {
-            op,
-            iface: iface.into(),
-            errno,
-        }
-    };
-    let sock = inet_socket().map_err(err("socket"))?;
-    if let Some((address, netmask)) = addr {
-        let mut req = ifreq_for(iface).map_err(err("name"))?;
-        req.ifr_ifru.ifru_addr = sockaddr_in(address);
-        ioctl_ifreq(&sock, libc::SIOCSIFADDR, &mut req).map_err(err("SIOCSIFADDR"))?;
-        let mut req = ifreq_for(iface).map_err(err("name"))?;
-        req.ifr_ifru.ifru_netmask = sockaddr_in(netmask);
-        ioctl_ifreq(&sock, libc::SIOCSIFNETMASK, &mut req).map_err(err("SIOCSIFNETMASK"))?;
-    }
-    let mut req = ifreq_for(iface).map_err(err("name"))?;
-    ioctl_ifreq(&sock, libc::SIOCGIFFLAGS, &mut req).map_err(err("SIOCGIFFLAGS"))?;
-    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-    let flags = unsafe { req.ifr_ifru.ifru_flags };
-    req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    ioctl_ifreq(&sock, libc::SIOCSIFFLAGS, &mut req).map_err(err("SIOCSIFFLAGS"))
-}
-
-/// Adds the default route via `gateway`.
-pub fn add_default_route(gateway: std::net::Ipv4Addr) -> Result<(), SysError> {
-    let err = |errno| SysError::Route { gateway, errno };
-    let sock = inet_socket().map_err(err)?;
-    // SAFETY: rtentry is plain old data; all-zero is a valid value.
-    let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
-    route.rt_dst = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
-    route.rt_genmask = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
-    route.rt_gateway = sockaddr_in(gateway);
-    route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
-    // SAFETY: route is a valid rtentry living across the call; SIOCADDRT only reads it.
-    let rc = unsafe {
-        libc::ioctl(
-            sock.as_raw_fd(),
-            libc::SIOCADDRT,
-            &mut route as *mut libc::rtentry,
-        )
-    };
-    match rc {
-        0 => Ok(()),
-        _ => match Errno::last() {
-            Errno::EEXIST => Ok(()),
-            errno => Err(err(errno)),
-        },
-    }
 }
 
 /// The hardware watchdog (`/dev/watchdog`): armed on open, fed by writes, disarmed by the magic

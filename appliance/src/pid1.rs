@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use drivers::module::{self, Loaded};
+use drivers::watchdog::{self, Watchdog};
 use drivers::{error_chain, netconf, wait_until};
 
 /// The module load order the image builder writes (`image::LOAD_ORDER_PATH`).
@@ -41,7 +42,11 @@ pub const DEVICE_POLL_MS: u64 = 50;
 const DEVICE_WAIT: Duration = Duration::from_millis(DEVICE_WAIT_MS);
 const DEVICE_POLL: Duration = Duration::from_millis(DEVICE_POLL_MS);
 /// Watchdog timeout set on the i6300esb; fed every quarter of it.
-pub const WATCHDOG_TIMEOUT_S: i32 = 20;
+pub const WATCHDOG_TIMEOUT_S: u32 = 20;
+const _: () = assert!(
+    watchdog::TIMEOUT_SECS_MIN <= WATCHDOG_TIMEOUT_S
+        && WATCHDOG_TIMEOUT_S <= watchdog::TIMEOUT_SECS_MAX
+);
 
 /// Writes one line to the console, at once.
 pub fn say(line: &str) {
@@ -230,20 +235,20 @@ fn prepare_data_disk() -> (DataDisk, String) {
     }
 }
 
-fn open_watchdog() -> (Option<sys::Watchdog>, String) {
+fn open_watchdog() -> (Option<Watchdog>, String) {
     let path = Path::new("/dev/watchdog");
     if wait_until(DEVICE_WAIT, DEVICE_POLL, || path.exists().then_some(())).is_none() {
         return (None, "no /dev/watchdog".into());
     }
-    match sys::Watchdog::open(path, WATCHDOG_TIMEOUT_S) {
-        Ok((watchdog, None)) => (
+    match Watchdog::open_with_timeout(path, WATCHDOG_TIMEOUT_S) {
+        Ok((watchdog, Ok(timeout_s))) => (Some(watchdog), format!("armed timeout_s={timeout_s}")),
+        Ok((watchdog, Err(refused))) => (
             Some(watchdog),
-            format!("armed timeout_s={WATCHDOG_TIMEOUT_S}"),
+            format!(
+                "armed with the driver's default timeout ({})",
+                error_chain(&refused)
+            ),
         ),
-        Ok((watchdog, Some(note))) => (
-            Some(watchdog),
-            format!("armed with the driver's default timeout ({note})"),
-        ),
-        Err(e) => (None, format!("error: {e}")),
+        Err(e) => (None, format!("error: {}", error_chain(&e))),
     }
 }

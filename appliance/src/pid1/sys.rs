@@ -1,8 +1,6 @@
-//! Thin syscall wrappers for PID 1: mounts, the watchdog device, and power-button input events.
+//! Thin syscall wrappers for PID 1: mounts and power-button input events.
 
 use std::fs;
-use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -16,12 +14,6 @@ pub enum SysError {
         fstype: String,
         target: PathBuf,
         errno: Errno,
-    },
-    #[error("watchdog {op} on {path}: {reason}")]
-    Watchdog {
-        op: &'static str,
-        path: PathBuf,
-        reason: String,
     },
 }
 
@@ -60,67 +52,6 @@ pub fn mount_early() -> Result<(), SysError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=0755"),
     )
-}
-
-/// The hardware watchdog (`/dev/watchdog`): armed on open, fed by writes, disarmed by the magic
-/// close character 'V' (the i6300esb honours it unless the kernel has nowayout).
-#[derive(Debug)]
-pub struct Watchdog {
-    file: fs::File,
-    path: PathBuf,
-}
-
-const WDIOC_SETTIMEOUT: libc::c_ulong = 0xC004_5706; // _IOWR('W', 6, int)
-
-impl Watchdog {
-    /// Opens (arms) the watchdog and sets its timeout. A driver that refuses the timeout keeps its
-    /// default; that is returned as a note rather than an error, since the device is armed already.
-    pub fn open(path: &Path, timeout_s: i32) -> Result<(Watchdog, Option<String>), SysError> {
-        let file =
-            fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| SysError::Watchdog {
-                    op: "open",
-                    path: path.into(),
-                    reason: e.to_string(),
-                })?;
-        let mut timeout = timeout_s;
-        // SAFETY: WDIOC_SETTIMEOUT reads and writes one int, which `timeout` is, for the call's duration.
-        let rc =
-            unsafe { libc::ioctl(file.as_raw_fd(), WDIOC_SETTIMEOUT, &mut timeout as *mut i32) };
-        let note = (rc < 0).then(|| {
-            format!(
-                "WDIOC_SETTIMEOUT {timeout_s} on {}: {}",
-                path.display(),
-                Errno::last()
-            )
-        });
-        Ok((
-            Watchdog {
-                file,
-                path: path.into(),
-            },
-            note,
-        ))
-    }
-
-    pub fn feed(&mut self) -> Result<(), SysError> {
-        self.file.write_all(b"\0").map_err(|e| SysError::Watchdog {
-            op: "feed",
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })
-    }
-
-    /// Disarms the watchdog (magic close) before a clean power-off.
-    pub fn disarm(mut self) -> Result<(), SysError> {
-        self.file.write_all(b"V").map_err(|e| SysError::Watchdog {
-            op: "disarm",
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })
-    }
 }
 
 /// Linux `struct input_event` on x86_64: timeval (16 bytes), type u16, code u16, value i32.

@@ -87,7 +87,7 @@ pub fn main() -> ! {
     ));
     stage("mount", || match sys::mount_early() {
         Ok(()) => ((), "proc sys dev run".into()),
-        Err(e) => supervisor::reboot_hopeless(&format!("early mounts failed: {e}")),
+        Err(e) => supervisor::reboot_hopeless(&format!("early mounts failed: {}", error_chain(&e))),
     });
     stage("console", quiet_kernel_console);
     let flags = stage("cmdline", || {
@@ -217,7 +217,7 @@ fn prepare_data_disk() -> (DataDisk, String) {
             (DataDisk::Mounted { device, found }, details)
         }
         Err(e) => {
-            let reason = e.to_string();
+            let reason = error_chain(&e);
             if matches!(e, disk::DiskError::Foreign { .. }) {
                 say(&format!("APPLIANCE DATA-DISK REFUSED {reason}; not formatting or mounting it; no service will run"));
             } else {

@@ -14,7 +14,7 @@
 //!   (mount/unmount verified in mountinfo, mkfs), [`watchdog`], [`sysfs`] (attribute helpers),
 //!   [`netlink`] (the datagram receive and deadline wait the two netlink monitors share).
 //! - What PID 1 needs at boot: [`module`] (`finit_module`), [`netconf`] (static IPv4 address,
-//!   link up and default route through the AF_INET ioctls) and [`watchdog`].
+//!   link up and default route through the AF_INET ioctls), [`mount`] and [`watchdog`].
 //! - Shared helpers: [`wait_until`] / [`try_wait_until`] (the deadline helper for states that
 //!   raise no event) and [`error_chain`] (an error and its sources on one line).
 //! - [`selftest::run_in_guest`]: the real-kernel tests run inside the QEMU guest.

@@ -1,57 +1,41 @@
-//! Thin syscall wrappers for PID 1: mounts and power-button input events.
+//! PID 1's own plumbing: the early mounts (through the drivers' mounter), power-button input
+//! events, the uptime, and the virtio-serial port links udev would make. Syscalls that the
+//! drivers also need (modules, interfaces, the watchdog) live in `drivers`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use drivers::mount::{MountError, Mounter};
 use nix::errno::Errno;
-use nix::mount::{mount, MsFlags};
+use nix::mount::MsFlags;
 
-/// Errors of the syscall wrappers; each names the call, the path or interface, and the errno.
-#[derive(Debug, thiserror::Error)]
-pub enum SysError {
-    #[error("mount {fstype} on {target}: {errno}")]
-    Mount {
-        fstype: String,
-        target: PathBuf,
-        errno: Errno,
-    },
-}
-
-/// Mounts `fstype` on `target` (creating it); an already-mounted target (EBUSY) is fine.
-pub fn mount_fs(
-    fstype: &str,
-    target: &Path,
-    flags: MsFlags,
-    data: Option<&str>,
-) -> Result<(), SysError> {
-    let _ = fs::create_dir_all(target);
-    match mount(Some(fstype), target, Some(fstype), flags, data) {
-        Ok(()) | Err(Errno::EBUSY) => Ok(()),
-        Err(errno) => Err(SysError::Mount {
-            fstype: fstype.into(),
-            target: target.into(),
-            errno,
-        }),
-    }
-}
-
-/// The early mounts: proc, sysfs, devtmpfs, and a tmpfs on /run.
-pub fn mount_early() -> Result<(), SysError> {
+/// The early mounts: proc, sysfs, devtmpfs, and a tmpfs on /run, each checked in mountinfo; a
+/// target that is mounted already (EBUSY) is fine.
+pub fn mount_early() -> Result<(), MountError> {
+    let mounter = Mounter::new(Path::new("/"));
     let hard = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
-    mount_fs("proc", Path::new("/proc"), hard, None)?;
-    mount_fs("sysfs", Path::new("/sys"), hard, None)?;
-    mount_fs(
-        "devtmpfs",
-        Path::new("/dev"),
-        MsFlags::MS_NOSUID,
-        Some("mode=0755"),
-    )?;
-    mount_fs(
-        "tmpfs",
-        Path::new("/run"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755"),
-    )
+    let mounts = [
+        ("proc", "/proc", hard, ""),
+        ("sysfs", "/sys", hard, ""),
+        ("devtmpfs", "/dev", MsFlags::MS_NOSUID, "mode=0755"),
+        (
+            "tmpfs",
+            "/run",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            "mode=0755",
+        ),
+    ];
+    for (fs_type, target, flags, options) in mounts {
+        match mounter.mount(fs_type, Path::new(target), fs_type, flags, options) {
+            Ok(_)
+            | Err(MountError::Mount {
+                source: Errno::EBUSY,
+                ..
+            }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Linux `struct input_event` on x86_64: timeval (16 bytes), type u16, code u16, value i32.

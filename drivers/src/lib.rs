@@ -13,15 +13,22 @@
 //!   probe), [`rdma`] (sysfs ports, rxe links over RDMA netlink, link up), [`mount`]
 //!   (mount/unmount verified in mountinfo, mkfs), [`watchdog`], [`sysfs`] (attribute helpers),
 //!   [`netlink`] (the datagram receive and deadline wait the two netlink monitors share).
+//! - What PID 1 needs at boot: [`module`] (`finit_module`), [`netconf`] (static IPv4 address,
+//!   link up and default route through the AF_INET ioctls), [`mount`] and [`watchdog`].
+//! - Shared helpers: [`wait_until`] / [`try_wait_until`] (the deadline helper for states that
+//!   raise no event) and [`error_chain`] (an error and its sources on one line).
 //! - [`selftest::run_in_guest`]: the real-kernel tests run inside the QEMU guest.
 //!
 //! Every sysfs, /dev and /proc path is built from a root passed in, so tests run on fake trees
 //! (tests/fixtures: recorded in the QEMU guest, on the build host, or written by hand).
 
+mod errors;
 pub mod fabric;
 pub mod link;
 pub mod linux;
+pub mod module;
 pub mod mount;
+pub mod netconf;
 pub mod netlink;
 pub mod nvme;
 pub mod pci;
@@ -31,7 +38,11 @@ pub mod selftest;
 pub mod serial_fabric;
 pub mod sysfs;
 pub mod uevent;
+mod wait;
 pub mod watchdog;
+
+pub use errors::error_chain;
+pub use wait::{try_wait_until, wait_until};
 
 pub use fabric::{
     ClassCode, DriverChoice, Fabric, FabricError, FabricPort, Host, HostDevice, HostError,

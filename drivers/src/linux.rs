@@ -13,7 +13,10 @@ use crate::nvme::{NvmeController, NvmeError};
 use crate::pci::{PciBus, PciDevice, PciError};
 use crate::sysfs::{self, SysfsError};
 use crate::uevent::{DeviceEvent, Uevent, UeventAction, UeventListener};
-use crate::{DriverChoice, Host, HostDevice, HostError, HostObservation, NvmeIdentity, PciAddress};
+use crate::{
+    error_chain, DriverChoice, Host, HostDevice, HostError, HostObservation, NvmeIdentity,
+    PciAddress,
+};
 
 /// A wait for a device re-reads sysfs at least this often even without a uevent, in case the
 /// socket overflowed (ENOBUFS) and the event was lost.
@@ -364,16 +367,6 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), HostErr
             path: name.to_string(),
             source,
         })
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text = format!("{text}: {inner}");
-        source = inner.source();
-    }
-    text
 }
 
 /// Forwards link up/down changes of netdevs backed by a PCI function, until the receiver is

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info_span};
 
 use crate::sysfs::{self, SysfsError};
-use crate::{ClassCode, PciAddress};
+use crate::{try_wait_until, ClassCode, PciAddress};
 
 /// How often a bind is re-checked: `drivers_probe` probes synchronously, so the link is normally
 /// there on the first check; the re-check covers drivers that finish probing asynchronously.
@@ -446,7 +446,7 @@ impl PciBus {
         let probe = sysfs::under(&self.root, "sys/bus/pci/drivers_probe");
         sysfs::write(&probe, &address.to_string()).map_err(bind_err)?;
         let interval = Duration::from_millis(BIND_RECHECK_MS);
-        let bound = sysfs::wait_until(timeout, interval, || sysfs::link_name(&dir.join("driver")))
+        let bound = try_wait_until(timeout, interval, || sysfs::link_name(&dir.join("driver")))
             .map_err(bind_err)?;
         bound.ok_or(PciError::BindTimeout {
             address,
@@ -472,7 +472,7 @@ impl PciBus {
         let check = || -> Result<Option<()>, SysfsError> {
             Ok((sysfs::link_name(&link)?.as_deref() == driver).then_some(()))
         };
-        if sysfs::wait_until(timeout, interval, check)
+        if try_wait_until(timeout, interval, check)
             .map_err(bind_err)?
             .is_some()
         {

@@ -12,6 +12,7 @@ use nix::sys::socket::{
 use serde::{Deserialize, Serialize};
 use tracing::info_span;
 
+use crate::netconf;
 use crate::sysfs::{self, SysfsError};
 
 // From include/uapi/linux/netlink.h and include/uapi/rdma/rdma_netlink.h.
@@ -466,42 +467,18 @@ fn ack_result(operation: &'static str, payload: &[u8]) -> Result<(), RdmaError> 
     }
 }
 
-/// Sets IFF_UP on a network interface (SIOCGIFFLAGS / SIOCSIFFLAGS).
+/// Sets IFF_UP on a network interface (SIOCGIFFLAGS / SIOCSIFFLAGS): [`netconf::set_up`],
+/// with its errors as this module's.
 pub fn set_link_up(interface: &str) -> Result<(), RdmaError> {
     let _span = info_span!("netdev_up", interface).entered();
-    let err = |operation, source| RdmaError::LinkUp {
-        interface: interface.to_string(),
-        operation,
-        source,
-    };
-    if interface.is_empty() || interface.len() >= libc::IFNAMSIZ || interface.contains('\0') {
-        return Err(RdmaError::BadName {
+    netconf::set_up(interface).map_err(|e| match e.call() {
+        Some((operation, source)) => RdmaError::LinkUp {
+            interface: interface.to_string(),
+            operation,
+            source,
+        },
+        None => RdmaError::BadName {
             name: interface.to_string(),
-        });
-    }
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(|e| err("socket", e))?;
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in request.ifr_name.iter_mut().zip(interface.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: a valid socket and a valid ifreq naming the interface, as SIOCGIFFLAGS expects.
-    let got = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) };
-    if got < 0 {
-        return Err(err("SIOCGIFFLAGS", nix::Error::last()));
-    }
-    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-    unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-    // SAFETY: as above, with the flags to set.
-    let set = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &request) };
-    if set < 0 {
-        return Err(err("SIOCSIFFLAGS", nix::Error::last()));
-    }
-    Ok(())
+        },
+    })
 }

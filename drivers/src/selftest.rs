@@ -27,7 +27,7 @@ use crate::pci::{PciBus, PciError};
 use crate::rdma::{self, RdmaNetlink, RdmaSysfs};
 use crate::uevent::{DeviceEvent, Uevent, UeventAction, UeventListener};
 use crate::watchdog::Watchdog;
-use crate::{sysfs, Host, HostObservation, PciAddress};
+use crate::{error_chain, sysfs, Host, HostObservation, PciAddress};
 
 /// The serial the host must give the hot-added controller.
 pub const SELFTEST_SERIAL: &str = "SELFTEST0001";
@@ -207,18 +207,6 @@ impl Run<'_> {
     }
 }
 
-/// Formats an error with its chain of sources.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
-}
-
 /// Waits for a uevent matching `wanted`, re-checking `already` at least every second (events
 /// can be lost if the socket overflows). Returns what was seen, or an error naming `what`.
 fn wait_event(
@@ -241,7 +229,7 @@ fn wait_event(
         match listener.recv_timeout(left.min(Duration::from_secs(1))) {
             Ok(Some(event)) if wanted(&event) => return Ok(started.elapsed()),
             Ok(_) => {}
-            Err(e) => return Err(format!("waiting for {what}: {}", chain(&e))),
+            Err(e) => return Err(format!("waiting for {what}: {}", error_chain(&e))),
         }
     }
 }
@@ -263,9 +251,9 @@ pub fn run_in_guest(out: &mut dyn Write) -> bool {
     let root = Path::new("/");
     let bus = PciBus::new(root);
     run.step("pci_enumerate", |run| {
-        let devices = bus.devices().map_err(|e| chain(&e))?;
-        let slots = bus.slots().map_err(|e| chain(&e))?;
-        let us = pci_enumerate_us(root, FIGURE_SAMPLES).map_err(|e| chain(&e))?;
+        let devices = bus.devices().map_err(|e| error_chain(&e))?;
+        let slots = bus.slots().map_err(|e| error_chain(&e))?;
+        let us = pci_enumerate_us(root, FIGURE_SAMPLES).map_err(|e| error_chain(&e))?;
         run.figure("pci_enumerate_us", us);
         Ok((
             (),
@@ -274,7 +262,7 @@ pub fn run_in_guest(out: &mut dyn Write) -> bool {
     });
     let listener = run.step("uevent_open", |_| {
         Ok((
-            UeventListener::open().map_err(|e| chain(&e))?,
+            UeventListener::open().map_err(|e| error_chain(&e))?,
             String::new(),
         ))
     });
@@ -295,10 +283,11 @@ pub fn run_in_guest(out: &mut dyn Write) -> bool {
     }
     run.step("link_monitor", link_step);
     run.step("watchdog", |_| {
-        let mut watchdog = Watchdog::open(&root.join("dev/watchdog")).map_err(|e| chain(&e))?;
-        let timeout = watchdog.set_timeout(60).map_err(|e| chain(&e))?;
-        watchdog.keepalive().map_err(|e| chain(&e))?;
-        watchdog.close().map_err(|e| chain(&e))?;
+        let mut watchdog =
+            Watchdog::open(&root.join("dev/watchdog")).map_err(|e| error_chain(&e))?;
+        let timeout = watchdog.set_timeout(60).map_err(|e| error_chain(&e))?;
+        watchdog.keepalive().map_err(|e| error_chain(&e))?;
+        watchdog.close().map_err(|e| error_chain(&e))?;
         Ok(((), format!("timeout_s={timeout}")))
     });
     match (&hotplugged, &listener) {
@@ -350,7 +339,7 @@ fn hot_add(
     let address = address.ok_or("add uevent without an address")?;
     let slot = bus
         .slot_of(address)
-        .map_err(|e| chain(&e))?
+        .map_err(|e| error_chain(&e))?
         .ok_or(format!("{address} is in no hotplug slot"))?;
     if slot.power != Some(true) {
         return Err(format!(
@@ -363,7 +352,7 @@ fn hot_add(
         Some("nvme"),
         Duration::from_millis(DEVICE_TIMEOUT_MS),
     )
-    .map_err(|e| chain(&e))?;
+    .map_err(|e| error_chain(&e))?;
     let char_device = wait_char_device(listener, bus, address)?;
     if recording() {
         record_tree(Path::new("/"), run.out);
@@ -419,15 +408,19 @@ fn nvme_steps(run: &mut Run<'_>, bus: &PciBus, listener: &UeventListener, device
     let path = device.char_device.clone();
     run.step("nvme_identify_uring", |_| {
         let mut controller =
-            NvmeController::open(&path, Transport::Uring).map_err(|e| chain(&e))?;
-        let id = controller.identify_controller().map_err(|e| chain(&e))?;
+            NvmeController::open(&path, Transport::Uring).map_err(|e| error_chain(&e))?;
+        let id = controller
+            .identify_controller()
+            .map_err(|e| error_chain(&e))?;
         if id.serial != SELFTEST_SERIAL {
             return Err(format!(
                 "serial {:?}, expected {SELFTEST_SERIAL:?}",
                 id.serial
             ));
         }
-        let ns = controller.identify_namespace(1).map_err(|e| chain(&e))?;
+        let ns = controller
+            .identify_namespace(1)
+            .map_err(|e| error_chain(&e))?;
         if ns.size_bytes() != SELFTEST_DRIVE_BYTES {
             return Err(format!(
                 "namespace 1 is {} bytes, expected {SELFTEST_DRIVE_BYTES}",
@@ -454,9 +447,9 @@ fn nvme_steps(run: &mut Run<'_>, bus: &PciBus, listener: &UeventListener, device
     let rebound = run.step("rebind_vfio", |_| {
         let timeout = Duration::from_millis(DEVICE_TIMEOUT_MS);
         bus.bind(device.address, Some("vfio-pci"), timeout)
-            .map_err(|e| chain(&e))?;
+            .map_err(|e| error_chain(&e))?;
         bus.bind(device.address, Some("nvme"), timeout)
-            .map_err(|e| chain(&e))?;
+            .map_err(|e| error_chain(&e))?;
         let dev = wait_char_device(listener, bus, device.address)?;
         Ok((dev.clone(), format!("back on nvme as {}", dev.display())))
     });
@@ -467,21 +460,27 @@ fn nvme_steps(run: &mut Run<'_>, bus: &PciBus, listener: &UeventListener, device
 
 /// The `Host` trait on the real kernel: the device in its slot, identified.
 fn linux_host_step(device: &Hotplugged) -> Result<((), String), String> {
-    let host = LinuxHost::new(Path::new("/")).map_err(|e| chain(&e))?;
+    let host = LinuxHost::new(Path::new("/")).map_err(|e| error_chain(&e))?;
     let slot = device.slot.ok_or("the slot has no number")?;
     let found = host
         .wait_for_device(slot, Duration::from_millis(DEVICE_TIMEOUT_MS))
-        .map_err(|e| chain(&e))?;
+        .map_err(|e| error_chain(&e))?;
     if found.address != device.address
         || !found.class.is_nvme()
         || found.driver.as_deref() != Some("nvme")
     {
         return Err(format!("slot {slot} shows {found:?}"));
     }
-    if !host.present().map_err(|e| chain(&e))?.contains(&found) {
+    if !host
+        .present()
+        .map_err(|e| error_chain(&e))?
+        .contains(&found)
+    {
         return Err(format!("present() does not list {found:?}"));
     }
-    let id = host.identify_nvme(device.address).map_err(|e| chain(&e))?;
+    let id = host
+        .identify_nvme(device.address)
+        .map_err(|e| error_chain(&e))?;
     if id.serial != SELFTEST_SERIAL || id.capacity_bytes != SELFTEST_DRIVE_BYTES {
         return Err(format!("identify_nvme gave {id:?}"));
     }
@@ -498,17 +497,17 @@ fn linux_host_step(device: &Hotplugged) -> Result<((), String), String> {
 fn smart_step(run: &mut Run<'_>, path: &Path) -> Result<((), String), String> {
     let uring = NvmeController::open(path, Transport::Uring)
         .and_then(|mut c| c.smart_log())
-        .map_err(|e| chain(&e))?;
+        .map_err(|e| error_chain(&e))?;
     let ioctl = NvmeController::open(path, Transport::Ioctl)
         .and_then(|mut c| c.smart_log())
-        .map_err(|e| chain(&e))?;
+        .map_err(|e| error_chain(&e))?;
     if uring.critical_warning != ioctl.critical_warning
         || uring.available_spare_percent != ioctl.available_spare_percent
     {
         return Err(format!("io_uring {uring:?} and ioctl {ioctl:?} disagree"));
     }
     let (uring_us, ioctl_us) =
-        nvme::measure_smart_pair_us(path, FIGURE_SAMPLES).map_err(|e| chain(&e))?;
+        nvme::measure_smart_pair_us(path, FIGURE_SAMPLES).map_err(|e| error_chain(&e))?;
     run.figure("smart_uring_us", uring_us);
     run.figure("smart_ioctl_us", ioctl_us);
     Ok((
@@ -525,7 +524,8 @@ fn critical_warning(
     path: &Path,
 ) -> Result<((), String), String> {
     run.line(&format!("SELFTEST WAIT qom-set {SELFTEST_DEVICE_ID} smart_critical_warning={SELFTEST_CRITICAL_WARNING}"));
-    let mut controller = NvmeController::open(path, Transport::Uring).map_err(|e| chain(&e))?;
+    let mut controller =
+        NvmeController::open(path, Transport::Uring).map_err(|e| error_chain(&e))?;
     let mut bits = 0;
     let mut read_bits = || {
         bits = controller
@@ -570,18 +570,19 @@ fn mount_step(
         is_block,
         exists,
     )?;
-    let probe = nvme::read_probe(&namespace, 16 << 20, FIGURE_SAMPLES).map_err(|e| chain(&e))?;
+    let probe =
+        nvme::read_probe(&namespace, 16 << 20, FIGURE_SAMPLES).map_err(|e| error_chain(&e))?;
     run.figure("read_probe_us", probe.median_us);
-    mount::mkfs(&namespace, "ext4", "selftest").map_err(|e| chain(&e))?;
+    mount::mkfs(&namespace, "ext4", "selftest").map_err(|e| error_chain(&e))?;
     let mounter = Mounter::new(Path::new("/"));
     let target = Path::new(MOUNT_POINT);
     let source = namespace.display().to_string();
     let entry = mounter
         .mount(&source, target, "ext4", nix::mount::MsFlags::empty(), "")
-        .map_err(|e| chain(&e))?;
+        .map_err(|e| error_chain(&e))?;
     let file = target.join("hello");
     let written = std::fs::write(&file, b"composed").and_then(|()| std::fs::read(&file));
-    let unmounted = mounter.unmount(target).map_err(|e| chain(&e));
+    let unmounted = mounter.unmount(target).map_err(|e| error_chain(&e));
     match written {
         Ok(bytes) if bytes == b"composed" => {}
         Ok(bytes) => return Err(format!("read back {bytes:?} from {}", file.display())),
@@ -599,7 +600,7 @@ fn mount_step(
 
 /// The first network interface backed by a PCI Ethernet device.
 fn ethernet_interface(bus: &PciBus) -> Result<String, String> {
-    for device in bus.devices().map_err(|e| chain(&e))? {
+    for device in bus.devices().map_err(|e| error_chain(&e))? {
         if !device.class.is_ethernet() {
             continue;
         }
@@ -626,11 +627,11 @@ fn ethernet_interface(bus: &PciBus) -> Result<String, String> {
 fn rdma_step(run: &mut Run<'_>, bus: &PciBus, listener: &UeventListener) {
     run.step("rdma_rxe", |run| {
         let interface = ethernet_interface(bus)?;
-        rdma::set_link_up(&interface).map_err(|e| chain(&e))?;
-        let mut netlink = RdmaNetlink::open().map_err(|e| chain(&e))?;
+        rdma::set_link_up(&interface).map_err(|e| error_chain(&e))?;
+        let mut netlink = RdmaNetlink::open().map_err(|e| error_chain(&e))?;
         netlink
             .new_link(RXE_NAME, "rxe", &interface)
-            .map_err(|e| chain(&e))?;
+            .map_err(|e| error_chain(&e))?;
         let sysfs = RdmaSysfs::new(Path::new("/"));
         let mut port = None;
         let mut active = || {
@@ -651,7 +652,7 @@ fn rdma_step(run: &mut Run<'_>, bus: &PciBus, listener: &UeventListener) {
         if waited.is_ok() && recording() {
             record_tree(Path::new("/"), run.out);
         }
-        let deleted = netlink.delete_link(RXE_NAME).map_err(|e| chain(&e));
+        let deleted = netlink.delete_link(RXE_NAME).map_err(|e| error_chain(&e));
         waited.map_err(|e| format!("{e} (port {port:?})"))?;
         deleted?;
         let port = port.ok_or("no port")?;
@@ -698,7 +699,7 @@ fn hot_remove(
 /// The network interface whose MAC is `mac` (`/sys/class/net/*/address`).
 fn interface_with_mac(mac: &str) -> Result<String, String> {
     let net = Path::new("/sys/class/net");
-    let names = sysfs::list(net).map_err(|e| chain(&e))?;
+    let names = sysfs::list(net).map_err(|e| error_chain(&e))?;
     names
         .into_iter()
         .find(|n| {
@@ -713,16 +714,16 @@ fn link_step(run: &mut Run<'_>) -> Result<((), String), String> {
     let root = Path::new("/");
     let interface = interface_with_mac(SELFTEST_NETDEV_MAC)?;
     let address = link::pci_address_of(root, &interface)
-        .map_err(|e| chain(&e))?
+        .map_err(|e| error_chain(&e))?
         .ok_or(format!("{interface} has no PCI function"))?;
-    rdma::set_link_up(&interface).map_err(|e| chain(&e))?;
-    let host = LinuxHost::new(root).map_err(|e| chain(&e))?;
-    let observations = host.observations().map_err(|e| chain(&e))?;
-    let mut monitor = LinkMonitor::open(root).map_err(|e| chain(&e))?;
-    let mut netlink = RdmaNetlink::open().map_err(|e| chain(&e))?;
+    rdma::set_link_up(&interface).map_err(|e| error_chain(&e))?;
+    let host = LinuxHost::new(root).map_err(|e| error_chain(&e))?;
+    let observations = host.observations().map_err(|e| error_chain(&e))?;
+    let mut monitor = LinkMonitor::open(root).map_err(|e| error_chain(&e))?;
+    let mut netlink = RdmaNetlink::open().map_err(|e| error_chain(&e))?;
     netlink
         .new_link(LINK_RXE_NAME, "rxe", &interface)
-        .map_err(|e| chain(&e))?;
+        .map_err(|e| error_chain(&e))?;
     let result = (|| {
         let mut details = Vec::new();
         for (up, word, port_state) in [(false, "off", "DOWN"), (true, "on", "ACTIVE")] {
@@ -747,7 +748,9 @@ fn link_step(run: &mut Run<'_>) -> Result<((), String), String> {
         }
         Ok(details.join(", "))
     })();
-    let deleted = netlink.delete_link(LINK_RXE_NAME).map_err(|e| chain(&e));
+    let deleted = netlink
+        .delete_link(LINK_RXE_NAME)
+        .map_err(|e| error_chain(&e));
     let details = result?;
     deleted?;
     Ok((
@@ -766,7 +769,7 @@ fn wait_link(monitor: &mut LinkMonitor, interface: &str, up: bool) -> Result<Lin
                 "{interface} did not go up={up} within {HOST_ACTION_TIMEOUT_MS} ms"
             ));
         }
-        match monitor.recv_timeout(left).map_err(|e| chain(&e))? {
+        match monitor.recv_timeout(left).map_err(|e| error_chain(&e))? {
             Some(event) if event.change.name == interface && event.change.up == up => {
                 return Ok(event)
             }

@@ -1,9 +1,8 @@
 //! Reading and writing sysfs attributes under an injectable root, with errors that name the path
-//! and the value, and a deadline helper for the few kernel states that have no event.
+//! and the value.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 /// sysfs attributes are at most one page; anything longer is not an attribute we understand.
 pub const ATTRIBUTE_BYTES_MAX: u64 = 4096;
@@ -160,24 +159,4 @@ pub fn parse_dec<T: std::str::FromStr>(
 /// Joins a root and an absolute-looking sysfs path ("sys/bus/pci").
 pub fn under(root: &Path, relative: &str) -> PathBuf {
     root.join(relative.trim_start_matches('/'))
-}
-
-/// Re-checks `condition` until it holds or `timeout` passes, every `interval`. Only for kernel
-/// states that raise no event (a sysfs link appearing right after a synchronous store).
-pub fn wait_until<T, E>(
-    timeout: Duration,
-    interval: Duration,
-    mut condition: impl FnMut() -> Result<Option<T>, E>,
-) -> Result<Option<T>, E> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = condition()? {
-            return Ok(Some(value));
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(interval.min(deadline - now));
-    }
 }

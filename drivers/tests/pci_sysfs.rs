@@ -168,12 +168,7 @@ fn garbage_values_are_refused_with_path_and_value() {
         } else {
             Box::new(bus.devices().expect_err(line))
         };
-        let mut text = error.to_string();
-        let mut source = error.source();
-        while let Some(inner) = source {
-            text = format!("{text}: {inner}");
-            source = inner.source();
-        }
+        let text = drivers::error_chain(error.as_ref());
         assert!(
             text.contains(value),
             "{line}: error {text:?} does not name {value:?}"
@@ -253,17 +248,14 @@ fn bind_returns_once_the_kernel_shows_the_driver() {
         // A stand-in for the kernel: when the address is written to drivers_probe, bind to the
         // driver named in driver_override.
         let kernel = scope.spawn(|| {
-            let probed = drivers::sysfs::wait_until(
-                Duration::from_secs(10),
-                Duration::from_millis(1),
-                || {
+            let probed =
+                drivers::try_wait_until(Duration::from_secs(10), Duration::from_millis(1), || {
                     Ok::<_, std::io::Error>(
                         std::fs::read_to_string(&probe)?
                             .contains("0000:04:00.0")
                             .then_some(()),
                     )
-                },
-            );
+                });
             assert!(
                 probed.expect("read probe").is_some(),
                 "bind never wrote drivers_probe"

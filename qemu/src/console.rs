@@ -103,11 +103,11 @@ impl Console {
         pattern: &str,
         timeout: Duration,
     ) -> Result<(usize, String), ConsoleError> {
-        self.wait_until(from, |line| line.contains(pattern), pattern, timeout)
+        self.wait_for_line_matching(from, |line| line.contains(pattern), pattern, timeout)
     }
 
     /// Waits for the first line at index `from` or later for which `matches` holds.
-    pub fn wait_until(
+    pub fn wait_for_line_matching(
         &self,
         from: usize,
         matches: impl Fn(&str) -> bool,

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::args::Accel;
 
@@ -15,6 +15,8 @@ pub const QEMU_BINARY: &str = "qemu-system-x86_64";
 pub const QEMU_PACKAGE: &str = "qemu-system-x86";
 /// How long the KVM probe may take before it is judged unusable.
 pub const KVM_PROBE_TIMEOUT_MS: u64 = 10_000;
+/// How often the KVM probe checks whether its QEMU has exited.
+const KVM_PROBE_POLL_MS: u64 = 20;
 
 /// Errors preparing the host.
 #[derive(Debug, thiserror::Error)]
@@ -130,16 +132,14 @@ fn kvm_runs(qemu: &Path) -> bool {
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"quit\"}\n");
     }
-    let deadline = Instant::now() + Duration::from_millis(KVM_PROBE_TIMEOUT_MS);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return status.success(),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
+    let timeout = Duration::from_millis(KVM_PROBE_TIMEOUT_MS);
+    let interval = Duration::from_millis(KVM_PROBE_POLL_MS);
+    match drivers::try_wait_until(timeout, interval, || child.try_wait()) {
+        Ok(Some(status)) => status.success(),
+        Ok(None) | Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            false
         }
     }
 }

@@ -219,7 +219,7 @@ pub fn run_driver_selftest(
         let left = deadline.saturating_duration_since(Instant::now());
         let (at, line) = vm
             .console()
-            .wait_until(from, is_event, "SELFTEST WAIT or DONE", left)
+            .wait_for_line_matching(from, is_event, "SELFTEST WAIT or DONE", left)
             .map_err(SelftestError::WaitLine)?;
         from = at + 1;
         let part = selftest_part(&line).unwrap_or_default();

@@ -21,7 +21,7 @@ use std::time::Duration;
 use drivers::serial_fabric::{
     FabricReply, FabricRequest, RefusalKind, ReplyLine, RequestLine, LINE_BYTES_MAX,
 };
-use drivers::{FabricPort, Inventory};
+use drivers::{error_chain, FabricPort, Inventory};
 use serde_json::{json, Map, Value};
 
 use crate::args::{
@@ -358,17 +358,6 @@ fn refused(operation: &'static str, device: &str, reason: String) -> SwitchError
         device: device.into(),
         reason,
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The QMP `device_add` of a pool device on fabric port `port`.

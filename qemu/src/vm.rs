@@ -24,6 +24,8 @@ use crate::topology::{BenchTopology, DeviceKind};
 pub const DATA_DISK_BYTES_DEFAULT: u64 = 1 << 30;
 /// How long QEMU may take to connect its sockets after it starts.
 pub const CONNECT_TIMEOUT_MS: u64 = 30_000;
+/// How often [`Vm::wait_exit`] checks whether QEMU has exited.
+const EXIT_POLL_MS: u64 = 50;
 
 /// Errors launching or driving a VM.
 #[derive(Debug, thiserror::Error)]
@@ -243,23 +245,19 @@ impl Vm {
 
     /// Waits for QEMU to exit on its own (after a power-off), up to `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, VmError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.child.try_wait().map_err(|source| VmError::Io {
-                operation: "wait for QEMU of",
-                path: self.paths.dir.clone(),
-                source,
-            })?;
-            if let Some(status) = status {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-                return Err(VmError::ExitTimeout { timeout_ms });
-            }
-            // No event tells a parent that a child exited short of SIGCHLD handling; poll.
-            thread::sleep(Duration::from_millis(50));
-        }
+        // No event tells a parent that a child exited short of SIGCHLD handling; poll.
+        let exited = drivers::try_wait_until(timeout, Duration::from_millis(EXIT_POLL_MS), || {
+            self.child.try_wait()
+        })
+        .map_err(|source| VmError::Io {
+            operation: "wait for QEMU of",
+            path: self.paths.dir.clone(),
+            source,
+        })?;
+        exited.ok_or_else(|| {
+            let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            VmError::ExitTimeout { timeout_ms }
+        })
     }
 
     /// Waits for QEMU to exit when it was started with the console on the terminal.

@@ -6,6 +6,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use drivers::mount::{MountError, Mounter};
+use nix::mount::MsFlags;
+
 /// The virtio-blk serial of the data disk (QEMU `-device virtio-blk-pci,serial=...`).
 pub const DATA_DISK_SERIAL: &str = "appliance-data";
 /// The ext4 label PID 1 gives the data disk and looks for.
@@ -99,12 +102,8 @@ pub enum DiskError {
     },
     #[error("data disk {path} holds {found}; refusing to touch it")]
     Foreign { path: PathBuf, found: String },
-    #[error("mount {path} (ext4) on {target}: {errno}")]
-    Mount {
-        path: PathBuf,
-        target: PathBuf,
-        errno: nix::errno::Errno,
-    },
+    #[error(transparent)]
+    Mount(#[from] MountError),
 }
 
 /// Finds the block device whose `serial` (virtio-blk) is [`DATA_DISK_SERIAL`], in `sys_block`
@@ -194,14 +193,8 @@ pub fn prepare(path: &Path, target: &Path, mke2fs: &Path) -> Result<DiskContents
             })
         }
     }
-    let flags = nix::mount::MsFlags::MS_NOATIME;
-    nix::mount::mount(Some(path), target, Some("ext4"), flags, None::<&str>).map_err(|errno| {
-        DiskError::Mount {
-            path: path.into(),
-            target: target.into(),
-            errno,
-        }
-    })?;
+    let device = path.to_string_lossy();
+    Mounter::new(Path::new("/")).mount(&device, target, "ext4", MsFlags::MS_NOATIME, "")?;
     Ok(found)
 }
 

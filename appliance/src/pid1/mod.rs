@@ -24,6 +24,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use drivers::module::{self, Loaded};
+use drivers::watchdog::{self, Watchdog};
+use drivers::{error_chain, netconf, wait_until};
+
 /// The module load order the image builder writes (`image::LOAD_ORDER_PATH`).
 pub const MODULE_LOAD_ORDER: &str = "/lib/modules/load-order";
 pub const MODULE_DIR: &str = "/lib/modules";
@@ -33,8 +37,16 @@ pub const DATA_DIR: &str = "/data";
 pub const CONTROL_LISTEN: &str = "0.0.0.0:7780";
 /// How long PID 1 waits for a device (NIC, data disk, watchdog) after loading its driver.
 pub const DEVICE_WAIT_MS: u64 = 5_000;
+/// How often PID 1 looks again for a device it waits for.
+pub const DEVICE_POLL_MS: u64 = 50;
+const DEVICE_WAIT: Duration = Duration::from_millis(DEVICE_WAIT_MS);
+const DEVICE_POLL: Duration = Duration::from_millis(DEVICE_POLL_MS);
 /// Watchdog timeout set on the i6300esb; fed every quarter of it.
-pub const WATCHDOG_TIMEOUT_S: i32 = 20;
+pub const WATCHDOG_TIMEOUT_S: u32 = 20;
+const _: () = assert!(
+    watchdog::TIMEOUT_SECS_MIN <= WATCHDOG_TIMEOUT_S
+        && WATCHDOG_TIMEOUT_S <= watchdog::TIMEOUT_SECS_MAX
+);
 
 /// Writes one line to the console, at once.
 pub fn say(line: &str) {
@@ -53,20 +65,6 @@ fn stage<T>(name: &str, run: impl FnOnce() -> (T, String)) -> T {
         start.elapsed().as_millis()
     ));
     value
-}
-
-/// Polls `probe` every 50 ms until it gives a value or `timeout_ms` passes.
-pub fn wait_until<T>(timeout_ms: u64, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-    loop {
-        if let Some(value) = probe() {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Whether the data disk is usable.
@@ -89,7 +87,7 @@ pub fn main() -> ! {
     ));
     stage("mount", || match sys::mount_early() {
         Ok(()) => ((), "proc sys dev run".into()),
-        Err(e) => supervisor::reboot_hopeless(&format!("early mounts failed: {e}")),
+        Err(e) => supervisor::reboot_hopeless(&format!("early mounts failed: {}", error_chain(&e))),
     });
     stage("console", quiet_kernel_console);
     let flags = stage("cmdline", || {
@@ -145,11 +143,11 @@ fn load_modules() -> ((), String) {
     let (mut loaded, mut already, mut failed) = (0, 0, Vec::new());
     for name in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let path = Path::new(MODULE_DIR).join(format!("{name}.ko"));
-        match sys::load_module(&path) {
-            Ok(true) => loaded += 1,
-            Ok(false) => already += 1,
+        match module::load(&path) {
+            Ok(Loaded::Now) => loaded += 1,
+            Ok(Loaded::Already) => already += 1,
             Err(e) => {
-                say(&format!("APPLIANCE BOOT module-failed {e}"));
+                say(&format!("APPLIANCE BOOT module-failed {}", error_chain(&e)));
                 failed.push(name.to_string());
             }
         }
@@ -161,19 +159,19 @@ fn load_modules() -> ((), String) {
 }
 
 fn configure_network() -> ((), String) {
-    if let Err(e) = sys::configure_interface("lo", None) {
-        say(&format!("APPLIANCE BOOT network-error {e}"));
+    if let Err(e) = netconf::set_up("lo") {
+        say(&format!("APPLIANCE BOOT network-error {}", error_chain(&e)));
     }
     let sys_net = Path::new("/sys/class/net");
-    let nic = wait_until(DEVICE_WAIT_MS, || {
+    let nic = wait_until(DEVICE_WAIT, DEVICE_POLL, || {
         net::choose_management(&net::list(sys_net)).cloned()
     });
     let Some(nic) = nic else {
         return ((), "no management NIC found".into());
     };
-    let address = (net::MANAGEMENT_ADDR, net::MANAGEMENT_NETMASK);
-    let result = sys::configure_interface(&nic.name, Some(address))
-        .and_then(|()| sys::add_default_route(net::MANAGEMENT_GATEWAY));
+    let result = netconf::set_address(&nic.name, net::MANAGEMENT_ADDR, net::MANAGEMENT_NETMASK)
+        .and_then(|()| netconf::set_up(&nic.name))
+        .and_then(|()| netconf::add_default_route(net::MANAGEMENT_GATEWAY));
     match result {
         Ok(()) => (
             (),
@@ -185,13 +183,15 @@ fn configure_network() -> ((), String) {
                 net::MANAGEMENT_GATEWAY
             ),
         ),
-        Err(e) => ((), format!("nic={} error: {e}", nic.name)),
+        Err(e) => ((), format!("nic={} error: {}", nic.name, error_chain(&e))),
     }
 }
 
 fn prepare_data_disk() -> (DataDisk, String) {
     let sys_block = Path::new("/sys/block");
-    let name = wait_until(DEVICE_WAIT_MS, || disk::find_by_serial(sys_block).ok());
+    let name = wait_until(DEVICE_WAIT, DEVICE_POLL, || {
+        disk::find_by_serial(sys_block).ok()
+    });
     let Some(name) = name else {
         let reason = format!(
             "no data disk: no block device with serial {:?}",
@@ -217,7 +217,7 @@ fn prepare_data_disk() -> (DataDisk, String) {
             (DataDisk::Mounted { device, found }, details)
         }
         Err(e) => {
-            let reason = e.to_string();
+            let reason = error_chain(&e);
             if matches!(e, disk::DiskError::Foreign { .. }) {
                 say(&format!("APPLIANCE DATA-DISK REFUSED {reason}; not formatting or mounting it; no service will run"));
             } else {
@@ -235,20 +235,20 @@ fn prepare_data_disk() -> (DataDisk, String) {
     }
 }
 
-fn open_watchdog() -> (Option<sys::Watchdog>, String) {
+fn open_watchdog() -> (Option<Watchdog>, String) {
     let path = Path::new("/dev/watchdog");
-    if wait_until(DEVICE_WAIT_MS, || path.exists().then_some(())).is_none() {
+    if wait_until(DEVICE_WAIT, DEVICE_POLL, || path.exists().then_some(())).is_none() {
         return (None, "no /dev/watchdog".into());
     }
-    match sys::Watchdog::open(path, WATCHDOG_TIMEOUT_S) {
-        Ok((watchdog, None)) => (
+    match Watchdog::open_with_timeout(path, WATCHDOG_TIMEOUT_S) {
+        Ok((watchdog, Ok(timeout_s))) => (Some(watchdog), format!("armed timeout_s={timeout_s}")),
+        Ok((watchdog, Err(refused))) => (
             Some(watchdog),
-            format!("armed timeout_s={WATCHDOG_TIMEOUT_S}"),
+            format!(
+                "armed with the driver's default timeout ({})",
+                error_chain(&refused)
+            ),
         ),
-        Ok((watchdog, Some(note))) => (
-            Some(watchdog),
-            format!("armed with the driver's default timeout ({note})"),
-        ),
-        Err(e) => (None, format!("error: {e}")),
+        Err(e) => (None, format!("error: {}", error_chain(&e))),
     }
 }

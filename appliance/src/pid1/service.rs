@@ -95,7 +95,7 @@ mod wiring {
     use drivers::linux::LinuxHost;
     use drivers::serial_fabric::{SerialFabric, PORT_PATH};
 
-    use super::super::{sys, wait_until, CONTROL_LISTEN, DATA_DIR, DEVICE_WAIT_MS};
+    use super::super::{sys, CONTROL_LISTEN, DATA_DIR, DEVICE_POLL, DEVICE_WAIT, DEVICE_WAIT_MS};
     use super::BootFlags;
     use super::ReadyReport;
     use crate::serve::{self, FabricChoice, ServeOptions};
@@ -123,7 +123,7 @@ mod wiring {
     pub fn start(flags: &BootFlags) -> anyhow::Result<Running> {
         let port = Path::new(PORT_PATH);
         let sys_ports = Path::new("/sys/class/virtio-ports");
-        let appeared = wait_until(DEVICE_WAIT_MS, || {
+        let appeared = drivers::wait_until(DEVICE_WAIT, DEVICE_POLL, || {
             sys::link_virtio_ports(sys_ports, Path::new("/dev"));
             port.exists().then_some(())
         });

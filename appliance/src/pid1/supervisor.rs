@@ -8,6 +8,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use drivers::error_chain;
+use drivers::watchdog::Watchdog;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::reboot::{reboot, RebootMode};
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
@@ -33,7 +35,7 @@ pub struct Context {
     pub flags: BootFlags,
     pub signals: SignalFd,
     pub data: DataDisk,
-    pub watchdog: Option<sys::Watchdog>,
+    pub watchdog: Option<Watchdog>,
 }
 
 /// The signals PID 1 handles; blocked in every thread and process it starts, read via signalfd.
@@ -194,9 +196,9 @@ impl Supervisor {
 
     fn feed_watchdog(&mut self) {
         let hang = self.ctx.flags.test_hang_watchdog && self.ready_seen;
-        if let (Some(watchdog), false) = (self.ctx.watchdog.as_mut(), hang) {
-            if let Err(e) = watchdog.feed() {
-                say(&format!("APPLIANCE WATCHDOG {e}"));
+        if let (Some(watchdog), false) = (self.ctx.watchdog.as_ref(), hang) {
+            if let Err(e) = watchdog.keepalive() {
+                say(&format!("APPLIANCE WATCHDOG {}", error_chain(&e)));
             }
         }
     }
@@ -359,7 +361,7 @@ impl Supervisor {
         }
         nix::unistd::sync();
         if let Some(watchdog) = self.ctx.watchdog.take() {
-            let _ = watchdog.disarm();
+            let _ = watchdog.close();
         }
     }
 

@@ -1,274 +1,41 @@
-//! Thin syscall wrappers for PID 1: mounts, `finit_module`, interface addresses and the default
-//! route (ioctls), the watchdog device, and power-button input events.
+//! PID 1's own plumbing: the early mounts (through the drivers' mounter), power-button input
+//! events, the uptime, and the virtio-serial port links udev would make. Syscalls that the
+//! drivers also need (modules, interfaces, the watchdog) live in `drivers`.
 
-use std::ffi::CString;
 use std::fs;
-use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use drivers::mount::{MountError, Mounter};
 use nix::errno::Errno;
-use nix::mount::{mount, MsFlags};
+use nix::mount::MsFlags;
 
-/// Errors of the syscall wrappers; each names the call, the path or interface, and the errno.
-#[derive(Debug, thiserror::Error)]
-pub enum SysError {
-    #[error("mount {fstype} on {target}: {errno}")]
-    Mount {
-        fstype: String,
-        target: PathBuf,
-        errno: Errno,
-    },
-    #[error("finit_module {path}: {errno}")]
-    LoadModule { path: PathBuf, errno: Errno },
-    #[error("open {path}: {source}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{op} on interface {iface}: {errno}")]
-    Interface {
-        op: &'static str,
-        iface: String,
-        errno: Errno,
-    },
-    #[error("add default route via {gateway}: {errno}")]
-    Route {
-        gateway: std::net::Ipv4Addr,
-        errno: Errno,
-    },
-    #[error("watchdog {op} on {path}: {reason}")]
-    Watchdog {
-        op: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
-}
-
-/// Mounts `fstype` on `target` (creating it); an already-mounted target (EBUSY) is fine.
-pub fn mount_fs(
-    fstype: &str,
-    target: &Path,
-    flags: MsFlags,
-    data: Option<&str>,
-) -> Result<(), SysError> {
-    let _ = fs::create_dir_all(target);
-    match mount(Some(fstype), target, Some(fstype), flags, data) {
-        Ok(()) | Err(Errno::EBUSY) => Ok(()),
-        Err(errno) => Err(SysError::Mount {
-            fstype: fstype.into(),
-            target: target.into(),
-            errno,
-        }),
-    }
-}
-
-/// The early mounts: proc, sysfs, devtmpfs, and a tmpfs on /run.
-pub fn mount_early() -> Result<(), SysError> {
+/// The early mounts: proc, sysfs, devtmpfs, and a tmpfs on /run, each checked in mountinfo; a
+/// target that is mounted already (EBUSY) is fine.
+pub fn mount_early() -> Result<(), MountError> {
+    let mounter = Mounter::new(Path::new("/"));
     let hard = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
-    mount_fs("proc", Path::new("/proc"), hard, None)?;
-    mount_fs("sysfs", Path::new("/sys"), hard, None)?;
-    mount_fs(
-        "devtmpfs",
-        Path::new("/dev"),
-        MsFlags::MS_NOSUID,
-        Some("mode=0755"),
-    )?;
-    mount_fs(
-        "tmpfs",
-        Path::new("/run"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755"),
-    )
-}
-
-/// Loads one module with `finit_module`; returns false if it was already loaded (EEXIST).
-pub fn load_module(path: &Path) -> Result<bool, SysError> {
-    let file = fs::File::open(path).map_err(|source| SysError::Open {
-        path: path.into(),
-        source,
-    })?;
-    let params = c"";
-    // SAFETY: finit_module reads the module from a valid open fd and a NUL-terminated parameter
-    // string that outlives the call; it does not retain either pointer.
-    let rc = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    match Errno::last() {
-        Errno::EEXIST => Ok(false),
-        errno => Err(SysError::LoadModule {
-            path: path.into(),
-            errno,
-        }),
-    }
-}
-
-fn inet_socket() -> Result<OwnedFd, Errno> {
-    // SAFETY: plain socket(2) call; the returned fd is checked and then owned.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn ifreq_for(iface: &str) -> Result<libc::ifreq, Errno> {
-    let name = CString::new(iface).map_err(|_| Errno::EINVAL)?;
-    let bytes = name.as_bytes_with_nul();
-    if bytes.len() > libc::IFNAMSIZ {
-        return Err(Errno::ENAMETOOLONG);
-    }
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    Ok(req)
-}
-
-fn sockaddr_in(addr: std::net::Ipv4Addr) -> libc::sockaddr {
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(addr.octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: sockaddr_in and sockaddr have the same size (16 bytes) and sockaddr is the generic
-    // view the kernel expects in ifreq / rtentry.
-    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
-}
-
-fn ioctl_ifreq(sock: &OwnedFd, request: libc::c_ulong, req: &mut libc::ifreq) -> Result<(), Errno> {
-    // SAFETY: req is a valid, initialized ifreq that lives across the call; the request codes used
-    // (SIOC[GS]IF*) read and write only that struct.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request, req as *mut libc::ifreq) };
-    if rc < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(())
-    }
-}
-
-/// Sets `iface` up, and gives it `addr`/`netmask` if given.
-pub fn configure_interface(
-    iface: &str,
-    addr: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
-) -> Result<(), SysError> {
-    let err = |op: &'static str| {
-        move |errno| SysError::Interface {
-            op,
-            iface: iface.into(),
-            errno,
+    let mounts = [
+        ("proc", "/proc", hard, ""),
+        ("sysfs", "/sys", hard, ""),
+        ("devtmpfs", "/dev", MsFlags::MS_NOSUID, "mode=0755"),
+        (
+            "tmpfs",
+            "/run",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            "mode=0755",
+        ),
+    ];
+    for (fs_type, target, flags, options) in mounts {
+        match mounter.mount(fs_type, Path::new(target), fs_type, flags, options) {
+            Ok(_)
+            | Err(MountError::Mount {
+                source: Errno::EBUSY,
+                ..
+            }) => {}
+            Err(e) => return Err(e),
         }
-    };
-    let sock = inet_socket().map_err(err("socket"))?;
-    if let Some((address, netmask)) = addr {
-        let mut req = ifreq_for(iface).map_err(err("name"))?;
-        req.ifr_ifru.ifru_addr = sockaddr_in(address);
-        ioctl_ifreq(&sock, libc::SIOCSIFADDR, &mut req).map_err(err("SIOCSIFADDR"))?;
-        let mut req = ifreq_for(iface).map_err(err("name"))?;
-        req.ifr_ifru.ifru_netmask = sockaddr_in(netmask);
-        ioctl_ifreq(&sock, libc::SIOCSIFNETMASK, &mut req).map_err(err("SIOCSIFNETMASK"))?;
     }
-    let mut req = ifreq_for(iface).map_err(err("name"))?;
-    ioctl_ifreq(&sock, libc::SIOCGIFFLAGS, &mut req).map_err(err("SIOCGIFFLAGS"))?;
-    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-    let flags = unsafe { req.ifr_ifru.ifru_flags };
-    req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    ioctl_ifreq(&sock, libc::SIOCSIFFLAGS, &mut req).map_err(err("SIOCSIFFLAGS"))
-}
-
-/// Adds the default route via `gateway`.
-pub fn add_default_route(gateway: std::net::Ipv4Addr) -> Result<(), SysError> {
-    let err = |errno| SysError::Route { gateway, errno };
-    let sock = inet_socket().map_err(err)?;
-    // SAFETY: rtentry is plain old data; all-zero is a valid value.
-    let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
-    route.rt_dst = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
-    route.rt_genmask = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
-    route.rt_gateway = sockaddr_in(gateway);
-    route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
-    // SAFETY: route is a valid rtentry living across the call; SIOCADDRT only reads it.
-    let rc = unsafe {
-        libc::ioctl(
-            sock.as_raw_fd(),
-            libc::SIOCADDRT,
-            &mut route as *mut libc::rtentry,
-        )
-    };
-    match rc {
-        0 => Ok(()),
-        _ => match Errno::last() {
-            Errno::EEXIST => Ok(()),
-            errno => Err(err(errno)),
-        },
-    }
-}
-
-/// The hardware watchdog (`/dev/watchdog`): armed on open, fed by writes, disarmed by the magic
-/// close character 'V' (the i6300esb honours it unless the kernel has nowayout).
-#[derive(Debug)]
-pub struct Watchdog {
-    file: fs::File,
-    path: PathBuf,
-}
-
-const WDIOC_SETTIMEOUT: libc::c_ulong = 0xC004_5706; // _IOWR('W', 6, int)
-
-impl Watchdog {
-    /// Opens (arms) the watchdog and sets its timeout. A driver that refuses the timeout keeps its
-    /// default; that is returned as a note rather than an error, since the device is armed already.
-    pub fn open(path: &Path, timeout_s: i32) -> Result<(Watchdog, Option<String>), SysError> {
-        let file =
-            fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| SysError::Watchdog {
-                    op: "open",
-                    path: path.into(),
-                    reason: e.to_string(),
-                })?;
-        let mut timeout = timeout_s;
-        // SAFETY: WDIOC_SETTIMEOUT reads and writes one int, which `timeout` is, for the call's duration.
-        let rc =
-            unsafe { libc::ioctl(file.as_raw_fd(), WDIOC_SETTIMEOUT, &mut timeout as *mut i32) };
-        let note = (rc < 0).then(|| {
-            format!(
-                "WDIOC_SETTIMEOUT {timeout_s} on {}: {}",
-                path.display(),
-                Errno::last()
-            )
-        });
-        Ok((
-            Watchdog {
-                file,
-                path: path.into(),
-            },
-            note,
-        ))
-    }
-
-    pub fn feed(&mut self) -> Result<(), SysError> {
-        self.file.write_all(b"\0").map_err(|e| SysError::Watchdog {
-            op: "feed",
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })
-    }
-
-    /// Disarms the watchdog (magic close) before a clean power-off.
-    pub fn disarm(mut self) -> Result<(), SysError> {
-        self.file.write_all(b"V").map_err(|e| SysError::Watchdog {
-            op: "disarm",
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })
-    }
+    Ok(())
 }
 
 /// Linux `struct input_event` on x86_64: timeval (16 bytes), type u16, code u16, value i32.

@@ -137,11 +137,7 @@ pub fn start_with_log(options: ServeOptions, log: Arc<dyn EventLog>) -> anyhow::
     initial_sync(&handle, &parts.drivers, &parts.rdma);
     let reconciler =
         Reconciler::start(handle.clone(), parts.drivers).context("start the reconciler")?;
-    let context = crate::api::Context {
-        core: handle,
-        log: log.clone(),
-        start: report.clone(),
-    };
+    let context = crate::api::Context::new(handle, log.clone(), report.clone());
     let socket = options.data_dir.join(SOCKET_NAME);
     let mut servers =
         vec![

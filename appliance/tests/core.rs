@@ -236,6 +236,9 @@ impl EventLog for FailingReads {
     fn load_snapshot(&self) -> (Option<(u64, Vec<u8>)>, Vec<String>) {
         self.inner.load_snapshot()
     }
+    fn load_snapshot_at_or_before(&self, sequence: u64) -> Option<(u64, Vec<u8>)> {
+        self.inner.load_snapshot_at_or_before(sequence)
+    }
     fn close(&self) -> Result<(), LogError> {
         self.inner.close()
     }

@@ -266,15 +266,15 @@ fn pool(specs: &[Spec], ports: u8) -> State {
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
-    (0u8..4, 0u8..4, 0u8..4, any::<bool>(), 0u8..10).prop_map(
-        |(kind, size, switch, rdma, fate)| Spec {
+    (0u8..4, 0u8..4, 0u8..4, any::<bool>(), 0u8..10).prop_map(|(kind, size, switch, rdma, fate)| {
+        Spec {
             kind,
             size,
             switch,
             rdma,
             fate,
-        },
-    )
+        }
+    })
 }
 
 fn want() -> impl Strategy<Value = Want> {
@@ -282,7 +282,11 @@ fn want() -> impl Strategy<Value = Want> {
         Want {
             kind: KINDS[usize::from(kind)],
             count,
-            capacity_bytes_min: if size == 4 { 0 } else { SIZES[usize::from(size)] },
+            capacity_bytes_min: if size == 4 {
+                0
+            } else {
+                SIZES[usize::from(size)]
+            },
             rdma,
         }
     })

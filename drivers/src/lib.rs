@@ -49,15 +49,3 @@ pub use fabric::{
     HostObservation, Inventory, NvmeIdentity, PoolDevice,
 };
 pub use pci_address::PciAddress;
-
-/// An error and its sources as one line: "open /dev/nvme0: Permission denied (os error 13)".
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

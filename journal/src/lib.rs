@@ -277,6 +277,19 @@ impl<E: Event> Journal<E> {
         (loaded.map(|l| l.snapshot), notes)
     }
 
+    /// The newest valid snapshot taken at or before `sequence` (for the state as of a past
+    /// sequence), or None; invalid ones are reported in the notes and ignored.
+    pub fn load_snapshot_at_or_before(&self, sequence: u64) -> (Option<Snapshot>, Vec<String>) {
+        let (last, _) = self.inner.writer.durable();
+        let (loaded, notes) = snapshot::newest_valid_at_or_before(
+            &self.inner.layout,
+            &self.inner.store,
+            last,
+            sequence,
+        );
+        (loaded.map(|l| l.snapshot), notes)
+    }
+
     /// Makes everything durable and closes sled cleanly.
     pub fn close(self) -> Result<(), Error> {
         let _span = tracing::info_span!("journal_close").entered();

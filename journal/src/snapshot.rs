@@ -141,8 +141,21 @@ pub fn newest_valid(
     store: &Store,
     last_sequence: u64,
 ) -> (Option<Loaded>, Vec<String>) {
+    newest_valid_at_or_before(layout, store, last_sequence, u64::MAX)
+}
+
+/// [`newest_valid`] among the snapshots taken at or before `sequence`.
+pub fn newest_valid_at_or_before(
+    layout: &Layout,
+    store: &Store,
+    last_sequence: u64,
+    sequence: u64,
+) -> (Option<Loaded>, Vec<String>) {
     let mut notes = Vec::new();
-    for (sequence, path) in candidates(layout) {
+    let older = candidates(layout)
+        .into_iter()
+        .filter(|(at, _)| *at <= sequence);
+    for (sequence, path) in older {
         match check_one(store, &path, sequence, last_sequence) {
             Ok(loaded) => return (Some(loaded), notes),
             Err(why) => notes.push(format!("snapshot {} ignored: {why}", path.display())),

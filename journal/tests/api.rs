@@ -255,6 +255,25 @@ fn snapshots_round_trip_and_bad_ones_are_ignored_with_a_note() {
 }
 
 #[test]
+fn the_snapshot_at_or_before_a_sequence_is_the_newest_one_not_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = open(dir.path());
+    journal
+        .append((1..=20).map(|c| deposit(1, c)).collect())
+        .unwrap();
+    journal.write_snapshot(12, b"at twelve").unwrap();
+    journal.write_snapshot(18, b"at eighteen").unwrap();
+    let at = |sequence| {
+        let (snapshot, _) = journal.load_snapshot_at_or_before(sequence);
+        snapshot.map(|s| (s.sequence, s.bytes))
+    };
+    assert_eq!(at(20), Some((18, b"at eighteen".to_vec())));
+    assert_eq!(at(18), Some((18, b"at eighteen".to_vec())));
+    assert_eq!(at(17), Some((12, b"at twelve".to_vec())));
+    assert_eq!(at(11), None);
+}
+
+#[test]
 fn old_events_are_upcast_on_replay() {
     let dir = tempfile::tempdir().unwrap();
     let (old, _) = Journal::<v1::TestEvent>::open(dir.path(), common::config()).unwrap();

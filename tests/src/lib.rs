@@ -106,29 +106,27 @@ pub fn tail(vm: &Vm) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// Polls `probe` until it returns Some or `timeout` passes (the control interface has no push
-/// notifications; each probe is one request).
+/// Polls `probe` every 200 ms until it returns Some or `timeout` passes (`drivers::wait_until`);
+/// a probe's error does not end the wait, and the last one is in the timeout's message.
 pub fn wait_until<T>(
     timeout: Duration,
     what: &str,
     mut probe: impl FnMut() -> Result<Option<T>>,
 ) -> Result<T> {
-    let deadline = std::time::Instant::now() + timeout;
     let mut last_error = None;
-    loop {
-        match probe() {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            Err(e) => last_error = Some(format!("{e:#}")),
+    let found = drivers::wait_until(timeout, Duration::from_millis(200), || match probe() {
+        Ok(value) => value,
+        Err(e) => {
+            last_error = Some(format!("{e:#}"));
+            None
         }
-        if std::time::Instant::now() >= deadline {
-            bail!(
-                "timed out after {} ms waiting for {what}; last error: {last_error:?}",
-                timeout.as_millis()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
+    found.ok_or_else(|| {
+        anyhow!(
+            "timed out after {} ms waiting for {what}; last error: {last_error:?}",
+            timeout.as_millis()
+        )
+    })
 }
 
 /// A control client connected to the VM's forwarded control port (retried until it answers).

@@ -24,7 +24,7 @@ use self::views::{
     AcceptedView, DeviceView, HistoryEntryView, OperationView, PortView, StateAtView, StatusView,
     SystemView, TenantView,
 };
-use crate::core::history::{self, Subject};
+use crate::core::history::{self, History, Subject};
 use crate::core::log::EventLog;
 use crate::core::{Accepted, CoreHandle, StartReport};
 use crate::decide::command::{Command, Order, Verb};
@@ -165,7 +165,20 @@ pub enum Reply {
 pub struct Context {
     pub core: CoreHandle,
     pub log: Arc<dyn EventLog>,
+    /// The log's history index (built at the first history question).
+    pub history: Arc<History>,
     pub start: StartReport,
+}
+
+impl Context {
+    pub fn new(core: CoreHandle, log: Arc<dyn EventLog>, start: StartReport) -> Context {
+        Context {
+            core,
+            history: Arc::new(History::new(log.clone())),
+            log,
+            start,
+        }
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -270,7 +283,9 @@ fn history_reply(
     limit: Option<usize>,
 ) -> Result<Reply, ApiError> {
     let limit = limit.unwrap_or(HISTORY_ENTRIES_DEFAULT);
-    let entries = history::history(context.log.as_ref(), subject, limit)
+    let entries = context
+        .history
+        .entries(subject, limit)
         .map_err(|e| ApiError::new(ErrorCode::HistoryUnavailable, drivers::error_chain(&e)))?;
     Ok(Reply::History(
         entries.iter().map(HistoryEntryView::of).collect(),
@@ -284,7 +299,7 @@ fn state_at(context: &Context, at: At) -> Result<Reply, ApiError> {
     };
     let sequence = match at {
         At::Sequence(sequence) => sequence,
-        At::TimeMs(time_ms) => history::sequence_at(log, time_ms).map_err(unavailable)?,
+        At::TimeMs(time_ms) => context.history.sequence_at(time_ms).map_err(unavailable)?,
     };
     let state = history::state_at(log, sequence).map_err(unavailable)?;
     Ok(Reply::StateAt(Box::new(StateAtView::of(&state))))

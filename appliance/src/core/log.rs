@@ -44,9 +44,18 @@ pub trait EventLog: Send + Sync {
     fn last_sequence(&self) -> u64;
     /// Events with sequence >= from, in order.
     fn replay(&self, from: u64) -> Box<dyn Iterator<Item = Result<Logged, LogError>> + '_>;
+    /// The event at `sequence`, if the log holds it.
+    fn read(&self, sequence: u64) -> Result<Option<Logged>, LogError> {
+        self.replay(sequence)
+            .next()
+            .transpose()
+            .map(|found| found.filter(|l| l.sequence == sequence))
+    }
     fn write_snapshot(&self, sequence: u64, bytes: &[u8]) -> Result<(), LogError>;
     /// The newest valid snapshot (sequence, bytes) and notes about ignored ones.
     fn load_snapshot(&self) -> (Option<(u64, Vec<u8>)>, Vec<String>);
+    /// The newest valid snapshot taken at or before `sequence`, if one is kept.
+    fn load_snapshot_at_or_before(&self, sequence: u64) -> Option<(u64, Vec<u8>)>;
     /// Makes everything durable and closes; later calls fail with `Closed`.
     fn close(&self) -> Result<(), LogError>;
 }
@@ -114,6 +123,18 @@ impl EventLog for JournalLog {
         self.with(|j| j.write_snapshot(sequence, bytes).map_err(LogError::from))
     }
 
+    fn read(&self, sequence: u64) -> Result<Option<Logged>, LogError> {
+        self.with(|j| match j.replay(sequence).next() {
+            Some(Ok(r)) if r.sequence == sequence => Ok(Some(Logged {
+                sequence: r.sequence,
+                timestamp_ms: r.timestamp_ms,
+                event: r.event,
+            })),
+            Some(Ok(_)) | None => Ok(None),
+            Some(Err(e)) => Err(e.into()),
+        })
+    }
+
     fn load_snapshot(&self) -> (Option<(u64, Vec<u8>)>, Vec<String>) {
         let guard = self.journal.read().unwrap_or_else(|e| e.into_inner());
         match guard.as_ref() {
@@ -123,6 +144,12 @@ impl EventLog for JournalLog {
             }
             None => (None, vec!["journal closed".into()]),
         }
+    }
+
+    fn load_snapshot_at_or_before(&self, sequence: u64) -> Option<(u64, Vec<u8>)> {
+        let guard = self.journal.read().unwrap_or_else(|e| e.into_inner());
+        let (snapshot, _) = guard.as_ref()?.load_snapshot_at_or_before(sequence);
+        snapshot.map(|s| (s.sequence, s.bytes))
     }
 
     fn close(&self) -> Result<(), LogError> {
@@ -288,8 +315,20 @@ impl EventLog for MemoryLog {
         Ok(())
     }
 
+    fn read(&self, sequence: u64) -> Result<Option<Logged>, LogError> {
+        let index = sequence.checked_sub(1).map(|i| i as usize);
+        Ok(index.and_then(|i| self.lock().events.get(i).cloned()))
+    }
+
     fn load_snapshot(&self) -> (Option<(u64, Vec<u8>)>, Vec<String>) {
         (self.lock().snapshot.clone(), Vec::new())
+    }
+
+    fn load_snapshot_at_or_before(&self, sequence: u64) -> Option<(u64, Vec<u8>)> {
+        self.lock()
+            .snapshot
+            .clone()
+            .filter(|(at, _)| *at <= sequence)
     }
 
     fn close(&self) -> Result<(), LogError> {

@@ -28,6 +28,8 @@ pub enum Fault {
     VanishOnAttach { device: String },
     /// The next bind of this device times out.
     BindTimeout { device: String },
+    /// The next Identify Controller of this NVMe answers with another serial number.
+    WrongSerial { device: String },
 }
 
 /// Random fault rates, in parts per million of calls.
@@ -386,7 +388,7 @@ impl Host for SimFabric {
     }
 
     fn identify_nvme(&self, address: PciAddress) -> Result<NvmeIdentity, HostError> {
-        let inner = self.lock();
+        let mut inner = self.lock();
         let port = inner
             .ports
             .values()
@@ -406,11 +408,24 @@ impl Host for SimFabric {
                 reason: "not bound to nvme".into(),
             });
         }
+        let (id, mut serial) = (device.id.clone(), device.serial.clone());
+        let (model, firmware, capacity_bytes) = (
+            device.model.clone(),
+            device.firmware.clone(),
+            device.capacity_bytes,
+        );
+        if fault(
+            &mut inner,
+            |f| matches!(f, Fault::WrongSerial { device: d } if *d == id),
+            0,
+        ) {
+            serial.push_str("-OTHER");
+        }
         Ok(NvmeIdentity {
-            serial: device.serial.clone(),
-            model: device.model.clone(),
-            firmware: device.firmware.clone(),
-            capacity_bytes: device.capacity_bytes,
+            serial,
+            model,
+            firmware,
+            capacity_bytes,
             namespaces: 1,
         })
     }

@@ -1,12 +1,17 @@
 //! Deterministic simulation: hundreds of seeded runs of random commands, injected fabric faults
 //! and crashes (also between an intent and its outcome), every invariant checked after every
-//! step. A failing seed reproduces alone with `APPLIANCE_SIM_SEED=<seed> cargo test -p appliance
-//! --release --test simulation`; `APPLIANCE_SIM_SEEDS=<n>` runs more seeds.
+//! step. Every run takes the fixed seeds 0..SEEDS_DEFAULT and a fresh range of FRESH_SEEDS seeds
+//! from a random start (printed first, so a failure reproduces). A failing seed reproduces alone
+//! with `APPLIANCE_SIM_SEED=<seed> cargo test -p appliance --release --test simulation`;
+//! `APPLIANCE_SIM_SEEDS=<n>` runs n fixed seeds, `APPLIANCE_SIM_FRESH=<start>` picks the fresh
+//! range's start.
 
 use appliance::testing::sim::FaultRates;
 use appliance::testing::simulation::Harness;
 
 const SEEDS_DEFAULT: u64 = 300;
+/// Seeds of the fresh range each run adds.
+const FRESH_SEEDS: u64 = 100;
 const STEPS_PER_SEED: u64 = 250;
 /// Replay-equality is O(log length); check it every this many steps (and at the end).
 const REPLAY_CHECK_EVERY_STEPS: u64 = 25;
@@ -52,7 +57,15 @@ fn seeds() -> Vec<u64> {
         .ok()
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(SEEDS_DEFAULT);
-    (0..count).collect()
+    let fresh = std::env::var("APPLIANCE_SIM_FRESH")
+        .ok()
+        .map(|n| n.trim().parse().expect("APPLIANCE_SIM_FRESH is a number"))
+        .unwrap_or_else(|| rand::random::<u64>() >> 1);
+    eprintln!(
+        "simulation seeds: 0..{count} and {fresh}..{} (APPLIANCE_SIM_FRESH={fresh} repeats this run)",
+        fresh + FRESH_SEEDS
+    );
+    (0..count).chain(fresh..fresh + FRESH_SEEDS).collect()
 }
 
 #[test]

@@ -96,12 +96,7 @@ fn scenario(core: &CoreHandle) -> anyhow::Result<()> {
     let topology = appliance::topology::parse(SAMPLE_TOPOLOGY, Path::new("sample.toml"))?;
     let identity = topology.identity.clone().context("identity")?;
     core.submit(Command::appliance(Verb::SetIdentity { identity }))?;
-    let rdma = topology
-        .devices
-        .iter()
-        .filter(|d| d.rdma)
-        .map(|d| d.device.id.clone())
-        .collect();
+    let rdma = topology.rdma_nics();
     for command in inventory_commands(&topology.inventory(), &core.state(), &rdma) {
         core.submit(command)?;
     }
@@ -112,24 +107,9 @@ fn scenario(core: &CoreHandle) -> anyhow::Result<()> {
         Origin::door(Door::Local),
     ))?;
     let wants = vec![
-        Want {
-            kind: DeviceKind::Gpu,
-            count: 2,
-            capacity_bytes_min: 24 << 30,
-            rdma: false,
-        },
-        Want {
-            kind: DeviceKind::Nvme,
-            count: 1,
-            capacity_bytes_min: 2_000_000_000_000,
-            rdma: false,
-        },
-        Want {
-            kind: DeviceKind::Nic,
-            count: 1,
-            capacity_bytes_min: 0,
-            rdma: true,
-        },
+        Want::of(DeviceKind::Gpu, 2).at_least(24 << 30),
+        Want::of(DeviceKind::Nvme, 1).at_least(2_000_000_000_000),
+        Want::of(DeviceKind::Nic, 1).rdma(),
     ];
     finish(
         core,

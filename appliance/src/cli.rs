@@ -85,30 +85,6 @@ struct CtlArgs {
     command: Ctl,
 }
 
-/// What every order may carry.
-#[derive(clap::Args)]
-struct OrderArgs {
-    /// An idempotency key: the same id again answers with the first outcome.
-    #[arg(long)]
-    request_id: Option<String>,
-    /// The version (ETag) of the system or device the order changes; refused if stale.
-    #[arg(long)]
-    expected_version: Option<u64>,
-    /// Answer once the order is durable, without waiting for the operation's outcome.
-    #[arg(long)]
-    no_wait: bool,
-}
-
-impl OrderArgs {
-    fn meta(self) -> Meta {
-        Meta {
-            request_id: self.request_id.map(Into::into),
-            expected_version: self.expected_version,
-            wait: !self.no_wait,
-        }
-    }
-}
-
 #[derive(Subcommand)]
 enum Ctl {
     /// Journal head, pool usage, latencies.
@@ -130,7 +106,7 @@ enum Ctl {
     CreateTenant {
         name: String,
         #[command(flatten)]
-        order: OrderArgs,
+        order: Meta,
     },
     CreateSystem {
         name: String,
@@ -140,12 +116,12 @@ enum Ctl {
         #[arg(long)]
         role: Role,
         #[command(flatten)]
-        order: OrderArgs,
+        order: Meta,
     },
     DeleteSystem {
         name: String,
         #[command(flatten)]
-        order: OrderArgs,
+        order: Meta,
     },
     /// Compose devices into SYSTEM: --device ID (repeat) or --want KIND:COUNT[:MIN][:rdma]
     /// (repeat; MIN is GPU memory or NVMe capacity, in GiB unless it has a unit: 24, 24GiB, 2TB).
@@ -158,10 +134,11 @@ enum Ctl {
         /// Create the system for this tenant if it does not exist (with --role).
         #[arg(long)]
         tenant: Option<String>,
+        /// workstation, render_node or nas_gateway (with --tenant).
         #[arg(long)]
         role: Option<Role>,
         #[command(flatten)]
-        order: OrderArgs,
+        order: Meta,
     },
     /// Decompose SYSTEM's devices (all, or --device ID ...).
     Decompose {
@@ -169,7 +146,7 @@ enum Ctl {
         #[arg(long = "device")]
         devices: Vec<String>,
         #[command(flatten)]
-        order: OrderArgs,
+        order: Meta,
     },
     /// Mount namespace NSID of a composed NVMe (--device) or an export (--export SERVER:PATH) at
     /// TARGET.
@@ -187,20 +164,20 @@ enum Ctl {
         #[arg(long, default_value = "defaults")]
         options: String,
         #[command(flatten)]
-        order: OrderArgs,
+        order: Meta,
     },
     Unmount {
         system: String,
         target: String,
         #[command(flatten)]
-        order: OrderArgs,
+        order: Meta,
     },
     /// Replace DEVICE of SYSTEM by a healthy free device of the same kind.
     Failover {
         system: String,
         device: String,
         #[command(flatten)]
-        order: OrderArgs,
+        order: Meta,
     },
     /// Take a device out of service (--out) or back in (--in).
     Service {
@@ -212,7 +189,7 @@ enum Ctl {
         #[arg(long, default_value = "")]
         reason: String,
         #[command(flatten)]
-        order: OrderArgs,
+        order: Meta,
     },
     /// Events of a device (id or serial) or a system, oldest first.
     History {
@@ -280,12 +257,7 @@ fn parse_want(text: &str) -> Result<Want, String> {
     let count: u32 = parts[1]
         .parse()
         .map_err(|_| format!("{text:?}: count {:?} is not a number", parts[1]))?;
-    let mut want = Want {
-        kind,
-        count,
-        capacity_bytes_min: 0,
-        rdma: false,
-    };
+    let mut want = Want::of(kind, count);
     for part in &parts[2..] {
         if *part == "rdma" {
             want.rdma = true;
@@ -415,7 +387,7 @@ fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
 /// The door's parse: the command line into one request.
 fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
     let query = |q| Ok(Request::query(q));
-    let order = |verb, args: OrderArgs| Ok(Request::order(verb, args.meta()));
+    let order = |verb, meta: Meta| Ok(Request::order(verb, meta));
     match command {
         Ctl::Status => query(Query::Status),
         Ctl::Devices => query(Query::Devices),

@@ -196,12 +196,7 @@ fn fabric(choice: &FabricChoice) -> anyhow::Result<FabricParts> {
         #[cfg(feature = "sim")]
         FabricChoice::Sim { topology, seed } => {
             let topology = load_topology(topology.as_deref())?;
-            let rdma = topology
-                .devices
-                .iter()
-                .filter(|d| d.rdma)
-                .map(|d| d.device.id.clone())
-                .collect();
+            let rdma = topology.rdma_nics();
             let sim = Arc::new(SimFabric::new(&topology, *seed));
             let drivers = Drivers {
                 fabric: sim.clone(),

@@ -62,6 +62,15 @@ impl Topology {
             ports: self.ports.clone(),
         }
     }
+
+    /// The NICs the topology declares RoCE-capable.
+    pub fn rdma_nics(&self) -> BTreeSet<String> {
+        self.devices
+            .iter()
+            .filter(|d| d.rdma)
+            .map(|d| d.device.id.clone())
+            .collect()
+    }
 }
 
 /// Why a topology file was refused.

@@ -54,18 +54,8 @@ fn create_tenant() -> Request {
 
 fn compose_wants(system: &str, request_id: Option<&str>) -> Request {
     let selection = Selection::Constrained(vec![
-        Want {
-            kind: DeviceKind::Gpu,
-            count: 2,
-            capacity_bytes_min: 24 << 30,
-            rdma: false,
-        },
-        Want {
-            kind: DeviceKind::Nvme,
-            count: 1,
-            capacity_bytes_min: 2_000_000_000_000,
-            rdma: false,
-        },
+        Want::of(DeviceKind::Gpu, 2).at_least(24 << 30),
+        Want::of(DeviceKind::Nvme, 1).at_least(2_000_000_000_000),
     ]);
     let verb = Verb::Compose {
         system: system.into(),

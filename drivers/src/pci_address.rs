@@ -6,7 +6,18 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// A PCI function address: domain, bus, device (slot) and function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize
+)]
 pub struct PciAddress {
     pub domain: u16,
     pub bus: u8,

@@ -103,16 +103,44 @@ pub fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>, ToolError> {
 pub const APPLIANCE_RUSTFLAGS: &str = "-C target-feature=+crt-static -C strip=debuginfo";
 
 /// Builds the appliance binary statically (`+crt-static` on x86_64-unknown-linux-gnu) with its
-/// own target directory, so this nested cargo never waits on an outer cargo's lock.
+/// own target directory, so this nested cargo never waits on an outer cargo's lock. The firmware
+/// carries no simulated fabric (`appliance`'s feature `sim` is off).
 pub fn build_static_appliance(workspace: &Path, target_dir: &Path) -> Result<PathBuf, ToolError> {
     let _span = info_span!("build_static_appliance", target_dir = %target_dir.display()).entered();
+    info!("cargo build --release -p appliance (static)");
+    let args = [
+        "--no-default-features",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+    ];
+    cargo_build_appliance(workspace, target_dir, &args, Some(APPLIANCE_RUSTFLAGS))?;
+    let binary = target_dir.join("x86_64-unknown-linux-gnu/release/appliance");
+    check_static(&binary)?;
+    Ok(binary)
+}
+
+/// Builds the appliance binary for this host as `cargo build --release` does (the simulated
+/// fabric and synthetic journals included) into `target_dir`; returns its path.
+pub fn build_host_appliance(workspace: &Path, target_dir: &Path) -> Result<PathBuf, ToolError> {
+    let _span = info_span!("build_host_appliance", target_dir = %target_dir.display()).entered();
+    cargo_build_appliance(workspace, target_dir, &[], None)?;
+    Ok(target_dir.join("release/appliance"))
+}
+
+/// `cargo build --release -p appliance --bin appliance EXTRA` in `workspace`.
+fn cargo_build_appliance(
+    workspace: &Path,
+    target_dir: &Path,
+    extra: &[&str],
+    rustflags: Option<&str>,
+) -> Result<(), ToolError> {
     let err = |reason: String| ToolError::BuildAppliance {
         target_dir: target_dir.into(),
         reason,
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    info!("cargo build --release -p appliance (static)");
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    command
         .args([
             "build",
             "--release",
@@ -120,17 +148,17 @@ pub fn build_static_appliance(workspace: &Path, target_dir: &Path) -> Result<Pat
             "appliance",
             "--bin",
             "appliance",
-            // The firmware carries no simulated fabric (`appliance`'s feature `sim`).
-            "--no-default-features",
-            "--target",
-            "x86_64-unknown-linux-gnu",
         ])
+        .args(extra)
         .current_dir(workspace)
         .env("CARGO_TARGET_DIR", target_dir)
-        .env("RUSTFLAGS", APPLIANCE_RUSTFLAGS)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTC_WRAPPER")
-        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_BUILD_TARGET");
+    if let Some(flags) = rustflags {
+        command.env("RUSTFLAGS", flags);
+    }
+    let status = command
         .status()
         .map_err(|e| err(format!("cannot run cargo: {e}")))?;
     if !status.success() {
@@ -138,9 +166,7 @@ pub fn build_static_appliance(workspace: &Path, target_dir: &Path) -> Result<Pat
             "cargo exited with {status}; its errors are above"
         )));
     }
-    let binary = target_dir.join("x86_64-unknown-linux-gnu/release/appliance");
-    check_static(&binary)?;
-    Ok(binary)
+    Ok(())
 }
 
 /// Checks that `path` is a 64-bit ELF executable with no program interpreter (statically linked).

@@ -310,25 +310,6 @@ fn run_tool(command: &mut std::process::Command) -> Result<()> {
     Ok(())
 }
 
-/// The appliance binary of the host, with the simulated fabric and synthetic journals (the
-/// image's firmware has neither): built with cargo into the workspace's target directory.
-fn host_appliance() -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run_tool(
-        std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "appliance",
-                "--bin",
-                "appliance",
-            ])
-            .current_dir(image::workspace_dir()),
-    )?;
-    Ok(image::workspace_dir().join("target/release/appliance"))
-}
-
 /// A second 100k-event replay, of the appliance's own kind of life: compose/decompose cycles
 /// on 16 GPUs, written on the host by `appliance journal synth` onto a fresh ext4 data disk,
 /// booted once with snapshots off. Returns that boot's start report.
@@ -339,10 +320,13 @@ fn measure_synth_replay(artifacts: &image::Artifacts, run_dir: &Path) -> Result<
     }
     let tree = run_dir.join("data");
     run_tool(
-        std::process::Command::new(host_appliance()?)
-            .args(["journal", "synth", "--data-dir"])
-            .arg(&tree)
-            .args(["--events", &SYNTH_EVENTS.to_string()]),
+        std::process::Command::new(image::tools::build_host_appliance(
+            &image::workspace_dir(),
+            &image::workspace_dir().join("target"),
+        )?)
+        .args(["journal", "synth", "--data-dir"])
+        .arg(&tree)
+        .args(["--events", &SYNTH_EVENTS.to_string()]),
     )?;
     let disk = run_dir.join("data.img");
     std::fs::File::create(&disk)

@@ -90,19 +90,27 @@ pub enum Action {
     Order(Verb),
 }
 
-/// What every order may carry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What every order may carry (also the command line's options of every order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Meta {
-    /// The same id again answers with the first outcome and journals nothing.
+    /// An idempotency key: the same id again answers with the first outcome and journals
+    /// nothing.
     #[serde(default)]
+    #[arg(long)]
     pub request_id: Option<RequestId>,
     /// The version (ETag) of the system or device the order changes; a stale one is refused.
     #[serde(default)]
+    #[arg(long)]
     pub expected_version: Option<u64>,
     /// Answer once the operation's outcome is known (up to `OUTCOME_WAIT_MS`), not as soon as
-    /// its intent is durable.
+    /// its intent is durable (`--no-wait` on the command line).
     #[serde(default = "yes")]
+    #[arg(
+        long = "no-wait",
+        action = clap::ArgAction::SetFalse,
+        help = "Answer once the order is durable, without waiting for the operation's outcome"
+    )]
     pub wait: bool,
 }
 

@@ -417,25 +417,11 @@ fn placement() -> anyhow::Result<(u64, u64)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let mut times = Vec::with_capacity(PLACEMENT_RUNS);
     for _ in 0..PLACEMENT_RUNS {
+        let gpu_min = [0u64, 24, 48][rng.gen_range(0..3)] << 30;
         let wants = vec![
-            Want {
-                kind: DeviceKind::Gpu,
-                count: rng.gen_range(1..=4),
-                capacity_bytes_min: [0u64, 24, 48][rng.gen_range(0..3)] << 30,
-                rdma: false,
-            },
-            Want {
-                kind: DeviceKind::Nvme,
-                count: 1,
-                capacity_bytes_min: 2_000_000_000_000,
-                rdma: false,
-            },
-            Want {
-                kind: DeviceKind::Nic,
-                count: 1,
-                capacity_bytes_min: 0,
-                rdma: true,
-            },
+            Want::of(DeviceKind::Gpu, rng.gen_range(1..=4)).at_least(gpu_min),
+            Want::of(DeviceKind::Nvme, 1).at_least(2_000_000_000_000),
+            Want::of(DeviceKind::Nic, 1).rdma(),
         ];
         let started = Instant::now();
         let placed = place(&state, &wants)?;

@@ -36,6 +36,31 @@ pub struct Want {
     pub rdma: bool,
 }
 
+impl Want {
+    /// `count` devices of `kind`, of any size.
+    pub fn of(kind: DeviceKind, count: u32) -> Want {
+        Want {
+            kind,
+            count,
+            capacity_bytes_min: 0,
+            rdma: false,
+        }
+    }
+
+    /// Each at least `bytes` (GPU memory or NVMe capacity).
+    pub fn at_least(self, bytes: u64) -> Want {
+        Want {
+            capacity_bytes_min: bytes,
+            ..self
+        }
+    }
+
+    /// RDMA-capable only.
+    pub fn rdma(self) -> Want {
+        Want { rdma: true, ..self }
+    }
+}
+
 /// Why no placement exists.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {

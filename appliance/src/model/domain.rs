@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use serde::{Deserialize, Serialize};
 
 pub use super::ids::{DeviceId, OperationId, PortId, SwitchName, SystemName, TenantName};
@@ -18,21 +19,8 @@ pub const NAME_BYTES_MAX: usize = 128;
 const _: () = assert!(SYSTEM_GPUS_MAX <= SYSTEM_DEVICES_MAX);
 
 /// What a pool device is, derived from its PCI class.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 #[serde(rename_all = "lowercase")]
 #[rkyv(derive(Debug, PartialEq, Eq, PartialOrd, Ord))]
 pub enum DeviceKind {
@@ -81,17 +69,8 @@ impl std::str::FromStr for DeviceKind {
 }
 
 /// A device's health as last observed.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     Ok,
@@ -123,17 +102,8 @@ impl Health {
 }
 
 /// What the appliance knows about one pool device.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct Device {
     pub id: DeviceId,
     pub kind: DeviceKind,
@@ -171,17 +141,8 @@ impl Device {
 }
 
 /// A downstream port of the fabric toward this server (a hotplug slot on the server).
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct Port {
     pub id: PortId,
     pub switch: SwitchName,
@@ -191,18 +152,8 @@ pub struct Port {
 }
 
 /// What a system is for.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Workstation,
@@ -250,18 +201,8 @@ impl std::str::FromStr for Role {
 }
 
 /// Where one device of a system stands.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachState {
     /// Compose (or failover) requested, not yet done.
@@ -282,34 +223,16 @@ impl AttachState {
 }
 
 /// One device of a system and the port it uses.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct Attachment {
     pub port: PortId,
     pub state: AttachState,
 }
 
 /// What a mount mounts.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MountSource {
     /// A namespace of an NVMe composed into the same system.
@@ -319,18 +242,8 @@ pub enum MountSource {
 }
 
 /// Where a mount stands.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MountState {
     Mounting,
@@ -349,17 +262,8 @@ impl MountState {
 }
 
 /// A mount requested for a system.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct Mount {
     pub source: MountSource,
     /// Mount point inside the system, e.g. "/mnt/scratch".
@@ -370,17 +274,8 @@ pub struct Mount {
 }
 
 /// A composed system.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct System {
     pub name: SystemName,
     pub tenant: TenantName,
@@ -397,35 +292,16 @@ pub struct System {
 }
 
 /// A tenant (a studio, a department).
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct Tenant {
     pub name: TenantName,
     pub version: u64,
 }
 
 /// The appliance's own identity.
-#[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct Identity {
     pub appliance_id: String,
     pub site: String,

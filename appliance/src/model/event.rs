@@ -8,6 +8,7 @@
 
 pub mod v1;
 
+use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use serde::{Deserialize, Serialize};
 
 use super::domain::{DeviceKind, Health, Identity, MountSource, Role};
@@ -34,17 +35,8 @@ pub struct DeviceFacts {
 }
 
 /// A mount as requested.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct MountSpec {
     pub source: MountSource,
     pub target: String,
@@ -53,19 +45,8 @@ pub struct MountSpec {
 }
 
 /// The door an order came in by.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Door {
     /// Journaled before doors were recorded (event schema 1).
@@ -94,18 +75,8 @@ impl Door {
 }
 
 /// Who made an order: the door, and the account where the door has accounts.
-#[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct Origin {
     pub door: Door,
     pub account: Option<String>,
@@ -147,18 +118,8 @@ impl std::fmt::Display for Origin {
 }
 
 /// What the journal keeps of the order that produced an event: who made it, and its request id.
-#[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct Made {
     pub by: Origin,
     pub request_id: Option<RequestId>,

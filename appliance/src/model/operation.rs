@@ -1,6 +1,7 @@
 //! Operations (compose, decompose, mount, unmount, failover): an intent event starts one, an
 //! outcome event ends it; and the kinds of orders an operator can give, for request ids.
 
+use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use serde::{Deserialize, Serialize};
 
 use super::event::{Made, MountSpec};
@@ -8,17 +9,8 @@ use super::failure::Failure;
 use super::ids::{DeviceId, OperationId, PortId, SystemName};
 
 /// What an operation does.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationKind {
     Compose {
@@ -60,17 +52,8 @@ impl OperationKind {
 }
 
 /// How an operation ended.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Completed,
@@ -78,17 +61,8 @@ pub enum Outcome {
 }
 
 /// An operation: its intent and, once it has one, its outcome.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct Operation {
     pub id: OperationId,
     pub system: SystemName,
@@ -103,18 +77,8 @@ pub struct Operation {
 }
 
 /// The orders an operator can give (the verbs of every door).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderKind {
     SetIdentity,
@@ -148,18 +112,8 @@ impl OrderKind {
 
 /// What a request id was used for: the order, the operation it started (if it started one) and
 /// the sequence of its first event.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct Requested {
     pub order: OrderKind,
     pub op: Option<OperationId>,

@@ -4,15 +4,15 @@
 //! `State::check_invariants` compares it with a rebuild. Placement reads it instead of scanning
 //! every device, so a constrained compose costs O(switches x wanted devices x log n).
 
+use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::domain::{Device, DeviceKind, Port};
 use super::ids::{DeviceId, PortId, SwitchName};
 
 /// A set of free devices: those of one kind behind one switch (RDMA-capable only, or all).
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Archive, RkyvSerialize, RkyvDeserialize)]
 #[rkyv(derive(Debug, PartialEq, Eq, PartialOrd, Ord))]
 pub struct PoolKey {
     pub kind: DeviceKind,
@@ -21,9 +21,8 @@ pub struct PoolKey {
 }
 
 /// The free pool's index.
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct FreePool {
     /// Free devices by (kind, switch, RDMA-only), each set ordered by (capacity, id).
     devices: BTreeMap<PoolKey, BTreeSet<(u64, DeviceId)>>,

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use serde::{Deserialize, Serialize};
 
 use super::domain::{
@@ -23,18 +24,8 @@ pub const FINISHED_OPERATIONS_MAX: usize = 4096;
 pub const PLAIN_REQUESTS_MAX: usize = 4096;
 
 /// Counters derived from events (the ones that survive a restart).
-#[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct Counters {
     pub operations_requested: u64,
     pub operations_completed: u64,
@@ -43,18 +34,8 @@ pub struct Counters {
 }
 
 /// The whole state of the appliance.
-#[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct State {
     /// Sequence of the last applied event (0 = nothing applied).
     pub head: u64,

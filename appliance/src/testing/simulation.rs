@@ -97,12 +97,7 @@ impl Harness {
             stats: RunStats::default(),
             systems: (0..6).map(|i| format!("sys{i}").into()).collect(),
         };
-        let rdma: BTreeSet<String> = topology
-            .devices
-            .iter()
-            .filter(|d| d.rdma)
-            .map(|d| d.device.id.clone())
-            .collect();
+        let rdma = topology.rdma_nics();
         let inventory = topology.inventory();
         for command in inventory_commands(&inventory, &harness.state, &rdma) {
             let _ = harness.submit(command);

@@ -121,7 +121,14 @@ pub mod v3 {
 /// State folded from test events: balances and names per account, and per writer the last
 /// counter and number of deposits.
 #[derive(
-    Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize
 )]
 pub struct State {
     pub balances: BTreeMap<u32, u64>,

@@ -6,19 +6,22 @@
 //! version gets a new fixture next to the old ones.
 //!
 //! The scenario is a short life of an appliance that journals every event kind, with typed
-//! failures of every operation kind and orders made through several doors.
+//! failures of every operation kind, orders made through several doors, and the accounts,
+//! sessions, subscriptions and reservations of the Redfish door.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use appliance::api::auth::hash_password;
 use appliance::core::log::{EventLog, JournalLog};
 use appliance::core::{Core, CoreConfig, CoreHandle};
 use appliance::decide::command::{Command, NewSystem, Observation, Order, Selection, Verb};
 use appliance::decide::placement::Want;
 use appliance::model::event::SCHEMA_VERSION;
 use appliance::model::{
-    DeviceKind, Door, Failure, Health, MountSource, MountSpec, Origin, PortId, Role, SwitchStep,
+    AccountChange, AccountRole, DeviceKind, Door, Failure, Health, MountSource, MountSpec, Origin,
+    Password, PortId, ReservationEnd, Role, Sealed, Secret, SessionEnd, Subscription, SwitchStep,
 };
 use appliance::runtime::adapt::inventory_commands;
 use appliance::serve::SAMPLE_TOPOLOGY;
@@ -45,6 +48,7 @@ fn main() -> anyhow::Result<()> {
     };
     let (core, _) = Core::start(log.clone(), config)?;
     scenario(&core.handle())?;
+    access(&core.handle())?;
     let state = core.handle().state();
     core.stop();
     log.close()?;
@@ -85,10 +89,12 @@ fn compose(system: &str, selection: Selection, request_id: Option<&str>) -> Comm
                 role: Role::Workstation,
             }),
             tenant: None,
+            reservation: None,
         },
         request_id: request_id.map(Into::into),
         expected_version: None,
         by: by_api("ana"),
+        scope: None,
     })
 }
 
@@ -271,5 +277,104 @@ fn scenario(core: &CoreHandle) -> anyhow::Result<()> {
             reason: "detach refused".into(),
         }),
     )?;
+    Ok(())
+}
+
+/// Accounts, a session, a subscription, a reservation: kinds 25 to 33.
+fn access(core: &CoreHandle) -> anyhow::Result<()> {
+    let hashed = |plain: &str| -> anyhow::Result<Password> {
+        let hash = hash_password(&Secret(plain.into())).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Password::Hashed(hash))
+    };
+    let admin = Origin::door(Door::Local);
+    core.submit(order(
+        Verb::CreateAccount {
+            name: "ana".into(),
+            role: AccountRole::Operator,
+            tenant: Some("studio".into()),
+            password: hashed("fixture-Passw0rd-one")?,
+            password_change_required: true,
+        },
+        admin.clone(),
+    ))?;
+    core.submit(order(
+        Verb::ChangeAccount {
+            name: "ana".into(),
+            change: AccountChange::Password {
+                password: hashed("fixture-Passw0rd-two")?,
+                change_required: false,
+            },
+        },
+        by_api("ana"),
+    ))?;
+    core.submit(order(
+        Verb::ChangeAccount {
+            name: "ana".into(),
+            change: AccountChange::Totp(Some(Sealed {
+                nonce: vec![7; 12],
+                ciphertext: vec![1, 2, 3, 4],
+            })),
+        },
+        by_api("ana"),
+    ))?;
+    core.submit(order(
+        Verb::OpenSession {
+            id: "s1".into(),
+            account: "ana".into(),
+            token_sha256: "0".repeat(64),
+            at_ms: 1_700_000_000_000,
+        },
+        Origin::door(Door::Api),
+    ))?;
+    core.submit(order(
+        Verb::CreateSubscription {
+            subscription: Subscription {
+                id: "e1".into(),
+                destination: "https://events.studio.example/redfish".into(),
+                context: "render-farm".into(),
+                account: "ana".into(),
+                created_ms: 1_700_000_000_100,
+            },
+        },
+        by_api("ana"),
+    ))?;
+    let state = core.state();
+    let free = |kind| {
+        state
+            .devices
+            .values()
+            .find(|d| d.kind == kind && d.is_available())
+            .map(|d| d.id.clone())
+            .context("a free device")
+    };
+    core.submit(order(
+        Verb::Reserve {
+            id: "r1".into(),
+            devices: vec![free(DeviceKind::Gpu)?, free(DeviceKind::Nvme)?],
+            manifest: r#"{"Stanzas":[]}"#.into(),
+            at_ms: 1_700_000_000_200,
+            expires_ms: 1_700_000_600_200,
+        },
+        by_api("ana"),
+    ))?;
+    core.submit(order(
+        Verb::EndReservation {
+            id: "r1".into(),
+            end: ReservationEnd::Cancelled,
+        },
+        by_api("ana"),
+    ))?;
+    core.submit(order(
+        Verb::DeleteSubscription { id: "e1".into() },
+        by_api("ana"),
+    ))?;
+    core.submit(order(
+        Verb::CloseSession {
+            id: "s1".into(),
+            end: SessionEnd::Logout,
+        },
+        by_api("ana"),
+    ))?;
+    core.submit(order(Verb::DeleteAccount { name: "ana".into() }, admin))?;
     Ok(())
 }

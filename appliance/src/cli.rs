@@ -1,5 +1,6 @@
-//! The command line: `serve`, `ctl` (a door: its arguments parse into one `api::Request`, its
-//! output is `api::render` or the reply's JSON) and `journal verify|dump|stats|salvage|synth`.
+//! The command line: `serve`, `ctl` (a door: its arguments parse into one `api::Request`, sent
+//! over HTTPS or the control socket, its output is `api::render` or the reply's JSON) and
+//! `journal verify|dump|stats|salvage|synth`.
 
 use std::path::{Path, PathBuf};
 
@@ -9,9 +10,10 @@ use appliance::api::{render, At, HistoryOf, Meta, Query, Request};
 use appliance::decide::command::{NewSystem, Selection, Verb};
 use appliance::decide::placement::Want;
 use appliance::model::{DeviceKind, MountSource, MountSpec, Role};
-use appliance::serve;
 #[cfg(feature = "sim")]
-use appliance::serve::{FabricChoice, ServeOptions};
+use appliance::serve::{self, ApiDoor, FabricChoice, ServeOptions};
+
+use crate::remote;
 #[cfg(feature = "sim")]
 use clap::ValueEnum;
 use clap::{Parser, Subcommand};
@@ -58,10 +60,25 @@ struct ServeArgs {
     /// Seed of the simulated fabric's random faults.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// The control port (JSON lines over TCP); the control socket DATA_DIR/control.sock is
-    /// always served.
-    #[arg(long, default_value = serve::DEFAULT_CONTROL_LISTEN)]
-    listen: std::net::SocketAddr,
+    /// Where the HTTPS API (Redfish) listens; the control socket DATA_DIR/control.sock (mode
+    /// 0600) is always served.
+    #[arg(long, default_value = serve::DEFAULT_API_LISTEN)]
+    api: std::net::SocketAddr,
+    /// At the first start, the password of the account `admin` (first line of FILE). Without
+    /// it a random one is printed once and kept in DATA_DIR/admin-password (root only).
+    #[arg(long)]
+    admin_password_file: Option<PathBuf>,
+    /// The API's certificate (PEM); without it a self-signed one is made in DATA_DIR/tls.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve /metrics without credentials.
+    #[arg(long)]
+    metrics_public: bool,
+    /// A host event subscriptions may push to (repeat; default: loopback only).
+    #[arg(long = "event-host")]
+    event_hosts: Vec<String>,
     /// Ignore the journal's snapshots at start and replay the whole journal.
     #[arg(long)]
     no_snapshots: bool,
@@ -69,13 +86,19 @@ struct ServeArgs {
 
 #[derive(clap::Args)]
 struct CtlArgs {
-    /// The control port to talk to (default when neither --socket nor --data-dir is given).
-    #[arg(long, default_value = serve::DEFAULT_CONTROL_LISTEN, conflicts_with_all = ["socket", "data_dir"])]
-    addr: String,
-    /// The control socket to talk to.
+    /// The appliance's API, e.g. https://10.0.0.5 (default: the one `ctl login` saved).
+    #[arg(long, conflicts_with_all = ["socket", "data_dir"])]
+    url: Option<String>,
+    /// Trust exactly this certificate (PEM): the appliance's own, pinned.
+    #[arg(long, conflicts_with = "insecure")]
+    ca_cert: Option<PathBuf>,
+    /// Accept any certificate (a first look at a fresh appliance only).
+    #[arg(long)]
+    insecure: bool,
+    /// The control socket to talk to (root, on the appliance itself).
     #[arg(long, conflicts_with = "data_dir")]
     socket: Option<PathBuf>,
-    /// Talk to the appliance serving this data directory (its control.sock).
+    /// Talk to the appliance serving this data directory (its control.sock), on the box.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Print the reply as JSON.
@@ -87,6 +110,25 @@ struct CtlArgs {
 
 #[derive(Subcommand)]
 enum Ctl {
+    /// Open a session (kept in ~/.config/appliance/session.json, mode 0600).
+    Login {
+        #[arg(long)]
+        user: String,
+        /// First line of FILE (default: APPLIANCE_PASSWORD, else asked on the terminal).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// The one-time code of an account with TOTP.
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// End the saved session.
+    Logout,
+    /// Follow the appliance's events as they are journaled (Ctrl-C stops).
+    Events {
+        /// Start after this journal sequence (a reconnecting reader misses nothing).
+        #[arg(long)]
+        after: Option<u64>,
+    },
     /// Journal head, pool usage, latencies.
     Status,
     Devices,
@@ -325,26 +367,53 @@ fn init_tracing() {
 fn serve_cmd(args: ServeArgs) -> anyhow::Result<i32> {
     init_tracing();
     let FabricKind::Sim = args.fabric;
+    let mut config = appliance::api::redfish::RedfishConfig::new(args.api, args.data_dir.clone());
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = appliance::api::redfish::tls::TlsSource::Files { cert, key };
+    }
+    config.metrics_public = args.metrics_public;
+    config.event_hosts = args.event_hosts;
+    let admin_password = match &args.admin_password_file {
+        Some(path) => Some(appliance::model::Secret(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("read the admin password file {}", path.display()))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        )),
+        None => None,
+    };
     let options = ServeOptions {
         data_dir: args.data_dir,
         fabric: FabricChoice::Sim {
             topology: args.topology,
             seed: args.seed,
         },
-        control_listen: Some(args.listen),
+        api: Some(ApiDoor {
+            config,
+            admin_password,
+        }),
         identity: None,
         snapshots: !args.no_snapshots,
     };
     let running = serve::start(options)?;
-    let control = running
-        .control_addr()
+    let api = running
+        .api_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
     println!(
-        "appliance serving: {} socket={} control={control}",
+        "appliance serving: {} socket={} api=https://{api}",
         running.report(),
         running.socket_path().display(),
     );
+    if let Some(password) = running.generated_admin_password() {
+        println!(
+            "first start: the account admin has the password {} (also in {}, root only); it is not shown again",
+            password.0,
+            running.socket_path().with_file_name(appliance::api::redfish::ADMIN_PASSWORD_FILE).display()
+        );
+    }
     wait_for_signal()?;
     eprintln!("signal received: shutting down");
     running.shutdown()?;
@@ -368,20 +437,88 @@ fn wait_for_signal() -> anyhow::Result<()> {
 }
 
 fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
-    let request = ctl_request(args.command)?;
-    let mut client = match (args.socket, args.data_dir) {
-        (Some(socket), _) => Client::connect_unix(&socket)?,
-        (None, Some(dir)) => Client::connect_unix(&dir.join(SOCKET_NAME))?,
-        (None, None) => Client::connect(args.addr.as_str())?,
+    let trust = match (&args.ca_cert, args.insecure) {
+        (None, false) => None,
+        (ca_cert, insecure) => Some(remote::trust_of(ca_cert.as_deref(), insecure)?),
     };
-    let answer = client.call(&request)?;
-    match (&answer, args.json) {
-        (Ok(reply), true) => println!("{}", serde_json::to_string(reply)?),
-        (Err(error), true) => println!("{}", serde_json::json!({ "error": error })),
-        (Ok(reply), false) => print!("{}", render::reply(reply)),
-        (Err(error), false) => eprint!("{}", render::error(error)),
+    let socket = args
+        .socket
+        .clone()
+        .or_else(|| args.data_dir.as_ref().map(|dir| dir.join(SOCKET_NAME)));
+    match args.command {
+        Ctl::Login {
+            user,
+            password_file,
+            code,
+        } => {
+            let Some(url) = args.url.as_deref() else {
+                bail!("login needs --url https://HOST:PORT");
+            };
+            let trust = trust.unwrap_or(appliance::api::client::Trust::PublicRoots);
+            return remote_outcome(
+                remote::login(
+                    url,
+                    &trust,
+                    &user,
+                    password_file.as_deref(),
+                    code.as_deref(),
+                )?
+                .map(|file| {
+                    println!(
+                        "logged in to {url} as {user}; session kept in {}",
+                        file.display()
+                    )
+                }),
+                args.json,
+            );
+        }
+        Ctl::Logout => {
+            return remote_outcome(
+                remote::logout()?.map(|()| println!("logged out")),
+                args.json,
+            )
+        }
+        Ctl::Events { after } => {
+            let client = remote::connect(args.url.as_deref(), trust)?;
+            return remote_outcome(remote::follow_events(&client, after, args.json)?, args.json);
+        }
+        _ => {}
     }
-    Ok(if answer.is_ok() { 0 } else { 2 })
+    let request = ctl_request(args.command)?;
+    if let Some(socket) = socket {
+        let answer = Client::connect_unix(&socket)?.call(&request)?;
+        match (&answer, args.json) {
+            (Ok(reply), true) => println!("{}", serde_json::to_string(reply)?),
+            (Err(error), true) => println!("{}", serde_json::json!({ "error": error })),
+            (Ok(reply), false) => print!("{}", render::reply(reply)),
+            (Err(error), false) => eprint!("{}", render::error(error)),
+        }
+        return Ok(if answer.is_ok() { 0 } else { 2 });
+    }
+    let client = remote::connect(args.url.as_deref(), trust)?;
+    let answer = remote::call(&client, &request)?;
+    remote_outcome(
+        answer.map(|reply| match args.json {
+            true => println!("{}", serde_json::to_string(&reply).unwrap_or_default()),
+            false => print!("{}", render::reply(&reply)),
+        }),
+        args.json,
+    )
+}
+
+/// Exit 0, or print the API's error (its message and MessageId; the body with --json) and
+/// exit 2.
+fn remote_outcome(outcome: Result<(), remote::RemoteError>, json: bool) -> anyhow::Result<i32> {
+    match outcome {
+        Ok(()) => Ok(0),
+        Err(error) => {
+            match json {
+                true => println!("{}", error.body),
+                false => eprintln!("error: {error}"),
+            }
+            Ok(2)
+        }
+    }
 }
 
 /// The door's parse: the command line into one request.
@@ -389,6 +526,9 @@ fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
     let query = |q| Ok(Request::query(q));
     let order = |verb, meta: Meta| Ok(Request::order(verb, meta));
     match command {
+        Ctl::Login { .. } | Ctl::Logout | Ctl::Events { .. } => {
+            bail!("login, logout and events are not requests")
+        }
         Ctl::Status => query(Query::Status),
         Ctl::Devices => query(Query::Devices),
         Ctl::Device { device } => query(Query::Device { device }),
@@ -442,6 +582,7 @@ fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
                 selection,
                 create,
                 tenant: tenant.map(Into::into),
+                reservation: None,
             };
             order(verb, args)
         }

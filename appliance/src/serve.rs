@@ -1,7 +1,7 @@
 //! The serve entry point used by `appliance serve` and by PID-1 mode: opens the journal
 //! (snapshot + replay), starts the core, syncs the fabric's inventory, starts the reconciler and
-//! the doors (the control socket in the data directory, and the control port), and returns once
-//! ready.
+//! the doors (the control socket in the data directory, root's only, and the HTTPS door with its
+//! accounts), and returns once ready.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -12,10 +12,12 @@ use std::time::Instant;
 use anyhow::Context;
 use tracing::{info, warn};
 
-use crate::api::control::{Listen, Server, SOCKET_NAME};
+use crate::api::control::{Server, SOCKET_NAME};
+use crate::api::redfish::{first_admin, RedfishConfig, RedfishServer};
 use crate::core::log::{EventLog, JournalLog};
 use crate::core::{Core, CoreConfig, CoreHandle, StartReport};
 use crate::decide::command::{Command, Verb};
+use crate::model::Secret;
 use crate::model::{Door, Identity};
 use crate::runtime::adapt::inventory_commands;
 use crate::runtime::{Drivers, ReconcileLimits, Reconciler};
@@ -27,8 +29,8 @@ use crate::topology::{self, Topology};
 /// The sample topology, used by `--fabric sim` when no topology file is given.
 pub const SAMPLE_TOPOLOGY: &str = include_str!("../topologies/sample.toml");
 
-/// The default control address.
-pub const DEFAULT_CONTROL_LISTEN: &str = "127.0.0.1:7780";
+/// Where `appliance serve` listens for HTTPS by default (PID 1 listens on every address).
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8443";
 
 /// Which fabric the appliance drives.
 pub enum FabricChoice {
@@ -64,9 +66,9 @@ impl std::fmt::Debug for FabricChoice {
 pub struct ServeOptions {
     pub data_dir: PathBuf,
     pub fabric: FabricChoice,
-    /// The control port (JSON lines over TCP), if any; the control socket
-    /// (`DATA_DIR/control.sock`, mode 0600) is always served.
-    pub control_listen: Option<SocketAddr>,
+    /// The HTTPS door (Redfish, the CLI's requests, metrics), if served; the control socket
+    /// (`DATA_DIR/control.sock`, mode 0600) always is.
+    pub api: Option<ApiDoor>,
     /// The appliance's identity, when the fabric's description does not name it (PID 1 reads it
     /// from the kernel command line).
     pub identity: Option<Identity>,
@@ -75,15 +77,26 @@ pub struct ServeOptions {
     pub snapshots: bool,
 }
 
+/// The HTTPS door's configuration, and the first administrator's password.
+#[derive(Debug)]
+pub struct ApiDoor {
+    pub config: RedfishConfig,
+    /// The password of the first account (`admin`), used only while the appliance has no
+    /// account; without one, a random password is made and kept in `DATA_DIR/admin-password`
+    /// (root only); [`Running::generated_admin_password`] has it for the caller to show once.
+    pub admin_password: Option<Secret>,
+}
+
 /// The running appliance service.
 #[derive(Debug)]
 pub struct Running {
     core: Option<Core>,
     reconciler: Option<Reconciler>,
     servers: Vec<Server>,
+    api: Option<RedfishServer>,
+    generated_admin_password: Option<Secret>,
     log: Arc<dyn EventLog>,
     report: StartReport,
-    control_addr: Option<SocketAddr>,
     socket: PathBuf,
     #[cfg(feature = "sim")]
     sim: Option<Arc<SimFabric>>,
@@ -139,32 +152,51 @@ pub fn start_with_log(options: ServeOptions, log: Arc<dyn EventLog>) -> anyhow::
         Reconciler::start(handle.clone(), parts.drivers).context("start the reconciler")?;
     let context = crate::api::Context::new(handle, log.clone(), report.clone());
     let socket = options.data_dir.join(SOCKET_NAME);
-    let mut servers =
-        vec![
-            Server::start(&Listen::Unix(socket.clone()), Door::Local, context.clone())
-                .context("start the control socket")?,
-        ];
-    let mut control_addr = None;
-    if let Some(addr) = options.control_listen {
-        let server = Server::start(&Listen::Tcp(addr), Door::Local, context)
-            .context("start the control port")?;
-        if let Listen::Tcp(bound) = server.listen() {
-            control_addr = Some(*bound);
+    let servers =
+        vec![Server::start(&socket, Door::Local, context.clone())
+            .context("start the control socket")?];
+    let (api, generated_admin_password) = match options.api {
+        Some(door) => {
+            let (server, generated) = start_api(door, &options.data_dir, context)?;
+            (Some(server), generated)
         }
-        servers.push(server);
-    }
-    info!(control = ?control_addr, socket = %socket.display(), ready_ms = started.elapsed().as_millis() as u64, "appliance ready");
+        None => (None, None),
+    };
+    let api_addr = api.as_ref().map(RedfishServer::addr);
+    info!(api = ?api_addr, socket = %socket.display(), ready_ms = started.elapsed().as_millis() as u64, "appliance ready");
     Ok(Running {
         core: Some(core),
         reconciler: Some(reconciler),
         servers,
+        api,
+        generated_admin_password,
         log,
         report,
-        control_addr,
         socket,
         #[cfg(feature = "sim")]
         sim: parts.sim,
     })
+}
+
+/// Makes the first administrator when there is no account, then opens the HTTPS door. Returns
+/// the door and the random password made for `admin`, if one was.
+fn start_api(
+    door: ApiDoor,
+    data_dir: &Path,
+    context: crate::api::Context,
+) -> anyhow::Result<(RedfishServer, Option<Secret>)> {
+    let password = door.admin_password.map(|secret| secret.0);
+    let generated = first_admin(&context, data_dir, password)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("create the first administrator")?;
+    if generated.is_some() {
+        warn!(
+            file = %data_dir.join(crate::api::redfish::ADMIN_PASSWORD_FILE).display(),
+            "no administrator password was provided: the account \"admin\" got a random one, kept in this file (root only)"
+        );
+    }
+    let server = RedfishServer::start(door.config, context).context("start the HTTPS door")?;
+    Ok((server, generated.map(Secret)))
 }
 
 /// Journals the appliance's identity when it is not the one State holds.
@@ -268,9 +300,20 @@ impl Running {
         &self.report
     }
 
-    /// The control port, when one was asked for (the bound port for port 0).
-    pub fn control_addr(&self) -> Option<SocketAddr> {
-        self.control_addr
+    /// Where the HTTPS door listens (the bound port for port 0), when it is served.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().map(RedfishServer::addr)
+    }
+
+    /// The random password given to `admin` at this start (none was provided and there was no
+    /// account yet), to be shown once.
+    pub fn generated_admin_password(&self) -> Option<&Secret> {
+        self.generated_admin_password.as_ref()
+    }
+
+    /// The HTTPS door's certificate (PEM), to pin it.
+    pub fn api_cert_pem(&self) -> Option<&str> {
+        self.api.as_ref().map(RedfishServer::cert_pem)
     }
 
     /// The control socket in the data directory.
@@ -296,6 +339,9 @@ impl Running {
     }
 
     fn stop_all(&mut self) -> anyhow::Result<()> {
+        if let Some(api) = self.api.take() {
+            api.stop();
+        }
         for server in self.servers.drain(..) {
             server.stop();
         }

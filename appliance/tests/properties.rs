@@ -98,6 +98,7 @@ fn to_verb(h: &Harness, action: &Action) -> Option<Verb> {
             ),
             create,
             tenant: None,
+            reservation: None,
         },
         Action::ComposeConstrained {
             system,
@@ -123,6 +124,7 @@ fn to_verb(h: &Harness, action: &Action) -> Option<Verb> {
                 selection: Selection::Constrained(wants),
                 create,
                 tenant: None,
+                reservation: None,
             }
         }
         Action::Decompose { system, one } => Verb::Decompose {

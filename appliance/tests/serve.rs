@@ -1,12 +1,14 @@
 //! The service end to end on the real journal and the simulated fabric: compose and decompose
-//! through the control interface, refusals with their codes, idempotent request ids, history,
-//! then a clean restart and a `kill -9` restart that both find the same state.
+//! through the control socket, refusals with their codes, idempotent request ids, history, then
+//! a clean restart; and `appliance serve` as a process, driven over HTTPS, killed with `kill -9`
+//! and restarted onto the same state.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use appliance::api::control::Client;
+use appliance::api::client::Trust;
+use appliance::api::control::{decode_answer, encode_request, Client};
 use appliance::api::views::{OperationState, SystemView};
 use appliance::api::{ErrorCode, HistoryOf, Meta, Query, Reply, Request};
 use appliance::decide::command::{NewSystem, Selection, Verb};
@@ -21,7 +23,7 @@ fn options(dir: &std::path::Path) -> ServeOptions {
             topology: None,
             seed: 1,
         },
-        control_listen: Some("127.0.0.1:0".parse().expect("address")),
+        api: None,
         identity: None,
         snapshots: true,
     }
@@ -65,6 +67,7 @@ fn compose_wants(system: &str, request_id: Option<&str>) -> Request {
             role: Role::Workstation,
         }),
         tenant: None,
+        reservation: None,
     };
     order(verb, request_id, None)
 }
@@ -87,7 +90,7 @@ fn systems(client: &mut Client) -> Vec<SystemView> {
 fn compose_decompose_restart_same_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let running = serve::start(options(dir.path())).expect("start");
-    let mut client = Client::connect(control_addr(&running)).expect("connect");
+    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
     assert!(matches!(
         call(&mut client, create_tenant()),
         Ok(Reply::Accepted(_))
@@ -115,6 +118,7 @@ fn compose_decompose_restart_same_state() {
             role: Role::RenderNode,
         }),
         tenant: Some("studio".into()),
+        reservation: None,
     };
     assert_eq!(
         error_code(&call(&mut client, order(conflict, None, None))),
@@ -148,7 +152,7 @@ fn compose_decompose_restart_same_state() {
 
     let running = serve::start(options(dir.path())).expect("restart");
     assert!(running.report().events_replayed > 0, "{}", running.report());
-    let mut client = Client::connect(control_addr(&running)).expect("connect");
+    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
     assert_eq!(
         systems(&mut client),
         before,
@@ -173,10 +177,6 @@ fn compose_decompose_restart_same_state() {
     running.shutdown().expect("clean shutdown");
 }
 
-fn control_addr(running: &serve::Running) -> std::net::SocketAddr {
-    running.control_addr().expect("a control port")
-}
-
 /// Kills the child on every exit path.
 struct Serving(Child);
 
@@ -187,16 +187,17 @@ impl Drop for Serving {
     }
 }
 
-fn spawn(dir: &std::path::Path) -> (Serving, SocketAddr) {
+const PASSWORD: &str = "serve-test-Passw0rd";
+
+/// `appliance serve` on port 0 with a known admin password; returns the API's base URL.
+fn spawn(dir: &std::path::Path) -> (Serving, String) {
+    let password_file = dir.with_extension("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("write the password file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_appliance"))
-        .args([
-            "serve",
-            "--fabric",
-            "sim",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
+        .args(["serve", "--fabric", "sim", "--api", "127.0.0.1:0"])
+        .arg("--admin-password-file")
+        .arg(&password_file)
+        .arg("--data-dir")
         .arg(dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -210,29 +211,48 @@ fn spawn(dir: &std::path::Path) -> (Serving, SocketAddr) {
     BufReader::new(stdout)
         .read_line(&mut line)
         .expect("read the ready line");
-    let addr = line
-        .trim()
-        .rsplit("control=")
-        .next()
-        .and_then(|a| a.parse().ok());
-    let addr = addr.unwrap_or_else(|| panic!("no control address in {line:?}"));
-    (serving, addr)
+    let url = line.trim().rsplit("api=").next().unwrap_or("").to_string();
+    assert!(
+        url.starts_with("https://127.0.0.1:"),
+        "no API URL in {line:?}"
+    );
+    (serving, url)
+}
+
+/// One request over HTTPS (`POST /redfish/v1/Oem/Appliance/Requests`, HTTP Basic).
+fn https_call(url: &str, request: Request) -> Result<Reply, appliance::api::ApiError> {
+    let client =
+        appliance::api::client::Client::new(url, &Trust::Insecure, Duration::from_secs(60))
+            .expect("client")
+            .with_basic("admin", PASSWORD);
+    let body: serde_json::Value =
+        serde_json::from_str(&encode_request(&request)).expect("request JSON");
+    let answer = client
+        .post("/redfish/v1/Oem/Appliance/Requests", &body)
+        .unwrap_or_else(|e| panic!("{request:?}: {e}"));
+    assert_eq!(answer.status, 200, "{request:?}: {:?}", answer.json());
+    decode_answer(&String::from_utf8_lossy(&answer.body)).expect("an answer")
+}
+
+fn https_systems(url: &str) -> Vec<SystemView> {
+    match https_call(url, Request::query(Query::Systems)) {
+        Ok(Reply::Systems(systems)) => systems,
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
 fn kill_9_then_restart_finds_the_same_state() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut first, addr) = spawn(dir.path());
-    let mut client = Client::connect(addr).expect("connect");
-    call(&mut client, create_tenant()).expect("tenant created");
-    let Ok(Reply::Accepted(_)) = call(&mut client, compose_wants("ws1", None)) else {
+    let (mut first, url) = spawn(dir.path());
+    https_call(&url, create_tenant()).expect("tenant created");
+    let Ok(Reply::Accepted(_)) = https_call(&url, compose_wants("ws1", None)) else {
         panic!("compose refused")
     };
-    let before = systems(&mut client);
+    let before = https_systems(&url);
     first.0.kill().expect("kill -9");
     first.0.wait().expect("reap");
 
-    let (_second, addr) = spawn(dir.path());
-    let mut client = Client::connect(addr).expect("connect");
-    assert_eq!(systems(&mut client), before, "same state after kill -9");
+    let (_second, url) = spawn(dir.path());
+    assert_eq!(https_systems(&url), before, "same state after kill -9");
 }

@@ -26,6 +26,7 @@ fn compose_request(wait: bool) -> Request {
             role: Role::Workstation,
         }),
         tenant: Some("studio".into()),
+        reservation: None,
     };
     let meta = Meta {
         request_id: Some("e2e-compose-1".into()),

@@ -1,7 +1,9 @@
 //! The control protocol: JSON lines (one request object per line, one answer object per line)
-//! over a Unix socket in the data directory (mode 0600: root on the box) or TCP. A door like any
-//! other: each line is parsed into a [`Request`], carried out by [`super::handle`], and its
-//! reply or error written back. Also the blocking [`Client`] used by `appliance ctl` and tests.
+//! over a Unix socket in the data directory (mode 0600: root on the box, so it speaks as root;
+//! nothing of it listens on the network: remote doors are HTTPS, see [`super::redfish`]). A door
+//! like any other: each line is parsed into a [`Request`], carried out by [`super::handle`], and
+//! its reply or error written back. The same lines go over HTTPS to
+//! `POST /redfish/v1/Oem/Appliance/Requests`. Also the blocking [`Client`] of `appliance ctl`.
 //!
 //! ```text
 //! > {"query":"status"}
@@ -16,21 +18,19 @@
 //! `request_id`, `expected_version` and `wait` (default true). Unknown fields are refused.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, info_span, warn};
 
-use super::{handle, Action, ApiError, Context, ErrorCode, Meta, Query, Reply, Request};
+use super::{handle, Action, ApiError, Context, ErrorCode, Meta, Principal, Query, Reply, Request};
 use crate::decide::command::Verb;
-use crate::model::{Door, Origin, RequestId};
+use crate::model::{Door, RequestId};
 
 /// Longest request line accepted.
 pub const REQUEST_BYTES_MAX: u64 = 1 << 20;
@@ -168,45 +168,7 @@ pub enum ControlError {
     },
 }
 
-/// A connection, over TCP or a Unix socket.
-#[derive(Debug)]
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Stream {
-    fn try_clone(&self) -> std::io::Result<Stream> {
-        Ok(match self {
-            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-        })
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.flush(),
-            Stream::Unix(s) => s.flush(),
-        }
-    }
-}
+type Stream = UnixStream;
 
 /// A blocking control client over one connection.
 #[derive(Debug)]
@@ -217,19 +179,6 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to a TCP control address ("127.0.0.1:7780").
-    pub fn connect(
-        addr: impl std::net::ToSocketAddrs + std::fmt::Display,
-    ) -> Result<Client, ControlError> {
-        let shown = addr.to_string();
-        let stream = TcpStream::connect(&addr).map_err(|source| ControlError::Connect {
-            addr: shown.clone(),
-            source,
-        })?;
-        let _ = stream.set_nodelay(true);
-        Client::over(shown, Stream::Tcp(stream))
-    }
-
     /// Connects to the control socket at `path`.
     pub fn connect_unix(path: &Path) -> Result<Client, ControlError> {
         let shown = path.display().to_string();
@@ -237,7 +186,7 @@ impl Client {
             addr: shown.clone(),
             source,
         })?;
-        Client::over(shown, Stream::Unix(stream))
+        Client::over(shown, stream)
     }
 
     fn over(addr: String, stream: Stream) -> Result<Client, ControlError> {
@@ -282,124 +231,72 @@ impl Client {
     }
 }
 
-/// Where a server listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listen {
-    Tcp(SocketAddr),
-    /// A Unix socket, created mode 0600 (an old socket file at the path is replaced).
-    Unix(PathBuf),
-}
-
-impl std::fmt::Display for Listen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Listen::Tcp(addr) => write!(f, "{addr}"),
-            Listen::Unix(path) => write!(f, "{}", path.display()),
-        }
+/// Binds the socket at `path`, mode 0600 (an old socket file at the path is replaced).
+fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    let failed = |source| ControlError::Listen {
+        addr: path.display().to_string(),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(failed(e)),
     }
-}
-
-enum Listener {
-    Tcp(TcpListener),
-    Unix(UnixListener),
-}
-
-impl Listener {
-    fn bind(listen: &Listen) -> Result<(Listener, Listen), ControlError> {
-        let failed = |source| ControlError::Listen {
-            addr: listen.to_string(),
-            source,
-        };
-        match listen {
-            Listen::Tcp(addr) => {
-                let listener = TcpListener::bind(addr).map_err(failed)?;
-                let bound = listener.local_addr().map_err(failed)?;
-                Ok((Listener::Tcp(listener), Listen::Tcp(bound)))
-            }
-            Listen::Unix(path) => {
-                match std::fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(failed(e)),
-                }
-                let listener = UnixListener::bind(path).map_err(failed)?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(failed)?;
-                Ok((Listener::Unix(listener), listen.clone()))
-            }
-        }
-    }
-
-    fn accept(&self) -> std::io::Result<Stream> {
-        match self {
-            Listener::Tcp(l) => l.accept().map(|(s, _)| {
-                let _ = s.set_nodelay(true);
-                Stream::Tcp(s)
-            }),
-            Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
-        }
-    }
+    let listener = UnixListener::bind(path).map_err(failed)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
+    Ok(listener)
 }
 
 /// The running control server.
 #[derive(Debug)]
 pub struct Server {
-    listen: Listen,
+    path: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Server {
     /// Listens and serves in background threads; requests come in as made through `door`.
-    pub fn start(listen: &Listen, door: Door, context: Context) -> Result<Server, ControlError> {
-        let (listener, bound) = Listener::bind(listen)?;
+    pub fn start(path: &Path, door: Door, context: Context) -> Result<Server, ControlError> {
+        let listener = bind(path)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || accept_loop(listener, door, context, stop2))
             .map_err(|source| ControlError::Listen {
-                addr: bound.to_string(),
+                addr: path.display().to_string(),
                 source,
             })?;
-        info!(listen = %bound, "control interface listening");
+        info!(socket = %path.display(), "control socket listening");
         Ok(Server {
-            listen: bound,
+            path: path.to_path_buf(),
             stop,
             thread: Some(thread),
         })
     }
 
-    /// Where it listens (the bound port, for a TCP address with port 0).
-    pub fn listen(&self) -> &Listen {
-        &self.listen
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Stops accepting connections (open connections end at their next request).
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the blocking accept with a connection of our own.
-        match &self.listen {
-            Listen::Tcp(addr) => {
-                let _ = TcpStream::connect_timeout(addr, Duration::from_secs(1));
-            }
-            Listen::Unix(path) => {
-                let _ = UnixStream::connect(path);
-            }
-        }
+        let _ = UnixStream::connect(&self.path);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        if let Listen::Unix(path) = &self.listen {
-            let _ = std::fs::remove_file(path);
-        }
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
-fn accept_loop(listener: Listener, door: Door, context: Context, stop: Arc<AtomicBool>) {
+fn accept_loop(listener: UnixListener, door: Door, context: Context, stop: Arc<AtomicBool>) {
     let open = Arc::new(AtomicUsize::new(0));
     loop {
-        let stream = listener.accept();
+        let stream = listener.accept().map(|(stream, _)| stream);
         if stop.load(Ordering::SeqCst) {
             break;
         }
@@ -430,7 +327,8 @@ fn serve_connection(stream: Stream, door: Door, context: &Context, stop: &Atomic
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
-    let by = Origin::door(door);
+    // The socket is root's (mode 0600): who reaches it is root on the box.
+    let principal = Principal::root(door);
     let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
@@ -452,7 +350,7 @@ fn serve_connection(stream: Stream, door: Door, context: &Context, stop: &Atomic
         }
         let answer = decode_request(line.trim_end()).and_then(|request| {
             let _span = info_span!("control_request", door = door.name()).entered();
-            handle(context, &by, request)
+            handle(context, &principal, request)
         });
         debug!(ok = answer.is_ok(), "control request answered");
         if reply(&mut writer, &answer).is_err() {
@@ -497,6 +395,7 @@ mod tests {
                     selection: Selection::Specific(vec!["gpu-0".into()]),
                     create: None,
                     tenant: None,
+                    reservation: None,
                 },
                 Meta::default(),
             ),

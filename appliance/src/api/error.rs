@@ -38,6 +38,29 @@ pub enum ErrorCode {
     UnknownOperation,
     /// The history or state asked for cannot be read (before the journal's start, in its future).
     HistoryUnavailable,
+    UnknownAccount,
+    AccountExists,
+    AccountDisabled,
+    LastAdministrator,
+    UnknownSession,
+    SessionExists,
+    UnknownSubscription,
+    SubscriptionExists,
+    UnknownReservation,
+    ReservationExists,
+    DeviceReserved,
+    /// A tenant's account asked for what belongs to no tenant or to another one.
+    OutOfScope,
+    /// No credentials, or wrong ones (which, is not said).
+    Unauthorized,
+    /// The account lacks the privilege the request needs.
+    Forbidden,
+    /// The account must change its password first.
+    PasswordChangeRequired,
+    /// The new password does not meet the policy.
+    PasswordPolicy,
+    /// The account has a TOTP secret and the login gave no code, or a wrong one.
+    OneTimeCodeRequired,
     /// The core's queue is full; retry later.
     Overloaded,
     /// The appliance is shutting down.
@@ -77,6 +100,23 @@ impl ErrorCode {
             ErrorCode::Empty => "empty",
             ErrorCode::UnknownOperation => "unknown_operation",
             ErrorCode::HistoryUnavailable => "history_unavailable",
+            ErrorCode::UnknownAccount => "unknown_account",
+            ErrorCode::AccountExists => "account_exists",
+            ErrorCode::AccountDisabled => "account_disabled",
+            ErrorCode::LastAdministrator => "last_administrator",
+            ErrorCode::UnknownSession => "unknown_session",
+            ErrorCode::SessionExists => "session_exists",
+            ErrorCode::UnknownSubscription => "unknown_subscription",
+            ErrorCode::SubscriptionExists => "subscription_exists",
+            ErrorCode::UnknownReservation => "unknown_reservation",
+            ErrorCode::ReservationExists => "reservation_exists",
+            ErrorCode::DeviceReserved => "device_reserved",
+            ErrorCode::OutOfScope => "out_of_scope",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::PasswordChangeRequired => "password_change_required",
+            ErrorCode::PasswordPolicy => "password_policy",
+            ErrorCode::OneTimeCodeRequired => "one_time_code_required",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Stopping => "stopping",
             ErrorCode::Timeout => "timeout",
@@ -138,6 +178,19 @@ impl From<&CommandError> for ErrorCode {
             E::RequestIdReused { .. } => ErrorCode::RequestIdReused,
             E::NotPending { .. } => ErrorCode::NotPending,
             E::Empty { .. } => ErrorCode::Empty,
+            E::UnknownAccount { .. } => ErrorCode::UnknownAccount,
+            E::AccountExists { .. } => ErrorCode::AccountExists,
+            E::AccountDisabled { .. } => ErrorCode::AccountDisabled,
+            E::LastAdministrator { .. } => ErrorCode::LastAdministrator,
+            E::PasswordNotHashed => ErrorCode::Internal,
+            E::UnknownSession { .. } => ErrorCode::UnknownSession,
+            E::SessionExists { .. } => ErrorCode::SessionExists,
+            E::UnknownSubscription { .. } => ErrorCode::UnknownSubscription,
+            E::SubscriptionExists { .. } => ErrorCode::SubscriptionExists,
+            E::UnknownReservation { .. } => ErrorCode::UnknownReservation,
+            E::ReservationExists { .. } => ErrorCode::ReservationExists,
+            E::DeviceReserved { .. } => ErrorCode::DeviceReserved,
+            E::OutOfScope { .. } => ErrorCode::OutOfScope,
         }
     }
 }

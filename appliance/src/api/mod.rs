@@ -8,8 +8,11 @@
 //! - [`render`]: the human text of replies, shared by the CLI and the console;
 //! - [`views`]: the public shape of what State holds.
 
+pub mod auth;
+pub mod client;
 pub mod control;
 pub mod error;
+pub mod redfish;
 pub mod render;
 pub mod time;
 pub mod views;
@@ -19,6 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::auth::Principal;
 pub use self::error::{ApiError, ErrorCode};
 use self::views::{
     AcceptedView, DeviceView, HistoryEntryView, OperationView, PortView, StateAtView, StatusView,
@@ -28,7 +32,9 @@ use crate::core::history::{self, History, Subject};
 use crate::core::log::EventLog;
 use crate::core::{Accepted, CoreHandle, StartReport};
 use crate::decide::command::{Command, Order, Verb};
-use crate::model::{OperationId, Origin, RequestId, State, SystemName};
+use crate::model::{
+    AccountChange, Device, OperationId, Password, Privilege, RequestId, State, System, SystemName,
+};
 
 /// How long a request with `wait` waits for its operation's outcome.
 pub const OUTCOME_WAIT_MS: u64 = 120_000;
@@ -197,17 +203,26 @@ impl std::fmt::Debug for Context {
     }
 }
 
-/// Carries out one request made `by` someone through a door.
-pub fn handle(context: &Context, by: &Origin, request: Request) -> Result<Reply, ApiError> {
+/// Carries out one request of `principal` (as its door authenticated it).
+pub fn handle(
+    context: &Context,
+    principal: &Principal,
+    request: Request,
+) -> Result<Reply, ApiError> {
     let Request { action, meta } = request;
     match action {
-        Action::Query(query) => answer(context, query),
+        Action::Query(query) => {
+            principal.require(Privilege::Login)?;
+            answer(context, principal, query)
+        }
         Action::Order(verb) => {
+            authorize(principal, &verb)?;
             let order = Order {
-                verb,
+                verb: hash_passwords(verb)?,
                 request_id: meta.request_id,
                 expected_version: meta.expected_version,
-                by: by.clone(),
+                by: principal.by.clone(),
+                scope: principal.scope.clone(),
             };
             let accepted = context.core.submit(Command::Order(order))?;
             Ok(Reply::Accepted(accepted_view(context, accepted, meta.wait)))
@@ -215,10 +230,123 @@ pub fn handle(context: &Context, by: &Origin, request: Request) -> Result<Reply,
     }
 }
 
+/// The privilege an order needs (DSP0266's privilege model): composition needs
+/// ConfigureComponents, accounts ConfigureUsers (one's own password ConfigureSelf), the
+/// appliance itself ConfigureManager. An account that must change its password may do only that.
+fn authorize(principal: &Principal, verb: &Verb) -> Result<(), ApiError> {
+    let own_password = match verb {
+        Verb::ChangeAccount {
+            name,
+            change: AccountChange::Password { .. } | AccountChange::Totp(_),
+        } => principal.is(name),
+        _ => false,
+    };
+    if own_password {
+        return Ok(());
+    }
+    let needs = match verb {
+        Verb::SetIdentity { .. } | Verb::CreateTenant { .. } => Privilege::ConfigureManager,
+        Verb::CreateAccount { .. } | Verb::ChangeAccount { .. } | Verb::DeleteAccount { .. } => {
+            Privilege::ConfigureUsers
+        }
+        // Logins and logouts are the doors' own (they check the credentials or the session).
+        Verb::OpenSession { .. } | Verb::CloseSession { .. } => Privilege::Login,
+        Verb::CreateSystem { .. }
+        | Verb::DeleteSystem { .. }
+        | Verb::Compose { .. }
+        | Verb::Decompose { .. }
+        | Verb::Mount { .. }
+        | Verb::Unmount { .. }
+        | Verb::Failover { .. }
+        | Verb::SetService { .. }
+        | Verb::CreateSubscription { .. }
+        | Verb::DeleteSubscription { .. }
+        | Verb::Reserve { .. }
+        | Verb::EndReservation { .. } => Privilege::ConfigureComponents,
+    };
+    principal.require(needs)
+}
+
+/// Checks a typed password against the policy and hashes it: only hashes go on to the core.
+fn hash_passwords(verb: Verb) -> Result<Verb, ApiError> {
+    let hash = |password: Password| match password {
+        Password::Plain(secret) => auth::hash_password(&secret).map(Password::Hashed),
+        hashed => Ok(hashed),
+    };
+    Ok(match verb {
+        Verb::CreateAccount {
+            name,
+            role,
+            tenant,
+            password,
+            password_change_required,
+        } => Verb::CreateAccount {
+            name,
+            role,
+            tenant,
+            password: hash(password)?,
+            password_change_required,
+        },
+        Verb::ChangeAccount {
+            name,
+            change:
+                AccountChange::Password {
+                    password,
+                    change_required,
+                },
+        } => Verb::ChangeAccount {
+            name,
+            change: AccountChange::Password {
+                password: hash(password)?,
+                change_required,
+            },
+        },
+        other => other,
+    })
+}
+
+/// What a principal may see: every tenant's systems, or its own tenant's, and the devices free
+/// to compose or held by those systems.
+struct Sight<'a> {
+    state: &'a State,
+    scope: Option<&'a crate::model::TenantName>,
+}
+
+impl Sight<'_> {
+    fn system(&self, system: &System) -> bool {
+        self.scope.is_none_or(|tenant| system.tenant == *tenant)
+    }
+
+    fn system_named(&self, name: &str) -> bool {
+        self.state.systems.get(name).is_some_and(|s| self.system(s))
+    }
+
+    fn device(&self, device: &Device) -> bool {
+        match &device.holder {
+            Some(holder) => self.system_named(holder),
+            None => true,
+        }
+    }
+
+    fn refuse_scoped(&self, what: &str) -> Result<(), ApiError> {
+        match self.scope {
+            Some(_) => Err(ApiError::new(
+                ErrorCode::OutOfScope,
+                format!("a tenant's account cannot {what}"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Answers a query from one published State. An order never holds a State while it waits: a
 /// reader holding one makes the core copy State for its next batch.
-fn answer(context: &Context, query: Query) -> Result<Reply, ApiError> {
+fn answer(context: &Context, principal: &Principal, query: Query) -> Result<Reply, ApiError> {
     let state = context.core.state();
+    let sight = Sight {
+        state: &state,
+        scope: principal.scope.as_ref(),
+    };
     let not_found = |code, message: String| Err(ApiError::new(code, message));
     match query {
         Query::Status => Ok(Reply::Status(Box::new(status(context, &state)))),
@@ -226,10 +354,11 @@ fn answer(context: &Context, query: Query) -> Result<Reply, ApiError> {
             state
                 .devices
                 .values()
+                .filter(|d| sight.device(d))
                 .map(|d| DeviceView::of(&state, d))
                 .collect(),
         )),
-        Query::Device { device } => match state.find_device(&device) {
+        Query::Device { device } => match state.find_device(&device).filter(|d| sight.device(d)) {
             Some(found) => Ok(Reply::Device(DeviceView::of(&state, found))),
             None => not_found(
                 ErrorCode::UnknownDevice,
@@ -243,10 +372,11 @@ fn answer(context: &Context, query: Query) -> Result<Reply, ApiError> {
             state
                 .systems
                 .values()
+                .filter(|s| sight.system(s))
                 .map(|s| SystemView::of(&state, s))
                 .collect(),
         )),
-        Query::System { name } => match state.systems.get(&name) {
+        Query::System { name } => match state.systems.get(&name).filter(|s| sight.system(s)) {
             Some(system) => Ok(Reply::System(SystemView::of(&state, system))),
             None => not_found(ErrorCode::UnknownSystem, format!("no system {name:?}")),
         },
@@ -254,31 +384,49 @@ fn answer(context: &Context, query: Query) -> Result<Reply, ApiError> {
             state
                 .tenants
                 .values()
+                .filter(|t| sight.scope.is_none_or(|own| t.name == *own))
                 .map(|t| TenantView::of(&state, t))
                 .collect(),
         )),
-        Query::Operation { op } => match state.operation(op) {
-            Some(operation) => Ok(Reply::Operation(OperationView::of(operation))),
-            None => not_found(
-                ErrorCode::UnknownOperation,
-                format!("operation {op} is not known (or finished long ago)"),
-            ),
-        },
+        Query::Operation { op } => {
+            let seen = state
+                .operation(op)
+                .filter(|o| sight.system_named(&o.system) || sight.scope.is_none());
+            match seen {
+                Some(operation) => Ok(Reply::Operation(OperationView::of(operation))),
+                None => not_found(
+                    ErrorCode::UnknownOperation,
+                    format!("operation {op} is not known (or finished long ago)"),
+                ),
+            }
+        }
         Query::History { of, limit } => {
             let subject = match of {
-                // Accept a serial number too: "where was GPU serial X".
-                HistoryOf::Device(device) => Subject::Device(
-                    state
-                        .find_device(&device)
-                        .map(|d| d.id.clone())
-                        .unwrap_or_else(|| device.into()),
-                ),
-                HistoryOf::System(system) => Subject::System(system),
+                HistoryOf::Device(device) => {
+                    sight.refuse_scoped("read a device's history")?;
+                    // Accept a serial number too: "where was GPU serial X".
+                    Subject::Device(
+                        state
+                            .find_device(&device)
+                            .map(|d| d.id.clone())
+                            .unwrap_or_else(|| device.into()),
+                    )
+                }
+                HistoryOf::System(system) => {
+                    if sight.scope.is_some() && !sight.system_named(&system) {
+                        return not_found(
+                            ErrorCode::UnknownSystem,
+                            format!("no system {system:?}"),
+                        );
+                    }
+                    Subject::System(system)
+                }
             };
             drop(state);
             history_reply(context, &subject, limit)
         }
         Query::StateAt { at } => {
+            sight.refuse_scoped("read the appliance's past state")?;
             drop(state);
             state_at(context, at)
         }

@@ -494,6 +494,67 @@ pub fn summary(event: &Event) -> String {
         | Event::FailoverFailed { op, failure } => {
             format!("op {op} failed ({}): {failure}", failure.code())
         }
+        other => access_summary(other),
+    }
+}
+
+/// What an account, session, subscription or reservation event says (never a secret).
+fn access_summary(event: &Event) -> String {
+    use crate::model::AccountChange as C;
+    match event {
+        Event::AccountCreated {
+            name, role, tenant, ..
+        } => match tenant {
+            Some(tenant) => format!(
+                "account {name} created as {} of tenant {tenant}",
+                role.name()
+            ),
+            None => format!("account {name} created as {}", role.name()),
+        },
+        Event::AccountChanged { name, change, .. } => match change {
+            C::Role(role) => format!("account {name} is now {}", role.name()),
+            C::Password { .. } => format!("account {name} changed its password"),
+            C::PasswordChangeRequired(true) => {
+                format!("account {name} must change its password")
+            }
+            C::PasswordChangeRequired(false) => {
+                format!("account {name} need not change its password")
+            }
+            C::Enabled(true) => format!("account {name} enabled"),
+            C::Enabled(false) => format!("account {name} disabled"),
+            C::Locked {
+                until_ms: Some(until),
+            } => {
+                format!("account {name} locked until {}", rfc3339(*until))
+            }
+            C::Locked { until_ms: None } => format!("account {name} unlocked"),
+            C::Totp(Some(_)) => format!("account {name} turned on TOTP"),
+            C::Totp(None) => format!("account {name} turned off TOTP"),
+        },
+        Event::AccountDeleted { name, .. } => format!("account {name} deleted"),
+        Event::SessionOpened { id, account, .. } => format!("{account} logged in (session {id})"),
+        Event::SessionClosed { id, end, .. } => format!("session {id} ended ({end:?})"),
+        Event::SubscriptionCreated { subscription, .. } => format!(
+            "subscription {} to {} created",
+            subscription.id, subscription.destination
+        ),
+        Event::SubscriptionDeleted { id, .. } => format!("subscription {id} deleted"),
+        Event::ReservationMade {
+            id,
+            devices,
+            expires_ms,
+            ..
+        } => format!(
+            "reservation {id} holds {} until {}",
+            devices
+                .iter()
+                .map(|d| d.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            rfc3339(*expires_ms)
+        ),
+        Event::ReservationEnded { id, end, .. } => format!("reservation {id} ended ({end:?})"),
+        other => format!("{other:?}"),
     }
 }
 

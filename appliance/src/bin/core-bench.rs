@@ -153,7 +153,7 @@ fn compose_decompose(dir: &Path, duration: Duration) -> anyhow::Result<(f64, u64
             topology: Some(topology),
             seed: 1,
         },
-        control_listen: None,
+        api: None,
         identity: None,
         snapshots: true,
     };
@@ -184,6 +184,7 @@ fn compose_decompose(dir: &Path, duration: Duration) -> anyhow::Result<(f64, u64
                 role: Role::RenderNode,
             }),
             tenant: None,
+            reservation: None,
         };
         carry_out(Command::appliance(compose))?;
         let decompose = Verb::Decompose {

@@ -53,6 +53,19 @@ impl Histogram {
         self.max_us
     }
 
+    /// Cumulative counts per bucket as (upper bound in seconds, observations at or below it),
+    /// up to the bucket holding the largest observation: a Prometheus histogram's buckets.
+    pub fn cumulative_seconds(&self) -> Vec<(f64, u64)> {
+        let last = (64 - self.max_us.leading_zeros() as usize).min(BUCKETS - 1);
+        let mut seen = 0;
+        (0..=last)
+            .map(|i| {
+                seen += self.buckets[i];
+                ((1u64 << i) as f64 / 1e6, seen)
+            })
+            .collect()
+    }
+
     pub fn summary(&self) -> LatencySummary {
         LatencySummary {
             count: self.count,

@@ -140,6 +140,8 @@ struct Shared {
     state: RwLock<Arc<State>>,
     changed: Mutex<u64>,
     wake: Condvar,
+    /// The head, for async waiters (the event streams).
+    head: tokio::sync::watch::Sender<u64>,
     metrics: Mutex<Metrics>,
 }
 
@@ -308,6 +310,7 @@ impl Core {
             state: RwLock::new(Arc::new(state)),
             changed: Mutex::new(report.journal_head),
             wake: Condvar::new(),
+            head: tokio::sync::watch::channel(report.journal_head).0,
             metrics: Mutex::new(Metrics::default()),
         });
         let (tx, rx) = sync_channel(config.queue_commands_max);
@@ -391,6 +394,11 @@ impl CoreHandle {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The published head, for async waiters: changes after every batch that journaled events.
+    pub fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.head.subscribe()
     }
 
     /// Waits until State's head moves past `seen` or `timeout` passes; returns the head.
@@ -734,6 +742,7 @@ impl Writer {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = head;
             self.shared.wake.notify_all();
+            self.shared.head.send_replace(head);
         }
     }
 

@@ -5,7 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::decide::access;
 use crate::decide::placement::{self, PlacementError, Want};
+use crate::model::access::{
+    AccountChange, AccountName, AccountRole, Password, ReservationEnd, SessionEnd, Subscription,
+};
 use crate::model::domain::{
     valid_name, AttachState, DeviceKind, Health, Identity, MountSource, Role, System,
     SYSTEM_DEVICES_MAX, SYSTEM_GPUS_MAX,
@@ -62,6 +66,9 @@ pub enum Verb {
         create: Option<NewSystem>,
         #[serde(default)]
         tenant: Option<TenantName>,
+        /// The reservation whose devices this compose applies (they are free for it only).
+        #[serde(default)]
+        reservation: Option<String>,
     },
     /// Decompose `devices` of `system` (all of them when None).
     Decompose {
@@ -89,6 +96,52 @@ pub enum Verb {
         #[serde(default)]
         reason: String,
     },
+    CreateAccount {
+        name: AccountName,
+        role: AccountRole,
+        #[serde(default)]
+        tenant: Option<TenantName>,
+        password: Password,
+        #[serde(default)]
+        password_change_required: bool,
+    },
+    ChangeAccount {
+        name: AccountName,
+        change: AccountChange<Password>,
+    },
+    DeleteAccount {
+        name: AccountName,
+    },
+    /// A login: the door checked the credentials and made the token; this records its hash.
+    OpenSession {
+        id: String,
+        account: AccountName,
+        token_sha256: String,
+        at_ms: u64,
+    },
+    CloseSession {
+        id: String,
+        end: SessionEnd,
+    },
+    CreateSubscription {
+        subscription: Subscription,
+    },
+    DeleteSubscription {
+        id: String,
+    },
+    /// Hold devices for a previewed composition until `expires_ms`.
+    Reserve {
+        id: String,
+        devices: Vec<DeviceId>,
+        /// The previewed manifest (JSON), applied later by the reservation's id.
+        manifest: String,
+        at_ms: u64,
+        expires_ms: u64,
+    },
+    EndReservation {
+        id: String,
+        end: ReservationEnd,
+    },
 }
 
 impl Verb {
@@ -104,6 +157,15 @@ impl Verb {
             Verb::Unmount { .. } => OrderKind::Unmount,
             Verb::Failover { .. } => OrderKind::Failover,
             Verb::SetService { .. } => OrderKind::SetService,
+            Verb::CreateAccount { .. } => OrderKind::CreateAccount,
+            Verb::ChangeAccount { .. } => OrderKind::ChangeAccount,
+            Verb::DeleteAccount { .. } => OrderKind::DeleteAccount,
+            Verb::OpenSession { .. } => OrderKind::OpenSession,
+            Verb::CloseSession { .. } => OrderKind::CloseSession,
+            Verb::CreateSubscription { .. } => OrderKind::CreateSubscription,
+            Verb::DeleteSubscription { .. } => OrderKind::DeleteSubscription,
+            Verb::Reserve { .. } => OrderKind::Reserve,
+            Verb::EndReservation { .. } => OrderKind::EndReservation,
         }
     }
 
@@ -122,16 +184,20 @@ pub struct Order {
     pub expected_version: Option<u64>,
     /// Who gave it, through which door.
     pub by: Origin,
+    /// The tenant whose systems the giver may touch; None = every tenant's. Another tenant's
+    /// system is refused as unknown.
+    pub scope: Option<TenantName>,
 }
 
 impl Order {
-    /// A plain order: no request id, no expected version.
+    /// A plain order: no request id, no expected version, every tenant's systems.
     pub fn new(verb: Verb, by: Origin) -> Order {
         Order {
             verb,
             request_id: None,
             expected_version: None,
             by,
+            scope: None,
         }
     }
 }
@@ -258,6 +324,32 @@ pub enum CommandError {
     NotPending { op: OperationId },
     #[error("the request is empty: {reason}")]
     Empty { reason: String },
+    #[error("no account {account:?}")]
+    UnknownAccount { account: String },
+    #[error("account {account:?} already exists")]
+    AccountExists { account: String },
+    #[error("account {account:?} is disabled")]
+    AccountDisabled { account: String },
+    #[error("account {account:?} is the last enabled administrator")]
+    LastAdministrator { account: String },
+    #[error("a password reached the core unhashed (a door's bug); nothing was journaled")]
+    PasswordNotHashed,
+    #[error("no session {id:?}")]
+    UnknownSession { id: String },
+    #[error("session {id:?} already exists")]
+    SessionExists { id: String },
+    #[error("no event subscription {id:?}")]
+    UnknownSubscription { id: String },
+    #[error("event subscription {id:?} already exists")]
+    SubscriptionExists { id: String },
+    #[error("no reservation {id:?}")]
+    UnknownReservation { id: String },
+    #[error("reservation {id:?} already exists")]
+    ReservationExists { id: String },
+    #[error("device {device} is reserved by reservation {reservation:?}")]
+    DeviceReserved { device: String, reservation: String },
+    #[error("a tenant's account cannot {what}")]
+    OutOfScope { what: String },
 }
 
 impl From<PlacementError> for CommandError {
@@ -312,6 +404,7 @@ fn decide_order(state: &State, order: &Order) -> Result<Decision, CommandError> 
         by: order.by.clone(),
         request_id: order.request_id.clone(),
     };
+    check_scope(state, order)?;
     let version = order.expected_version;
     let unversioned = || match version {
         Some(_) => Err(CommandError::VersionNotApplicable {
@@ -341,7 +434,17 @@ fn decide_order(state: &State, order: &Order) -> Result<Decision, CommandError> 
             selection,
             create,
             tenant,
-        } => compose(state, system, selection, create, tenant, version, made),
+            reservation,
+        } => {
+            let asked = Compose {
+                system,
+                selection,
+                create,
+                tenant,
+                reservation: reservation.as_deref(),
+            };
+            compose(state, asked, version, made)
+        }
         Verb::Decompose { system, devices } => {
             decompose(state, system, devices.as_deref(), version, made)
         }
@@ -353,6 +456,103 @@ fn decide_order(state: &State, order: &Order) -> Result<Decision, CommandError> 
             in_service,
             reason,
         } => set_service(state, device, *in_service, reason, version, made),
+        Verb::CreateAccount {
+            name,
+            role,
+            tenant,
+            password,
+            password_change_required,
+        } => {
+            unversioned()?;
+            let tenant = tenant.clone().or(order.scope.clone());
+            access::create_account(
+                state,
+                name,
+                *role,
+                &tenant,
+                password,
+                *password_change_required,
+                made,
+            )
+        }
+        Verb::ChangeAccount { name, change } => {
+            access::change_account(state, name, change, version, made)
+        }
+        Verb::DeleteAccount { name } => access::delete_account(state, name, version, made),
+        Verb::OpenSession {
+            id,
+            account,
+            token_sha256,
+            at_ms,
+        } => access::open_session(state, id, account, token_sha256, *at_ms, made),
+        Verb::CloseSession { id, end } => access::close_session(state, id, *end, made),
+        Verb::CreateSubscription { subscription } => {
+            access::create_subscription(state, subscription, made)
+        }
+        Verb::DeleteSubscription { id } => access::delete_subscription(state, id, made),
+        Verb::Reserve {
+            id,
+            devices,
+            manifest,
+            at_ms,
+            expires_ms,
+        } => access::reserve(state, id, devices, manifest, *at_ms, *expires_ms, made),
+        Verb::EndReservation { id, end } => access::end_reservation(state, id, *end, made),
+    }
+}
+
+/// A tenant's account touches only its tenant's systems and accounts; another tenant's system
+/// is unknown to it, and what belongs to no tenant (the pool's devices, tenants, the
+/// appliance's identity) is out of its scope.
+fn check_scope(state: &State, order: &Order) -> Result<(), CommandError> {
+    let Some(scope) = &order.scope else {
+        return Ok(());
+    };
+    let out = |what: &str| {
+        Err(CommandError::OutOfScope {
+            what: what.to_string(),
+        })
+    };
+    let own_system = |name: &SystemName| match state.systems.get(name) {
+        Some(system) if system.tenant != *scope => Err(CommandError::UnknownSystem {
+            system: name.to_string(),
+        }),
+        _ => Ok(()),
+    };
+    let own_account = |name: &AccountName| match state.accounts.get(name) {
+        Some(account) if account.tenant.as_ref() != Some(scope) => {
+            Err(CommandError::UnknownAccount {
+                account: name.to_string(),
+            })
+        }
+        _ => Ok(()),
+    };
+    match &order.verb {
+        Verb::SetIdentity { .. } => out("set the appliance's identity"),
+        Verb::CreateTenant { .. } => out("create a tenant"),
+        Verb::SetService { .. } => out("take a device out of service or back"),
+        Verb::CreateSystem { tenant, .. } if tenant != scope => {
+            out("create a system for another tenant")
+        }
+        Verb::Compose {
+            create: Some(new),
+            system,
+            ..
+        } if new.tenant != *scope && !state.systems.contains_key(system) => {
+            out("create a system for another tenant")
+        }
+        Verb::CreateAccount {
+            tenant: Some(tenant),
+            ..
+        } if tenant != scope => out("create an account of another tenant"),
+        Verb::DeleteSystem { name: system }
+        | Verb::Compose { system, .. }
+        | Verb::Decompose { system, .. }
+        | Verb::Mount { system, .. }
+        | Verb::Unmount { system, .. }
+        | Verb::Failover { system, .. } => own_system(system),
+        Verb::ChangeAccount { name, .. } | Verb::DeleteAccount { name } => own_account(name),
+        _ => Ok(()),
     }
 }
 
@@ -424,7 +624,13 @@ fn create_system(
     }])
 }
 
-fn stale(what: &str, name: &str, expected: Option<u64>, actual: u64) -> Result<(), CommandError> {
+/// Refuses a stale expected version.
+pub(crate) fn stale(
+    what: &str,
+    name: &str,
+    expected: Option<u64>,
+    actual: u64,
+) -> Result<(), CommandError> {
     match expected {
         Some(expected) if expected != actual => Err(CommandError::StaleVersion {
             what: what.into(),
@@ -477,16 +683,40 @@ fn delete_system(
     }]))
 }
 
+/// What a compose asks for.
+struct Compose<'a> {
+    system: &'a SystemName,
+    selection: &'a Selection,
+    create: &'a Option<NewSystem>,
+    tenant: &'a Option<TenantName>,
+    reservation: Option<&'a str>,
+}
+
 fn compose(
     state: &State,
-    system: &SystemName,
-    selection: &Selection,
-    create: &Option<NewSystem>,
-    tenant: &Option<TenantName>,
+    asked: Compose,
     expected_version: Option<u64>,
     made: Made,
 ) -> Result<Decision, CommandError> {
+    let Compose {
+        system,
+        selection,
+        create,
+        tenant,
+        reservation,
+    } = asked;
     let mut events = Vec::new();
+    if let Some(id) = reservation {
+        if !state.reservations.contains_key(id) {
+            return Err(CommandError::UnknownReservation { id: id.to_string() });
+        }
+        if !matches!(selection, Selection::Specific(_)) {
+            return Err(CommandError::Empty {
+                reason: "a reservation is applied to the devices it holds (a specific compose)"
+                    .into(),
+            });
+        }
+    }
     let held: Vec<DeviceId> = match state.systems.get(system) {
         Some(existing) => {
             if let Some(requested) = tenant.as_ref().or(create.as_ref().map(|c| &c.tenant)) {
@@ -516,8 +746,15 @@ fn compose(
             Vec::new()
         }
     };
-    let devices = select(state, selection)?;
+    let devices = select(state, selection, reservation)?;
     check_limits(state, &held, &devices)?;
+    if let Some(id) = reservation {
+        events.push(Event::ReservationEnded {
+            id: id.to_string(),
+            end: ReservationEnd::Applied,
+            made: Made::by(made.by.clone()),
+        });
+    }
     let op = state.next_operation;
     events.push(Event::ComposeRequested {
         op,
@@ -531,7 +768,11 @@ fn compose(
     })
 }
 
-fn select(state: &State, selection: &Selection) -> Result<Vec<(DeviceId, PortId)>, CommandError> {
+fn select(
+    state: &State,
+    selection: &Selection,
+    reservation: Option<&str>,
+) -> Result<Vec<(DeviceId, PortId)>, CommandError> {
     match selection {
         Selection::Specific(ids) => {
             if ids.is_empty() {
@@ -541,7 +782,7 @@ fn select(state: &State, selection: &Selection) -> Result<Vec<(DeviceId, PortId)
             }
             let mut unique: Vec<&DeviceId> = Vec::with_capacity(ids.len());
             for id in ids {
-                available(state, id)?;
+                available(state, id, reservation)?;
                 if !unique.contains(&id) {
                     unique.push(id);
                 }
@@ -567,7 +808,12 @@ fn select(state: &State, selection: &Selection) -> Result<Vec<(DeviceId, PortId)
     }
 }
 
-fn available(state: &State, id: &DeviceId) -> Result<(), CommandError> {
+/// The device is free to compose (or held by `reservation`, which the compose applies).
+pub(crate) fn available(
+    state: &State,
+    id: &DeviceId,
+    reservation: Option<&str>,
+) -> Result<(), CommandError> {
     let device = state
         .devices
         .get(id)
@@ -579,6 +825,14 @@ fn available(state: &State, id: &DeviceId) -> Result<(), CommandError> {
             device: id.to_string(),
             holder: holder.to_string(),
         });
+    }
+    if let Some(held) = &device.reservation {
+        if reservation != Some(held.as_str()) {
+            return Err(CommandError::DeviceReserved {
+                device: id.to_string(),
+                reservation: held.clone(),
+            });
+        }
     }
     let reason = if !device.present {
         "the fabric no longer reports it".to_string()

@@ -1,5 +1,6 @@
 //! Deciding: commands, the pure `decide` (State + Command -> events or a typed refusal) and
 //! placement. No I/O.
 
+pub mod access;
 pub mod command;
 pub mod placement;

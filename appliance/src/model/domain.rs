@@ -129,14 +129,22 @@ pub struct Device {
     pub present: bool,
     /// The system holding it (composed, or being composed), if any.
     pub holder: Option<SystemName>,
+    /// The composition reservation holding it for a client's preview, if any.
+    #[serde(default)]
+    pub reservation: Option<String>,
     /// Sequence of the last event that changed this device (the ETag).
     pub version: u64,
 }
 
 impl Device {
-    /// Free for a new compose: present, healthy, in service and held by nobody.
+    /// Free for a new compose: present, healthy, in service, held by nobody and reserved for
+    /// nobody.
     pub fn is_available(&self) -> bool {
-        self.present && self.in_service && self.health.is_ok() && self.holder.is_none()
+        self.present
+            && self.in_service
+            && self.health.is_ok()
+            && self.holder.is_none()
+            && self.reservation.is_none()
     }
 }
 

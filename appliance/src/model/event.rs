@@ -4,13 +4,17 @@
 //! Schema versions (every record carries the version it was written with):
 //! - 1: the first schema; frozen in [`v1`], upcast on replay.
 //! - 2: outcome events carry a typed [`Failure`] instead of a text; every order of an operator
-//!   carries [`Made`] (who made it, through which door, under which request id).
+//!   carries [`Made`] (who made it, through which door, under which request id). Kinds 25 to 33
+//!   (accounts, sessions, subscriptions, reservations) came with it.
 
 pub mod v1;
 
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use serde::{Deserialize, Serialize};
 
+use super::access::{
+    AccountChange, AccountName, AccountRole, ReservationEnd, SessionEnd, Subscription,
+};
 use super::domain::{DeviceKind, Health, Identity, MountSource, Role};
 use super::failure::Failure;
 use super::ids::{DeviceId, OperationId, PortId, RequestId, SwitchName, SystemName, TenantName};
@@ -80,15 +84,15 @@ impl Door {
 pub struct Origin {
     pub door: Door,
     pub account: Option<String>,
+    /// The session the order came through, when it came through one.
+    #[serde(default)]
+    pub session: Option<String>,
 }
 
 impl Origin {
     /// The appliance itself (start-up sync, reconciler, monitor).
     pub fn appliance() -> Origin {
-        Origin {
-            door: Door::Appliance,
-            account: None,
-        }
+        Origin::door(Door::Appliance)
     }
 
     /// A door without accounts (the local socket).
@@ -96,6 +100,7 @@ impl Origin {
         Origin {
             door,
             account: None,
+            session: None,
         }
     }
 
@@ -104,6 +109,7 @@ impl Origin {
         Origin {
             door,
             account: Some(account.into()),
+            session: None,
         }
     }
 }
@@ -248,10 +254,62 @@ pub enum Event {
         op: OperationId,
         failure: Failure,
     },
+    AccountCreated {
+        name: AccountName,
+        role: AccountRole,
+        tenant: Option<TenantName>,
+        /// argon2id, as a PHC string: never the password.
+        password_hash: String,
+        password_change_required: bool,
+        made: Made,
+    },
+    AccountChanged {
+        name: AccountName,
+        change: AccountChange,
+        made: Made,
+    },
+    AccountDeleted {
+        name: AccountName,
+        made: Made,
+    },
+    SessionOpened {
+        id: String,
+        account: AccountName,
+        /// SHA-256 of the token, hex: never the token.
+        token_sha256: String,
+        at_ms: u64,
+        made: Made,
+    },
+    SessionClosed {
+        id: String,
+        end: SessionEnd,
+        made: Made,
+    },
+    SubscriptionCreated {
+        subscription: Box<Subscription>,
+        made: Made,
+    },
+    SubscriptionDeleted {
+        id: String,
+        made: Made,
+    },
+    ReservationMade {
+        id: String,
+        devices: Vec<DeviceId>,
+        manifest: String,
+        at_ms: u64,
+        expires_ms: u64,
+        made: Made,
+    },
+    ReservationEnded {
+        id: String,
+        end: ReservationEnd,
+        made: Made,
+    },
 }
 
 /// Kind numbers, stable forever, in the enum's order.
-const KIND_NAMES: [&str; 24] = [
+const KIND_NAMES: [&str; 33] = [
     "identity_set",
     "tenant_created",
     "system_created",
@@ -276,6 +334,15 @@ const KIND_NAMES: [&str; 24] = [
     "failover_requested",
     "failover_completed",
     "failover_failed",
+    "account_created",
+    "account_changed",
+    "account_deleted",
+    "session_opened",
+    "session_closed",
+    "subscription_created",
+    "subscription_deleted",
+    "reservation_made",
+    "reservation_ended",
 ];
 
 impl Event {
@@ -306,6 +373,15 @@ impl Event {
             Event::FailoverRequested { .. } => 21,
             Event::FailoverCompleted { .. } => 22,
             Event::FailoverFailed { .. } => 23,
+            Event::AccountCreated { .. } => 24,
+            Event::AccountChanged { .. } => 25,
+            Event::AccountDeleted { .. } => 26,
+            Event::SessionOpened { .. } => 27,
+            Event::SessionClosed { .. } => 28,
+            Event::SubscriptionCreated { .. } => 29,
+            Event::SubscriptionDeleted { .. } => 30,
+            Event::ReservationMade { .. } => 31,
+            Event::ReservationEnded { .. } => 32,
         };
         index + 1
     }
@@ -368,7 +444,27 @@ impl Event {
             | Event::DecomposeRequested { made, .. }
             | Event::MountRequested { made, .. }
             | Event::UnmountRequested { made, .. }
-            | Event::FailoverRequested { made, .. } => Some(made),
+            | Event::FailoverRequested { made, .. }
+            | Event::AccountCreated { made, .. }
+            | Event::AccountChanged { made, .. }
+            | Event::AccountDeleted { made, .. }
+            | Event::SessionOpened { made, .. }
+            | Event::SessionClosed { made, .. }
+            | Event::SubscriptionCreated { made, .. }
+            | Event::SubscriptionDeleted { made, .. }
+            | Event::ReservationMade { made, .. }
+            | Event::ReservationEnded { made, .. } => Some(made),
+            _ => None,
+        }
+    }
+
+    /// The account the event is about, if it is about one.
+    pub fn account(&self) -> Option<&AccountName> {
+        match self {
+            Event::AccountCreated { name, .. }
+            | Event::AccountChanged { name, .. }
+            | Event::AccountDeleted { name, .. } => Some(name),
+            Event::SessionOpened { account, .. } => Some(account),
             _ => None,
         }
     }
@@ -387,6 +483,7 @@ impl Event {
                 MountSource::Namespace { device, .. } => vec![device],
                 MountSource::Export { .. } => vec![],
             },
+            Event::ReservationMade { devices, .. } => devices.iter().collect(),
             _ => vec![],
         }
     }
@@ -480,7 +577,13 @@ mod tests {
             assert_eq!(event.kind_name(), name);
         }
         assert_eq!(<Event as journal::Event>::kind_name(0), None);
-        assert_eq!(<Event as journal::Event>::kind_name(25), None);
+        assert_eq!(<Event as journal::Event>::kind_name(34), None);
+        let last = Event::ReservationEnded {
+            id: "r".into(),
+            end: ReservationEnd::Expired,
+            made: Made::default(),
+        };
+        assert_eq!((last.kind(), last.kind_name()), (33, "reservation_ended"));
     }
 
     #[test]

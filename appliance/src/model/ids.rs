@@ -145,6 +145,10 @@ name_type!(
     /// The name of a switch of the fabric, e.g. "sw0".
     SwitchName
 );
+name_type!(
+    /// An account's name (the Redfish `UserName`).
+    AccountName
+);
 number_type!(
     /// An operation's number (compose, decompose, mount, unmount, failover), given by the core.
     OperationId(u64)

@@ -2,6 +2,7 @@
 //! the pure fold of those events. Plain data: no I/O, and no hardware types (`runtime::adapt`
 //! turns what the drivers report into these).
 
+pub mod access;
 pub mod domain;
 pub mod event;
 pub mod failure;
@@ -10,6 +11,10 @@ pub mod operation;
 pub mod pool;
 pub mod state;
 
+pub use access::{
+    Account, AccountChange, AccountName, AccountRole, Password, Privilege, Reservation,
+    ReservationEnd, Sealed, Secret, Session, SessionEnd, Subscription,
+};
 pub use domain::{
     AttachState, Attachment, Device, DeviceKind, Health, Identity, Mount, MountSource, MountState,
     Port, Role, System, Tenant,

@@ -91,6 +91,15 @@ pub enum OrderKind {
     Unmount,
     Failover,
     SetService,
+    CreateAccount,
+    ChangeAccount,
+    DeleteAccount,
+    OpenSession,
+    CloseSession,
+    CreateSubscription,
+    DeleteSubscription,
+    Reserve,
+    EndReservation,
 }
 
 impl OrderKind {
@@ -106,6 +115,15 @@ impl OrderKind {
             OrderKind::Unmount => "unmount",
             OrderKind::Failover => "failover",
             OrderKind::SetService => "set_service",
+            OrderKind::CreateAccount => "create_account",
+            OrderKind::ChangeAccount => "change_account",
+            OrderKind::DeleteAccount => "delete_account",
+            OrderKind::OpenSession => "open_session",
+            OrderKind::CloseSession => "close_session",
+            OrderKind::CreateSubscription => "create_subscription",
+            OrderKind::DeleteSubscription => "delete_subscription",
+            OrderKind::Reserve => "reserve",
+            OrderKind::EndReservation => "end_reservation",
         }
     }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use serde::{Deserialize, Serialize};
 
+use super::access::{Account, AccountChange, AccountName, Reservation, Session, Subscription};
 use super::domain::{
     AttachState, Attachment, Device, Health, Identity, Mount, MountSource, MountState, Port, Role,
     System, Tenant,
@@ -56,6 +57,16 @@ pub struct State {
     pub plain_requests: BTreeMap<u64, RequestId>,
     pub next_operation: OperationId,
     pub counters: Counters,
+    #[serde(default)]
+    pub accounts: BTreeMap<AccountName, Account>,
+    /// Open sessions by id.
+    #[serde(default)]
+    pub sessions: BTreeMap<String, Session>,
+    #[serde(default)]
+    pub subscriptions: BTreeMap<String, Subscription>,
+    /// Composition reservations by id.
+    #[serde(default)]
+    pub reservations: BTreeMap<String, Reservation>,
     /// The free pool's index (derived from `devices` and `ports`; not part of the JSON form:
     /// [`State::reindex`] rebuilds it after deserializing one).
     #[serde(skip)]
@@ -179,7 +190,163 @@ impl State {
                 self.change_device(seq, &device, |d| d.in_service = in_service)?;
                 self.record_plain(seq, OrderKind::SetService, made);
             }
+            Event::AccountCreated { .. }
+            | Event::AccountChanged { .. }
+            | Event::AccountDeleted { .. }
+            | Event::SessionOpened { .. }
+            | Event::SessionClosed { .. }
+            | Event::SubscriptionCreated { .. }
+            | Event::SubscriptionDeleted { .. } => self.apply_access(seq, event)?,
+            Event::ReservationMade { .. } | Event::ReservationEnded { .. } => {
+                self.apply_reservation(seq, event)?
+            }
             other => return self.apply_operation(seq, other),
+        }
+        Ok(())
+    }
+
+    /// Accounts, sessions and subscriptions.
+    fn apply_access(&mut self, seq: u64, event: Event) -> Result<(), ApplyError> {
+        match event {
+            Event::AccountCreated {
+                name,
+                role,
+                tenant,
+                password_hash,
+                password_change_required,
+                ..
+            } => {
+                let account = Account {
+                    name: name.clone(),
+                    role,
+                    tenant,
+                    password_hash,
+                    enabled: true,
+                    locked_until_ms: None,
+                    password_change_required,
+                    totp: None,
+                    version: seq,
+                };
+                if self.accounts.insert(name.clone(), account).is_some() {
+                    return Err(conflict(seq, format!("account {name} exists")));
+                }
+            }
+            Event::AccountChanged { name, change, .. } => {
+                let account = self
+                    .accounts
+                    .get_mut(&name)
+                    .ok_or_else(|| unknown(seq, "account", &name))?;
+                account.version = seq;
+                match change {
+                    AccountChange::Role(role) => account.role = role,
+                    AccountChange::Password {
+                        password,
+                        change_required,
+                    } => {
+                        account.password_hash = password;
+                        account.password_change_required = change_required;
+                    }
+                    AccountChange::PasswordChangeRequired(required) => {
+                        account.password_change_required = required
+                    }
+                    AccountChange::Enabled(enabled) => account.enabled = enabled,
+                    AccountChange::Locked { until_ms } => account.locked_until_ms = until_ms,
+                    AccountChange::Totp(sealed) => account.totp = sealed,
+                }
+            }
+            Event::AccountDeleted { name, .. } => {
+                self.accounts
+                    .remove(&name)
+                    .ok_or_else(|| unknown(seq, "account", &name))?;
+                self.sessions.retain(|_, s| s.account != name);
+            }
+            Event::SessionOpened {
+                id,
+                account,
+                token_sha256,
+                at_ms,
+                ..
+            } => {
+                if !self.accounts.contains_key(&account) {
+                    return Err(unknown(seq, "account", &account));
+                }
+                let session = Session {
+                    id: id.clone(),
+                    account,
+                    token_sha256,
+                    created_ms: at_ms,
+                };
+                if self.sessions.insert(id.clone(), session).is_some() {
+                    return Err(conflict(seq, format!("session {id} exists")));
+                }
+            }
+            Event::SessionClosed { id, .. } => {
+                self.sessions
+                    .remove(&id)
+                    .ok_or_else(|| unknown(seq, "session", &id))?;
+            }
+            Event::SubscriptionCreated { subscription, .. } => {
+                let id = subscription.id.clone();
+                if self
+                    .subscriptions
+                    .insert(id.clone(), *subscription)
+                    .is_some()
+                {
+                    return Err(conflict(seq, format!("subscription {id} exists")));
+                }
+            }
+            Event::SubscriptionDeleted { id, .. } => {
+                self.subscriptions
+                    .remove(&id)
+                    .ok_or_else(|| unknown(seq, "subscription", &id))?;
+            }
+            other => return Err(conflict(seq, format!("not an access event: {other:?}"))),
+        }
+        Ok(())
+    }
+
+    /// Composition reservations: the devices held leave the free pool until it ends.
+    fn apply_reservation(&mut self, seq: u64, event: Event) -> Result<(), ApplyError> {
+        match event {
+            Event::ReservationMade {
+                id,
+                devices,
+                manifest,
+                at_ms,
+                expires_ms,
+                made,
+            } => {
+                for device in &devices {
+                    let free = self.devices.get(device).is_some_and(Device::is_available);
+                    if !free {
+                        return Err(conflict(seq, format!("{device} is not free to reserve")));
+                    }
+                    self.change_device(seq, device, |d| d.reservation = Some(id.clone()))?;
+                }
+                let reservation = Reservation {
+                    id: id.clone(),
+                    devices,
+                    manifest,
+                    client: made.by.account.clone().unwrap_or_default().into(),
+                    created_ms: at_ms,
+                    expires_ms,
+                };
+                if self.reservations.insert(id.clone(), reservation).is_some() {
+                    return Err(conflict(seq, format!("reservation {id} exists")));
+                }
+            }
+            Event::ReservationEnded { id, .. } => {
+                let reservation = self
+                    .reservations
+                    .remove(&id)
+                    .ok_or_else(|| unknown(seq, "reservation", &id))?;
+                for device in &reservation.devices {
+                    if self.devices.contains_key(device) {
+                        self.change_device(seq, device, |d| d.reservation = None)?;
+                    }
+                }
+            }
+            other => return Err(conflict(seq, format!("not a reservation event: {other:?}"))),
         }
         Ok(())
     }
@@ -334,6 +501,7 @@ impl State {
                 in_service: true,
                 present: false,
                 holder: None,
+                reservation: None,
                 version: seq,
             };
             self.devices.insert(facts.id.clone(), device);

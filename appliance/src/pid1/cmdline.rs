@@ -21,6 +21,9 @@ pub struct BootFlags {
     /// `appliance.snapshots=off`: ignore the journal's snapshots at start and replay the whole
     /// journal (the bench measures replay this way); `on` is the default.
     pub ignore_snapshots: bool,
+    /// `appliance.id=ID appliance.site=SITE`: the appliance's identity (the installer's, or the
+    /// QEMU bench's from its topology), journaled when State holds another; both or neither.
+    pub identity: Option<crate::model::Identity>,
 }
 
 /// Which self-test to run.
@@ -33,6 +36,7 @@ pub enum SelfTest {
 /// silently boot a normal appliance); other kernel parameters are ignored.
 pub fn parse(cmdline: &str) -> Result<BootFlags, CmdlineError> {
     let mut flags = BootFlags::default();
+    let (mut id, mut site) = (None, None);
     for word in cmdline.split_whitespace() {
         let Some(rest) = word.strip_prefix("appliance.") else {
             continue;
@@ -62,9 +66,34 @@ pub fn parse(cmdline: &str) -> Result<BootFlags, CmdlineError> {
                     _ => return Err(bad("expected on or off")),
                 }
             }
+            "id" | "site" => {
+                if !crate::model::domain::valid_name(value) {
+                    return Err(bad("expected a name: printable, no spaces, not empty"));
+                }
+                let slot = if key == "id" { &mut id } else { &mut site };
+                *slot = Some(value.to_string());
+            }
             _ => return Err(bad("unknown appliance flag")),
         }
     }
+    flags.identity = match (id, site) {
+        (Some(appliance_id), Some(site)) => Some(crate::model::Identity { appliance_id, site }),
+        (None, None) => None,
+        (Some(id), None) => {
+            return Err(CmdlineError::ParseFlag {
+                flag: "appliance.id".into(),
+                value: id,
+                reason: "appliance.site must be given with it".into(),
+            })
+        }
+        (None, Some(site)) => {
+            return Err(CmdlineError::ParseFlag {
+                flag: "appliance.site".into(),
+                value: site,
+                reason: "appliance.id must be given with it".into(),
+            })
+        }
+    };
     Ok(flags)
 }
 
@@ -107,6 +136,25 @@ mod tests {
         );
         let err = parse("appliance.snapshots").unwrap_err().to_string();
         assert!(err.contains("appliance.snapshots"), "{err}");
+    }
+
+    #[test]
+    fn identity_comes_in_pairs() {
+        let flags = parse("appliance.id=studio-a1 appliance.site=london").unwrap();
+        let identity = flags.identity.expect("an identity");
+        assert_eq!(
+            (identity.appliance_id.as_str(), identity.site.as_str()),
+            ("studio-a1", "london")
+        );
+        let err = parse("appliance.id=studio-a1").unwrap_err().to_string();
+        assert!(err.contains("appliance.site must be given"), "{err}");
+        let err = parse("appliance.id= appliance.site=x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("appliance.id") && err.contains("expected a name"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,13 +8,15 @@
 //! service that dies is logged and restarted with backoff; too many quick failures reboot.
 //!
 //! Console protocol (stdout of PID 1 is /dev/console = ttyS0): `APPLIANCE BOOT stage=<s> ms=<ms>
-//! ...` per stage, then exactly one `APPLIANCE READY control=... journal_head=<seq> replayed=<n>
-//! boot_ms=<ms>` per service start, `APPLIANCE DATA-DISK REFUSED ...` for a foreign disk,
+//! ...` per stage, then exactly one `APPLIANCE READY api=https://... journal_head=<seq>
+//! replayed=<n> boot_ms=<ms>` per service start, `APPLIANCE PROVISION ...` for an unusable
+//! provisioned item, `APPLIANCE DATA-DISK REFUSED ...` for a foreign disk,
 //! `APPLIANCE SERVICE FAILED ...`, `APPLIANCE POWEROFF ...`, `APPLIANCE REBOOT ...`.
 
 pub mod cmdline;
 pub mod disk;
 pub mod net;
+pub mod provision;
 pub mod restart;
 mod service;
 mod supervisor;
@@ -34,7 +36,8 @@ pub const MODULE_DIR: &str = "/lib/modules";
 /// Where the image ships mke2fs.
 pub const MKE2FS: &str = "/usr/sbin/mke2fs";
 pub const DATA_DIR: &str = "/data";
-pub const CONTROL_LISTEN: &str = "0.0.0.0:7780";
+/// The HTTPS door (Redfish), on every address.
+pub const API_LISTEN: &str = "0.0.0.0:443";
 /// How long PID 1 waits for a device (NIC, data disk, watchdog) after loading its driver.
 pub const DEVICE_WAIT_MS: u64 = 5_000;
 /// How often PID 1 looks again for a device it waits for.

@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use nix::sys::signal::{SigSet, Signal};
 
 use super::cmdline::{BootFlags, SelfTest};
-use super::{say, sys, CONTROL_LISTEN};
+use super::{say, sys, API_LISTEN};
 
 /// What a started service reports for the ready line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub struct ReadyReport {
 /// The ready line, exactly as the bench and tests match it.
 pub fn ready_line(report: ReadyReport, boot_ms: u64) -> String {
     format!(
-        "APPLIANCE READY control={CONTROL_LISTEN} journal_head={} replayed={} boot_ms={boot_ms}",
+        "APPLIANCE READY api=https://{API_LISTEN} journal_head={} replayed={} boot_ms={boot_ms}",
         report.journal_head, report.replayed
     )
 }
@@ -95,10 +95,13 @@ mod wiring {
     use drivers::linux::LinuxHost;
     use drivers::serial_fabric::{SerialFabric, PORT_PATH};
 
-    use super::super::{sys, CONTROL_LISTEN, DATA_DIR, DEVICE_POLL, DEVICE_WAIT, DEVICE_WAIT_MS};
+    use super::super::provision::Provision;
+    use super::super::{say, sys, API_LISTEN, DATA_DIR, DEVICE_POLL, DEVICE_WAIT, DEVICE_WAIT_MS};
     use super::BootFlags;
     use super::ReadyReport;
-    use crate::serve::{self, FabricChoice, ServeOptions};
+    use crate::api::redfish::tls::TlsSource;
+    use crate::api::redfish::RedfishConfig;
+    use crate::serve::{self, ApiDoor, FabricChoice, ServeOptions};
 
     /// The running service, as PID 1 sees it.
     #[derive(Debug)]
@@ -133,21 +136,44 @@ mod wiring {
         let fabric = SerialFabric::open(port)
             .with_context(|| format!("open the fabric link {PORT_PATH}"))?;
         let host = LinuxHost::new(Path::new("/")).context("open the host's PCI bus")?;
+        let provision = Provision::new(Path::new(DATA_DIR));
         let options = ServeOptions {
             data_dir: DATA_DIR.into(),
             fabric: FabricChoice::Real {
                 fabric: Arc::new(fabric),
                 host: Arc::new(host),
             },
-            control_listen: Some(
-                CONTROL_LISTEN
-                    .parse()
-                    .context("parse the control address")?,
-            ),
-            identity: None,
+            api: Some(api_door(&provision)?),
+            identity: flags.identity.clone(),
             snapshots: !flags.ignore_snapshots,
         };
-        serve::start(options).map(Running)
+        let running = serve::start(options)?;
+        if let Err(e) = provision.forget_password() {
+            say(&format!(
+                "APPLIANCE PROVISION the provisioned password was not removed: {e}"
+            ));
+        }
+        if running.generated_admin_password().is_some() {
+            say(&format!("APPLIANCE PROVISION no admin-password was provisioned: the account admin got a random password, in {DATA_DIR}/{}", crate::api::redfish::ADMIN_PASSWORD_FILE));
+        }
+        Ok(Running(running))
+    }
+
+    /// The HTTPS door on every address, with what the installer provisioned.
+    fn api_door(provision: &Provision) -> anyhow::Result<ApiDoor> {
+        let listen = API_LISTEN.parse().context("parse the API address")?;
+        let mut config = RedfishConfig::new(listen, DATA_DIR.into());
+        let provisioned = provision.read();
+        for problem in &provisioned.problems {
+            say(&format!("APPLIANCE PROVISION {problem}"));
+        }
+        if let Some((cert, key)) = provisioned.tls {
+            config.tls = TlsSource::Files { cert, key };
+        }
+        Ok(ApiDoor {
+            config,
+            admin_password: provisioned.admin_password,
+        })
     }
 
     /// The drivers' in-guest self-test; Ok(true) when every step passed.
@@ -171,7 +197,7 @@ mod tests {
         );
         assert_eq!(
             line,
-            "APPLIANCE READY control=0.0.0.0:7780 journal_head=42 replayed=7 boot_ms=3100"
+            "APPLIANCE READY api=https://0.0.0.0:443 journal_head=42 replayed=7 boot_ms=3100"
         );
     }
 }

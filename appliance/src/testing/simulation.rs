@@ -68,6 +68,7 @@ fn order(verb: Verb, request_id: Option<RequestId>, expected_version: Option<u64
         request_id,
         expected_version,
         by: Origin::default(),
+        scope: None,
     })
 }
 
@@ -258,6 +259,7 @@ impl Harness {
             selection,
             create,
             tenant: None,
+            reservation: None,
         };
         let request_id = self.request_id();
         order(verb, request_id, expected_version)

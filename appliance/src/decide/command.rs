@@ -541,10 +541,9 @@ fn check_scope(state: &State, order: &Order) -> Result<(), CommandError> {
         } if new.tenant != *scope && !state.systems.contains_key(system) => {
             out("create a system for another tenant")
         }
-        Verb::CreateAccount {
-            tenant: Some(tenant),
-            ..
-        } if tenant != scope => out("create an account of another tenant"),
+        Verb::CreateAccount { tenant, .. } if tenant.as_ref() != Some(scope) => {
+            out("create an account outside its tenant")
+        }
         Verb::DeleteSystem { name: system }
         | Verb::Compose { system, .. }
         | Verb::Decompose { system, .. }

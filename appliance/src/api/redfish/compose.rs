@@ -277,6 +277,23 @@ pub fn preview(
     let mut state = state.clone();
     let mut found = Vec::new();
     for stanza in stanzas {
+        if let Stanza::Compose {
+            verb: Verb::Compose {
+                create: Some(new), ..
+            },
+        } = stanza
+        {
+            if !state.tenants.contains_key(&new.tenant) {
+                let created = Event::TenantCreated {
+                    name: new.tenant.clone(),
+                    made: Default::default(),
+                };
+                let sequence = state.head + 1;
+                state.apply_owned(sequence, created).map_err(|e| {
+                    crate::api::ApiError::new(crate::api::ErrorCode::Internal, e.to_string())
+                })?;
+            }
+        }
         let verb = match stanza {
             Stanza::Compose { verb, .. } => verb.clone(),
             Stanza::Decompose { system, .. } => Verb::Decompose {

@@ -48,7 +48,9 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use self::messages::{RfError, HEADER_INVALID, OPERATION_NOT_ALLOWED, PAYLOAD_TOO_LARGE};
+use self::messages::{
+    RfError, HEADER_INVALID, MALFORMED_JSON, OPERATION_NOT_ALLOWED, PAYLOAD_TOO_LARGE,
+};
 use self::routes::Route;
 use self::tls::TlsSource;
 use crate::api::auth::{Keyring, Principal};
@@ -389,15 +391,26 @@ async fn pipeline(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, RfError> {
     let (parts, incoming) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > BODY_BYTES_MAX) {
+        // Refused before a byte of it is read.
+        return Err(RfError::new(StatusCode::PAYLOAD_TOO_LARGE, PAYLOAD_TOO_LARGE, &[]));
+    }
     let body = match Limited::new(incoming, BODY_BYTES_MAX).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => {
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(RfError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 PAYLOAD_TOO_LARGE,
                 &[],
             ));
         }
+        // The body ended before its length, or the connection broke while it came.
+        Err(_) => return Err(RfError::bad_request(MALFORMED_JSON, &[])),
     };
     if let Some(version) = parts.headers.get("odata-version") {
         if version.as_bytes() != b"4.0" {

@@ -577,7 +577,8 @@ async fn compose_action(
         .cloned()
         .ok_or_else(|| RfError::bad_request(ACTION_PARAMETER_MISSING, &[ACTION, "Manifest"]))?;
     let stanzas = compose::stanzas(&manifest, principal.scope.as_ref())?;
-    for stanza in &stanzas {
+    // Only Apply writes systems (and their tenant); a preview's tenant exists in its copy.
+    for stanza in stanzas.iter().filter(|_| kind == "Apply") {
         if let Stanza::Compose {
             verb: Verb::Compose {
                 create: Some(new), ..
@@ -804,10 +805,23 @@ async fn create_account(
     let body = json_body(asked)?;
     let object = body.as_object().cloned().unwrap_or_default();
     for key in object.keys().filter(|k| {
-        !matches!(k.as_str(), "UserName" | "Password" | "RoleId" | "Enabled") && !k.starts_with('@')
+        !matches!(k.as_str(), "UserName" | "Password" | "RoleId" | "Enabled" | "Oem")
+            && !k.starts_with('@')
     }) {
         return Err(RfError::bad_request(PROPERTY_UNKNOWN, &[key]));
     }
+    // The account's tenant: `Oem.Appliance.Tenant`, else the tenant of who creates it (a
+    // tenant's administrator makes accounts of its tenant only; decide refuses the others).
+    let tenant = match &body["Oem"]["Appliance"]["Tenant"] {
+        Value::Null => principal.scope.clone(),
+        Value::String(tenant) => Some(tenant.as_str().into()),
+        other => {
+            return Err(RfError::bad_request(
+                super::messages::PROPERTY_VALUE_TYPE_ERROR,
+                &[&other.to_string(), "Oem/Appliance/Tenant"],
+            ))
+        }
+    };
     let name = body["UserName"]
         .as_str()
         .ok_or_else(|| RfError::bad_request(PROPERTY_MISSING, &["UserName"]))?;
@@ -822,7 +836,7 @@ async fn create_account(
     let verb = Verb::CreateAccount {
         name: name.into(),
         role,
-        tenant: None,
+        tenant,
         password,
         password_change_required: false,
     };
@@ -857,6 +871,7 @@ async fn patch_account(
     asked: &Asked,
     name: &str,
 ) -> Result<Response<Body>, RfError> {
+    may_change_account(principal, name)?;
     let built = current(service, principal, asked)?;
     let mut version = expected_version(asked, Some(&built))?;
     let body = json_body(asked)?;
@@ -934,12 +949,24 @@ async fn patch_account(
     Ok(json_response(StatusCode::OK, &body))
 }
 
+/// Another account than one's own takes ConfigureUsers: refused (403) before its existence is
+/// looked at, so a ReadOnly account learns nothing from the answer.
+fn may_change_account(principal: &Principal, name: &str) -> Result<(), RfError> {
+    if principal.is(&AccountName::from(name)) {
+        return Ok(());
+    }
+    principal
+        .require(crate::model::Privilege::ConfigureUsers)
+        .map_err(|e| from_api(&e))
+}
+
 async fn delete_account(
     service: &Arc<Service>,
     principal: &Principal,
     asked: &Asked,
     name: &str,
 ) -> Result<Response<Body>, RfError> {
+    may_change_account(principal, name)?;
     let built = current(service, principal, asked)?;
     let version = expected_version(asked, Some(&built))?;
     let verb = Verb::DeleteAccount { name: name.into() };
@@ -961,6 +988,7 @@ async fn account_action(
     action: &str,
 ) -> Result<Response<Body>, RfError> {
     json_body(asked)?;
+    may_change_account(principal, name)?;
     let state = service.context.core.state();
     let lens = Lens {
         state: &state,

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, the QEMU end-to-end tests included, installing what they need:
-# qemu-system-x86 (from Debian's packages, when missing and root) and the pinned kernel package.
+# qemu-system-x86 (from Debian's packages, when missing and root), the pinned kernel package, and
+# the Redfish clients (DMTF's validators, sushy, redfishtool) from PyPI into target/redfish-venv.
 # Ends with one summary line over all test binaries: "tests: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo run --release -p qemu -- setup
+bash tests/redfish/setup.sh
 mkdir -p target
 log=target/run-all.log
 status=0

@@ -131,25 +131,33 @@ enum Ctl {
     },
     /// Journal head, pool usage, latencies.
     Status,
+    /// The pool's devices: kind, health, holder, port.
     Devices,
     /// A device by id or serial.
     Device {
         device: String,
     },
+    /// The fabric's ports and what is attached to them.
     Ports,
+    /// Composed systems and their devices.
     Systems,
+    /// One system: its devices, mounts and operations.
     System {
         name: String,
     },
+    /// Tenants and their systems.
     Tenants,
+    /// An operation (compose, decompose, mount...) by number, with its outcome.
     Operation {
         op: u64,
     },
+    /// Create a tenant (a studio, a show) that systems and accounts belong to.
     CreateTenant {
         name: String,
         #[command(flatten)]
         order: Meta,
     },
+    /// Create an empty system of a tenant (compose --tenant --role also creates one).
     CreateSystem {
         name: String,
         #[arg(long)]
@@ -160,6 +168,7 @@ enum Ctl {
         #[command(flatten)]
         order: Meta,
     },
+    /// Delete an empty system.
     DeleteSystem {
         name: String,
         #[command(flatten)]
@@ -208,6 +217,7 @@ enum Ctl {
         #[command(flatten)]
         order: Meta,
     },
+    /// Unmount TARGET of SYSTEM.
     Unmount {
         system: String,
         target: String,

@@ -212,7 +212,13 @@ pub fn login(
         (None, Err(_)) => read_password(&format!("password for {account} at {url}: "))?,
     };
     let mut client = Client::new(url, trust, REQUEST_TIMEOUT)?;
-    let answer = client.login(account, &password, code)?;
+    let answer = client.login(account, &password, code).map_err(|e| {
+        let text = e.to_string();
+        match text.contains("invalid peer certificate") {
+            true => anyhow::anyhow!("{text}\nthe appliance's certificate is not trusted: give --ca-cert FILE (its certificate: DATA_DIR/tls/cert.pem, or the one you installed) or, for a first look only, --insecure"),
+            false => anyhow::Error::new(e),
+        }
+    })?;
     if answer.status != 201 {
         return Ok(Err(RemoteError::of(&answer)));
     }

@@ -323,6 +323,18 @@ fn ctl_logs_in_composes_and_reads_history_over_https() {
     assert!(stderr.starts_with("error: ") && stderr.contains("ResourceBlockInUse"), "{}", text(&out));
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{}", text(&out));
 
+    // The composition made with ctl is a Redfish System, its blocks composed.
+    let api = appliance::api::client::Client::new(&url, &Trust::Pinned(std::fs::read_to_string(cert).expect("cert")), Duration::from_secs(30))
+        .expect("client")
+        .with_basic("admin", PASSWORD);
+    let (status, system) = api.get_json("/redfish/v1/Systems/ws1").expect("GET");
+    assert_eq!(status, 200, "{system}");
+    assert_eq!(system["Links"]["ResourceBlocks"].as_array().map(Vec::len), Some(2), "{system}");
+    let (_, block) = api
+        .get_json(&format!("/redfish/v1/CompositionService/ResourceBlocks/{held}"))
+        .expect("GET");
+    assert_eq!(block["CompositionStatus"]["CompositionState"], "Composed", "{block}");
+
     let out = ctl(config.path(), &["history", "--system", "ws1"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("admin via api"), "{}", text(&out));

@@ -183,6 +183,20 @@ impl Client {
         self.send("DELETE", path, None, &[])
     }
 
+    /// A request to `url` with the client's credentials and `headers`.
+    fn builder(&self, method: &str, url: &str, headers: &[(&str, &str)]) -> ureq::http::request::Builder {
+        let mut request = ureq::http::Request::builder().method(method).uri(url);
+        if let Some(token) = &self.token {
+            request = request.header("X-Auth-Token", token);
+        } else if let Some(basic) = &self.basic {
+            request = request.header("Authorization", basic);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
+    }
+
     /// One request; `path` starts with `/`.
     pub fn send(
         &self,
@@ -192,15 +206,7 @@ impl Client {
         headers: &[(&str, &str)],
     ) -> Result<Answer, ClientError> {
         let url = format!("{}{}", self.base, path);
-        let mut request = ureq::http::Request::builder().method(method).uri(&url);
-        if let Some(token) = &self.token {
-            request = request.header("X-Auth-Token", token);
-        } else if let Some(basic) = &self.basic {
-            request = request.header("Authorization", basic);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
+        let mut request = self.builder(method, &url, headers);
         let bytes = match body {
             Some(value) => {
                 request = request.header("Content-Type", "application/json");
@@ -244,18 +250,9 @@ impl Client {
         headers: &[(&str, &str)],
     ) -> Result<(u16, Result<Box<dyn std::io::BufRead + Send>, Answer>), ClientError> {
         let url = format!("{}{}", self.base, path);
-        let mut request = ureq::http::Request::builder()
-            .method("GET")
-            .uri(&url)
+        let request = self
+            .builder("GET", &url, headers)
             .header("Accept", "text/event-stream");
-        if let Some(token) = &self.token {
-            request = request.header("X-Auth-Token", token);
-        } else if let Some(basic) = &self.basic {
-            request = request.header("Authorization", basic);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
         let transport = |source: ureq::Error| ClientError::Transport {
             method: "GET",
             url: url.clone(),

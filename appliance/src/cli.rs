@@ -134,23 +134,17 @@ enum Ctl {
     /// The pool's devices: kind, health, holder, port.
     Devices,
     /// A device by id or serial.
-    Device {
-        device: String,
-    },
+    Device { device: String },
     /// The fabric's ports and what is attached to them.
     Ports,
     /// Composed systems and their devices.
     Systems,
     /// One system: its devices, mounts and operations.
-    System {
-        name: String,
-    },
+    System { name: String },
     /// Tenants and their systems.
     Tenants,
     /// An operation (compose, decompose, mount...) by number, with its outcome.
-    Operation {
-        op: u64,
-    },
+    Operation { op: u64 },
     /// Create a tenant (a studio, a show) that systems and accounts belong to.
     CreateTenant {
         name: String,

@@ -22,7 +22,15 @@ fn system_blocks(client: &Client, name: &str) -> Vec<String> {
         .as_array()
         .expect("Links.ResourceBlocks")
         .iter()
-        .map(|b| b["@odata.id"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default().to_string())
+        .map(|b| {
+            b["@odata.id"]
+                .as_str()
+                .unwrap_or_default()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
         .collect();
     blocks.sort();
     blocks
@@ -30,7 +38,9 @@ fn system_blocks(client: &Client, name: &str) -> Vec<String> {
 
 fn block_state(client: &Client, device: &str) -> String {
     let (_, block) = client
-        .get_json(&format!("/redfish/v1/CompositionService/ResourceBlocks/{device}"))
+        .get_json(&format!(
+            "/redfish/v1/CompositionService/ResourceBlocks/{device}"
+        ))
         .expect("get block");
     block["CompositionStatus"]["CompositionState"]
         .as_str()
@@ -45,7 +55,10 @@ fn specific_and_constrained_composition_patch_and_decompose() {
 
     // Specific composition.
     let answer = admin
-        .post("/redfish/v1/Systems", &specific("ws1", &["gpu-0", "nvme-0"]))
+        .post(
+            "/redfish/v1/Systems",
+            &specific("ws1", &["gpu-0", "nvme-0"]),
+        )
         .expect("compose");
     let answer = settle(&admin, answer);
     assert_eq!(answer.status, 201, "{}", answer.json());
@@ -73,19 +86,39 @@ fn specific_and_constrained_composition_patch_and_decompose() {
     // PATCH Links.ResourceBlocks: add nic-0, then remove gpu-0 (one PATCH either adds or
     // removes: each is one operation of the fabric, and both at once would not be atomic).
     for (blocks, expected) in [
-        (vec!["gpu-0", "nvme-0", "nic-0"], vec!["gpu-0", "nic-0", "nvme-0"]),
+        (
+            vec!["gpu-0", "nvme-0", "nic-0"],
+            vec!["gpu-0", "nic-0", "nvme-0"],
+        ),
         (vec!["nvme-0", "nic-0"], vec!["nic-0", "nvme-0"]),
     ] {
         let body = json!({"Links": {"ResourceBlocks": blocks.iter().map(|b| block(b)).collect::<Vec<_>>()}});
-        let answer = settle(&admin, admin.patch("/redfish/v1/Systems/ws1", &body, None).expect("patch"));
-        assert!(answer.status == 200 || answer.status == 204, "{} {}", answer.status, answer.json());
+        let answer = settle(
+            &admin,
+            admin
+                .patch("/redfish/v1/Systems/ws1", &body, None)
+                .expect("patch"),
+        );
+        assert!(
+            answer.status == 200 || answer.status == 204,
+            "{} {}",
+            answer.status,
+            answer.json()
+        );
         assert_eq!(system_blocks(&admin, "ws1"), expected);
     }
     assert_eq!(block_state(&admin, "gpu-0"), "Unused");
     let both = json!({"Links": {"ResourceBlocks": [block("gpu-0")]}});
     let head = served.head();
-    let answer = admin.patch("/redfish/v1/Systems/ws1", &both, None).expect("patch");
-    assert_eq!(answer.status, 400, "adding and removing at once is refused: {}", answer.json());
+    let answer = admin
+        .patch("/redfish/v1/Systems/ws1", &both, None)
+        .expect("patch");
+    assert_eq!(
+        answer.status,
+        400,
+        "adding and removing at once is refused: {}",
+        answer.json()
+    );
     assert_eq!(served.head(), head);
 
     // Constrained composition: two GPUs of at least 24 GiB and an NVMe of at least 2 TB.
@@ -95,11 +128,24 @@ fn specific_and_constrained_composition_patch_and_decompose() {
             "ProcessorMemory": [{"CapacityMiB": 24 * 1024}]}]},
         "Storage": {"Members": [{"Drives": [{"@Redfish.RequestedCount": 1, "CapacityBytes": 2_000_000_000_000u64}]}]},
     });
-    let answer = settle(&admin, admin.post("/redfish/v1/Systems", &constrained).expect("compose"));
+    let answer = settle(
+        &admin,
+        admin
+            .post("/redfish/v1/Systems", &constrained)
+            .expect("compose"),
+    );
     assert_eq!(answer.status, 201, "{}", answer.json());
     let blocks = system_blocks(&admin, "rn1");
-    assert_eq!(blocks.iter().filter(|b| b.starts_with("gpu")).count(), 2, "{blocks:?}");
-    assert_eq!(blocks.iter().filter(|b| b.starts_with("nvme")).count(), 1, "{blocks:?}");
+    assert_eq!(
+        blocks.iter().filter(|b| b.starts_with("gpu")).count(),
+        2,
+        "{blocks:?}"
+    );
+    assert_eq!(
+        blocks.iter().filter(|b| b.starts_with("nvme")).count(),
+        1,
+        "{blocks:?}"
+    );
 
     // More GPUs than the pool has: NoResourceMatch, nothing journaled.
     let head = served.head();
@@ -109,7 +155,10 @@ fn specific_and_constrained_composition_patch_and_decompose() {
     assert_eq!(served.head(), head);
 
     // Who composed ws1: the journal says admin, through the API.
-    let answer = served.request(&admin, json!({"query": {"history": {"of": {"system": "ws1"}}}}));
+    let answer = served.request(
+        &admin,
+        json!({"query": {"history": {"of": {"system": "ws1"}}}}),
+    );
     assert_eq!(answer.status, 200);
     let history = answer.json()["history"].clone();
     let compose = history
@@ -123,9 +172,21 @@ fn specific_and_constrained_composition_patch_and_decompose() {
 
     // Decompose.
     for name in ["ws1", "rn1"] {
-        let answer = settle(&admin, admin.delete(&format!("/redfish/v1/Systems/{name}")).expect("delete"));
-        assert!(answer.status == 200 || answer.status == 204, "{} {}", answer.status, answer.json());
-        let (status, _) = admin.get_json(&format!("/redfish/v1/Systems/{name}")).expect("get");
+        let answer = settle(
+            &admin,
+            admin
+                .delete(&format!("/redfish/v1/Systems/{name}"))
+                .expect("delete"),
+        );
+        assert!(
+            answer.status == 200 || answer.status == 204,
+            "{} {}",
+            answer.status,
+            answer.json()
+        );
+        let (status, _) = admin
+            .get_json(&format!("/redfish/v1/Systems/{name}"))
+            .expect("get");
         assert_eq!(status, 404);
     }
     assert_eq!(block_state(&admin, "nvme-0"), "Unused");
@@ -153,12 +214,19 @@ fn the_compose_action_previews_reserves_and_applies_all_or_nothing() {
         .post(action, &json!({"RequestFormat": "Manifest", "RequestType": "PreviewReserve", "Manifest": manifest("p1", &["gpu-1"])}))
         .expect("reserve");
     assert_eq!(reserve.status, 200, "{}", reserve.json());
-    let reservation = reserve.json()["ReservationId"].as_str().expect("ReservationId").to_string();
+    let reservation = reserve.json()["ReservationId"]
+        .as_str()
+        .expect("ReservationId")
+        .to_string();
     // Reserved blocks are not free to another composition.
-    let answer = admin.post("/redfish/v1/Systems", &specific("other", &["gpu-1"])).expect("compose");
+    let answer = admin
+        .post("/redfish/v1/Systems", &specific("other", &["gpu-1"]))
+        .expect("compose");
     assert_eq!(answer.status, 409, "{}", answer.json());
     let (status, listed) = admin
-        .get_json(&format!("/redfish/v1/CompositionService/CompositionReservations/{reservation}"))
+        .get_json(&format!(
+            "/redfish/v1/CompositionService/CompositionReservations/{reservation}"
+        ))
         .expect("reservation");
     assert_eq!(status, 200, "{listed}");
 
@@ -174,7 +242,10 @@ fn the_compose_action_previews_reserves_and_applies_all_or_nothing() {
         {"StanzaType": "ComposeSystem", "StanzaId": "b", "Request": specific("b1", &["gpu-1"])},
     ]});
     let answer = admin
-        .post(action, &json!({"RequestFormat": "Manifest", "RequestType": "Apply", "Manifest": both}))
+        .post(
+            action,
+            &json!({"RequestFormat": "Manifest", "RequestType": "Apply", "Manifest": both}),
+        )
         .expect("apply");
     assert_eq!(answer.status, 409, "{}", answer.json());
     let (status, _) = admin.get_json("/redfish/v1/Systems/a1").expect("get");
@@ -193,7 +264,9 @@ fn etags_refuse_stale_writes_and_one_of_four_concurrent_patches_wins() {
     assert!(!tag.starts_with("W/"), "strong ETag: {tag}");
 
     let head = served.head();
-    let stale = admin.patch(path, &json!({"RoleId": "ReadOnly"}), Some("\"1\"")).expect("patch");
+    let stale = admin
+        .patch(path, &json!({"RoleId": "ReadOnly"}), Some("\"1\""))
+        .expect("patch");
     assert_error(&stale, 412, "PreconditionFailed");
     assert_eq!(served.head(), head, "a stale write journals nothing");
 
@@ -205,14 +278,24 @@ fn etags_refuse_stale_writes_and_one_of_four_concurrent_patches_wins() {
             .map(|role| {
                 let (url, cert, tag) = (url.clone(), cert.clone(), tag.clone());
                 scope.spawn(move || {
-                    let client = Client::new(&url, &appliance::api::client::Trust::Pinned(cert), Duration::from_secs(30))
-                        .expect("client")
-                        .with_basic(ADMIN, ADMIN_PASSWORD);
-                    client.patch(path, &json!({"RoleId": role}), Some(&tag)).expect("patch").status
+                    let client = Client::new(
+                        &url,
+                        &appliance::api::client::Trust::Pinned(cert),
+                        Duration::from_secs(30),
+                    )
+                    .expect("client")
+                    .with_basic(ADMIN, ADMIN_PASSWORD);
+                    client
+                        .patch(path, &json!({"RoleId": role}), Some(&tag))
+                        .expect("patch")
+                        .status
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
     });
     let ok = winners.iter().filter(|s| **s == 200 || **s == 204).count();
     let refused = winners.iter().filter(|s| **s == 412).count();
@@ -224,14 +307,21 @@ fn tenants_see_only_their_systems_and_free_blocks() {
     let served = serve();
     let admin = served.admin();
     for tenant in ["blue", "red"] {
-        let answer = served.request(&admin, json!({"order": {"create_tenant": {"name": tenant}}}));
+        let answer = served.request(
+            &admin,
+            json!({"order": {"create_tenant": {"name": tenant}}}),
+        );
         assert_eq!(answer.status, 200, "{}", answer.json());
     }
     served.account(&admin, "blue-op", "Operator", Some("blue"));
     served.account(&admin, "red-op", "Operator", Some("red"));
     let blue = served.session("blue-op", PASSWORD);
     let red = served.session("red-op", PASSWORD);
-    let answer = settle(&blue, blue.post("/redfish/v1/Systems", &specific("blue-ws", &["gpu-3"])).expect("compose"));
+    let answer = settle(
+        &blue,
+        blue.post("/redfish/v1/Systems", &specific("blue-ws", &["gpu-3"]))
+            .expect("compose"),
+    );
     assert_eq!(answer.status, 201, "{}", answer.json());
 
     // Red sees neither the system nor its composed block as anything but missing.
@@ -239,13 +329,22 @@ fn tenants_see_only_their_systems_and_free_blocks() {
     assert_eq!(status, 404);
     let (_, systems) = red.get_json("/redfish/v1/Systems").expect("list");
     assert_eq!(systems["Members@odata.count"], 0, "{systems}");
-    for (method, body) in [("DELETE", None), ("PATCH", Some(json!({"Links": {"ResourceBlocks": []}})))] {
-        let answer = red.send(method, "/redfish/v1/Systems/blue-ws", body.as_ref(), &[]).expect("write");
+    for (method, body) in [
+        ("DELETE", None),
+        ("PATCH", Some(json!({"Links": {"ResourceBlocks": []}}))),
+    ] {
+        let answer = red
+            .send(method, "/redfish/v1/Systems/blue-ws", body.as_ref(), &[])
+            .expect("write");
         assert_eq!(answer.status, 404, "{method}: {}", answer.json());
     }
     // Free blocks are visible to every tenant; red composes its own.
     assert_eq!(block_state(&red, "gpu-4"), "Unused");
-    let answer = settle(&red, red.post("/redfish/v1/Systems", &specific("red-ws", &["gpu-4"])).expect("compose"));
+    let answer = settle(
+        &red,
+        red.post("/redfish/v1/Systems", &specific("red-ws", &["gpu-4"]))
+            .expect("compose"),
+    );
     assert_eq!(answer.status, 201, "{}", answer.json());
     let (_, systems) = blue.get_json("/redfish/v1/Systems").expect("list");
     assert_eq!(systems["Members@odata.count"], 1, "{systems}");
@@ -254,15 +353,20 @@ fn tenants_see_only_their_systems_and_free_blocks() {
     let blue_admin = served.session("blue-admin", PASSWORD);
     let head = served.head();
     for tenant in [None, Some("red")] {
-        let mut body = json!({"UserName": "sneaky", "Password": PASSWORD, "RoleId": "Administrator"});
+        let mut body =
+            json!({"UserName": "sneaky", "Password": PASSWORD, "RoleId": "Administrator"});
         if let Some(tenant) = tenant {
             body["Oem"] = json!({"Appliance": {"Tenant": tenant}});
         }
-        let answer = blue_admin.post("/redfish/v1/AccountService/Accounts", &body).expect("post");
+        let answer = blue_admin
+            .post("/redfish/v1/AccountService/Accounts", &body)
+            .expect("post");
         if tenant.is_none() {
             // No tenant named: the account is made in the creator's own tenant.
             assert_eq!(answer.status, 201, "{}", answer.json());
-            let answer = blue_admin.delete("/redfish/v1/AccountService/Accounts/sneaky").expect("delete");
+            let answer = blue_admin
+                .delete("/redfish/v1/AccountService/Accounts/sneaky")
+                .expect("delete");
             assert!(answer.status == 200 || answer.status == 204);
         } else {
             assert_eq!(answer.status, 403, "{}", answer.json());
@@ -275,18 +379,53 @@ fn tenants_see_only_their_systems_and_free_blocks() {
 fn mutating_routes() -> Vec<(&'static str, &'static str, Value)> {
     vec![
         ("POST", "/redfish/v1/Systems", specific("x", &["gpu-5"])),
-        ("PATCH", "/redfish/v1/Systems/ws1", json!({"Links": {"ResourceBlocks": []}})),
+        (
+            "PATCH",
+            "/redfish/v1/Systems/ws1",
+            json!({"Links": {"ResourceBlocks": []}}),
+        ),
         ("DELETE", "/redfish/v1/Systems/ws1", Value::Null),
-        ("POST", "/redfish/v1/CompositionService/Actions/CompositionService.Compose",
+        (
+            "POST",
+            "/redfish/v1/CompositionService/Actions/CompositionService.Compose",
             json!({"RequestFormat": "Manifest", "RequestType": "Apply", "Manifest": {"Stanzas": [
-                {"StanzaType": "ComposeSystem", "StanzaId": "1", "Request": specific("y", &["gpu-6"])}]}})),
-        ("POST", "/redfish/v1/AccountService/Accounts", json!({"UserName": "new1", "Password": PASSWORD, "RoleId": "ReadOnly"})),
-        ("PATCH", "/redfish/v1/AccountService/Accounts/admin", json!({"RoleId": "ReadOnly"})),
-        ("DELETE", "/redfish/v1/AccountService/Accounts/admin", Value::Null),
-        ("POST", "/redfish/v1/EventService/Subscriptions", json!({"Destination": "https://127.0.0.1:9/events", "Protocol": "Redfish"})),
-        ("POST", "/redfish/v1/EventService/Actions/EventService.SubmitTestEvent", json!({})),
-        ("POST", "/redfish/v1/Managers/Appliance/Actions/Manager.Reset", json!({"ResetType": "GracefulRestart"})),
-        ("POST", "/redfish/v1/Oem/Appliance/Requests", json!({"order": {"create_tenant": {"name": "t9"}}})),
+                {"StanzaType": "ComposeSystem", "StanzaId": "1", "Request": specific("y", &["gpu-6"])}]}}),
+        ),
+        (
+            "POST",
+            "/redfish/v1/AccountService/Accounts",
+            json!({"UserName": "new1", "Password": PASSWORD, "RoleId": "ReadOnly"}),
+        ),
+        (
+            "PATCH",
+            "/redfish/v1/AccountService/Accounts/admin",
+            json!({"RoleId": "ReadOnly"}),
+        ),
+        (
+            "DELETE",
+            "/redfish/v1/AccountService/Accounts/admin",
+            Value::Null,
+        ),
+        (
+            "POST",
+            "/redfish/v1/EventService/Subscriptions",
+            json!({"Destination": "https://127.0.0.1:9/events", "Protocol": "Redfish"}),
+        ),
+        (
+            "POST",
+            "/redfish/v1/EventService/Actions/EventService.SubmitTestEvent",
+            json!({}),
+        ),
+        (
+            "POST",
+            "/redfish/v1/Managers/Appliance/Actions/Manager.Reset",
+            json!({"ResetType": "GracefulRestart"}),
+        ),
+        (
+            "POST",
+            "/redfish/v1/Oem/Appliance/Requests",
+            json!({"order": {"create_tenant": {"name": "t9"}}}),
+        ),
     ]
 }
 
@@ -315,7 +454,12 @@ fn readable_routes() -> Vec<&'static str> {
 fn the_security_table_holds_on_every_route() {
     let served = serve_with(|config| config.session_timeout_s = 2);
     let admin = served.admin();
-    let answer = settle(&admin, admin.post("/redfish/v1/Systems", &specific("ws1", &["gpu-0"])).expect("compose"));
+    let answer = settle(
+        &admin,
+        admin
+            .post("/redfish/v1/Systems", &specific("ws1", &["gpu-0"]))
+            .expect("compose"),
+    );
     assert_eq!(answer.status, 201);
     served.account(&admin, "viewer", "ReadOnly", None);
     let viewer = served.session("viewer", PASSWORD);
@@ -329,10 +473,18 @@ fn the_security_table_holds_on_every_route() {
         assert!(answer.header("www-authenticate").is_some(), "GET {path}");
     }
     for (method, path, body) in mutating_routes() {
-        let answer = anonymous.send(method, path, Some(&body).filter(|b| !b.is_null()), &[]).expect("send");
+        let answer = anonymous
+            .send(method, path, Some(&body).filter(|b| !b.is_null()), &[])
+            .expect("send");
         assert_eq!(answer.status, 401, "{method} {path}: {}", answer.json());
     }
-    for path in ["/redfish", "/redfish/v1", "/redfish/v1/", "/redfish/v1/$metadata", "/redfish/v1/odata"] {
+    for path in [
+        "/redfish",
+        "/redfish/v1",
+        "/redfish/v1/",
+        "/redfish/v1/$metadata",
+        "/redfish/v1/odata",
+    ] {
         assert_eq!(anonymous.get(path).expect("get").status, 200, "GET {path}");
     }
 
@@ -341,7 +493,9 @@ fn the_security_table_holds_on_every_route() {
         assert_eq!(viewer.get(path).expect("get").status, 200, "GET {path}");
     }
     for (method, path, body) in mutating_routes() {
-        let answer = viewer.send(method, path, Some(&body).filter(|b| !b.is_null()), &[]).expect("send");
+        let answer = viewer
+            .send(method, path, Some(&body).filter(|b| !b.is_null()), &[])
+            .expect("send");
         assert_error(&answer, 403, "InsufficientPrivilege");
     }
     assert_eq!(served.head(), head, "refused requests journal nothing");
@@ -356,29 +510,57 @@ fn the_security_table_holds_on_every_route() {
 
     // An idle session expires (session_timeout_s = 2 here; admin's too: Basic from now on).
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(viewer.get("/redfish/v1/Systems").expect("get").status, 401, "expired session");
+    assert_eq!(
+        viewer.get("/redfish/v1/Systems").expect("get").status,
+        401,
+        "expired session"
+    );
     let admin = served.anonymous().with_basic(ADMIN, ADMIN_PASSWORD);
 
     // Five wrong passwords lock the account; then even the right one is refused.
     for _ in 0..5 {
-        let answer = served.anonymous().login("viewer", "Wrong-Passw0rd-x", None).expect("login");
+        let answer = served
+            .anonymous()
+            .login("viewer", "Wrong-Passw0rd-x", None)
+            .expect("login");
         assert_eq!(answer.status, 401);
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let answer = served.anonymous().login("viewer", PASSWORD, None).expect("login");
+        let answer = served
+            .anonymous()
+            .login("viewer", PASSWORD, None)
+            .expect("login");
         if answer.status == 401 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the account was never locked");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the account was never locked"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (_, account) = admin.get_json("/redfish/v1/AccountService/Accounts/viewer").expect("get");
+    let (_, account) = admin
+        .get_json("/redfish/v1/AccountService/Accounts/viewer")
+        .expect("get");
     assert_eq!(account["Locked"], true, "{account}");
     // An administrator unlocks it.
-    let answer = admin.patch("/redfish/v1/AccountService/Accounts/viewer", &json!({"Locked": false}), None).expect("patch");
+    let answer = admin
+        .patch(
+            "/redfish/v1/AccountService/Accounts/viewer",
+            &json!({"Locked": false}),
+            None,
+        )
+        .expect("patch");
     assert_eq!(answer.status / 100, 2, "{}", answer.json());
-    assert_eq!(served.anonymous().login("viewer", PASSWORD, None).expect("login").status, 201);
+    assert_eq!(
+        served
+            .anonymous()
+            .login("viewer", PASSWORD, None)
+            .expect("login")
+            .status,
+        201
+    );
 }
 
 #[test]
@@ -387,22 +569,59 @@ fn an_account_with_totp_logs_in_only_with_its_code() {
     let admin = served.admin();
     served.account(&admin, "mfa", "Operator", None);
     let answer = admin
-        .post("/redfish/v1/AccountService/Accounts/mfa/Actions/ManagerAccount.GenerateSecretKey", &json!({}))
+        .post(
+            "/redfish/v1/AccountService/Accounts/mfa/Actions/ManagerAccount.GenerateSecretKey",
+            &json!({}),
+        )
         .expect("generate");
     assert_eq!(answer.status, 200, "{}", answer.json());
-    let key = answer.json()["SecretKey"].as_str().expect("SecretKey").to_string();
-    let secret = totp_rs::Secret::try_from_base32(&key).expect("base32").as_bytes().to_vec();
+    let key = answer.json()["SecretKey"]
+        .as_str()
+        .expect("SecretKey")
+        .to_string();
+    let secret = totp_rs::Secret::try_from_base32(&key)
+        .expect("base32")
+        .as_bytes()
+        .to_vec();
 
-    assert_eq!(served.anonymous().login("mfa", PASSWORD, None).expect("login").status, 401, "no code");
-    assert_eq!(served.anonymous().login("mfa", PASSWORD, Some("000000")).expect("login").status, 401, "wrong code");
+    assert_eq!(
+        served
+            .anonymous()
+            .login("mfa", PASSWORD, None)
+            .expect("login")
+            .status,
+        401,
+        "no code"
+    );
+    assert_eq!(
+        served
+            .anonymous()
+            .login("mfa", PASSWORD, Some("000000"))
+            .expect("login")
+            .status,
+        401,
+        "wrong code"
+    );
     let basic = served.anonymous().with_basic("mfa", PASSWORD);
-    assert_eq!(basic.get("/redfish/v1/Systems").expect("get").status, 401, "Basic cannot carry a code");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
+    assert_eq!(
+        basic.get("/redfish/v1/Systems").expect("get").status,
+        401,
+        "Basic cannot carry a code"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
     let code = appliance::api::auth::totp_code(&secret, now).expect("code");
-    let answer = served.anonymous().login("mfa", PASSWORD, Some(&code)).expect("login");
+    let answer = served
+        .anonymous()
+        .login("mfa", PASSWORD, Some(&code))
+        .expect("login");
     assert_eq!(answer.status, 201, "{}", answer.json());
     // The key is never shown again, and the journal holds it sealed only.
-    let (_, account) = admin.get_json("/redfish/v1/AccountService/Accounts/mfa").expect("get");
+    let (_, account) = admin
+        .get_json("/redfish/v1/AccountService/Accounts/mfa")
+        .expect("get");
     assert_eq!(account["SecretKeySet"], true);
     assert!(!account.to_string().contains(&code));
 }
@@ -412,9 +631,17 @@ fn secrets_never_reach_the_journal_or_the_disk_in_plain_text() {
     let served = serve();
     let admin = served.admin();
     served.account(&admin, "plain", "Operator", None);
-    let token = served.session("plain", PASSWORD).token().expect("token").to_string();
-    let state = serde_json::to_string(&*served.running.core().expect("core").state()).expect("JSON");
-    assert!(state.contains("$argon2id$"), "passwords are kept as argon2id hashes");
+    let token = served
+        .session("plain", PASSWORD)
+        .token()
+        .expect("token")
+        .to_string();
+    let state =
+        serde_json::to_string(&*served.running.core().expect("core").state()).expect("JSON");
+    assert!(
+        state.contains("$argon2id$"),
+        "passwords are kept as argon2id hashes"
+    );
     let Served { running, dir, .. } = served;
     running.shutdown().expect("shutdown");
     let dump = std::process::Command::new(env!("CARGO_BIN_EXE_appliance"))
@@ -422,14 +649,22 @@ fn secrets_never_reach_the_journal_or_the_disk_in_plain_text() {
         .arg(dir.path())
         .output()
         .expect("journal dump");
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     let journal = String::from_utf8_lossy(&dump.stdout).to_string();
     assert!(journal.contains("account_created") && journal.contains("session_opened"));
     let mut files = vec![dir.path().to_path_buf()];
     let mut bytes_seen = 0;
     while let Some(path) = files.pop() {
         if path.is_dir() {
-            files.extend(std::fs::read_dir(&path).expect("read dir").map(|e| e.expect("entry").path()));
+            files.extend(
+                std::fs::read_dir(&path)
+                    .expect("read dir")
+                    .map(|e| e.expect("entry").path()),
+            );
             continue;
         }
         let bytes = std::fs::read(&path).expect("read");
@@ -442,7 +677,10 @@ fn secrets_never_reach_the_journal_or_the_disk_in_plain_text() {
     for secret in [PASSWORD, ADMIN_PASSWORD, token.as_str()] {
         assert!(!journal.contains(secret), "a secret in the journal dump");
     }
-    assert!(bytes_seen > 10_000, "the data directory was read ({bytes_seen} bytes)");
+    assert!(
+        bytes_seen > 10_000,
+        "the data directory was read ({bytes_seen} bytes)"
+    );
 }
 
 /// A raw HTTPS exchange on a new connection: the status line's code and the body (status 0
@@ -454,16 +692,20 @@ fn raw(served: &Served, request: &[u8], truncate: bool) -> (u16, Vec<u8>) {
         .collect::<Result<_, _>>()
         .expect("cert");
     roots.add_parsable_certificates(certs);
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
     let connection = rustls::ClientConnection::new(Arc::new(config), name).expect("tls");
     let addr = served.url.trim_start_matches("https://");
     let socket = TcpStream::connect(addr).expect("connect");
-    socket.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     let mut tls = rustls::StreamOwned::new(connection, socket);
     if tls.write_all(request).is_err() {
         return (0, Vec::new());
@@ -483,7 +725,12 @@ fn raw(served: &Served, request: &[u8], truncate: bool) -> (u16, Vec<u8>) {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").as_bytes().to_vec();
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .as_bytes()
+        .to_vec();
     (status, body)
 }
 
@@ -503,9 +750,12 @@ struct Hostile {
 fn hostile(next: &mut impl FnMut() -> u64, token: &str) -> Hostile {
     let pick = |n: u64, next: &mut dyn FnMut() -> u64| (next() % n) as usize;
     let paths = [
-        "/redfish/v1/Systems", "/redfish/v1/Systems/ws1", "/redfish/v1/AccountService/Accounts",
+        "/redfish/v1/Systems",
+        "/redfish/v1/Systems/ws1",
+        "/redfish/v1/AccountService/Accounts",
         "/redfish/v1/CompositionService/Actions/CompositionService.Compose",
-        "/redfish/v1/EventService/Subscriptions", "/redfish/v1/Oem/Appliance/Requests",
+        "/redfish/v1/EventService/Subscriptions",
+        "/redfish/v1/Oem/Appliance/Requests",
         "/redfish/v1/AccountService/Accounts/admin",
     ];
     let bodies: Vec<Vec<u8>> = vec![
@@ -527,7 +777,9 @@ fn hostile(next: &mut impl FnMut() -> u64, token: &str) -> Hostile {
         "{\"Name\": \"\u{202e}evil\", \"Links\": {\"ResourceBlocks\": []}}".as_bytes().to_vec(),
         "{\"Name\": \"ws\u{0}1\", \"Links\": {\"ResourceBlocks\": [{\"@odata.id\": \"/redfish/v1/CompositionService/ResourceBlocks/gpu-7\"}]}}".as_bytes().to_vec(),
     ];
-    let methods = ["POST", "PATCH", "PUT", "DELETE", "GET", "HEAD", "BREW", "OPTIONS", "TRACE"];
+    let methods = [
+        "POST", "PATCH", "PUT", "DELETE", "GET", "HEAD", "BREW", "OPTIONS", "TRACE",
+    ];
     let method = methods[pick(methods.len() as u64, next)];
     let carries_body = matches!(method, "POST" | "PATCH" | "PUT");
     let mut path = paths[pick(paths.len() as u64, next)].to_string();
@@ -535,7 +787,10 @@ fn hostile(next: &mut impl FnMut() -> u64, token: &str) -> Hostile {
     let body = match carries_body {
         true => {
             let body = bodies[pick(bodies.len() as u64, next)].clone();
-            what.push(format!("body {:?}", String::from_utf8_lossy(&body[..body.len().min(40)])));
+            what.push(format!(
+                "body {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(40)])
+            ));
             body
         }
         false => Vec::new(),
@@ -545,7 +800,10 @@ fn hostile(next: &mut impl FnMut() -> u64, token: &str) -> Hostile {
         let (mutated, name) = match pick(6, next) {
             0 => (format!("{path}/%2e%2e/%00"), "dot-dot and NUL"),
             1 => (format!("{path}?$expand=*($levels=99)&$top=-1"), "bad query"),
-            2 => (path.replace("/redfish/v1", "/redfish/v2"), "unknown version"),
+            2 => (
+                path.replace("/redfish/v1", "/redfish/v2"),
+                "unknown version",
+            ),
             3 => (format!("{path}{}", "/a".repeat(200)), "deep path"),
             4 => (format!("{path}?only&$select=/../x&$skip=abc"), "bad query"),
             _ => (format!("{path}//Members/../../"), "odd segments"),
@@ -638,11 +896,15 @@ fn a_thousand_hostile_requests_get_a_4xx_and_change_nothing() {
         let request = hostile(&mut next, &token);
         let (status, body) = raw(&served, &request.bytes, request.truncate);
         *statuses.entry(status).or_default() += 1;
-        let what = format!("case {case} (seed {seed}): {} {}", request.method, request.what);
+        let what = format!(
+            "case {case} (seed {seed}): {} {}",
+            request.method, request.what
+        );
         // An unknown method is 501 Not Implemented (DSP0266; the DMTF Protocol Validator
         // checks it) once the request is otherwise sound; everything else is a 4xx. A
         // connection closed without an answer (0) only when the client broke it off.
-        let standard = ["POST", "PATCH", "PUT", "DELETE", "GET", "HEAD", "OPTIONS"].contains(&request.method);
+        let standard =
+            ["POST", "PATCH", "PUT", "DELETE", "GET", "HEAD", "OPTIONS"].contains(&request.method);
         let allowed = (400..500).contains(&status)
             || (status == 501 && !standard)
             || (status == 0 && request.truncate);
@@ -650,12 +912,22 @@ fn a_thousand_hostile_requests_get_a_4xx_and_change_nothing() {
         // hyper's own refusals of a malformed head (400, 431) carry no body; ours are Redfish
         // errors naming a registry message.
         if !body.is_empty() && request.method != "HEAD" {
-            let error: Value = serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{what}: body not JSON"));
-            let id = error["error"]["@Message.ExtendedInfo"][0]["MessageId"].as_str().unwrap_or_default();
-            assert!(registries.iter().any(|r| id.starts_with(r)), "{what}: MessageId {id:?}");
+            let error: Value =
+                serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{what}: body not JSON"));
+            let id = error["error"]["@Message.ExtendedInfo"][0]["MessageId"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                registries.iter().any(|r| id.starts_with(r)),
+                "{what}: MessageId {id:?}"
+            );
         }
         if case % 100 == 0 {
-            assert_eq!(admin.get("/redfish/v1/Systems").expect("get").status, 200, "the door after {what}");
+            assert_eq!(
+                admin.get("/redfish/v1/Systems").expect("get").status,
+                200,
+                "the door after {what}"
+            );
             assert_eq!(served.head(), head, "{what} journaled something");
         }
     }
@@ -678,8 +950,15 @@ fn a_thousand_hostile_requests_get_a_4xx_and_change_nothing() {
         bytes.extend_from_slice(b"\r\n");
     }
     let (status, _) = raw(&served, &bytes, true);
-    assert!(status == 413 || status == 0, "a chunked 1.5 MiB body: {status}");
-    assert_eq!(served.head(), head, "no hostile request journaled anything: {statuses:?}");
+    assert!(
+        status == 413 || status == 0,
+        "a chunked 1.5 MiB body: {status}"
+    );
+    assert_eq!(
+        served.head(),
+        head,
+        "no hostile request journaled anything: {statuses:?}"
+    );
     println!("hostile requests by status: {statuses:?}");
 }
 
@@ -706,14 +985,23 @@ fn the_event_stream_resumes_from_last_event_id() {
     let served = serve();
     let admin = served.admin();
     let start = served.head();
-    let answer = served.request(&admin, json!({"order": {"create_tenant": {"name": "sse1"}}}));
+    let answer = served.request(
+        &admin,
+        json!({"order": {"create_tenant": {"name": "sse1"}}}),
+    );
     assert_eq!(answer.status, 200);
-    let answer = served.request(&admin, json!({"order": {"create_tenant": {"name": "sse2"}}}));
+    let answer = served.request(
+        &admin,
+        json!({"order": {"create_tenant": {"name": "sse2"}}}),
+    );
     assert_eq!(answer.status, 200);
     let last = served.head();
     let after = start.to_string();
     let (status, reader) = admin
-        .stream("/redfish/v1/EventService/SSE", &[("Last-Event-ID", after.as_str())])
+        .stream(
+            "/redfish/v1/EventService/SSE",
+            &[("Last-Event-ID", after.as_str())],
+        )
         .expect("stream");
     assert_eq!(status, 200);
     let mut reader = reader.unwrap_or_else(|a| panic!("{}", a.json()));
@@ -721,7 +1009,10 @@ fn the_event_stream_resumes_from_last_event_id() {
     let mut line = String::new();
     while ids.last().is_none_or(|id| *id < last) {
         line.clear();
-        assert!(reader.read_line(&mut line).expect("read") > 0, "the stream ended");
+        assert!(
+            reader.read_line(&mut line).expect("read") > 0,
+            "the stream ended"
+        );
         if let Some(id) = line.trim().strip_prefix("id:") {
             ids.push(id.trim().parse::<u64>().expect("a sequence"));
         }
@@ -730,14 +1021,23 @@ fn the_event_stream_resumes_from_last_event_id() {
             assert_eq!(event["@odata.type"], "#Event.v1_13_0.Event");
         }
     }
-    assert_eq!(ids, ((start + 1)..=last).collect::<Vec<_>>(), "every event after Last-Event-ID, in order");
+    assert_eq!(
+        ids,
+        ((start + 1)..=last).collect::<Vec<_>>(),
+        "every event after Last-Event-ID, in order"
+    );
 }
 
 #[test]
 fn metrics_are_prometheus_text_behind_a_login_unless_public() {
     let served = serve();
     let admin = served.admin();
-    let answer = settle(&admin, admin.post("/redfish/v1/Systems", &specific("m1", &["gpu-0"])).expect("compose"));
+    let answer = settle(
+        &admin,
+        admin
+            .post("/redfish/v1/Systems", &specific("m1", &["gpu-0"]))
+            .expect("compose"),
+    );
     assert_eq!(answer.status, 201);
     assert_eq!(served.anonymous().get("/metrics").expect("get").status, 401);
     let answer = admin.get("/metrics").expect("get");
@@ -756,5 +1056,12 @@ fn metrics_are_prometheus_text_behind_a_login_unless_public() {
     }
     let public = serve_with(|config| config.metrics_public = true);
     assert_eq!(public.anonymous().get("/metrics").expect("get").status, 200);
-    assert_eq!(public.anonymous().get("/redfish/v1/Systems").expect("get").status, 401);
+    assert_eq!(
+        public
+            .anonymous()
+            .get("/redfish/v1/Systems")
+            .expect("get")
+            .status,
+        401
+    );
 }

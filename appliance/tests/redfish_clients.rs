@@ -35,7 +35,9 @@ fn schema_dir() -> PathBuf {
     std::fs::create_dir_all(&dir).expect("schema dir");
     let mut copied = 0;
     for source in [shared, repo().join("appliance/schemas")] {
-        for entry in std::fs::read_dir(&source).unwrap_or_else(|e| panic!("{}: {e}", source.display())) {
+        for entry in
+            std::fs::read_dir(&source).unwrap_or_else(|e| panic!("{}: {e}", source.display()))
+        {
             let path = entry.expect("entry").path();
             if path.extension().is_some_and(|e| e == "xml") {
                 std::fs::copy(&path, dir.join(path.file_name().expect("name"))).expect("copy");
@@ -69,8 +71,16 @@ fn run(name: &str, command: &mut Command) -> String {
         .lines()
         .filter(|l| l.starts_with("WARN ") || l.starts_with("FAIL ") || l.contains("totals:"))
         .collect();
-    show(&format!("--- {name}: {}\n{}\n", out.status, notable.join("\n")));
-    assert!(out.status.success(), "{name} failed ({}):\n{text}", out.status);
+    show(&format!(
+        "--- {name}: {}\n{}\n",
+        out.status,
+        notable.join("\n")
+    ));
+    assert!(
+        out.status.success(),
+        "{name} failed ({}):\n{text}",
+        out.status
+    );
     text
 }
 
@@ -79,17 +89,33 @@ fn populated() -> Served {
     let served = serve();
     let admin = served.admin();
     for tenant in ["studio", "edit"] {
-        let answer = served.request(&admin, json!({"order": {"create_tenant": {"name": tenant}}}));
+        let answer = served.request(
+            &admin,
+            json!({"order": {"create_tenant": {"name": tenant}}}),
+        );
         assert_eq!(answer.status, 200, "{}", answer.json());
     }
     served.account(&admin, "operator1", "Operator", None);
     served.account(&admin, "viewer1", "ReadOnly", None);
     served.account(&admin, "editor1", "Operator", Some("edit"));
-    let answer = settle(&admin, admin.post("/redfish/v1/Systems", &specific("ws1", &["gpu-0", "nvme-0", "nic-0"])).expect("post"));
+    let answer = settle(
+        &admin,
+        admin
+            .post(
+                "/redfish/v1/Systems",
+                &specific("ws1", &["gpu-0", "nvme-0", "nic-0"]),
+            )
+            .expect("post"),
+    );
     assert_eq!(answer.status, 201, "{}", answer.json());
     let constrained = json!({"Name": "rn1",
         "Processors": {"Members": [{"@Redfish.RequestedCount": 2, "ProcessorType": "GPU"}]}});
-    let answer = settle(&admin, admin.post("/redfish/v1/Systems", &constrained).expect("post"));
+    let answer = settle(
+        &admin,
+        admin
+            .post("/redfish/v1/Systems", &constrained)
+            .expect("post"),
+    );
     assert_eq!(answer.status, 201, "{}", answer.json());
     let answer = admin
         .post(
@@ -124,7 +150,16 @@ fn dmtf_validators_sushy_and_redfishtool_accept_the_service() {
             .arg(tools.join("service_validator.py"))
             .arg("--schema-dir")
             .arg(&schemas)
-            .args(["--rhost", &served.url, "-u", ADMIN, "-p", ADMIN_PASSWORD, "--min-pass", "2500"])
+            .args([
+                "--rhost",
+                &served.url,
+                "-u",
+                ADMIN,
+                "-p",
+                ADMIN_PASSWORD,
+                "--min-pass",
+                "2500",
+            ])
             .arg("--report-dir")
             .arg(reports.join("service-validator")),
     );
@@ -148,7 +183,12 @@ fn dmtf_validators_sushy_and_redfishtool_accept_the_service() {
         Command::new(&python)
             .arg(tools.join("protocol_validator.py"))
             .args(["--rhost", &served.url, "-u", ADMIN, "-p", ADMIN_PASSWORD])
-            .args(["--no-cert-check", "--avoid-http-redirect", "--min-pass", "300"])
+            .args([
+                "--no-cert-check",
+                "--avoid-http-redirect",
+                "--min-pass",
+                "300",
+            ])
             .arg("--report-dir")
             .arg(reports.join("protocol-validator")),
     );

@@ -290,54 +290,150 @@ fn ctl_logs_in_composes_and_reads_history_over_https() {
 
     let out = ctl(config.path(), &["status"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no appliance named"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no appliance named"),
+        "{}",
+        text(&out)
+    );
 
     let wrong = dir.path().with_extension("wrong");
     std::fs::write(&wrong, "Not-The-Passw0rd\n").expect("write");
-    let out = ctl(config.path(), &["--url", &url, "--ca-cert", cert, "login", "--user", "admin", "--password-file", wrong.to_str().expect("path")]);
+    let out = ctl(
+        config.path(),
+        &[
+            "--url",
+            &url,
+            "--ca-cert",
+            cert,
+            "login",
+            "--user",
+            "admin",
+            "--password-file",
+            wrong.to_str().expect("path"),
+        ],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("AccessUnauthorized"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("AccessUnauthorized"),
+        "{}",
+        text(&out)
+    );
 
-    let out = ctl(config.path(), &["--url", &url, "--ca-cert", cert, "login", "--user", "admin", "--password-file", password_file]);
+    let out = ctl(
+        config.path(),
+        &[
+            "--url",
+            &url,
+            "--ca-cert",
+            cert,
+            "login",
+            "--user",
+            "admin",
+            "--password-file",
+            password_file,
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let session = config.path().join("appliance/session.json");
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&session).expect("session file").permissions().mode();
-    assert_eq!(mode & 0o077, 0, "the session file is the user's only: {mode:o}");
+    let mode = std::fs::metadata(&session)
+        .expect("session file")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "the session file is the user's only: {mode:o}"
+    );
 
     let out = ctl(config.path(), &["create-tenant", "studio"]);
     assert!(out.status.success(), "{}", text(&out));
-    let out = ctl(config.path(), &["compose", "ws1", "--want", "gpu:2:24", "--tenant", "studio", "--role", "workstation"]);
+    let out = ctl(
+        config.path(),
+        &[
+            "compose",
+            "ws1",
+            "--want",
+            "gpu:2:24",
+            "--tenant",
+            "studio",
+            "--role",
+            "workstation",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let out = ctl(config.path(), &["--json", "systems"]);
     assert!(out.status.success(), "{}", text(&out));
     let systems: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(systems["systems"][0]["name"], "ws1", "{systems}");
-    assert_eq!(systems["systems"][0]["devices"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        systems["systems"][0]["devices"].as_array().map(Vec::len),
+        Some(2)
+    );
 
     // The same device again: the API's message and MessageId, exit 2, no stack trace.
-    let held = systems["systems"][0]["devices"][0]["id"].as_str().expect("a device").to_string();
-    let out = ctl(config.path(), &["compose", "ws2", "--device", &held, "--tenant", "studio", "--role", "workstation"]);
+    let held = systems["systems"][0]["devices"][0]["id"]
+        .as_str()
+        .expect("a device")
+        .to_string();
+    let out = ctl(
+        config.path(),
+        &[
+            "compose",
+            "ws2",
+            "--device",
+            &held,
+            "--tenant",
+            "studio",
+            "--role",
+            "workstation",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("error: ") && stderr.contains("ResourceBlockInUse"), "{}", text(&out));
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{}", text(&out));
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("ResourceBlockInUse"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{}",
+        text(&out)
+    );
 
     // The composition made with ctl is a Redfish System, its blocks composed.
-    let api = appliance::api::client::Client::new(&url, &Trust::Pinned(std::fs::read_to_string(cert).expect("cert")), Duration::from_secs(30))
-        .expect("client")
-        .with_basic("admin", PASSWORD);
+    let api = appliance::api::client::Client::new(
+        &url,
+        &Trust::Pinned(std::fs::read_to_string(cert).expect("cert")),
+        Duration::from_secs(30),
+    )
+    .expect("client")
+    .with_basic("admin", PASSWORD);
     let (status, system) = api.get_json("/redfish/v1/Systems/ws1").expect("GET");
     assert_eq!(status, 200, "{system}");
-    assert_eq!(system["Links"]["ResourceBlocks"].as_array().map(Vec::len), Some(2), "{system}");
+    assert_eq!(
+        system["Links"]["ResourceBlocks"].as_array().map(Vec::len),
+        Some(2),
+        "{system}"
+    );
     let (_, block) = api
-        .get_json(&format!("/redfish/v1/CompositionService/ResourceBlocks/{held}"))
+        .get_json(&format!(
+            "/redfish/v1/CompositionService/ResourceBlocks/{held}"
+        ))
         .expect("GET");
-    assert_eq!(block["CompositionStatus"]["CompositionState"], "Composed", "{block}");
+    assert_eq!(
+        block["CompositionStatus"]["CompositionState"], "Composed",
+        "{block}"
+    );
 
     let out = ctl(config.path(), &["history", "--system", "ws1"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("admin via api"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("admin via api"),
+        "{}",
+        text(&out)
+    );
 
     // Events: everything after sequence 0, as it was journaled.
     let mut events = Command::new(env!("CARGO_BIN_EXE_appliance"))
@@ -350,16 +446,34 @@ fn ctl_logs_in_composes_and_reads_history_over_https() {
     let first = lines.next().expect("an event").expect("read");
     let _ = events.kill();
     let _ = events.wait();
-    assert!(first.trim_start().starts_with("1 "), "the first event is sequence 1: {first:?}");
+    assert!(
+        first.trim_start().starts_with("1 "),
+        "the first event is sequence 1: {first:?}"
+    );
 
     let out = ctl(config.path(), &["logout"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!session.exists());
     let out = ctl(config.path(), &["--url", &url, "--ca-cert", cert, "status"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not logged in"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not logged in"),
+        "{}",
+        text(&out)
+    );
 
     // Without --ca-cert a self-signed certificate is refused.
-    let out = ctl(config.path(), &["--url", &url, "login", "--user", "admin", "--password-file", password_file]);
+    let out = ctl(
+        config.path(),
+        &[
+            "--url",
+            &url,
+            "login",
+            "--user",
+            "admin",
+            "--password-file",
+            password_file,
+        ],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }

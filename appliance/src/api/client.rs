@@ -91,6 +91,29 @@ impl Answer {
     }
 }
 
+/// The whole answer: status, headers, and a body of at most `limit` bytes.
+fn read_answer(
+    response: ureq::http::Response<ureq::Body>,
+    limit: u64,
+) -> Result<Answer, ureq::Error> {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = response
+        .into_body()
+        .with_config()
+        .limit(limit)
+        .read_to_vec()?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
 /// A client of one appliance: its base URL, and the session token once logged in.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -184,7 +207,12 @@ impl Client {
     }
 
     /// A request to `url` with the client's credentials and `headers`.
-    fn builder(&self, method: &str, url: &str, headers: &[(&str, &str)]) -> ureq::http::request::Builder {
+    fn builder(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> ureq::http::request::Builder {
         let mut request = ureq::http::Request::builder().method(method).uri(url);
         if let Some(token) = &self.token {
             request = request.header("X-Auth-Token", token);
@@ -222,24 +250,8 @@ impl Client {
         let request = request
             .body(bytes)
             .map_err(|e| transport(ureq::Error::Http(e)))?;
-        let mut response = self.agent.run(request).map_err(transport)?;
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_vec()
-            .map_err(transport)?;
-        Ok(Answer {
-            status,
-            headers,
-            body,
-        })
+        let response = self.agent.run(request).map_err(transport)?;
+        read_answer(response, 64 << 20).map_err(transport)
     }
 
     /// GET of a stream (SSE): its status and a line reader of its body, or the whole answer
@@ -269,24 +281,9 @@ impl Client {
         let response = self.agent.run(request).map_err(transport)?;
         let status = response.status().as_u16();
         if status != 200 {
-            let headers = response
-                .headers()
-                .iter()
-                .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-                .collect();
-            let body = response
-                .into_body()
-                .with_config()
-                .limit(1 << 20)
-                .read_to_vec()
-                .map_err(transport)?;
             return Ok((
                 status,
-                Err(Answer {
-                    status,
-                    headers,
-                    body,
-                }),
+                Err(read_answer(response, 1 << 20).map_err(transport)?),
             ));
         }
         let reader = response

@@ -108,7 +108,11 @@ fn main() -> anyhow::Result<()> {
         let answer = admin.delete("/redfish/v1/Systems/bench-c")?;
         decomposes.push(started.elapsed());
         if answer.status != 200 && answer.status != 204 {
-            bail!("decompose round {round}: {} {}", answer.status, answer.json());
+            bail!(
+                "decompose round {round}: {} {}",
+                answer.status,
+                answer.json()
+            );
         }
     }
     let figures = json!({
@@ -169,7 +173,8 @@ fn load(
     let started = Instant::now();
     let workers: Vec<_> = (0..connections)
         .map(|_| {
-            let client = Client::new(url, trust, Duration::from_secs(30)).map(|c| c.with_token(token));
+            let client =
+                Client::new(url, trust, Duration::from_secs(30)).map(|c| c.with_token(token));
             let stop = stop.clone();
             std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
                 let client = client?;
@@ -190,7 +195,9 @@ fn load(
     stop.store(true, Ordering::Relaxed);
     let mut samples = Vec::new();
     for worker in workers {
-        let done = worker.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+        let done = worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
         samples.extend(done);
     }
     let elapsed = started.elapsed().as_secs_f64();

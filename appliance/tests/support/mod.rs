@@ -43,7 +43,10 @@ pub fn serve_with(configure: impl FnOnce(&mut RedfishConfig)) -> Served {
     };
     let running = serve::start(options).expect("start the appliance");
     let url = format!("https://{}", running.api_addr().expect("the API's address"));
-    let cert = running.api_cert_pem().expect("the API's certificate").to_string();
+    let cert = running
+        .api_cert_pem()
+        .expect("the API's certificate")
+        .to_string();
     Served {
         running,
         dir,
@@ -59,8 +62,12 @@ pub fn serve() -> Served {
 impl Served {
     /// A client without credentials.
     pub fn anonymous(&self) -> Client {
-        Client::new(&self.url, &Trust::Pinned(self.cert.clone()), Duration::from_secs(60))
-            .expect("client")
+        Client::new(
+            &self.url,
+            &Trust::Pinned(self.cert.clone()),
+            Duration::from_secs(60),
+        )
+        .expect("client")
     }
 
     /// A client with a session of `account`.
@@ -118,10 +125,19 @@ pub fn settle(client: &Client, answer: Answer) -> Answer {
     let mut answer = answer;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while answer.status == 202 {
-        assert!(std::time::Instant::now() < deadline, "the task never finished");
-        let monitor = answer.header("location").expect("a task monitor").to_string();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task never finished"
+        );
+        let monitor = answer
+            .header("location")
+            .expect("a task monitor")
+            .to_string();
         std::thread::sleep(Duration::from_millis(50));
-        let path = monitor.strip_prefix(client.base()).unwrap_or(&monitor).to_string();
+        let path = monitor
+            .strip_prefix(client.base())
+            .unwrap_or(&monitor)
+            .to_string();
         answer = client.get(&path).expect("task monitor");
     }
     answer

@@ -294,11 +294,7 @@ pub async fn login(service: &Arc<Service>, asked: &Asked) -> Result<Response<Bod
         .insert(id.clone(), Instant::now());
     info!(account = %name, session = %id, "logged in");
     let state = service.context.core.state();
-    let lens = Lens {
-        state: &state,
-        principal: Some(&principal),
-        service,
-    };
+    let lens = Lens::new(&state, Some(&principal), service);
     let mut value = resources::session(&lens, &id).unwrap_or(Value::Null);
     if principal.password_change_required {
         value["@Message.ExtendedInfo"] =

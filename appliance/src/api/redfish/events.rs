@@ -146,11 +146,7 @@ async fn feed(
                 after = logged.sequence;
                 let frame = {
                     let state = service.context.core.state();
-                    let lens = Lens {
-                        state: &state,
-                        principal: Some(&principal),
-                        service: &service,
-                    };
+                    let lens = Lens::new(&state, Some(&principal), &service);
                     sees_event(&lens, &logged.event).then(|| {
                         let payload = event_payload(&lens, &logged, "");
                         format!("id: {}\ndata: {}\n\n", logged.sequence, payload)
@@ -224,11 +220,7 @@ fn push(service: &Arc<Service>, events: &[Logged]) {
             .accounts
             .get(&subscription.account)
             .map(|a| super::auth::principal_of(a, None));
-        let lens = Lens {
-            state: &state,
-            principal: principal.as_ref(),
-            service,
-        };
+        let lens = Lens::new(&state, principal.as_ref(), service);
         for logged in events.iter().filter(|l| sees_event(&lens, &l.event)) {
             let payload = event_payload(&lens, logged, &subscription.context);
             deliver(service, subscription.destination.clone(), payload);

@@ -398,7 +398,11 @@ async fn pipeline(
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > BODY_BYTES_MAX) {
         // Refused before a byte of it is read.
-        return Err(RfError::new(StatusCode::PAYLOAD_TOO_LARGE, PAYLOAD_TOO_LARGE, &[]));
+        return Err(RfError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            PAYLOAD_TOO_LARGE,
+            &[],
+        ));
     }
     let body = match Limited::new(incoming, BODY_BYTES_MAX).collect().await {
         Ok(collected) => collected.to_bytes(),

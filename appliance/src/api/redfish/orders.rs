@@ -163,11 +163,7 @@ pub async fn write(
 /// The resource as it is now (for ETags), or 404.
 fn current(service: &Service, principal: &Principal, asked: &Asked) -> Result<Built, RfError> {
     let state = service.context.core.state();
-    let lens = Lens {
-        state: &state,
-        principal: Some(principal),
-        service,
-    };
+    let lens = Lens::new(&state, Some(principal), service);
     resources::build(&lens, &asked.route, &asked.path)
 }
 
@@ -185,11 +181,7 @@ fn located(status: StatusCode, location: &str, body: Option<&Value>) -> Response
 /// The system's resource as the principal sees it.
 fn system_body(service: &Service, principal: &Principal, name: &str) -> Option<Value> {
     let state = service.context.core.state();
-    let lens = Lens {
-        state: &state,
-        principal: Some(principal),
-        service,
-    };
+    let lens = Lens::new(&state, Some(principal), service);
     let system = lens.system(name)?;
     Some(resources::system_resource(&lens, system))
 }
@@ -267,11 +259,7 @@ pub async fn task_monitor(
 ) -> Result<Response<Body>, RfError> {
     let op = OperationId(op);
     let state = service.context.core.state();
-    let lens = Lens {
-        state: &state,
-        principal: Some(principal),
-        service,
-    };
+    let lens = Lens::new(&state, Some(principal), service);
     let Some(operation) = state
         .operation(op)
         .filter(|o| lens.system(&o.system).is_some() || principal.scope.is_none())
@@ -487,11 +475,7 @@ async fn system_action(
 ) -> Result<Response<Body>, RfError> {
     let body = json_body(asked)?;
     let state = service.context.core.state();
-    let lens = Lens {
-        state: &state,
-        principal: Some(principal),
-        service,
-    };
+    let lens = Lens::new(&state, Some(principal), service);
     let Some(system) = lens.system(name) else {
         return Err(RfError::not_found(&system_uri(name)));
     };
@@ -805,8 +789,10 @@ async fn create_account(
     let body = json_body(asked)?;
     let object = body.as_object().cloned().unwrap_or_default();
     for key in object.keys().filter(|k| {
-        !matches!(k.as_str(), "UserName" | "Password" | "RoleId" | "Enabled" | "Oem")
-            && !k.starts_with('@')
+        !matches!(
+            k.as_str(),
+            "UserName" | "Password" | "RoleId" | "Enabled" | "Oem"
+        ) && !k.starts_with('@')
     }) {
         return Err(RfError::bad_request(PROPERTY_UNKNOWN, &[key]));
     }
@@ -849,11 +835,7 @@ async fn create_account(
         carry_out(service, principal, order(verb, None)).await?;
     }
     let state = service.context.core.state();
-    let lens = Lens {
-        state: &state,
-        principal: Some(principal),
-        service,
-    };
+    let lens = Lens::new(&state, Some(principal), service);
     let body =
         resources::visible_account(&lens, name).map(|a| resources::account_resource(&lens, a));
     Ok(located(
@@ -935,11 +917,7 @@ async fn patch_account(
         .unwrap_or_else(|e| e.into_inner())
         .clear();
     let state = service.context.core.state();
-    let lens = Lens {
-        state: &state,
-        principal: Some(principal),
-        service,
-    };
+    let lens = Lens::new(&state, Some(principal), service);
     let mut body = resources::visible_account(&lens, name)
         .map(|a| resources::account_resource(&lens, a))
         .unwrap_or_else(|| json!({}));
@@ -990,11 +968,7 @@ async fn account_action(
     json_body(asked)?;
     may_change_account(principal, name)?;
     let state = service.context.core.state();
-    let lens = Lens {
-        state: &state,
-        principal: Some(principal),
-        service,
-    };
+    let lens = Lens::new(&state, Some(principal), service);
     if resources::visible_account(&lens, name).is_none() {
         return Err(RfError::not_found(&account_uri(name)));
     }
@@ -1090,11 +1064,7 @@ async fn create_subscription(
     .await?;
     let location = crate::api::redfish::routes::uri(&format!("EventService/Subscriptions/{id}"));
     let state = service.context.core.state();
-    let lens = Lens {
-        state: &state,
-        principal: Some(principal),
-        service,
-    };
+    let lens = Lens::new(&state, Some(principal), service);
     let body = resources::build(&lens, &Route::Subscription(id), &location)
         .ok()
         .map(|b| b.value);

@@ -182,7 +182,19 @@ pub(crate) struct Lens<'a> {
     pub service: &'a Service,
 }
 
-impl Lens<'_> {
+impl<'a> Lens<'a> {
+    pub fn new(
+        state: &'a State,
+        principal: Option<&'a Principal>,
+        service: &'a Service,
+    ) -> Lens<'a> {
+        Lens {
+            state,
+            principal,
+            service,
+        }
+    }
+
     fn scope(&self) -> Option<&crate::model::TenantName> {
         self.principal.and_then(|p| p.scope.as_ref())
     }
@@ -1674,11 +1686,7 @@ pub(crate) fn get(
     asked: &Asked,
 ) -> Result<Response<Body>, RfError> {
     let state = service.context.core.state();
-    let lens = Lens {
-        state: &state,
-        principal,
-        service,
-    };
+    let lens = Lens::new(&state, principal, service);
     let mut built = match &asked.route {
         Route::LogEntries => {
             let skip = asked.query.skip.unwrap_or(0);

@@ -12,13 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use appliance::api::client::{Answer, Client, Trust};
-use appliance::api::control::{decode_answer, encode_request};
-use appliance::api::{ApiError, Reply, Request};
+use appliance::api::{Reply, Request};
 
 /// How long one request may take (a compose waits for the hardware).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(150);
-/// Where requests go over HTTPS.
-pub const REQUESTS_PATH: &str = "/redfish/v1/Oem/Appliance/Requests";
 const SSE_PATH: &str = "/redfish/v1/EventService/SSE";
 
 /// What `ctl login` keeps (mode 0600): the URL, whom it trusted, and the session.
@@ -126,17 +123,9 @@ fn same_url(a: &str, b: &str) -> bool {
 
 /// Sends one request over HTTPS: the reply, or the appliance's error as `Message (MessageId)`.
 pub fn call(client: &Client, request: &Request) -> anyhow::Result<Result<Reply, RemoteError>> {
-    let body: Value = serde_json::from_str(&encode_request(request))?;
-    let answer = client.post(REQUESTS_PATH, &body)?;
-    if answer.status == 200 {
-        let text = String::from_utf8_lossy(&answer.body);
-        return match decode_answer(&text) {
-            Ok(Ok(reply)) => Ok(Ok(reply)),
-            Ok(Err(error)) => Ok(Err(RemoteError::from_api(&error))),
-            Err(e) => bail!("the appliance's answer is not a reply: {e}"),
-        };
-    }
-    Ok(Err(RemoteError::of(&answer)))
+    Ok(client
+        .request(request)?
+        .map_err(|answer| RemoteError::of(&answer)))
 }
 
 /// An error answer of the API.
@@ -170,25 +159,14 @@ impl RemoteError {
             body,
         }
     }
-
-    fn from_api(error: &ApiError) -> RemoteError {
-        RemoteError {
-            status: 0,
-            message: error.message.clone(),
-            message_id: error.code.name().to_string(),
-            body: serde_json::json!({ "error": error }),
-        }
-    }
 }
 
 impl std::fmt::Display for RemoteError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.message)?;
-        match (self.message_id.is_empty(), self.status) {
-            (true, 0) => Ok(()),
-            (true, status) => write!(f, " (HTTP {status})"),
-            (false, 0) => write!(f, " ({})", self.message_id),
-            (false, status) => write!(f, " ({}, HTTP {status})", self.message_id),
+        match self.message_id.is_empty() {
+            true => write!(f, " (HTTP {})", self.status),
+            false => write!(f, " ({}, HTTP {})", self.message_id, self.status),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Building the QEMU command line of the appliance VM: q35 with native-hotplug root ports (one per
-//! fabric port), a virtual IOMMU, the data disk, the management NIC with the control port
+//! fabric port), a virtual IOMMU, the data disk, the management NIC with the API's HTTPS port
 //! forwarded, the i6300esb watchdog, the serial console, QMP, the fabric's virtio-serial link and
 //! the backends of the pool devices (hot-added later by the switch).
 //!
@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use crate::topology::{BenchDevice, BenchTopology, DeviceKind};
 
-/// Guest TCP port of the control interface.
-pub const CONTROL_PORT_GUEST: u16 = 7780;
+/// Guest TCP port of the appliance's HTTPS API (Redfish).
+pub const API_PORT_GUEST: u16 = 443;
 /// MAC of the management NIC.
 pub const MGMT_MAC: &str = "52:54:00:12:34:56";
 /// Serial of the data disk, as PID 1 looks for it.
@@ -76,7 +76,8 @@ pub struct CommandSpec<'a> {
     pub accel: Accel,
     pub memory_mib: u32,
     pub cpus: u32,
-    pub control_port_host: u16,
+    /// The host's 127.0.0.1 port forwarded to the guest's API port.
+    pub api_port_host: u16,
 }
 
 /// QEMU's id of the root port behind fabric port `port`.
@@ -115,7 +116,7 @@ pub fn build(spec: &CommandSpec<'_>) -> Vec<String> {
     args.extend(boot_args(spec));
     args.extend(root_port_args(spec.topology));
     args.extend(fixed_device_args(spec));
-    args.extend(control_args(spec));
+    args.extend(monitor_args(spec));
     for device in &spec.topology.devices {
         args.extend(pool_backend_args(device, spec.paths));
     }
@@ -125,7 +126,10 @@ pub fn build(spec: &CommandSpec<'_>) -> Vec<String> {
 fn machine_args(spec: &CommandSpec<'_>) -> Vec<String> {
     let (accel, cpu) = match spec.accel {
         Accel::Kvm => ("kvm", "host"),
-        Accel::Tcg => ("tcg", "qemu64"),
+        // RDRAND, as every server CPU has: the kernel's random pool is ready at boot instead of
+        // after minutes of jitter collection under TCG (the appliance's TLS and sessions wait
+        // for it).
+        Accel::Tcg => ("tcg", "qemu64,+rdrand"),
     };
     strings(&[
         "-machine",
@@ -191,8 +195,8 @@ fn fixed_device_args(spec: &CommandSpec<'_>) -> Vec<String> {
         &format!("virtio-blk-pci,drive=data,serial={DATA_DISK_SERIAL}"),
         "-netdev",
         &format!(
-            "user,id=mgmt,net=10.0.2.0/24,host=10.0.2.2,hostfwd=tcp:127.0.0.1:{}-:{CONTROL_PORT_GUEST}",
-            spec.control_port_host
+            "user,id=mgmt,net=10.0.2.0/24,host=10.0.2.2,hostfwd=tcp:127.0.0.1:{}-:{API_PORT_GUEST}",
+            spec.api_port_host
         ),
         "-device",
         &format!("virtio-net-pci,netdev=mgmt,mac={MGMT_MAC}"),
@@ -207,7 +211,7 @@ fn fixed_device_args(spec: &CommandSpec<'_>) -> Vec<String> {
     ])
 }
 
-fn control_args(spec: &CommandSpec<'_>) -> Vec<String> {
+fn monitor_args(spec: &CommandSpec<'_>) -> Vec<String> {
     let mut args = strings(&[
         "-chardev",
         &format!("socket,id=qmp0,path={}", spec.paths.qmp.display()),
@@ -274,7 +278,7 @@ mod tests {
             accel,
             memory_mib: 1024,
             cpus: 2,
-            control_port_host: 40123,
+            api_port_host: 40123,
         };
         build(&spec)
     }
@@ -337,7 +341,7 @@ mod tests {
         assert!(value_after(&args, "-device", "serial=appliance-data").is_some());
         let netdev = value_after(&args, "-netdev", "id=mgmt").unwrap();
         assert!(
-            netdev.contains("hostfwd=tcp:127.0.0.1:40123-:7780"),
+            netdev.contains("hostfwd=tcp:127.0.0.1:40123-:443"),
             "{netdev}"
         );
         assert!(value_after(&args, "-device", "mac=52:54:00:12:34:56").is_some());

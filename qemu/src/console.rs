@@ -205,12 +205,12 @@ mod tests {
         let (mut guest, ours) = UnixStream::pair().unwrap();
         let console = Console::capture(ours, &log).unwrap();
         guest
-            .write_all(b"[    0.1] booting\r\nAPPLIANCE READY control=0.0.0.0:7780\r\npartial")
+            .write_all(b"[    0.1] booting\r\nAPPLIANCE READY api=https://0.0.0.0:443\r\npartial")
             .unwrap();
         let line = console
             .wait_for("APPLIANCE READY", Duration::from_secs(5))
             .unwrap();
-        assert_eq!(line, "APPLIANCE READY control=0.0.0.0:7780");
+        assert_eq!(line, "APPLIANCE READY api=https://0.0.0.0:443");
         let (at, _) = console
             .wait_for_after(0, "booting", Duration::from_secs(5))
             .unwrap();

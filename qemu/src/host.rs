@@ -53,6 +53,11 @@ fn is_root() -> bool {
 
 /// Returns the emulator's path, installing `qemu-system-x86` with apt-get when missing and root.
 pub fn ensure_qemu() -> Result<PathBuf, HostError> {
+    // Tests of one binary call this at once; two apt-get runs would fight over dpkg's lock.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALLING
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
     if let Some(found) = find_qemu() {
         return Ok(found);
     }

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use qemu::control::ControlLink;
-use qemu::{BenchTopology, ConsoleMode, ReadyLine, Vm, VmOptions};
+use qemu::{Api, BenchTopology, ConsoleMode, ReadyLine, Vm, VmOptions};
 use serde_json::json;
 
 /// How long a boot may take to reach the ready line under TCG.
@@ -142,12 +141,12 @@ fn up(
     };
     let mut vm = Vm::launch(options)?;
     eprintln!(
-        "appliance VM: pid {} accel {:?}; control {}; QMP {}",
+        "appliance VM: pid {} accel {:?}; QMP {}",
         vm.pid(),
         vm.accel(),
-        vm.control_addr(),
         vm.paths().qmp.display()
     );
+    let next = what_to_type_next(&vm, headless);
     if headless {
         eprintln!("console log: {}", vm.paths().console_log.display());
         let ready = vm.console().wait_for(
@@ -155,10 +154,64 @@ fn up(
             Duration::from_millis(BOOT_TIMEOUT_MS),
         )?;
         println!("{ready}");
+        announce(&vm, &next);
+    } else {
+        // QEMU owns the terminal and the bench cannot read the console: the API answering a
+        // login is the sign the appliance is up (it listens just before its ready line).
+        let (url, credentials) = (vm.api_url(), vm.credentials().ok().cloned());
+        std::thread::spawn(move || {
+            let timeout = Duration::from_millis(BOOT_TIMEOUT_MS);
+            let up = credentials.map(|c| qemu::Api::login(&url, &c, timeout));
+            match up {
+                Some(Err(e)) => eprintln!("\r\nthe appliance's API did not take a login: {e}\r"),
+                _ => eprint!("\r\n{}\r\n", next.replace('\n', "\r\n")),
+            }
+        });
     }
     let status = vm.wait()?;
     eprintln!("QEMU exited: {status}");
     Ok(())
+}
+
+/// Prints what a person on the host types next.
+fn announce(vm: &Vm, next: &str) {
+    match vm.api(LOGIN_TIMEOUT) {
+        Ok(_) => eprintln!("{next}"),
+        Err(e) => eprintln!("the appliance's API did not take a login: {e}"),
+    }
+}
+
+/// The API's host URL and how to log in to it, with the files the bench provisioned.
+fn what_to_type_next(vm: &Vm, headless: bool) -> String {
+    let url = vm.api_url();
+    let credentials = match vm.credentials() {
+        Ok(credentials) => credentials,
+        Err(e) => {
+            return format!("The appliance's API (Redfish over HTTPS) on this host: {url}\n{e}")
+        }
+    };
+    let stop = match headless {
+        true => "the power button: QMP system_powerdown on the QMP socket above",
+        false => "Ctrl-A X in the console, or the power button (QMP system_powerdown)",
+    };
+    let cert = shown(&credentials.cert_file);
+    let password = shown(&credentials.password_file);
+    format!(
+        "The appliance is up. Its API (Redfish over HTTPS) on this host: {url}
+  log in:    cargo run -q --release -p appliance -- ctl --url {url} --ca-cert {cert} login --user admin --password-file {password}
+  then:      cargo run -q --release -p appliance -- ctl status   (or systems, devices, compose --help)
+  or curl:   curl --cacert {cert} -u \"admin:$(cat {password})\" {url}/redfish/v1/Systems
+  stop:      {stop}"
+    )
+}
+
+/// `path` relative to the current directory when it is under it.
+fn shown(path: &Path) -> String {
+    let here = std::env::current_dir().unwrap_or_default();
+    path.strip_prefix(&here)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 /// One boot: launches, waits for the ready line, returns the VM, the line and the time to it.
@@ -185,20 +238,23 @@ fn power_off(mut vm: Vm) -> Result<()> {
 /// Compose rounds measured; the median is reported.
 const COMPOSE_ROUNDS: usize = 10;
 
+/// How long the bench waits for the appliance's API to take a login after QEMU starts.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Compose request (with `wait`: answered once the driver is bound and the NVMe identified) to
-/// answer, through the forwarded control port; each round is decomposed again before the next.
+/// answer, through the forwarded HTTPS API; each round is decomposed again before the next.
 fn measure_compose(vm: &Vm) -> Result<Vec<u64>> {
-    let mut link = ControlLink::connect(vm.control_addr(), Duration::from_secs(30))?;
-    if let Err(e) = link.call(&json!({"order": {"create_tenant": {"name": "bench"}}})) {
+    let api = vm.api(LOGIN_TIMEOUT)?;
+    if let Err(e) = api.call(&json!({"order": {"create_tenant": {"name": "bench"}}})) {
         tracing::info!("create tenant: {e}");
     }
     let mut samples = Vec::with_capacity(COMPOSE_ROUNDS);
     for round in 0..COMPOSE_ROUNDS {
         let compose = json!({"order": {"compose": {"system": "bench-1",
             "selection": {"specific": ["nvme-0"]},
-            "create": {"tenant": "bench", "role": "workstation"}}}, "wait": true});
+            "create": {"tenant": "bench", "role": "workstation"}}}});
         let started = Instant::now();
-        let answer = link
+        let answer = api
             .call(&compose)
             .with_context(|| format!("compose round {round}"))?;
         let ms = started.elapsed().as_millis() as u64;
@@ -207,8 +263,8 @@ fn measure_compose(vm: &Vm) -> Result<Vec<u64>> {
             bail!("compose round {round} did not complete: {answer}");
         }
         samples.push(ms);
-        let decompose = json!({"order": {"decompose": {"system": "bench-1"}}, "wait": true});
-        link.call(&decompose)
+        let decompose = json!({"order": {"decompose": {"system": "bench-1"}}});
+        api.call(&decompose)
             .with_context(|| format!("decompose round {round}"))?;
     }
     Ok(samples)
@@ -216,31 +272,36 @@ fn measure_compose(vm: &Vm) -> Result<Vec<u64>> {
 
 /// Events in the journal whose replay at boot is measured.
 const REPLAY_EVENTS: u64 = 100_000;
-/// Connections that write them at once. The control server answers one request at a time per
-/// connection and the core batches concurrent callers into one append, so the number of
-/// connections is the batch size: under TCG an append's fsync dominates, and 48 connections fill
-/// about three times faster than 16 (the appliance serves at most 64 connections).
+/// Connections that write them at once, each with its own kept-alive HTTPS connection and one
+/// request in flight. The core batches concurrent callers into one append, so the number of
+/// connections is the batch size: under TCG an append's fsync dominates, and 48 connections
+/// fill about three times faster than 16.
 const FILL_CONNECTIONS: u64 = 48;
+/// Attempts of one request of the fill before it fails (a request lost with its connection is
+/// sent again on a new one).
+const FILL_ATTEMPTS: u32 = 3;
 
 /// The kernel command line of the boot whose replay is measured (see `appliance::pid1::cmdline`).
 const REPLAY_CMDLINE: &str = "appliance.snapshots=off";
 
-/// Appends about `events` events (one `create_tenant` each, pipelined over several connections)
+/// Appends about `events` events (one `create_tenant` each, over several connections at once)
 /// and returns the journal head and the time it took.
 fn fill_journal(vm: &Vm, events: u64) -> Result<(u64, u64)> {
+    let api = vm.api(LOGIN_TIMEOUT)?;
     let started = Instant::now();
     let per_connection = events.div_ceil(FILL_CONNECTIONS);
-    let addr = vm.control_addr();
     let workers: Vec<_> = (0..FILL_CONNECTIONS)
-        .map(|c| std::thread::spawn(move || fill_one(addr, c, per_connection)))
+        .map(|c| {
+            let api = api.fork();
+            std::thread::spawn(move || fill_one(api?, c, per_connection))
+        })
         .collect();
     for worker in workers {
         worker
             .join()
             .map_err(|_| anyhow::anyhow!("a journal-filling thread panicked"))??;
     }
-    let mut link = ControlLink::connect(addr, Duration::from_secs(30))?;
-    let status = link.call(&json!({"query": "status"}))?;
+    let status = api.call(&json!({"query": "status"}))?;
     let head = status["status"]["journal_head"]
         .as_u64()
         .context("status has journal_head")?;
@@ -249,24 +310,33 @@ fn fill_journal(vm: &Vm, events: u64) -> Result<(u64, u64)> {
     Ok((head, ms))
 }
 
-fn fill_one(addr: std::net::SocketAddr, connection: u64, count: u64) -> Result<()> {
-    let mut link = ControlLink::connect(addr, Duration::from_secs(30))?;
-    let requests = (0..count)
-        .map(|i| json!({"order": {"create_tenant": {"name": format!("fill-{connection}-{i}")}}}))
-        .collect();
-    link.pipeline(requests, |answer| {
-        if answer.get("accepted").is_none() {
-            bail!("create_tenant was not accepted: {answer}");
+fn fill_one(mut api: Api, connection: u64, count: u64) -> Result<()> {
+    for i in 0..count {
+        let request =
+            json!({"order": {"create_tenant": {"name": format!("fill-{connection}-{i}")}}});
+        let mut attempt = 1;
+        loop {
+            match api.call(&request) {
+                Ok(answer) if answer.get("accepted").is_some() => break,
+                Ok(answer) => bail!("create_tenant was not accepted: {answer}"),
+                // The first attempt was journaled before its connection was lost.
+                Err(qemu::ApiError::Refused { status: 409, .. }) if attempt > 1 => break,
+                Err(e @ qemu::ApiError::Transport { .. }) if attempt < FILL_ATTEMPTS => {
+                    tracing::info!(error = %e, attempt, "fill request lost; sending it again");
+                    api = api.fork()?;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 /// Where the current boot's state came from: the status report's `start` (`replay_ms`,
 /// `replay_read_ms` and `replay_apply_ms`: the reading and applying threads' busy times).
 fn start_report(vm: &Vm) -> Result<serde_json::Value> {
-    let mut link = ControlLink::connect(vm.control_addr(), Duration::from_secs(30))?;
-    let status = link.call(&json!({"query": "status"}))?;
+    let status = vm.api(LOGIN_TIMEOUT)?.call(&json!({"query": "status"}))?;
     let start = &status["status"]["start"];
     if start["replay_ms"].as_u64().is_none() {
         bail!("no start.replay_ms in {status}");
@@ -293,8 +363,6 @@ fn insert_replay_figures(
 
 /// Events of the synthetic journal whose replay is measured too.
 const SYNTH_EVENTS: u64 = 100_000;
-/// The label PID 1 looks for on its data disk (the appliance's `pid1::disk::DATA_LABEL`).
-const DATA_LABEL: &str = "appliance-data";
 
 /// Runs a host tool to its end; a failure names the command and carries its stderr.
 fn run_tool(command: &mut std::process::Command) -> Result<()> {
@@ -311,8 +379,9 @@ fn run_tool(command: &mut std::process::Command) -> Result<()> {
 }
 
 /// A second 100k-event replay, of the appliance's own kind of life: compose/decompose cycles
-/// on 16 GPUs, written on the host by `appliance journal synth` onto a fresh ext4 data disk,
-/// booted once with snapshots off. Returns that boot's start report.
+/// on 16 GPUs, written on the host by `appliance journal synth` onto a fresh ext4 data disk
+/// (with the bench's provisioning beside it), booted once with snapshots off. Returns that
+/// boot's start report.
 fn measure_synth_replay(artifacts: &image::Artifacts, run_dir: &Path) -> Result<serde_json::Value> {
     if run_dir.exists() {
         std::fs::remove_dir_all(run_dir)
@@ -329,16 +398,7 @@ fn measure_synth_replay(artifacts: &image::Artifacts, run_dir: &Path) -> Result<
         .args(["--events", &SYNTH_EVENTS.to_string()]),
     )?;
     let disk = run_dir.join("data.img");
-    std::fs::File::create(&disk)
-        .and_then(|f| f.set_len(1 << 30))
-        .with_context(|| format!("create {}", disk.display()))?;
-    let mke2fs = image::tools::find_tool("mke2fs", "e2fsprogs")?;
-    run_tool(
-        std::process::Command::new(&mke2fs)
-            .args(["-q", "-t", "ext4", "-L", DATA_LABEL, "-d"])
-            .arg(&tree)
-            .arg(&disk),
-    )?;
+    qemu::provision::create(&disk, 1 << 30, &tree)?;
     let mut options = VmOptions::new(artifacts, run_dir);
     options.data_disk = disk;
     options.extra_cmdline = REPLAY_CMDLINE.to_string();
@@ -457,7 +517,7 @@ fn bench(json: &Path) -> Result<()> {
             );
             missing.push((
                 "compose_visible_ms",
-                "the compose through the control interface failed (above)",
+                "the compose through the API failed (above)",
             ));
         }
     }

@@ -1,5 +1,5 @@
 //! The appliance's ready line on the serial console, as PID 1 prints it:
-//! `APPLIANCE READY control=0.0.0.0:7780 journal_head=<seq> replayed=<n> boot_ms=<ms>`.
+//! `APPLIANCE READY api=https://0.0.0.0:443 journal_head=<seq> replayed=<n> boot_ms=<ms>`.
 
 /// The prefix that makes a console line the ready line.
 pub const READY_PREFIX: &str = "APPLIANCE READY";
@@ -7,7 +7,8 @@ pub const READY_PREFIX: &str = "APPLIANCE READY";
 /// The fields of a ready line (absent ones are None).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ReadyLine {
-    pub control: Option<String>,
+    /// The API's URL as the guest sees it (`https://0.0.0.0:443`).
+    pub api: Option<String>,
     pub journal_head: Option<u64>,
     pub replayed: Option<u64>,
     pub boot_ms: Option<u64>,
@@ -26,7 +27,7 @@ impl ReadyLine {
                 continue;
             };
             match key {
-                "control" => ready.control = Some(value.to_string()),
+                "api" => ready.api = Some(value.to_string()),
                 "journal_head" => ready.journal_head = value.parse().ok(),
                 "replayed" => ready.replayed = value.parse().ok(),
                 "boot_ms" => ready.boot_ms = value.parse().ok(),
@@ -39,7 +40,7 @@ impl ReadyLine {
     /// A field by name, numeric or not, as text.
     pub fn field(&self, key: &str) -> Option<String> {
         match key {
-            "control" => self.control.clone(),
+            "api" => self.api.clone(),
             "journal_head" => self.journal_head.map(|v| v.to_string()),
             "replayed" => self.replayed.map(|v| v.to_string()),
             "boot_ms" => self.boot_ms.map(|v| v.to_string()),
@@ -58,9 +59,9 @@ mod tests {
 
     #[test]
     fn parses_the_agreed_fields() {
-        let line = "APPLIANCE READY control=0.0.0.0:7780 journal_head=100000 replayed=100000 boot_ms=4321 replay_ms=812";
+        let line = "APPLIANCE READY api=https://0.0.0.0:443 journal_head=100000 replayed=100000 boot_ms=4321 replay_ms=812";
         let ready = ReadyLine::parse(line).unwrap();
-        assert_eq!(ready.control.as_deref(), Some("0.0.0.0:7780"));
+        assert_eq!(ready.api.as_deref(), Some("https://0.0.0.0:443"));
         assert_eq!(ready.journal_head, Some(100_000));
         assert_eq!(ready.replayed, Some(100_000));
         assert_eq!(ready.boot_ms, Some(4321));

@@ -5,7 +5,8 @@
 //! appliance/topologies/sample.toml): TOML with `[[port]]` and `[[device]]` tables whose fields
 //! are those of `drivers::FabricPort` and `drivers::PoolDevice`. `qemu` must not depend on
 //! `appliance`, so this reader deserializes the same tables leniently (unknown keys such as
-//! `[appliance]` or `rdma` are ignored) and derives from each device's PCI class the QEMU device
+//! `rdma` are ignored), keeps `[appliance]`'s `id` and `site` for the kernel command line
+//! (`appliance.id=... appliance.site=...`, PID 1's identity), and derives from each device's PCI class the QEMU device
 //! that emulates it. The switch reports the vendor and device ids the guest will really see
 //! (QEMU's), since the host compares what it enumerates with what the switch said.
 
@@ -73,14 +74,38 @@ pub struct BenchDevice {
 pub struct BenchTopology {
     pub devices: Vec<BenchDevice>,
     pub ports: Vec<FabricPort>,
+    /// `[appliance]`'s id and site, when the file has them.
+    pub identity: Option<Identity>,
+}
+
+/// Who the appliance is: its id and site (shown by its Managers and Chassis resources).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub id: String,
+    pub site: String,
+}
+
+impl Identity {
+    /// The kernel command line that hands it to PID 1.
+    pub fn cmdline(&self) -> String {
+        format!("appliance.id={} appliance.site={}", self.id, self.site)
+    }
 }
 
 #[derive(Debug, Deserialize)]
 struct FileTables {
+    #[serde(default)]
+    appliance: Option<ApplianceTable>,
     #[serde(default, rename = "port")]
     ports: Vec<PortTable>,
     #[serde(default, rename = "device")]
     devices: Vec<DeviceTable>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApplianceTable {
+    id: String,
+    site: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,7 +167,15 @@ impl BenchTopology {
             .into_iter()
             .map(|d| device(d, file))
             .collect::<Result<_, _>>()?;
-        let topology = BenchTopology { devices, ports };
+        let identity = tables.appliance.map(|a| Identity {
+            id: a.id,
+            site: a.site,
+        });
+        let topology = BenchTopology {
+            devices,
+            ports,
+            identity,
+        };
         topology.check(file)?;
         Ok(topology)
     }
@@ -172,6 +205,24 @@ impl BenchTopology {
                 self.devices.len().to_string(),
                 "more than 255 devices",
             ));
+        }
+        if let Some(identity) = &self.identity {
+            for (what, value) in [
+                ("appliance id", &identity.id),
+                ("appliance site", &identity.site),
+            ] {
+                if value.is_empty()
+                    || !value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    return Err(invalid(
+                        what,
+                        value.clone(),
+                        "must be non-empty ASCII letters, digits, -, _ or . (it goes on the kernel command line)",
+                    ));
+                }
+            }
         }
         let mut ids = BTreeSet::new();
         let mut slots = BTreeSet::new();
@@ -409,6 +460,23 @@ mod tests {
         assert_eq!(
             (gpu.kind, gpu.pool.vendor_id, gpu.pool.serial.as_str()),
             (DeviceKind::Gpu, 0x1234, "GPU1000")
+        );
+        let identity = topology.identity.unwrap();
+        assert_eq!(
+            identity.cmdline(),
+            "appliance.id=cdi-la-01 appliance.site=los-angeles"
+        );
+    }
+
+    #[test]
+    fn an_identity_that_would_break_the_command_line_is_refused() {
+        let text = "[appliance]\nid = \"la 01\"\nsite = \"x\"\n";
+        let err = BenchTopology::parse(text, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("t.toml") && err.contains("appliance id") && err.contains("la 01"),
+            "{err}"
         );
     }
 }

@@ -1,6 +1,7 @@
-//! One appliance VM: its run directory (sockets, console log, pool disks), the QEMU process in
-//! its own process group (killed on every exit path, Drop included), and its QMP session,
-//! console and emulated fabric switch.
+//! One appliance VM: its run directory (sockets, console log, pool disks), its data disk (made
+//! and provisioned by the bench when missing, [`crate::provision`]), the QEMU process in its own
+//! process group (killed on every exit path, Drop included), and its QMP session, console,
+//! emulated fabric switch and forwarded HTTPS API.
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -13,9 +14,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::api::{Api, ApiError};
 use crate::args::{self, Accel, CommandSpec, ConsoleMode, RunPaths};
 use crate::console::{Console, ConsoleError};
 use crate::host::{self, HostError};
+use crate::provision::{self, Credentials, ProvisionError};
 use crate::qmp::{Qmp, QmpError};
 use crate::switch::Switch;
 use crate::topology::{BenchTopology, DeviceKind};
@@ -58,6 +61,12 @@ pub enum VmError {
     Console(#[from] ConsoleError),
     #[error("QEMU did not exit within {timeout_ms} ms")]
     ExitTimeout { timeout_ms: u64 },
+    #[error("provision the data disk")]
+    Provision(#[from] ProvisionError),
+    #[error("the bench did not make the data disk {disk} (no {missing} beside it), so it cannot log in to the appliance on it")]
+    NoCredentials { disk: PathBuf, missing: PathBuf },
+    #[error(transparent)]
+    Api(#[from] ApiError),
 }
 
 /// How to run a VM.
@@ -69,7 +78,8 @@ pub struct VmOptions {
     pub cmdline: String,
     /// Appended to `cmdline` (e.g. `appliance.selftest=drivers`).
     pub extra_cmdline: String,
-    /// The data disk; created blank and sparse with `data_disk_bytes` when missing.
+    /// The data disk; made by the bench (ext4, sparse, `data_disk_bytes`, with the provisioned
+    /// admin password and certificate) when missing.
     pub data_disk: PathBuf,
     pub data_disk_bytes: u64,
     pub topology: BenchTopology,
@@ -112,7 +122,9 @@ pub struct Vm {
     qmp: Arc<Qmp>,
     console: Console,
     switch: Switch,
-    control_port: u16,
+    api_port: u16,
+    credentials: Option<Credentials>,
+    data_disk: PathBuf,
     started: Instant,
     accel: Accel,
 }
@@ -130,12 +142,20 @@ impl Vm {
             tracing::info_span!("vm_launch", run_dir = %options.run_dir.display()).entered();
         let qemu = host::ensure_qemu()?;
         let paths = RunPaths::new(&options.run_dir);
-        prepare_files(&options, &paths)?;
+        let credentials = prepare_files(&options, &paths)?;
         let accel = options.accel.unwrap_or_else(|| host::probe_accel(&qemu));
-        let control_port = host::free_local_port()?;
-        let cmdline = format!("{} {}", options.cmdline, options.extra_cmdline)
-            .trim()
-            .to_string();
+        let api_port = host::free_local_port()?;
+        let identity = options
+            .topology
+            .identity
+            .as_ref()
+            .filter(|_| !options.extra_cmdline.contains("appliance.id="))
+            .map(|identity| identity.cmdline())
+            .unwrap_or_default();
+        let cmdline = format!("{} {identity} {}", options.cmdline, options.extra_cmdline)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         let spec = CommandSpec {
             kernel: &options.kernel,
             initramfs: &options.initramfs,
@@ -147,7 +167,7 @@ impl Vm {
             accel,
             memory_mib: options.memory_mib,
             cpus: options.cpus,
-            control_port_host: control_port,
+            api_port_host: api_port,
         };
         let arguments = args::build(&spec);
         let listeners = bind_listeners(&paths, options.console)?;
@@ -194,14 +214,16 @@ impl Vm {
             .child
             .take()
             .ok_or(VmError::ExitTimeout { timeout_ms: 0 })?;
-        tracing::info!(pid = child.id(), ?accel, control_port, "VM started");
+        tracing::info!(pid = child.id(), ?accel, api_port, "VM started");
         Ok(Vm {
             child,
             paths,
             qmp,
             console,
             switch,
-            control_port,
+            api_port,
+            credentials,
+            data_disk: options.data_disk.clone(),
             started,
             accel,
         })
@@ -221,9 +243,30 @@ impl Vm {
         &self.switch
     }
 
-    /// 127.0.0.1:<port> forwarded to the guest's control port 7780.
-    pub fn control_addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.control_port))
+    /// 127.0.0.1:<port> forwarded to the guest's API port 443.
+    pub fn api_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.api_port))
+    }
+
+    /// The API's URL on the host: `https://127.0.0.1:<port>` (the bench's certificate names
+    /// 127.0.0.1).
+    pub fn api_url(&self) -> String {
+        format!("https://{}", self.api_addr())
+    }
+
+    /// The admin password and certificate the bench provisioned on the data disk.
+    pub fn credentials(&self) -> Result<&Credentials, VmError> {
+        self.credentials
+            .as_ref()
+            .ok_or_else(|| VmError::NoCredentials {
+                disk: self.data_disk.clone(),
+                missing: provision::credential_files(&self.data_disk).0,
+            })
+    }
+
+    /// Logs in to the API as `admin`, waiting up to `timeout` for the appliance to listen.
+    pub fn api(&self, timeout: Duration) -> Result<Api, VmError> {
+        Ok(Api::login(&self.api_url(), self.credentials()?, timeout)?)
     }
 
     /// When QEMU was started.
@@ -379,8 +422,9 @@ fn bind_listeners(paths: &RunPaths, console: ConsoleMode) -> Result<Listeners, V
     })
 }
 
-/// Creates the run directory, the data disk and the pool's NVMe files when missing (sparse).
-fn prepare_files(options: &VmOptions, paths: &RunPaths) -> Result<(), VmError> {
+/// Creates the run directory, the data disk and the pool's NVMe files when missing (sparse);
+/// returns the data disk's credentials when the bench made it.
+fn prepare_files(options: &VmOptions, paths: &RunPaths) -> Result<Option<Credentials>, VmError> {
     let io = |operation, path: &Path| {
         let path = path.to_path_buf();
         move |source| VmError::Io {
@@ -393,7 +437,7 @@ fn prepare_files(options: &VmOptions, paths: &RunPaths) -> Result<(), VmError> {
     if let Some(parent) = options.data_disk.parent() {
         fs::create_dir_all(parent).map_err(io("create", parent))?;
     }
-    create_sparse(&options.data_disk, options.data_disk_bytes)?;
+    let credentials = provision::ensure(&options.data_disk, options.data_disk_bytes)?;
     for device in options
         .topology
         .devices
@@ -405,7 +449,7 @@ fn prepare_files(options: &VmOptions, paths: &RunPaths) -> Result<(), VmError> {
             device.pool.capacity_bytes,
         )?;
     }
-    Ok(())
+    Ok(credentials)
 }
 
 /// Creates `path` sparse with `bytes` when it does not exist; an existing file is left as is.

@@ -10,6 +10,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use appliance::api::client::{Client, Trust};
+use appliance::api::{Reply, Request};
 use qemu::ready::READY_PREFIX;
 use qemu::{ReadyLine, Vm, VmOptions};
 
@@ -129,15 +131,36 @@ pub fn wait_until<T>(
     })
 }
 
-/// A control client connected to the VM's forwarded control port (retried until it answers).
-pub fn control(vm: &Vm) -> Result<appliance::api::control::Client> {
-    let addr = vm.control_addr();
-    wait_until(Duration::from_secs(30), "the control interface", || {
-        let mut client = appliance::api::control::Client::connect(addr)?;
-        let status = appliance::api::Request::query(appliance::api::Query::Status);
-        client.call(&status)??;
-        Ok(Some(client))
-    })
+/// How long one login attempt may take: QEMU's user networking accepts a connection on the
+/// host before the guest listens, and such a connection is never answered.
+const LOGIN_ATTEMPT: Duration = Duration::from_secs(10);
+/// How long one request may take once logged in (a compose waits for the hardware).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// A client of the VM's forwarded HTTPS API, pinned to the certificate the bench provisioned
+/// and logged in as `admin` with the provisioned password (retried until the API answers).
+pub fn api(vm: &Vm) -> Result<Client> {
+    let credentials = vm.credentials()?;
+    let trust = Trust::Pinned(credentials.cert_pem.clone());
+    let url = vm.api_url();
+    let token = wait_until(Duration::from_secs(60), "the API to take a login", || {
+        let mut client = Client::new(&url, &trust, LOGIN_ATTEMPT)?;
+        let answer = client.login(&credentials.account, &credentials.admin_password, None)?;
+        match client.token() {
+            Some(token) if answer.status == 201 => Ok(Some(token.to_string())),
+            _ => bail!("login answered {}: {}", answer.status, answer.json()),
+        }
+    })?;
+    Ok(Client::new(&url, &trust, REQUEST_TIMEOUT)?.with_token(&token))
+}
+
+/// The reply to one of the appliance's requests (through `POST /redfish/v1/Oem/Appliance/
+/// Requests`); an error answer is an error naming its status and body.
+pub fn call(client: &Client, request: &Request) -> Result<Reply> {
+    match client.request(request)? {
+        Ok(reply) => Ok(reply),
+        Err(answer) => bail!("{request:?} answered {}: {}", answer.status, answer.json()),
+    }
 }
 
 /// Copies the guest's data disk (ext4) out with debugfs (no mount needed) and returns the journal

@@ -22,8 +22,8 @@ fn boots_to_ready() -> Result<()> {
         booted.ready.boot_ms
     );
     ensure!(
-        booted.ready.control.is_some(),
-        "the ready line names the control address: {:?}",
+        booted.ready.api.as_deref() == Some("https://0.0.0.0:443"),
+        "the ready line names the API: {:?}",
         booted.ready
     );
     let stages = booted
@@ -38,6 +38,26 @@ fn boots_to_ready() -> Result<()> {
         "the console shows the boot stages with their times:\n{}",
         tail(&booted.vm)
     );
+    // The topology's `[appliance]` reached PID 1 on the kernel command line: the Managers
+    // resource names the appliance and its site.
+    let client = tests::api(&booted.vm)?;
+    let (status, manager) = client.get_json("/redfish/v1/Managers/Appliance")?;
+    ensure!(
+        status == 200 && manager["Name"] == "Appliance bench at qemu",
+        "the manager names the topology's identity: {status} {manager}"
+    );
+    // Nothing answers without a login.
+    let anonymous = appliance::api::client::Client::new(
+        &booted.vm.api_url(),
+        &appliance::api::client::Trust::Pinned(booted.vm.credentials()?.cert_pem.clone()),
+        Duration::from_secs(30),
+    )?;
+    let answer = anonymous.get("/redfish/v1/Systems")?;
+    ensure!(
+        answer.status == 401,
+        "an anonymous GET of Systems: {}",
+        answer.status
+    );
     power_off(booted.vm)
 }
 
@@ -48,8 +68,8 @@ fn clean_power_off_and_boot_again_keeps_the_journal() -> Result<()> {
     let _one = one_vm_at_a_time();
     let options = options("clean_power_off")?;
     let first = boot(options.clone())?;
-    let mut client = tests::control(&first.vm)?;
-    let head = match client.call(&Request::query(Query::Status))?? {
+    let client = tests::api(&first.vm)?;
+    let head = match tests::call(&client, &Request::query(Query::Status))? {
         Reply::Status(status) => status.journal_head,
         other => anyhow::bail!("status: {other:?}"),
     };

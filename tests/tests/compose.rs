@@ -1,17 +1,20 @@
-//! End-to-end: compose an NVMe drive and a GPU stand-in through the control interface and see
-//! them hot-added, bound and identified; a clean power-off keeps and re-attaches them; a power
-//! cut in the middle of a compose loses nothing acknowledged and leaves a clean journal.
+//! End-to-end, through the appliance's HTTPS API: compose an NVMe drive and a GPU stand-in and
+//! see them hot-added, bound and identified; compose and delete a system the Redfish way
+//! (`POST /redfish/v1/Systems` with `Links.ResourceBlocks`, its task followed to the end) and
+//! see the switch attach and detach; a clean power-off keeps and re-attaches them; a power cut
+//! in the middle of a compose loses nothing acknowledged and leaves a clean journal.
 
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use appliance::api::control::Client;
+use appliance::api::client::{Answer, Client};
 use appliance::api::views::OperationState;
-use appliance::api::{ErrorCode, Meta, Query, Reply, Request};
+use appliance::api::{Meta, Query, Reply, Request};
 use appliance::decide::command::{NewSystem, Selection, Verb};
 use appliance::model::Role;
+use serde_json::{json, Value};
 use tests::{
-    boot, control, journal_copy, one_vm_at_a_time, options, power_off, tail, wait_until,
+    api, boot, call, journal_copy, one_vm_at_a_time, options, power_off, tail, wait_until,
     BOOT_TIMEOUT_MS,
 };
 
@@ -36,41 +39,75 @@ fn compose_request(wait: bool) -> Request {
     Request::order(verb, meta)
 }
 
-fn create_tenant(client: &mut Client) -> Result<()> {
+fn create_tenant(client: &Client) -> Result<()> {
     let verb = Verb::CreateTenant {
         name: "studio".into(),
     };
-    match client.call(&Request::order(verb, Meta::default()))? {
+    match client.request(&Request::order(verb, Meta::default()))? {
         Ok(Reply::Accepted(_)) => Ok(()),
-        Err(e) if e.code == ErrorCode::TenantExists => Ok(()),
-        other => bail!("create tenant: {other:?}"),
+        Err(answer)
+            if answer.status == 409 && answer.json().to_string().contains("tenant_exists") =>
+        {
+            Ok(())
+        }
+        Ok(other) => bail!("create tenant: {other:?}"),
+        Err(answer) => bail!("create tenant: {} {}", answer.status, answer.json()),
     }
 }
 
-/// The ports the switch shows `device` attached to, waiting until it is.
+/// The port the switch shows `device` attached to, if any.
+fn port_of(vm: &qemu::Vm, device: &str) -> Option<u16> {
+    let inventory = vm.fabric().inventory();
+    inventory
+        .devices
+        .iter()
+        .find(|d| d.id == device)
+        .and_then(|d| d.attached_port)
+}
+
+/// The port the switch shows `device` attached to, waiting until it is.
 fn attached_port(vm: &qemu::Vm, device: &str) -> Result<u16> {
     wait_until(
         Duration::from_millis(BOOT_TIMEOUT_MS),
         &format!("{device} attached at the switch"),
-        || {
-            let inventory = vm.fabric().inventory();
-            Ok(inventory
-                .devices
-                .iter()
-                .find(|d| d.id == device)
-                .and_then(|d| d.attached_port))
-        },
+        || Ok(port_of(vm, device)),
     )
 }
 
 /// The system's devices as the appliance reports them.
-fn system_devices(client: &mut Client) -> Result<Vec<String>> {
-    match client.call(&Request::query(Query::System {
-        name: SYSTEM.into(),
-    }))? {
-        Ok(Reply::System(system)) => Ok(system.devices.iter().map(|d| d.id.to_string()).collect()),
+fn system_devices(client: &Client) -> Result<Vec<String>> {
+    match call(
+        client,
+        &Request::query(Query::System {
+            name: SYSTEM.into(),
+        }),
+    )? {
+        Reply::System(system) => Ok(system.devices.iter().map(|d| d.id.to_string()).collect()),
         other => bail!("show system {SYSTEM}: {other:?}"),
     }
+}
+
+/// Follows a 202's task monitor until the task answers something else.
+fn settle(client: &Client, mut answer: Answer) -> Result<Answer> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(BOOT_TIMEOUT_MS);
+    while answer.status == 202 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the task never finished: {}",
+            answer.json()
+        );
+        let monitor = answer
+            .header("location")
+            .context("a 202 names its task monitor")?
+            .to_string();
+        std::thread::sleep(Duration::from_millis(200));
+        answer = client.get(monitor.strip_prefix(client.base()).unwrap_or(&monitor))?;
+    }
+    Ok(answer)
+}
+
+fn block(device: &str) -> Value {
+    json!({"@odata.id": format!("/redfish/v1/CompositionService/ResourceBlocks/{device}")})
 }
 
 /// Test 2, compose: in the guest the slots power on, nvme and vfio-pci bind, and the NVMe's identify
@@ -79,12 +116,13 @@ fn system_devices(client: &mut Client) -> Result<Vec<String>> {
 fn compose_nvme_and_gpu() -> Result<()> {
     let _one = one_vm_at_a_time();
     let booted = boot(options("compose")?)?;
-    let mut client = control(&booted.vm)?;
-    create_tenant(&mut client)?;
+    let client = api(&booted.vm)?;
+    create_tenant(&client)?;
     let started = std::time::Instant::now();
-    let response = client.call(&compose_request(true))?;
-    let Ok(Reply::Accepted(accepted)) = response else {
-        bail!("compose refused: {response:?}\n{}", tail(&booted.vm))
+    let response = call(&client, &compose_request(true))
+        .with_context(|| format!("compose; console:\n{}", tail(&booted.vm)))?;
+    let Reply::Accepted(accepted) = response else {
+        bail!("compose answered: {response:?}")
     };
     let operation = accepted
         .operation
@@ -119,13 +157,95 @@ fn compose_nvme_and_gpu() -> Result<()> {
         record.serial
     );
     ensure!(nvme_port > 0, "a real port");
-    let mut devices = system_devices(&mut client)?;
+    let mut devices = system_devices(&client)?;
     devices.sort();
     ensure!(
         devices == ["gpu-0", "nvme-0"],
         "system devices: {devices:?}"
     );
+    redfish_compose_and_delete(&booted.vm, &client)?;
     power_off(booted.vm)
+}
+
+/// The Redfish way, as sushy or Ansible would do it: `POST /redfish/v1/Systems` with the other
+/// NVMe drive's resource block, the 202's task followed to a 201; the switch attaches the drive
+/// and QEMU shows it on its root port; the ResourceBlock says Composed; `DELETE` gives it back
+/// (the switch detaches it, the block is Unused); the journal's history names `admin`.
+fn redfish_compose_and_delete(vm: &qemu::Vm, client: &Client) -> Result<()> {
+    let body = json!({"Name": "rn-1", "Links": {"ResourceBlocks": [block("nvme-1")]}});
+    let answer = settle(client, client.post("/redfish/v1/Systems", &body)?)?;
+    ensure!(
+        answer.status == 201 && answer.header("location") == Some("/redfish/v1/Systems/rn-1"),
+        "Redfish compose: {} {:?} {}; console:\n{}",
+        answer.status,
+        answer.header("location"),
+        answer.json(),
+        tail(vm)
+    );
+    let port = attached_port(vm, "nvme-1")?;
+    let path = format!(
+        "/machine/peripheral/{}",
+        qemu::args::pool_device_id("nvme-1")
+    );
+    let serial = vm.qmp().qom_get(&path, "serial")?;
+    ensure!(
+        serial == json!("POOLNVME0001"),
+        "QEMU has nvme-1 on port {port} with the pool's serial: {serial}"
+    );
+    let (_, block) = client.get_json("/redfish/v1/CompositionService/ResourceBlocks/nvme-1")?;
+    ensure!(
+        block["CompositionStatus"]["CompositionState"] == "Composed",
+        "nvme-1's block: {block}"
+    );
+    let (_, system) = client.get_json("/redfish/v1/Systems/rn-1")?;
+    ensure!(
+        system["SystemType"] == "Composed"
+            && system["Links"]["ResourceBlocks"][0]["@odata.id"]
+                == "/redfish/v1/CompositionService/ResourceBlocks/nvme-1",
+        "the composed system: {system}"
+    );
+    let answer = settle(client, client.delete("/redfish/v1/Systems/rn-1")?)?;
+    ensure!(
+        answer.status == 200 || answer.status == 204,
+        "Redfish delete: {} {}",
+        answer.status,
+        answer.json()
+    );
+    wait_until(
+        Duration::from_millis(BOOT_TIMEOUT_MS),
+        "nvme-1 detached at the switch",
+        || Ok(port_of(vm, "nvme-1").is_none().then_some(())),
+    )?;
+    let (status, _) = client.get_json("/redfish/v1/Systems/rn-1")?;
+    ensure!(status == 404, "the deleted system answers {status}");
+    let (_, block) = client.get_json("/redfish/v1/CompositionService/ResourceBlocks/nvme-1")?;
+    ensure!(
+        block["CompositionStatus"]["CompositionState"] == "Unused",
+        "nvme-1's block after the delete: {block}"
+    );
+    let history = call(
+        client,
+        &Request::query(Query::History {
+            of: appliance::api::HistoryOf::System("rn-1".into()),
+            limit: None,
+        }),
+    )?;
+    let Reply::History(entries) = history else {
+        bail!("history of rn-1: {history:?}")
+    };
+    let compose = entries
+        .iter()
+        .find(|e| e.kind == "compose_requested")
+        .with_context(|| format!("a compose in rn-1's history: {entries:?}"))?;
+    let by = compose
+        .by
+        .as_ref()
+        .context("the compose names who made it")?;
+    ensure!(
+        by.account.as_deref() == Some("admin") && by.door == appliance::model::Door::Api,
+        "rn-1 was composed by admin through the API: {by:?}"
+    );
+    Ok(())
 }
 
 /// Test 3, clean power-off and boot again: same system, devices and journal head; the devices are
@@ -135,15 +255,15 @@ fn clean_power_off_keeps_and_reattaches_the_system() -> Result<()> {
     let _one = one_vm_at_a_time();
     let options = options("power_off_reattach")?;
     let first = boot(options.clone())?;
-    let mut client = control(&first.vm)?;
-    create_tenant(&mut client)?;
-    let response = client.call(&compose_request(true))?;
+    let client = api(&first.vm)?;
+    create_tenant(&client)?;
+    let response = call(&client, &compose_request(true))?;
     ensure!(
-        matches!(response, Ok(Reply::Accepted(_))),
+        matches!(response, Reply::Accepted(_)),
         "compose: {response:?}"
     );
-    let head = match client.call(&Request::query(Query::Status))? {
-        Ok(Reply::Status(status)) => status.journal_head,
+    let head = match call(&client, &Request::query(Query::Status))? {
+        Reply::Status(status) => status.journal_head,
         other => bail!("status: {other:?}"),
     };
     drop(client);
@@ -154,8 +274,8 @@ fn clean_power_off_keeps_and_reattaches_the_system() -> Result<()> {
         "journal head {:?} after, {head} before",
         second.ready.journal_head
     );
-    let mut client = control(&second.vm)?;
-    let mut devices = system_devices(&mut client)?;
+    let client = api(&second.vm)?;
+    let mut devices = system_devices(&client)?;
     devices.sort();
     ensure!(
         devices == ["gpu-0", "nvme-0"],
@@ -173,11 +293,11 @@ fn power_cut_mid_compose_loses_nothing_acknowledged() -> Result<()> {
     let _one = one_vm_at_a_time();
     let options = options("power_cut")?;
     let mut first = boot(options.clone())?;
-    let mut client = control(&first.vm)?;
-    create_tenant(&mut client)?;
-    let response = client.call(&compose_request(false))?;
-    let Ok(Reply::Accepted(accepted)) = response else {
-        bail!("compose refused: {response:?}")
+    let client = api(&first.vm)?;
+    create_tenant(&client)?;
+    let response = call(&client, &compose_request(false))?;
+    let Reply::Accepted(accepted) = response else {
+        bail!("compose answered: {response:?}")
     };
     let op = accepted.op.context("the compose has an operation id")?;
     first.vm.kill();
@@ -189,12 +309,12 @@ fn power_cut_mid_compose_loses_nothing_acknowledged() -> Result<()> {
         accepted.sequence,
         second.ready.journal_head
     );
-    let mut client = control(&second.vm)?;
+    let client = api(&second.vm)?;
     let outcome = wait_until(
         Duration::from_millis(BOOT_TIMEOUT_MS),
         "the interrupted compose's outcome",
-        || match client.call(&Request::query(Query::Operation { op }))? {
-            Ok(Reply::Operation(operation)) => {
+        || match call(&client, &Request::query(Query::Operation { op }))? {
+            Reply::Operation(operation) => {
                 Ok((operation.state != OperationState::Pending).then_some(operation.state))
             }
             other => bail!("show operation {op}: {other:?}"),

@@ -7,6 +7,12 @@ use std::time::Duration;
 use serde_json::Value;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
+use crate::api::control::{decode_answer, encode_request};
+use crate::api::{Reply, Request};
+
+/// Where the appliance's own requests (the CLI's vocabulary) go over HTTPS.
+pub const REQUESTS_PATH: &str = "/redfish/v1/Oem/Appliance/Requests";
+
 /// Whose certificates a client accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trust {
@@ -292,6 +298,26 @@ impl Client {
             .limit(u64::MAX)
             .reader();
         Ok((status, Ok(Box::new(std::io::BufReader::new(reader)))))
+    }
+
+    /// Sends one of the appliance's requests to `POST REQUESTS_PATH`: its reply, or the error
+    /// answer (any status but 200, a Redfish error body naming the MessageId).
+    pub fn request(&self, request: &Request) -> Result<Result<Reply, Answer>, ClientError> {
+        let body: Value = serde_json::from_str(&encode_request(request)).unwrap_or_default();
+        let answer = self.post(REQUESTS_PATH, &body)?;
+        if answer.status != 200 {
+            return Ok(Err(answer));
+        }
+        let not_a_reply = |reason: String| ClientError::NotJson {
+            method: "POST",
+            url: format!("{}{REQUESTS_PATH}", self.base),
+            reason,
+        };
+        match decode_answer(&String::from_utf8_lossy(&answer.body)) {
+            Ok(Ok(reply)) => Ok(Ok(reply)),
+            Ok(Err(error)) => Err(not_a_reply(format!("an error with status 200: {error:?}"))),
+            Err(e) => Err(not_a_reply(e.to_string())),
+        }
     }
 
     /// GET, expecting 200 and JSON.

@@ -107,6 +107,7 @@ pub fn main() -> ! {
     stage("modules", load_modules);
     stage("network", configure_network);
     let data = stage("data-disk", prepare_data_disk);
+    stage("random", wait_for_random);
     let watchdog = stage("watchdog", || match flags.selftest {
         // The drivers' self-test opens /dev/watchdog itself; it is single-open.
         Some(_) => (None, "left to the self-test".into()),
@@ -118,6 +119,24 @@ pub fn main() -> ! {
         data,
         watchdog,
     })
+}
+
+/// Waits, saying so, until the kernel's random pool is initialized: the service's TLS keys,
+/// session tokens and password salts come from it, and `getrandom(2)` would otherwise block the
+/// service's start without a word (under QEMU's TCG with a CPU model lacking RDRAND, for
+/// minutes). Before the watchdog is armed, which nobody would feed meanwhile.
+fn wait_for_random() -> ((), String) {
+    match sys::random_ready() {
+        Ok(true) => ((), "kernel random pool initialized".into()),
+        Ok(false) => {
+            say("APPLIANCE BOOT waiting for the kernel's random pool (TLS keys, sessions and password salts need it; a CPU with RDRAND or a virtio-rng device fills it at boot)");
+            match sys::wait_random() {
+                Ok(()) => ((), "kernel random pool initialized after a wait".into()),
+                Err(e) => ((), format!("waiting on /dev/random failed: {e}")),
+            }
+        }
+        Err(e) => ((), format!("/dev/random could not be checked: {e}")),
+    }
 }
 
 /// The kernel's console log level while PID 1 runs: only errors and worse (levels 0 to 3) reach

@@ -82,6 +82,28 @@ pub fn uptime_ms() -> Option<u64> {
     Some((secs * 1000.0) as u64)
 }
 
+/// Whether the kernel's random pool is initialized: until it is, a non-blocking read of
+/// `/dev/random` answers `EAGAIN` (Linux 5.6 and later), and `getrandom(2)` blocks.
+pub fn random_ready() -> std::io::Result<bool> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut random = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/random")?;
+    match random.read(&mut [0u8; 1]) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Blocks until the kernel's random pool is initialized (a blocking read of `/dev/random`).
+pub fn wait_random() -> std::io::Result<()> {
+    use std::io::Read;
+    fs::File::open("/dev/random")?.read_exact(&mut [0u8; 1])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

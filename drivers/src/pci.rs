@@ -81,12 +81,13 @@ pub enum DeviceRole {
     Nvme,
     Ethernet,
     Infiniband,
+    /// Storage HBAs: SCSI, RAID, SAS and Fibre Channel controllers.
     Sas,
     Other,
 }
 
 /// Classifies a class code (display 0x03xx, NVMe 0x010802, Ethernet 0x0200, InfiniBand 0x0207,
-/// SAS 0x0107).
+/// storage HBAs 0x0100 / 0x0104 / 0x0107 / 0x0c04).
 pub fn classify(class: ClassCode) -> DeviceRole {
     if class.is_display() {
         DeviceRole::Display
@@ -96,7 +97,7 @@ pub fn classify(class: ClassCode) -> DeviceRole {
         DeviceRole::Ethernet
     } else if class.is_infiniband() {
         DeviceRole::Infiniband
-    } else if class.is_sas() {
+    } else if class.is_storage_hba() {
         DeviceRole::Sas
     } else {
         DeviceRole::Other

@@ -104,6 +104,10 @@ fn classifies_class_codes() {
         (0x020000, DeviceRole::Ethernet),
         (0x020700, DeviceRole::Infiniband),
         (0x010700, DeviceRole::Sas),
+        (0x010000, DeviceRole::Sas),
+        (0x010400, DeviceRole::Sas),
+        (0x0c0400, DeviceRole::Sas),
+        (0x010600, DeviceRole::Other),
         (0x060400, DeviceRole::Other),
     ];
     for (class, role) in cases {

@@ -296,7 +296,7 @@ fn device(table: DeviceTable, file: &str) -> Result<BenchDevice, TopologyError> 
         DeviceKind::Gpu
     } else if class.is_ethernet() || class.is_infiniband() {
         DeviceKind::Nic
-    } else if class.is_sas() {
+    } else if class.is_storage_hba() {
         DeviceKind::Hba
     } else {
         return Err(TopologyError::Invalid {

@@ -18,7 +18,7 @@ pub fn kind_of(class: ClassCode) -> DeviceKind {
         DeviceKind::Nvme
     } else if class.is_ethernet() || class.is_infiniband() {
         DeviceKind::Nic
-    } else if class.is_sas() {
+    } else if class.is_storage_hba() {
         DeviceKind::Hba
     } else {
         DeviceKind::Other
@@ -138,5 +138,31 @@ pub fn bind_failure(device: &DeviceId, driver: &DriverChoice, error: &HostError)
             driver,
             reason,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pci_classes_become_kinds() {
+        let cases = [
+            (0x030000, DeviceKind::Gpu),
+            (0x038000, DeviceKind::Gpu),
+            (0x010802, DeviceKind::Nvme),
+            (0x020000, DeviceKind::Nic),
+            (0x020700, DeviceKind::Nic),
+            // QEMU's mptsas1068, the bench's HBA, is a SCSI controller.
+            (0x010000, DeviceKind::Hba),
+            (0x010400, DeviceKind::Hba),
+            (0x010700, DeviceKind::Hba),
+            (0x0c0400, DeviceKind::Hba),
+            (0x010601, DeviceKind::Other),
+            (0x060400, DeviceKind::Other),
+        ];
+        for (class, kind) in cases {
+            assert_eq!(kind_of(ClassCode(class)), kind, "class {class:#08x}");
+        }
     }
 }

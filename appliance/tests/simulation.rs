@@ -82,6 +82,7 @@ fn seeded_runs_keep_every_invariant() {
                 totals.crashes += h.stats.crashes;
                 totals.crashes_mid_operation += h.stats.crashes_mid_operation;
                 totals.faults += h.stats.faults;
+                totals.reflex_failovers += h.stats.reflex_failovers;
             }
             Err(e) => failures.push(e),
         }
@@ -101,6 +102,10 @@ fn seeded_runs_keep_every_invariant() {
     assert!(
         totals.crashes_mid_operation > 0 && totals.commands_refused > 0,
         "{totals:?}"
+    );
+    assert!(
+        totals.reflex_failovers > 0,
+        "the reflex never fired: {totals:?}"
     );
 }
 

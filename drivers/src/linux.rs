@@ -1,6 +1,7 @@
 //! [`LinuxHost`]: the [`Host`] trait on the real kernel (sysfs, uevents, rtnetlink link changes,
 //! NVMe admin commands), every path under an injectable root.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
@@ -349,10 +350,15 @@ impl Host for LinuxHost {
         let (sender, receiver) = mpsc::channel();
         let (pci, root) = (self.pci.clone(), self.root.clone());
         let link_sender = sender.clone();
+        let smart_sender = sender.clone();
         spawn("uevent-observer", move || {
             observe(listener, pci, root, sender)
         })?;
         spawn("link-observer", move || observe_links(links, link_sender))?;
+        let smart_root = self.root.clone();
+        spawn("smart-poller", move || {
+            poll_smart(&smart_root, smart_sender)
+        })?;
         Ok(receiver)
     }
 }
@@ -394,6 +400,50 @@ fn observe_links(mut links: LinkMonitor, sender: mpsc::Sender<HostObservation>) 
         };
         if sender.send(observation).is_err() {
             return;
+        }
+    }
+}
+
+/// How often every NVMe controller's SMART log is read, at the most (each round waits this
+/// plus up to a quarter of it at random, so many appliances do not poll in step).
+pub const SMART_POLL_MS: u64 = 1000;
+
+/// Reads every NVMe controller's SMART critical-warning bits each [`SMART_POLL_MS`] (jittered),
+/// until the receiver is dropped (noticed at the next report), and reports a controller's bits when they differ from what it
+/// last reported for it: the controller raises an asynchronous event only for the warnings the
+/// kernel enabled (Linux enables none of the SMART ones), so polling is what sees a dying drive.
+/// A controller first seen with no bits set is not reported; one that went away is forgotten.
+fn poll_smart(root: &Path, sender: mpsc::Sender<HostObservation>) {
+    let mut last: BTreeMap<String, u8> = BTreeMap::new();
+    let mut jitter = u64::from(std::process::id());
+    loop {
+        // A small LCG is jitter enough; the bits of a warning are not secret.
+        jitter = jitter.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let wait = SMART_POLL_MS + (jitter >> 33) % (SMART_POLL_MS / 4 + 1);
+        std::thread::sleep(Duration::from_millis(wait));
+        let controllers = sysfs::list(&sysfs::under(root, "sys/class/nvme")).unwrap_or_default();
+        last.retain(|name, _| controllers.contains(name));
+        for name in controllers {
+            let _span = info_span!("smart_poll", controller = name).entered();
+            let (address, bits) = match smart_bits(root, &name) {
+                Ok(read) => read,
+                // Mid hot-plug, or a controller that does not answer: the next round looks again.
+                Err(_) => continue,
+            };
+            let before = last.insert(name.clone(), bits);
+            if before.unwrap_or(0) == bits {
+                continue;
+            }
+            info!(
+                controller = name,
+                bits, "NVMe SMART critical warning changed"
+            );
+            if sender
+                .send(HostObservation::NvmeCriticalWarning { address, bits })
+                .is_err()
+            {
+                return;
+            }
         }
     }
 }
@@ -461,6 +511,12 @@ pub fn observation_of(event: &Uevent, pci: &PciBus, root: &Path) -> Option<HostO
 
 /// The SMART critical-warning bits of controller `name` (`nvme0`), as an observation when set.
 fn critical_warning(root: &Path, name: &str) -> Result<Option<HostObservation>, String> {
+    let (address, bits) = smart_bits(root, name)?;
+    Ok((bits != 0).then_some(HostObservation::NvmeCriticalWarning { address, bits }))
+}
+
+/// The PCI address of controller `name` and its SMART critical-warning bits.
+fn smart_bits(root: &Path, name: &str) -> Result<(PciAddress, u8), String> {
     let link = sysfs::under(root, "sys/class/nvme")
         .join(name)
         .join("device");
@@ -474,10 +530,5 @@ fn critical_warning(root: &Path, name: &str) -> Result<Option<HostObservation>, 
     let smart = NvmeController::open_best(&path)
         .and_then(|mut c| c.smart_log())
         .map_err(|e| e.to_string())?;
-    Ok(
-        (smart.critical_warning != 0).then_some(HostObservation::NvmeCriticalWarning {
-            address,
-            bits: smart.critical_warning,
-        }),
-    )
+    Ok((address, smart.critical_warning))
 }

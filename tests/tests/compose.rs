@@ -164,7 +164,79 @@ fn compose_nvme_and_gpu() -> Result<()> {
         "system devices: {devices:?}"
     );
     redfish_compose_and_delete(&booted.vm, &client)?;
+    smart_warning_fails_the_drive_over(&booted.vm, &client)?;
     power_off(booted.vm)
+}
+
+/// The appliance's reflex on the real kernel: a SMART critical warning set on ws-1's composed
+/// NVMe (QMP `qom-set`, as a dying drive raises it) reaches the guest's nvme driver as an
+/// asynchronous event, the host monitor journals the drive failed, and the appliance on its own
+/// takes it out of service and fails ws-1 over to the free drive: the switch detaches nvme-0
+/// and attaches nvme-1; the GPU stays.
+fn smart_warning_fails_the_drive_over(vm: &qemu::Vm, client: &Client) -> Result<()> {
+    let injected = std::time::Instant::now();
+    vm.fabric().set_smart_critical_warning("nvme-0", 0x04)?;
+    let devices = wait_until(
+        Duration::from_millis(BOOT_TIMEOUT_MS),
+        "ws-1 failed over from nvme-0",
+        || {
+            let devices = system_devices(client)?;
+            let pending = match call(
+                client,
+                &Request::query(Query::System {
+                    name: SYSTEM.into(),
+                }),
+            )? {
+                Reply::System(system) => system.pending.is_some(),
+                _ => true,
+            };
+            Ok((!pending && !devices.iter().any(|d| d == "nvme-0")).then_some(devices))
+        },
+    )
+    .with_context(|| {
+        let of = appliance::api::HistoryOf::Device("nvme-0".into());
+        let history = call(client, &Request::query(Query::History { of, limit: None }));
+        format!("nvme-0's history: {history:?}\nconsole:\n{}", tail(vm))
+    })?;
+    println!(
+        "SMART critical warning to ws-1 failed over (detect + recover): {} ms",
+        injected.elapsed().as_millis()
+    );
+    let mut devices = devices;
+    devices.sort();
+    ensure!(
+        devices == ["gpu-0", "nvme-1"],
+        "ws-1 after the failover: {devices:?}"
+    );
+    attached_port(vm, "nvme-1")?;
+    ensure!(
+        port_of(vm, "nvme-0").is_none(),
+        "nvme-0 is detached at the switch"
+    );
+    let (_, block) = client.get_json("/redfish/v1/CompositionService/ResourceBlocks/nvme-0")?;
+    ensure!(
+        block["Status"]["State"] == "Disabled" && block["Status"]["Health"] == "Critical",
+        "the failed drive's block is Disabled and Critical: {block}"
+    );
+    let history = call(
+        client,
+        &Request::query(Query::History {
+            of: appliance::api::HistoryOf::System(SYSTEM.into()),
+            limit: None,
+        }),
+    )?;
+    let Reply::History(entries) = history else {
+        bail!("history of {SYSTEM}: {history:?}")
+    };
+    let failover = entries
+        .iter()
+        .find(|e| e.kind == "failover_requested")
+        .with_context(|| format!("a failover in {SYSTEM}'s history: {entries:?}"))?;
+    ensure!(
+        failover.by.as_ref().map(|b| b.door) == Some(appliance::model::Door::Appliance),
+        "the appliance made the failover: {failover:?}"
+    );
+    Ok(())
 }
 
 /// The Redfish way, as sushy or Ansible would do it: `POST /redfish/v1/Systems` with the other

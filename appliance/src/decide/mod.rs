@@ -4,3 +4,4 @@
 pub mod access;
 pub mod command;
 pub mod placement;
+pub mod reflex;

@@ -1,20 +1,23 @@
 //! The host monitor: what the host's kernel reports on its own (a device removed from its slot,
 //! an NVMe SMART critical warning, a link going down or up) becomes a health observation of the
-//! device State holds in that slot.
+//! device State holds in that slot; and the appliance's reflex (`decide::reflex`) acts on failed
+//! devices: right after the observation of a failure, and in a sweep every `SWEEP_INTERVAL`
+//! (a system busy at the time of the fault, or a failure journaled before a crash).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use drivers::{Host, HostObservation, PciAddress};
-use tracing::warn;
+use tracing::{info, info_span, warn};
 
 use super::drift::wanted_port;
 use super::reconciler::Drivers;
 use crate::core::CoreHandle;
 use crate::decide::command::{Command, Observation};
+use crate::decide::reflex::{self, Reflex};
 use crate::model::{DeviceId, Health, State};
 
 /// Starts the thread that turns the host's observations into commands, when the host offers
@@ -40,7 +43,13 @@ fn observe(
     observations: Receiver<HostObservation>,
     stop: Arc<AtomicBool>,
 ) {
+    let mut swept = Instant::now();
+    sweep(&core);
     while !stop.load(Ordering::SeqCst) {
+        if swept.elapsed() >= SWEEP_INTERVAL {
+            sweep(&core);
+            swept = Instant::now();
+        }
         match observations.recv_timeout(Duration::from_millis(200)) {
             Ok(observation) => {
                 let present = host.present().unwrap_or_default();
@@ -51,8 +60,19 @@ fn observe(
                         .and_then(|d| d.slot)
                 };
                 if let Some(command) = observation_command(&core.state(), &observation, slot_of) {
+                    let failed = match &command {
+                        Command::Observe(Observation::Health { device, health })
+                            if !health.is_ok() =>
+                        {
+                            Some(device.clone())
+                        }
+                        _ => None,
+                    };
                     if let Err(e) = core.submit(command) {
                         warn!(error = %e, "observation not recorded");
+                    }
+                    if let Some(reflex) = failed.and_then(|d| reflex::reflex(&core.state(), &d)) {
+                        act(&core, &reflex);
                     }
                 }
             }
@@ -60,6 +80,33 @@ fn observe(
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
+}
+
+/// How often the reflex looks at every failed device.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+fn sweep(core: &CoreHandle) {
+    for reflex in reflex::sweep(&core.state()) {
+        act(core, &reflex);
+    }
+}
+
+/// Gives the reflex's orders as the appliance's own, in turn; a refusal (no replacement, a
+/// mounted device) ends them and is logged: the device stays out of service for an operator.
+fn act(core: &CoreHandle, reflex: &Reflex) {
+    let Reflex::FailOver { system, device, .. } = reflex else {
+        return;
+    };
+    let _span = info_span!("reflex_failover", %system, %device).entered();
+    for verb in reflex.orders() {
+        let name = verb.name();
+        if let Err(e) = core.submit(Command::appliance(verb)) {
+            let error = drivers::error_chain(&e);
+            warn!(%error, order = name, "the reflex's order was not carried out");
+            return;
+        }
+    }
+    info!("failover started by the appliance");
 }
 
 /// The device State holds in hotplug slot `slot`, if any.

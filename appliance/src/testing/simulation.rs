@@ -17,9 +17,10 @@ use crate::decide::command::{
     decide, Command, CommandError, Decision, NewSystem, Observation, Order, Selection, Verb,
 };
 use crate::decide::placement::Want;
+use crate::decide::reflex;
 use crate::model::{
-    AttachState, DeviceId, DeviceKind, Event, Health, MountSource, MountSpec, Origin, RequestId,
-    Role, State, SystemName,
+    AttachState, DeviceId, DeviceKind, Door, Event, Health, MountSource, MountSpec, Origin,
+    RequestId, Role, State, SystemName,
 };
 use crate::runtime::adapt::{inventory_commands, vanished_commands};
 use crate::runtime::drift::converge;
@@ -44,6 +45,8 @@ pub struct RunStats {
     pub crashes: u64,
     pub crashes_mid_operation: u64,
     pub faults: u64,
+    /// Failovers the reflex started (journaled as the appliance's).
+    pub reflex_failovers: u64,
 }
 
 /// One simulated appliance.
@@ -408,6 +411,23 @@ impl Harness {
             };
             let _ = self.submit(Command::Observe(Observation::Health { device, health }));
         }
+        self.reflex();
+    }
+
+    /// The appliance's reflex, as the host monitor runs it after an observation and in its
+    /// sweep: every failed device's orders, given as the appliance's own.
+    fn reflex(&mut self) {
+        for reflex in reflex::sweep(&self.state) {
+            self.note(format!("reflex: {reflex:?}"));
+            for verb in reflex.orders() {
+                let failover = matches!(verb, Verb::Failover { .. });
+                match self.submit(Command::appliance(verb)) {
+                    Ok(_) if failover => self.stats.reflex_failovers += 1,
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }
     }
 
     /// Checks every invariant: State's own, replay equality, and one outcome at most per intent.
@@ -418,6 +438,7 @@ impl Harness {
             if rebuilt != self.state {
                 return Err("replaying the log from nothing gives a different State".into());
             }
+            check_reflexes(self.log.as_ref())?;
         }
         check_outcomes(
             &self
@@ -433,6 +454,7 @@ impl Harness {
     /// that the fabric matches State (every attached device at its port, nothing else attached).
     pub fn settle(&mut self) -> Result<(), String> {
         self.sim.clear_faults();
+        self.reflex();
         for _ in 0..64 {
             if self.state.pending.is_empty() {
                 break;
@@ -511,6 +533,35 @@ pub fn rebuild(log: &dyn EventLog) -> State {
             .expect("logged events apply");
     }
     state
+}
+
+/// The appliance fails a system over only from a device that had failed and that it had taken
+/// out of service first: a healthy system is never touched by the reflex.
+pub fn check_reflexes(log: &dyn EventLog) -> Result<(), String> {
+    let mut state = State::default();
+    for logged in log.replay(1) {
+        let logged = logged.map_err(|e| format!("replay: {e}"))?;
+        if let Event::FailoverRequested {
+            system, from, made, ..
+        } = &logged.event
+        {
+            let device = state.devices.get(from);
+            let failed = device.is_some_and(|d| matches!(d.health, Health::Failed(_)));
+            let out = device.is_some_and(|d| !d.in_service);
+            if made.by.door == Door::Appliance && !(failed && out) {
+                return Err(format!(
+                    "sequence {}: the appliance failed {system} over from {from}, which was {:?}, in service: {}",
+                    logged.sequence,
+                    device.map(|d| &d.health),
+                    device.is_some_and(|d| d.in_service),
+                ));
+            }
+        }
+        state
+            .apply(logged.sequence, &logged.event)
+            .map_err(|e| format!("sequence {}: {e}", logged.sequence))?;
+    }
+    Ok(())
 }
 
 /// Every outcome follows its intent, and no intent has two outcomes.

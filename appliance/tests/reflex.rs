@@ -1,0 +1,247 @@
+//! The appliance's reflex on the real journal and the simulated fabric: a composed device pulled
+//! from its slot is observed as failed, taken out of service and replaced by the appliance on
+//! its own (journaled with the appliance as its maker); a second system is untouched; a failure
+//! with no spare left ends in a refusal that leaves the device out of service, without retries;
+//! after a restart nothing is failed over twice.
+
+use std::time::{Duration, Instant};
+
+use appliance::api::control::Client;
+use appliance::api::views::SystemView;
+use appliance::api::{HistoryOf, Meta, Query, Reply, Request};
+use appliance::decide::command::{NewSystem, Selection, Verb};
+use appliance::model::{Door, Role};
+use appliance::serve::{self, FabricChoice, ServeOptions};
+
+fn options(dir: &std::path::Path) -> ServeOptions {
+    ServeOptions {
+        data_dir: dir.to_path_buf(),
+        fabric: FabricChoice::Sim {
+            topology: None,
+            seed: 3,
+        },
+        api: None,
+        identity: None,
+        snapshots: true,
+    }
+}
+
+fn ask(client: &mut Client, request: Request) -> Reply {
+    match client.call(&request) {
+        Ok(Ok(reply)) => reply,
+        other => panic!("{request:?}: {other:?}"),
+    }
+}
+
+fn order(client: &mut Client, verb: Verb) -> Reply {
+    ask(client, Request::order(verb, Meta::default()))
+}
+
+fn compose(client: &mut Client, system: &str, devices: &[&str]) {
+    let verb = Verb::Compose {
+        system: system.into(),
+        selection: Selection::Specific(devices.iter().map(|d| (*d).into()).collect()),
+        create: Some(NewSystem {
+            tenant: "studio".into(),
+            role: Role::RenderNode,
+        }),
+        tenant: None,
+        reservation: None,
+    };
+    order(client, verb);
+}
+
+fn system(client: &mut Client, name: &str) -> SystemView {
+    match ask(client, Request::query(Query::System { name: name.into() })) {
+        Reply::System(system) => system,
+        other => panic!("system {name}: {other:?}"),
+    }
+}
+
+fn devices_of(client: &mut Client, name: &str) -> Vec<String> {
+    let mut devices: Vec<String> = system(client, name)
+        .devices
+        .iter()
+        .map(|d| d.id.to_string())
+        .collect();
+    devices.sort();
+    devices
+}
+
+/// Polls `probe` every 20 ms for up to 10 s.
+fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn nvme_pool(client: &mut Client) -> Vec<(String, bool, String)> {
+    match ask(client, Request::query(Query::Devices)) {
+        Reply::Devices(devices) => devices
+            .into_iter()
+            .filter(|d| d.kind == appliance::model::DeviceKind::Nvme)
+            .map(|d| (d.id.to_string(), d.in_service, format!("{:?}", d.health)))
+            .collect(),
+        other => panic!("devices: {other:?}"),
+    }
+}
+
+fn present_nvme(client: &mut Client) -> Vec<String> {
+    match ask(client, Request::query(Query::Devices)) {
+        Reply::Devices(devices) => devices
+            .into_iter()
+            .filter(|d| d.kind == appliance::model::DeviceKind::Nvme && d.present)
+            .map(|d| d.id.to_string())
+            .collect(),
+        other => panic!("devices: {other:?}"),
+    }
+}
+
+#[test]
+fn a_pulled_drive_is_replaced_by_the_appliance_and_only_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = serve::start(options(dir.path())).expect("start");
+    let sim = running.sim().expect("the simulated fabric");
+    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
+    order(
+        &mut client,
+        Verb::CreateTenant {
+            name: "studio".into(),
+        },
+    );
+    compose(&mut client, "rn1", &["gpu-0", "nvme-0"]);
+    compose(&mut client, "rn2", &["gpu-1", "nvme-1"]);
+    let rn2 = system(&mut client, "rn2");
+
+    sim.vanish("nvme-0");
+    let replaced = eventually("rn1's nvme-0 replaced", || {
+        let devices = devices_of(&mut client, "rn1");
+        let settled = system(&mut client, "rn1").pending.is_none();
+        (settled && !devices.contains(&"nvme-0".to_string())).then_some(devices)
+    });
+    assert_eq!(replaced.len(), 2, "gpu-0 and a new NVMe: {replaced:?}");
+    assert!(replaced.contains(&"gpu-0".to_string()), "{replaced:?}");
+    let pool = nvme_pool(&mut client);
+    let pulled = pool.iter().find(|d| d.0 == "nvme-0").expect("nvme-0");
+    assert!(!pulled.1, "the failed drive is out of service: {pulled:?}");
+    assert_eq!(
+        system(&mut client, "rn2"),
+        rn2,
+        "the healthy system is not touched"
+    );
+
+    // The journal says who did it: the appliance, with the failure as the reason.
+    let history = match ask(
+        &mut client,
+        Request::query(Query::History {
+            of: HistoryOf::System("rn1".into()),
+            limit: None,
+        }),
+    ) {
+        Reply::History(entries) => entries,
+        other => panic!("history: {other:?}"),
+    };
+    let failovers: Vec<_> = history
+        .iter()
+        .filter(|e| e.kind == "failover_requested")
+        .collect();
+    assert_eq!(
+        failovers.len(),
+        1,
+        "one failover for one fault: {history:?}"
+    );
+    let by = failovers[0].by.as_ref().expect("made by someone");
+    assert_eq!(by.door, Door::Appliance, "{by:?}");
+    assert!(
+        history.iter().any(|e| e.kind == "failover_completed"),
+        "{history:?}"
+    );
+
+    // Pull every remaining free NVMe's twin: rn2's drive fails with no spare left. The
+    // failover is refused, the drive stays out of service, and the sweep does not retry it.
+    let spares: Vec<String> = nvme_pool(&mut client)
+        .into_iter()
+        .filter(|(id, in_service, _)| *in_service && id != "nvme-1" && !replaced.contains(id))
+        .map(|(id, _, _)| id)
+        .collect();
+    for spare in &spares {
+        sim.vanish(spare);
+    }
+    eventually("the spares gone from the pool", || {
+        let present = present_nvme(&mut client);
+        spares.iter().all(|s| !present.contains(s)).then_some(())
+    });
+    let head_before = match ask(&mut client, Request::query(Query::Status)) {
+        Reply::Status(status) => status.journal_head,
+        other => panic!("status: {other:?}"),
+    };
+    sim.vanish("nvme-1");
+    eventually("nvme-1 out of service", || {
+        let pool = nvme_pool(&mut client);
+        pool.iter()
+            .find(|d| d.0 == "nvme-1")
+            .filter(|d| !d.1)
+            .map(|_| ())
+    });
+    assert!(
+        devices_of(&mut client, "rn2").contains(&"nvme-1".to_string()),
+        "no spare: rn2 keeps its failed drive for an operator"
+    );
+    // Two sweeps later: nvme-1's fault was recorded once (its health, its removal from
+    // service, its leaving the pool) and no failover was journaled or retried.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let after: Vec<String> = match ask(
+        &mut client,
+        Request::query(Query::History {
+            of: HistoryOf::Device("nvme-1".into()),
+            limit: None,
+        }),
+    ) {
+        Reply::History(entries) => entries
+            .into_iter()
+            .filter(|e| e.sequence > head_before)
+            .map(|e| e.kind)
+            .collect(),
+        other => panic!("history: {other:?}"),
+    };
+    assert_eq!(
+        after,
+        ["health_changed", "service_changed", "device_vanished"],
+        "one record of the fault, no failover, no retry"
+    );
+
+    // After a restart, the sweep finds nothing new to do.
+    drop(client);
+    running.shutdown().expect("shutdown");
+    let running = serve::start(options(dir.path())).expect("restart");
+    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
+    let head = match ask(&mut client, Request::query(Query::Status)) {
+        Reply::Status(status) => status.journal_head,
+        other => panic!("status: {other:?}"),
+    };
+    std::thread::sleep(Duration::from_millis(1_500));
+    let history = match ask(
+        &mut client,
+        Request::query(Query::History {
+            of: HistoryOf::System("rn1".into()),
+            limit: None,
+        }),
+    ) {
+        Reply::History(entries) => entries,
+        other => panic!("history: {other:?}"),
+    };
+    assert_eq!(
+        history
+            .iter()
+            .filter(|e| e.kind == "failover_requested" && e.sequence > head)
+            .count(),
+        0,
+        "nothing failed over twice after the restart"
+    );
+    running.shutdown().expect("shutdown");
+}

@@ -43,6 +43,8 @@ pub struct RunPaths {
     pub console_log: PathBuf,
     pub fabric: PathBuf,
     pub pool: PathBuf,
+    /// Where `qemu -- up` takes fault requests (`qemu -- fault`).
+    pub faults: PathBuf,
 }
 
 impl RunPaths {
@@ -54,6 +56,7 @@ impl RunPaths {
             console_log: dir.join("console.log"),
             fabric: dir.join("fabric.sock"),
             pool: dir.join("pool"),
+            faults: dir.join("faults.sock"),
         }
     }
 

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod args;
 pub mod console;
+pub mod faults;
 pub mod host;
 pub mod provision;
 pub mod qmp;

@@ -3,7 +3,8 @@
 //! - `setup`: installs qemu-system-x86 when missing (root) and fetches the kernel package;
 //! - `up [--topology FILE] [--headless]`: builds the image and boots it, console on the terminal
 //!   (Ctrl-A X quits) or, headless, in target/bench/run/console.log;
-//! - `bench --json PATH`: boots the image, measures, writes one flat JSON object.
+//! - `bench --json PATH`: boots the image, measures, writes one flat JSON object;
+//! - `fault KIND DEVICE`: injects a fault into the VM of a running `up`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -60,6 +61,15 @@ enum Cmd {
         #[arg(long)]
         json: PathBuf,
     },
+    /// Inject a fault into the VM of a running `qemu -- up` (e.g. `fault smart nvme-0`).
+    Fault {
+        kind: qemu::faults::FaultKind,
+        /// The pool device, as the topology names it (nvme-0, nic-1, hba-0, ...).
+        device: String,
+        /// The run directory of that `up` (default: target/bench/run).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -78,6 +88,20 @@ fn main() -> Result<()> {
             cmdline,
         } => up(topology, headless, data_disk, &cmdline),
         Cmd::Bench { json } => bench(&json),
+        Cmd::Fault {
+            kind,
+            device,
+            run_dir,
+        } => {
+            let run_dir = run_dir.unwrap_or_else(|| bench_dir().join("run"));
+            let socket = qemu::RunPaths::new(&run_dir).faults;
+            let answer = qemu::faults::send(&socket, kind, &device)?;
+            println!("{answer}");
+            if answer.starts_with("error") {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -146,6 +170,8 @@ fn up(
         vm.accel(),
         vm.paths().qmp.display()
     );
+    qemu::faults::listen(&vm.paths().faults, vm.fabric().clone())
+        .with_context(|| format!("listen on {}", vm.paths().faults.display()))?;
     let next = what_to_type_next(&vm, headless);
     if headless {
         eprintln!("console log: {}", vm.paths().console_log.display());
@@ -201,6 +227,7 @@ fn what_to_type_next(vm: &Vm, headless: bool) -> String {
   log in:    cargo run -q --release -p appliance -- ctl --url {url} --ca-cert {cert} login --user admin --password-file {password}
   then:      cargo run -q --release -p appliance -- ctl status   (or systems, devices, compose --help)
   or curl:   curl --cacert {cert} -u \"admin:$(cat {password})\" {url}/redfish/v1/Systems
+  a fault:   cargo run -q --release -p qemu -- fault smart nvme-0   (smart, remove, link-down, media-errors; on a composed device)
   stop:      {stop}"
     )
 }

@@ -314,6 +314,48 @@ fn rule_13_replacement_fails(b: &mut Bench) -> Ends {
     ends(&done)
 }
 
+/// A switch that, like the QEMU bench's, refuses to detach a device no port holds.
+struct StrictDetach(Arc<SimFabric>);
+
+impl Fabric for StrictDetach {
+    fn inventory(&self) -> Result<drivers::Inventory, drivers::FabricError> {
+        self.0.inventory()
+    }
+    fn attach(&self, device: &str, port: u16) -> Result<(), drivers::FabricError> {
+        self.0.attach(device, port)
+    }
+    fn detach(&self, device: &str, port: u16) -> Result<(), drivers::FabricError> {
+        let inventory = self.0.inventory()?;
+        let nowhere = inventory
+            .devices
+            .iter()
+            .any(|d| d.id == device && d.attached_port.is_none());
+        if nowhere {
+            return Err(drivers::FabricError::Refused {
+                operation: "detach",
+                device: device.into(),
+                port,
+                reason: format!("port {port} holds nothing"),
+            });
+        }
+        self.0.detach(device, port)
+    }
+}
+
+fn rule_16_old_device_pulled(b: &mut Bench) -> Ends {
+    let op = failover(b);
+    // Pulled from its slot: the switch holds it at no port, and the slot is empty.
+    b.sim.detach("gpu-0", 1).expect("pull gpu-0");
+    b.drivers.fabric = Arc::new(StrictDetach(b.sim.clone()));
+    let done = b.run(&op);
+    assert_eq!(
+        (b.port("gpu-0"), b.port("gpu-2")),
+        (None, Some(2)),
+        "{done:?}"
+    );
+    ends(&done)
+}
+
 fn mount(b: &mut Bench) -> Operation {
     b.composed(&[("nvme-0", 3)]);
     let op = b.state.next_operation;
@@ -365,6 +407,7 @@ fn scenario(rule: u8) -> Ends {
         13 => rule_13_replacement_fails(b),
         14 => rule_14_nvme_in_its_slot(b),
         15 => rule_15_nvme_not_in_its_slot(b),
+        16 => rule_16_old_device_pulled(b),
         other => panic!("rule {other} has no scenario"),
     }
 }

@@ -115,7 +115,12 @@ fn block(device: &str) -> Value {
 #[test]
 fn compose_nvme_and_gpu() -> Result<()> {
     let _one = one_vm_at_a_time();
-    let booted = boot(options("compose")?)?;
+    let mut options = options("compose")?;
+    options.topology = qemu::BenchTopology::parse(
+        &format!("{}{SPARE_NVME}", qemu::topology::SAMPLE),
+        "the sample with a spare NVMe",
+    )?;
+    let booted = boot(options)?;
     let client = api(&booted.vm)?;
     create_tenant(&client)?;
     let started = std::time::Instant::now();
@@ -165,7 +170,67 @@ fn compose_nvme_and_gpu() -> Result<()> {
     );
     redfish_compose_and_delete(&booted.vm, &client)?;
     smart_warning_fails_the_drive_over(&booted.vm, &client)?;
+    a_pulled_drive_fails_over(&booted.vm, &client)?;
     power_off(booted.vm)
+}
+
+/// A third NVMe drive for the compose test's pool, the spare of the second failover.
+const SPARE_NVME: &str = r#"
+[[device]]
+id = "nvme-2"
+class = 0x010802
+serial = "POOLNVME0002"
+model = "QEMU NVMe Ctrl"
+capacity_bytes = 1073741824
+switch = "sw0"
+"#;
+
+/// The failover that follows the previous one: a surprise removal of ws-1's NVMe (the switch
+/// drops it from its port without asking the guest; pciehp sees the slot empty) is observed as
+/// a failure, and the appliance fails ws-1 over to the spare, though the switch refuses to
+/// detach what it no longer holds.
+fn a_pulled_drive_fails_over(vm: &qemu::Vm, client: &Client) -> Result<()> {
+    let pulled = std::time::Instant::now();
+    vm.fabric().surprise_remove("nvme-1")?;
+    let devices = wait_until(
+        Duration::from_millis(BOOT_TIMEOUT_MS),
+        "ws-1 failed over from the pulled nvme-1",
+        || {
+            let pending = match call(
+                client,
+                &Request::query(Query::System {
+                    name: SYSTEM.into(),
+                }),
+            )? {
+                Reply::System(system) => system.pending.is_some(),
+                _ => true,
+            };
+            let devices = system_devices(client)?;
+            Ok((!pending && !devices.iter().any(|d| d == "nvme-1")).then_some(devices))
+        },
+    )
+    .with_context(|| {
+        let of = appliance::api::HistoryOf::System(SYSTEM.into());
+        let history = call(client, &Request::query(Query::History { of, limit: None }));
+        format!("{SYSTEM}'s history: {history:?}\nconsole:\n{}", tail(vm))
+    })?;
+    println!(
+        "surprise removal to ws-1 failed over (detect + recover): {} ms",
+        pulled.elapsed().as_millis()
+    );
+    let mut devices = devices;
+    devices.sort();
+    ensure!(
+        devices == ["gpu-0", "nvme-2"],
+        "ws-1 after the second failover: {devices:?}"
+    );
+    attached_port(vm, "nvme-2")?;
+    let (_, block) = client.get_json("/redfish/v1/CompositionService/ResourceBlocks/nvme-1")?;
+    ensure!(
+        block["Status"]["State"] == "Disabled" && block["Status"]["Health"] == "Critical",
+        "the pulled drive's block is Disabled and Critical: {block}"
+    );
+    Ok(())
 }
 
 /// The appliance's reflex on the real kernel: a SMART critical warning set on ws-1's composed

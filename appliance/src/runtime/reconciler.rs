@@ -24,6 +24,7 @@
 //! | 13   | failover  | replacement fails to attach or bind        | detach the replacement, keep the old device   | FailoverFailed                   |
 //! | 14   | mount     | the namespace's NVMe is in its slot        | nothing (the system mounts it)                | MountCompleted                   |
 //! | 15   | mount     | the namespace's NVMe is not in its slot    | nothing                                       | MountFailed `not_in_slot`        |
+//! | 16   | failover  | old device pulled; switch refuses detach   | count it detached (the switch holds it nowhere) | FailoverCompleted              |
 //!
 //! Drift (a device attached where State says free, or the reverse) is repaired by `drift`;
 //! host observations become commands in `monitor`.
@@ -108,7 +109,7 @@ pub struct Rule {
 }
 
 /// The table above, row by row.
-pub const RULES: [Rule; 15] = [
+pub const RULES: [Rule; 16] = [
     Rule {
         id: 1,
         operation: "compose",
@@ -198,6 +199,12 @@ pub const RULES: [Rule; 15] = [
         operation: "mount",
         finds: "the namespace's NVMe is not in its slot",
         ends: Ends::Failed("not_in_slot"),
+    },
+    Rule {
+        id: 16,
+        operation: "failover",
+        finds: "old device pulled; switch refuses detach",
+        ends: Ends::Completed,
     },
 ];
 
@@ -438,6 +445,11 @@ pub(super) fn detach_one(
     match drivers.fabric.detach(device, port.0) {
         // A device the switch no longer knows is detached by definition.
         Ok(()) | Err(FabricError::UnknownDevice { .. }) => {}
+        // A switch that refuses to detach what no port holds (a device pulled from its slot,
+        // or detached by an attempt a crash interrupted) has nothing left to detach.
+        Err(e @ FabricError::Refused { .. }) if attached_nowhere(drivers, device) => {
+            info!(%device, port = port.0, error = %e, "the switch holds it at no port: detached");
+        }
         Err(e) => return Err(switch_failure(device, port, SwitchStep::Detach, &e)),
     }
     drivers
@@ -448,6 +460,17 @@ pub(super) fn detach_one(
             slot,
             reason: drivers::error_chain(&e),
         })
+}
+
+/// Whether the switch's inventory lists `device` attached to no port (false when the
+/// inventory cannot be read: then nothing is assumed).
+fn attached_nowhere(drivers: &Drivers, device: &DeviceId) -> bool {
+    drivers.fabric.inventory().is_ok_and(|inventory| {
+        inventory
+            .devices
+            .iter()
+            .any(|d| d.id == device.as_str() && d.attached_port.is_none())
+    })
 }
 
 /// Attaches the replacement, then detaches the old device; a failure leaves the old one.

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use appliance::api::control::Client;
-use appliance::api::views::SystemView;
+use appliance::api::views::{HistoryEntryView, SystemView};
 use appliance::api::{HistoryOf, Meta, Query, Reply, Request};
 use appliance::decide::command::{NewSystem, Selection, Verb};
 use appliance::model::{Door, Role};
@@ -91,6 +91,13 @@ fn nvme_pool(client: &mut Client) -> Vec<(String, bool, String)> {
     }
 }
 
+fn history_of(client: &mut Client, of: HistoryOf) -> Vec<HistoryEntryView> {
+    match ask(client, Request::query(Query::History { of, limit: None })) {
+        Reply::History(entries) => entries,
+        other => panic!("history: {other:?}"),
+    }
+}
+
 fn present_nvme(client: &mut Client) -> Vec<String> {
     match ask(client, Request::query(Query::Devices)) {
         Reply::Devices(devices) => devices
@@ -136,16 +143,7 @@ fn a_pulled_drive_is_replaced_by_the_appliance_and_only_once() {
     );
 
     // The journal says who did it: the appliance, with the failure as the reason.
-    let history = match ask(
-        &mut client,
-        Request::query(Query::History {
-            of: HistoryOf::System("rn1".into()),
-            limit: None,
-        }),
-    ) {
-        Reply::History(entries) => entries,
-        other => panic!("history: {other:?}"),
-    };
+    let history = history_of(&mut client, HistoryOf::System("rn1".into()));
     let failovers: Vec<_> = history
         .iter()
         .filter(|e| e.kind == "failover_requested")
@@ -195,20 +193,11 @@ fn a_pulled_drive_is_replaced_by_the_appliance_and_only_once() {
     // Two sweeps later: nvme-1's fault was recorded once (its health, its removal from
     // service, its leaving the pool) and no failover was journaled or retried.
     std::thread::sleep(Duration::from_millis(2_500));
-    let after: Vec<String> = match ask(
-        &mut client,
-        Request::query(Query::History {
-            of: HistoryOf::Device("nvme-1".into()),
-            limit: None,
-        }),
-    ) {
-        Reply::History(entries) => entries
-            .into_iter()
-            .filter(|e| e.sequence > head_before)
-            .map(|e| e.kind)
-            .collect(),
-        other => panic!("history: {other:?}"),
-    };
+    let after: Vec<String> = history_of(&mut client, HistoryOf::Device("nvme-1".into()))
+        .into_iter()
+        .filter(|e| e.sequence > head_before)
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(
         after,
         ["health_changed", "service_changed", "device_vanished"],
@@ -225,16 +214,7 @@ fn a_pulled_drive_is_replaced_by_the_appliance_and_only_once() {
         other => panic!("status: {other:?}"),
     };
     std::thread::sleep(Duration::from_millis(1_500));
-    let history = match ask(
-        &mut client,
-        Request::query(Query::History {
-            of: HistoryOf::System("rn1".into()),
-            limit: None,
-        }),
-    ) {
-        Reply::History(entries) => entries,
-        other => panic!("history: {other:?}"),
-    };
+    let history = history_of(&mut client, HistoryOf::System("rn1".into()));
     assert_eq!(
         history
             .iter()

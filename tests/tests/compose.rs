@@ -192,34 +192,11 @@ switch = "sw0"
 fn a_pulled_drive_fails_over(vm: &qemu::Vm, client: &Client) -> Result<()> {
     let pulled = std::time::Instant::now();
     vm.fabric().surprise_remove("nvme-1")?;
-    let devices = wait_until(
-        Duration::from_millis(BOOT_TIMEOUT_MS),
-        "ws-1 failed over from the pulled nvme-1",
-        || {
-            let pending = match call(
-                client,
-                &Request::query(Query::System {
-                    name: SYSTEM.into(),
-                }),
-            )? {
-                Reply::System(system) => system.pending.is_some(),
-                _ => true,
-            };
-            let devices = system_devices(client)?;
-            Ok((!pending && !devices.iter().any(|d| d == "nvme-1")).then_some(devices))
-        },
-    )
-    .with_context(|| {
-        let of = appliance::api::HistoryOf::System(SYSTEM.into());
-        let history = call(client, &Request::query(Query::History { of, limit: None }));
-        format!("{SYSTEM}'s history: {history:?}\nconsole:\n{}", tail(vm))
-    })?;
+    let devices = failed_over(vm, client, "nvme-1")?;
     println!(
         "surprise removal to ws-1 failed over (detect + recover): {} ms",
         pulled.elapsed().as_millis()
     );
-    let mut devices = devices;
-    devices.sort();
     ensure!(
         devices == ["gpu-0", "nvme-2"],
         "ws-1 after the second failover: {devices:?}"
@@ -233,6 +210,32 @@ fn a_pulled_drive_fails_over(vm: &qemu::Vm, client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// Waits until ws-1 has no operation in flight and no longer holds `from`; its devices, sorted.
+fn failed_over(vm: &qemu::Vm, client: &Client, from: &str) -> Result<Vec<String>> {
+    let mut devices = wait_until(
+        Duration::from_millis(BOOT_TIMEOUT_MS),
+        &format!("{SYSTEM} failed over from {from}"),
+        || {
+            let query = Query::System {
+                name: SYSTEM.into(),
+            };
+            let Reply::System(system) = call(client, &Request::query(query))? else {
+                bail!("{SYSTEM} is not a system")
+            };
+            let devices: Vec<String> = system.devices.iter().map(|d| d.id.to_string()).collect();
+            let done = system.pending.is_none() && !devices.iter().any(|d| d == from);
+            Ok(done.then_some(devices))
+        },
+    )
+    .with_context(|| {
+        let of = appliance::api::HistoryOf::Device(from.into());
+        let history = call(client, &Request::query(Query::History { of, limit: None }));
+        format!("{from}'s history: {history:?}\nconsole:\n{}", tail(vm))
+    })?;
+    devices.sort();
+    Ok(devices)
+}
+
 /// The appliance's reflex on the real kernel: a SMART critical warning set on ws-1's composed
 /// NVMe (QMP `qom-set`, as a dying drive raises it) reaches the guest's nvme driver as an
 /// asynchronous event, the host monitor journals the drive failed, and the appliance on its own
@@ -241,34 +244,11 @@ fn a_pulled_drive_fails_over(vm: &qemu::Vm, client: &Client) -> Result<()> {
 fn smart_warning_fails_the_drive_over(vm: &qemu::Vm, client: &Client) -> Result<()> {
     let injected = std::time::Instant::now();
     vm.fabric().set_smart_critical_warning("nvme-0", 0x04)?;
-    let devices = wait_until(
-        Duration::from_millis(BOOT_TIMEOUT_MS),
-        "ws-1 failed over from nvme-0",
-        || {
-            let devices = system_devices(client)?;
-            let pending = match call(
-                client,
-                &Request::query(Query::System {
-                    name: SYSTEM.into(),
-                }),
-            )? {
-                Reply::System(system) => system.pending.is_some(),
-                _ => true,
-            };
-            Ok((!pending && !devices.iter().any(|d| d == "nvme-0")).then_some(devices))
-        },
-    )
-    .with_context(|| {
-        let of = appliance::api::HistoryOf::Device("nvme-0".into());
-        let history = call(client, &Request::query(Query::History { of, limit: None }));
-        format!("nvme-0's history: {history:?}\nconsole:\n{}", tail(vm))
-    })?;
+    let devices = failed_over(vm, client, "nvme-0")?;
     println!(
         "SMART critical warning to ws-1 failed over (detect + recover): {} ms",
         injected.elapsed().as_millis()
     );
-    let mut devices = devices;
-    devices.sort();
     ensure!(
         devices == ["gpu-0", "nvme-1"],
         "ws-1 after the failover: {devices:?}"

@@ -84,33 +84,35 @@ fn accepted_op(reply: &Reply) -> Option<OperationId> {
     }
 }
 
-/// `If-Match` of a versioned resource as the order's expected version; a value the service
-/// never issued (or `*` on a missing resource) is refused at once.
-fn expected_version(asked: &Asked, current: Option<&Built>) -> Result<Option<u64>, RfError> {
+/// The resource a PATCH or DELETE changes (404 when the principal cannot see it), and its
+/// `If-Match` as the order's expected version: a value the service never issued is refused at
+/// once; unversioned resources compare their body's hash here, in the door.
+fn current_if_match(
+    service: &Service,
+    principal: &Principal,
+    asked: &Asked,
+) -> Result<(Built, Option<u64>), RfError> {
+    let current = current(service, principal, asked)?;
     let Some(wanted) = asked.header(header::IF_MATCH) else {
-        return Ok(None);
+        return Ok((current, None));
     };
     let refused = || RfError::new(StatusCode::PRECONDITION_FAILED, PRECONDITION_FAILED, &[]);
-    let Some(current) = current else {
-        return Err(refused());
-    };
     let wanted = wanted.trim();
-    if wanted == "*" {
-        return Ok(None);
-    }
-    if current.version.is_some() {
-        return wanted
+    let version = if wanted == "*" {
+        None
+    } else if current.version.is_some() {
+        let version = wanted
             .strip_prefix('"')
             .and_then(|w| w.strip_suffix('"'))
             .and_then(|w| w.parse::<u64>().ok())
-            .map(Some)
-            .ok_or_else(refused);
-    }
-    // Unversioned resources compare their body's hash here, in the door.
-    match wanted == etag(current) {
-        true => Ok(None),
-        false => Err(refused()),
-    }
+            .ok_or_else(refused)?;
+        Some(version)
+    } else if wanted == etag(&current) {
+        None
+    } else {
+        return Err(refused());
+    };
+    Ok((current, version))
 }
 
 /// Every write.
@@ -370,8 +372,7 @@ async fn patch_system(
     asked: &Asked,
     name: &str,
 ) -> Result<Response<Body>, RfError> {
-    let built = current(service, principal, asked)?;
-    let version = expected_version(asked, Some(&built))?;
+    let (built, version) = current_if_match(service, principal, asked)?;
     let body = json_body(asked)?;
     let Some(object) = body.as_object() else {
         return Err(RfError::bad_request(MALFORMED_JSON, &[]));
@@ -445,8 +446,7 @@ async fn delete_system(
     asked: &Asked,
     name: &str,
 ) -> Result<Response<Body>, RfError> {
-    let built = current(service, principal, asked)?;
-    let version = expected_version(asked, Some(&built))?;
+    let (built, version) = current_if_match(service, principal, asked)?;
     let kind = TaskKind::DeleteSystem {
         system: name.to_string(),
     };
@@ -747,8 +747,7 @@ async fn delete_reservation(
     asked: &Asked,
     id: &str,
 ) -> Result<Response<Body>, RfError> {
-    let built = current(service, principal, asked)?;
-    expected_version(asked, Some(&built))?;
+    current_if_match(service, principal, asked)?;
     let verb = Verb::EndReservation {
         id: id.to_string(),
         end: ReservationEnd::Cancelled,
@@ -854,8 +853,7 @@ async fn patch_account(
     name: &str,
 ) -> Result<Response<Body>, RfError> {
     may_change_account(principal, name)?;
-    let built = current(service, principal, asked)?;
-    let mut version = expected_version(asked, Some(&built))?;
+    let (built, mut version) = current_if_match(service, principal, asked)?;
     let body = json_body(asked)?;
     let object = body.as_object().cloned().unwrap_or_default();
     let mut changes = Vec::new();
@@ -945,8 +943,7 @@ async fn delete_account(
     name: &str,
 ) -> Result<Response<Body>, RfError> {
     may_change_account(principal, name)?;
-    let built = current(service, principal, asked)?;
-    let version = expected_version(asked, Some(&built))?;
+    let (_, version) = current_if_match(service, principal, asked)?;
     let verb = Verb::DeleteAccount { name: name.into() };
     carry_out(service, principal, order(verb, version)).await?;
     service
@@ -1077,8 +1074,7 @@ async fn delete_subscription(
     asked: &Asked,
     id: &str,
 ) -> Result<Response<Body>, RfError> {
-    let built = current(service, principal, asked)?;
-    expected_version(asked, Some(&built))?;
+    current_if_match(service, principal, asked)?;
     carry_out(
         service,
         principal,

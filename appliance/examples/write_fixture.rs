@@ -225,6 +225,8 @@ fn scenario(core: &CoreHandle) -> anyhow::Result<()> {
     core.submit(Command::Observe(Observation::Health {
         device: gpu.clone(),
         health: Health::Failed("Xid 79".into()),
+        evidence: "the fixture".into(),
+        at_ms: 1,
     }))?;
     let failover = |device| Verb::Failover {
         system: "ws1".into(),

@@ -237,6 +237,14 @@ enum Ctl {
         #[command(flatten)]
         order: Meta,
     },
+    /// Active alarms: what failed, the evidence, and the failover it started.
+    Alarms,
+    /// Clear an active alarm (the device stays out of service: `service --in` returns it).
+    ClearAlarm {
+        alarm: u64,
+        #[command(flatten)]
+        order: Meta,
+    },
     /// Events of a device (id or serial) or a system, oldest first.
     History {
         #[arg(long, conflicts_with = "system")]
@@ -541,6 +549,13 @@ fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
         Ctl::System { name } => query(Query::System { name: name.into() }),
         Ctl::Tenants => query(Query::Tenants),
         Ctl::Operation { op } => query(Query::Operation { op: op.into() }),
+        Ctl::Alarms => query(Query::Alarms),
+        Ctl::ClearAlarm { alarm, order: args } => order(
+            Verb::ClearAlarm {
+                alarm: alarm.into(),
+            },
+            args,
+        ),
         Ctl::CreateTenant { name, order: args } => {
             order(Verb::CreateTenant { name: name.into() }, args)
         }

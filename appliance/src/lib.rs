@@ -11,4 +11,5 @@ pub mod runtime;
 pub mod serve;
 #[cfg(feature = "sim")]
 pub mod testing;
+pub mod time;
 pub mod topology;

@@ -17,6 +17,7 @@ use crate::api::redfish::{first_admin, RedfishConfig, RedfishServer};
 use crate::core::log::{EventLog, JournalLog};
 use crate::core::{Core, CoreConfig, CoreHandle, StartReport};
 use crate::decide::command::{Command, Verb};
+use crate::decide::reflex::Policy;
 use crate::model::Secret;
 use crate::model::{Door, Identity};
 use crate::runtime::adapt::inventory_commands;
@@ -77,6 +78,24 @@ pub struct ServeOptions {
     pub snapshots: bool,
 }
 
+/// The failover policy's file in the data directory; without it, the defaults (fail over every
+/// failed device, a link's grace `reflex::LINK_GRACE_DEFAULT`).
+pub const POLICY_FILE: &str = "failover-policy.toml";
+
+/// Reads `DATA_DIR/failover-policy.toml`, if there is one; a bad one stops the start (naming
+/// the file, the line and what is wrong) rather than failing over by a policy nobody wrote.
+fn failover_policy(data_dir: &Path) -> anyhow::Result<Policy> {
+    let path = data_dir.join(POLICY_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Policy::default()),
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    let policy = Policy::parse(&text).with_context(|| format!("{}", path.display()))?;
+    info!(rules = policy.rules.len(), path = %path.display(), "failover policy");
+    Ok(policy)
+}
+
 /// The HTTPS door's configuration, and the first administrator's password.
 #[derive(Debug)]
 pub struct ApiDoor {
@@ -127,6 +146,7 @@ pub fn start(options: ServeOptions) -> anyhow::Result<Running> {
 /// Starts the core on `log` (any [`EventLog`]), the fabric, the reconciler and the control server.
 pub fn start_with_log(options: ServeOptions, log: Arc<dyn EventLog>) -> anyhow::Result<Running> {
     let started = Instant::now();
+    let policy = failover_policy(&options.data_dir)?;
     let config = CoreConfig {
         use_snapshots: options.snapshots,
         ..CoreConfig::default()
@@ -149,7 +169,7 @@ pub fn start_with_log(options: ServeOptions, log: Arc<dyn EventLog>) -> anyhow::
     }
     initial_sync(&handle, &parts.drivers, &parts.rdma);
     let reconciler =
-        Reconciler::start(handle.clone(), parts.drivers).context("start the reconciler")?;
+        Reconciler::start(handle.clone(), parts.drivers, policy).context("start the reconciler")?;
     let context = crate::api::Context::new(handle, log.clone(), report.clone());
     let socket = options.data_dir.join(SOCKET_NAME);
     let servers =

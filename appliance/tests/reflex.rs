@@ -2,15 +2,16 @@
 //! from its slot is observed as failed, taken out of service and replaced by the appliance on
 //! its own (journaled with the appliance as its maker); a second system is untouched; a failure
 //! with no spare left ends in a refusal that leaves the device out of service, without retries;
-//! after a restart nothing is failed over twice.
+//! each fault raises one alarm, with its evidence and the failover it started, until an operator
+//! clears it; after a restart nothing is failed over twice.
 
 use std::time::{Duration, Instant};
 
 use appliance::api::control::Client;
-use appliance::api::views::{HistoryEntryView, SystemView};
-use appliance::api::{HistoryOf, Meta, Query, Reply, Request};
+use appliance::api::views::{AlarmView, HistoryEntryView, OperationState, SystemView};
+use appliance::api::{ErrorCode, HistoryOf, Meta, Query, Reply, Request};
 use appliance::decide::command::{NewSystem, Selection, Verb};
-use appliance::model::{Door, Role};
+use appliance::model::{Door, Role, Severity};
 use appliance::serve::{self, FabricChoice, ServeOptions};
 
 fn options(dir: &std::path::Path) -> ServeOptions {
@@ -98,6 +99,13 @@ fn history_of(client: &mut Client, of: HistoryOf) -> Vec<HistoryEntryView> {
     }
 }
 
+fn alarms(client: &mut Client) -> Vec<AlarmView> {
+    match ask(client, Request::query(Query::Alarms)) {
+        Reply::Alarms(alarms) => alarms,
+        other => panic!("alarms: {other:?}"),
+    }
+}
+
 fn present_nvme(client: &mut Client) -> Vec<String> {
     match ask(client, Request::query(Query::Devices)) {
         Reply::Devices(devices) => devices
@@ -160,6 +168,27 @@ fn a_pulled_drive_is_replaced_by_the_appliance_and_only_once() {
         "{history:?}"
     );
 
+    // The alarm stands, with its evidence and the failover it started (completed).
+    let raised = alarms(&mut client);
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    let alarm = &raised[0];
+    assert_eq!(
+        (
+            alarm.device.as_str(),
+            alarm.severity,
+            alarm.system.as_ref().map(|s| s.as_str())
+        ),
+        ("nvme-0", Severity::Critical, Some("rn1")),
+        "{alarm:?}"
+    );
+    assert!(alarm.message.contains("removed"), "{alarm:?}");
+    assert!(!alarm.evidence.is_empty(), "{alarm:?}");
+    let failover = alarm.failover.as_ref().expect("the failover it started");
+    assert_eq!(Some(failover.id), alarm.failover_op);
+    assert_eq!(failover.id, failovers[0].op.expect("an op"), "{alarm:?}");
+    assert_eq!(failover.state, OperationState::Completed, "{alarm:?}");
+    let first_alarm = alarm.id;
+
     // Pull every remaining free NVMe's twin: rn2's drive fails with no spare left. The
     // failover is refused, the drive stays out of service, and the sweep does not retry it.
     let spares: Vec<String> = nvme_pool(&mut client)
@@ -200,9 +229,35 @@ fn a_pulled_drive_is_replaced_by_the_appliance_and_only_once() {
         .collect();
     assert_eq!(
         after,
-        ["health_changed", "service_changed", "device_vanished"],
+        [
+            "health_changed",
+            "alarm_raised",
+            "service_changed",
+            "device_vanished"
+        ],
         "one record of the fault, no failover, no retry"
     );
+    let standing = alarms(&mut client);
+    let second = standing
+        .iter()
+        .find(|a| a.device.as_str() == "nvme-1")
+        .expect("nvme-1's alarm");
+    assert_eq!(
+        second.failover_op, None,
+        "no failover could be made: {second:?}"
+    );
+
+    // An operator clears both alarms: none is left.
+    order(&mut client, Verb::ClearAlarm { alarm: first_alarm });
+    order(&mut client, Verb::ClearAlarm { alarm: second.id });
+    assert_eq!(alarms(&mut client), vec![], "every alarm ended");
+    match client.call(&Request::order(
+        Verb::ClearAlarm { alarm: first_alarm },
+        Meta::default(),
+    )) {
+        Ok(Err(e)) => assert_eq!(e.code, ErrorCode::UnknownAlarm, "{e:?}"),
+        other => panic!("clearing an ended alarm: {other:?}"),
+    }
 
     // After a restart, the sweep finds nothing new to do.
     drop(client);

@@ -49,6 +49,7 @@ pub enum ErrorCode {
     UnknownReservation,
     ReservationExists,
     DeviceReserved,
+    UnknownAlarm,
     /// A tenant's account asked for what belongs to no tenant or to another one.
     OutOfScope,
     /// No credentials, or wrong ones (which, is not said).
@@ -111,6 +112,7 @@ impl ErrorCode {
             ErrorCode::UnknownReservation => "unknown_reservation",
             ErrorCode::ReservationExists => "reservation_exists",
             ErrorCode::DeviceReserved => "device_reserved",
+            ErrorCode::UnknownAlarm => "unknown_alarm",
             ErrorCode::OutOfScope => "out_of_scope",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
@@ -191,6 +193,7 @@ impl From<&CommandError> for ErrorCode {
             E::ReservationExists { .. } => ErrorCode::ReservationExists,
             E::DeviceReserved { .. } => ErrorCode::DeviceReserved,
             E::OutOfScope { .. } => ErrorCode::OutOfScope,
+            E::UnknownAlarm { .. } => ErrorCode::UnknownAlarm,
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod control;
 pub mod error;
 pub mod redfish;
 pub mod render;
-pub mod time;
+pub use crate::time;
 pub mod views;
 
 use std::sync::Arc;
@@ -25,15 +25,16 @@ use serde::{Deserialize, Serialize};
 pub use self::auth::Principal;
 pub use self::error::{ApiError, ErrorCode};
 use self::views::{
-    AcceptedView, DeviceView, HistoryEntryView, OperationView, PortView, StateAtView, StatusView,
-    SystemView, TenantView,
+    AcceptedView, AlarmView, DeviceView, HistoryEntryView, OperationView, PortView, StateAtView,
+    StatusView, SystemView, TenantView,
 };
 use crate::core::history::{self, History, Subject};
 use crate::core::log::EventLog;
 use crate::core::{Accepted, CoreHandle, StartReport};
 use crate::decide::command::{Command, Order, Verb};
 use crate::model::{
-    AccountChange, Device, OperationId, Password, Privilege, RequestId, State, System, SystemName,
+    AccountChange, Device, OperationId, Password, Privilege, RequestId, Severity, State, System,
+    SystemName,
 };
 
 /// How long a request with `wait` waits for its operation's outcome.
@@ -87,6 +88,8 @@ pub enum Query {
     StateAt {
         at: At,
     },
+    /// The active alarms, oldest first.
+    Alarms,
 }
 
 /// What a request asks for.
@@ -172,6 +175,7 @@ pub enum Reply {
     Accepted(AcceptedView),
     History(Vec<HistoryEntryView>),
     StateAt(Box<StateAtView>),
+    Alarms(Vec<AlarmView>),
 }
 
 /// What `handle` needs.
@@ -262,7 +266,8 @@ fn authorize(principal: &Principal, verb: &Verb) -> Result<(), ApiError> {
         | Verb::CreateSubscription { .. }
         | Verb::DeleteSubscription { .. }
         | Verb::Reserve { .. }
-        | Verb::EndReservation { .. } => Privilege::ConfigureComponents,
+        | Verb::EndReservation { .. }
+        | Verb::ClearAlarm { .. } => Privilege::ConfigureComponents,
     };
     principal.require(needs)
 }
@@ -430,6 +435,19 @@ fn answer(context: &Context, principal: &Principal, query: Query) -> Result<Repl
             drop(state);
             state_at(context, at)
         }
+        Query::Alarms => Ok(Reply::Alarms(
+            state
+                .alarms
+                .values()
+                .filter(|alarm| {
+                    state
+                        .devices
+                        .get(&alarm.device)
+                        .is_some_and(|d| sight.device(d))
+                })
+                .map(|alarm| AlarmView::of(&state, alarm))
+                .collect(),
+        )),
     }
 }
 
@@ -494,6 +512,10 @@ fn accepted_view(context: &Context, accepted: Accepted, wait: bool) -> AcceptedV
 
 fn status(context: &Context, state: &State) -> StatusView {
     let metrics = context.core.metrics();
+    let alarms = |severity| {
+        let of = state.alarms.values().filter(|a| a.severity == severity);
+        of.count() as u64
+    };
     StatusView {
         identity: state.identity.clone(),
         journal_head: state.head,
@@ -504,6 +526,8 @@ fn status(context: &Context, state: &State) -> StatusView {
         systems: state.systems.len() as u64,
         tenants: state.tenants.len() as u64,
         operations_pending: state.pending.len() as u64,
+        alarms_warning: alarms(Severity::Warning),
+        alarms_critical: alarms(Severity::Critical),
         counters: state.counters.clone(),
         commands: metrics.commands,
         commands_refused: metrics.commands_refused,

@@ -5,8 +5,8 @@
 use std::fmt::Write;
 
 use super::views::{
-    AcceptedView, DeviceView, HistoryEntryView, MountSourceView, OperationState, OperationView,
-    PortView, StateAtView, StatusView, SystemView, TenantView,
+    AcceptedView, AlarmView, DeviceView, HistoryEntryView, MountSourceView, OperationState,
+    OperationView, PortView, StateAtView, StatusView, SystemView, TenantView,
 };
 use super::{ApiError, Reply};
 use crate::model::DeviceKind;
@@ -25,6 +25,7 @@ pub fn reply(reply: &Reply) -> String {
         Reply::Accepted(accepted) => self::accepted(accepted),
         Reply::History(entries) => self::history(entries),
         Reply::StateAt(state) => self::state_at(state),
+        Reply::Alarms(alarms) => self::alarms(alarms),
     }
 }
 
@@ -106,6 +107,13 @@ fn status(s: &StatusView) -> String {
         "ports {}/{} free, {} systems, {} tenants, {} operations pending",
         s.ports_free, s.ports_total, s.systems, s.tenants, s.operations_pending
     );
+    if s.alarms_critical + s.alarms_warning > 0 {
+        let _ = writeln!(
+            out,
+            "ALARMS: {} critical, {} warning (appliance ctl alarms)",
+            s.alarms_critical, s.alarms_warning
+        );
+    }
     let _ = writeln!(
         out,
         "compose latency p50={}us p99={}us (n={}); append p99={}us",
@@ -271,6 +279,37 @@ fn operation(o: &OperationView) -> String {
         what.join(" "),
         o.by
     )
+}
+
+fn alarms(alarms: &[AlarmView]) -> String {
+    if alarms.is_empty() {
+        return "no active alarms\n".into();
+    }
+    let mut out = String::new();
+    for a in alarms {
+        let _ = writeln!(
+            out,
+            "alarm {} {} {} {}: {}",
+            a.id,
+            a.severity.name(),
+            a.raised,
+            a.device,
+            a.message
+        );
+        let _ = writeln!(
+            out,
+            "  system: {}",
+            or_dash(a.system.as_ref().map(|s| s.to_string()))
+        );
+        let _ = writeln!(out, "  evidence: {}", a.evidence);
+        let failover = match (&a.failover, a.failover_op) {
+            (Some(op), _) => operation(op),
+            (None, Some(op)) => format!("op {op} (finished long ago: see the history)"),
+            (None, None) => "none".into(),
+        };
+        let _ = writeln!(out, "  failover: {failover}");
+    }
+    out
 }
 
 fn accepted(a: &AcceptedView) -> String {

@@ -11,9 +11,9 @@ use crate::core::history::HistoryEntry;
 use crate::core::metrics::LatencySummary;
 use crate::core::StartReport;
 use crate::model::{
-    AttachState, Counters, Device, DeviceId, DeviceKind, Event, Failure, Identity, Mount,
-    MountSource, Operation, OperationId, OperationKind, Origin, Outcome, Port, PortId, Role, State,
-    SwitchName, System, SystemName, Tenant, TenantName,
+    Alarm, AlarmId, AttachState, Counters, Device, DeviceId, DeviceKind, Event, Failure, Identity,
+    Mount, MountSource, Operation, OperationId, OperationKind, Origin, Outcome, Port, PortId, Role,
+    Severity, State, SwitchName, System, SystemName, Tenant, TenantName,
 };
 
 /// A device's health.
@@ -188,6 +188,49 @@ pub struct OperationView {
     pub failure: Option<FailureView>,
 }
 
+/// An active alarm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmView {
+    pub id: AlarmId,
+    pub device: DeviceId,
+    /// The system that held the device when the alarm was raised.
+    pub system: Option<SystemName>,
+    pub severity: Severity,
+    pub message: String,
+    pub evidence: String,
+    /// When the host saw the fault: RFC 3339, UTC, and ms since the epoch.
+    pub raised: String,
+    pub raised_ms: u64,
+    /// The journal sequence that raised it.
+    pub sequence: u64,
+    /// The failover it started, as last seen (None: none was started, or it finished so long
+    /// ago that State forgot it; the history has it).
+    pub failover: Option<OperationView>,
+    /// The failover's number even when State forgot it.
+    pub failover_op: Option<OperationId>,
+}
+
+impl AlarmView {
+    pub fn of(state: &State, alarm: &Alarm) -> AlarmView {
+        AlarmView {
+            id: alarm.id,
+            device: alarm.device.clone(),
+            system: alarm.system.clone(),
+            severity: alarm.severity,
+            message: alarm.message.clone(),
+            evidence: alarm.evidence.clone(),
+            raised: rfc3339(alarm.at_ms),
+            raised_ms: alarm.at_ms,
+            sequence: alarm.raised_at,
+            failover: alarm
+                .failover
+                .and_then(|op| state.operation(op))
+                .map(OperationView::of),
+            failover_op: alarm.failover,
+        }
+    }
+}
+
 /// Counts of one device kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolUsage {
@@ -210,6 +253,9 @@ pub struct StatusView {
     pub systems: u64,
     pub tenants: u64,
     pub operations_pending: u64,
+    /// Active alarms: (warning, critical).
+    pub alarms_warning: u64,
+    pub alarms_critical: u64,
     pub counters: Counters,
     pub commands: u64,
     pub commands_refused: u64,
@@ -494,6 +540,21 @@ pub fn summary(event: &Event) -> String {
         | Event::FailoverFailed { op, failure } => {
             format!("op {op} failed ({}): {failure}", failure.code())
         }
+        Event::AlarmRaised {
+            alarm,
+            device,
+            severity,
+            message,
+            evidence,
+            at_ms,
+        } => format!(
+            "alarm {alarm} ({}) on {device}: {message}; seen at {}: {evidence}",
+            severity.name(),
+            rfc3339(*at_ms)
+        ),
+        Event::AlarmEnded {
+            alarm, device, end, ..
+        } => format!("alarm {alarm} on {device} ended: {}", end.name()),
         other => access_summary(other),
     }
 }

@@ -12,7 +12,8 @@ use crate::model::state::State;
 /// Layout version of snapshot bytes; a snapshot of another layout is ignored (replay instead).
 /// 2: an operation's mount spec is boxed (rkyv lays it out apart).
 /// 3: pending and finished operations are boxed in State's maps.
-pub const SNAPSHOT_FORMAT: u16 = 3;
+/// 4: State keeps the active alarms.
+pub const SNAPSHOT_FORMAT: u16 = 4;
 
 /// One logged event with its sequence and time.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,6 +10,7 @@ use crate::decide::placement::{self, PlacementError, Want};
 use crate::model::access::{
     AccountChange, AccountName, AccountRole, Password, ReservationEnd, SessionEnd, Subscription,
 };
+use crate::model::alarm::{AlarmEnd, Severity};
 use crate::model::domain::{
     valid_name, AttachState, DeviceKind, Health, Identity, MountSource, Role, System,
     SYSTEM_DEVICES_MAX, SYSTEM_GPUS_MAX,
@@ -17,7 +18,7 @@ use crate::model::domain::{
 use crate::model::event::{DeviceFacts, Event, Made, MountSpec, Origin};
 use crate::model::failure::Failure;
 use crate::model::ids::{
-    DeviceId, OperationId, PortId, RequestId, SwitchName, SystemName, TenantName,
+    AlarmId, DeviceId, OperationId, PortId, RequestId, SwitchName, SystemName, TenantName,
 };
 use crate::model::operation::{OperationKind, OrderKind};
 use crate::model::state::State;
@@ -142,6 +143,10 @@ pub enum Verb {
         id: String,
         end: ReservationEnd,
     },
+    /// An operator clears an active alarm (the device may still be failed).
+    ClearAlarm {
+        alarm: AlarmId,
+    },
 }
 
 impl Verb {
@@ -166,6 +171,7 @@ impl Verb {
             Verb::DeleteSubscription { .. } => OrderKind::DeleteSubscription,
             Verb::Reserve { .. } => OrderKind::Reserve,
             Verb::EndReservation { .. } => OrderKind::EndReservation,
+            Verb::ClearAlarm { .. } => OrderKind::ClearAlarm,
         }
     }
 
@@ -216,9 +222,12 @@ pub enum Observation {
     Vanished {
         device: DeviceId,
     },
+    /// A device's health as the host sees it now, with what it saw (`evidence`) and when.
     Health {
         device: DeviceId,
         health: Health,
+        evidence: String,
+        at_ms: u64,
     },
 }
 
@@ -350,6 +359,8 @@ pub enum CommandError {
     DeviceReserved { device: String, reservation: String },
     #[error("a tenant's account cannot {what}")]
     OutOfScope { what: String },
+    #[error("no active alarm {alarm}")]
+    UnknownAlarm { alarm: AlarmId },
 }
 
 impl From<PlacementError> for CommandError {
@@ -498,6 +509,10 @@ fn decide_order(state: &State, order: &Order) -> Result<Decision, CommandError> 
             expires_ms,
         } => access::reserve(state, id, devices, manifest, *at_ms, *expires_ms, made),
         Verb::EndReservation { id, end } => access::end_reservation(state, id, *end, made),
+        Verb::ClearAlarm { alarm } => {
+            unversioned()?;
+            clear_alarm(state, *alarm, made)
+        }
     }
 }
 
@@ -550,6 +565,7 @@ fn check_scope(state: &State, order: &Order) -> Result<(), CommandError> {
         | Verb::Mount { system, .. }
         | Verb::Unmount { system, .. }
         | Verb::Failover { system, .. } => own_system(system),
+        Verb::ClearAlarm { .. } => out("clear an alarm"),
         Verb::ChangeAccount { name, .. } | Verb::DeleteAccount { name } => own_account(name),
         _ => Ok(()),
     }
@@ -1022,6 +1038,20 @@ fn failover(
                 reason: "no replacement".into(),
             })?;
     let op = state.next_operation;
+    // The old device leaves service with the failover (a plain record: the request id, if
+    // any, is the failover's), so that it is not placed again until an operator returns it.
+    let out_of_service = old.in_service.then(|| Event::ServiceChanged {
+        device: device.clone(),
+        in_service: false,
+        reason: match &old.health {
+            Health::Ok => format!("failed over from by operation {op}"),
+            health => format!("{}; failed over from by operation {op}", health.name()),
+        },
+        made: Made {
+            by: made.by.clone(),
+            request_id: None,
+        },
+    });
     let event = Event::FailoverRequested {
         op,
         system: name.clone(),
@@ -1030,7 +1060,10 @@ fn failover(
         port,
         made,
     };
-    Ok(Decision::operation(event, op))
+    Ok(Decision::Events {
+        events: std::iter::once(event).chain(out_of_service).collect(),
+        op: Some(op),
+    })
 }
 
 fn set_service(
@@ -1051,10 +1084,34 @@ fn set_service(
     if device.in_service == in_service {
         return Ok(Decision::plain(Vec::new()));
     }
+    // Its alarms stand: a device returned to service while still failed is the reflex's again
+    // (a retry, say once a spare is in the pool); clearing the alarm is what stops it.
     Ok(Decision::plain(vec![Event::ServiceChanged {
         device: id.clone(),
         in_service,
         reason: reason.to_string(),
+        made,
+    }]))
+}
+
+/// The active alarms of `device`, oldest first.
+fn alarms_of<'a>(state: &'a State, device: &'a DeviceId) -> impl Iterator<Item = AlarmId> + 'a {
+    state
+        .alarms
+        .values()
+        .filter(move |alarm| alarm.device == *device)
+        .map(|alarm| alarm.id)
+}
+
+fn clear_alarm(state: &State, alarm: AlarmId, made: Made) -> Result<Decision, CommandError> {
+    let found = state
+        .alarms
+        .get(&alarm)
+        .ok_or(CommandError::UnknownAlarm { alarm })?;
+    Ok(Decision::plain(vec![Event::AlarmEnded {
+        alarm,
+        device: found.device.clone(),
+        end: AlarmEnd::Cleared,
         made,
     }]))
 }
@@ -1128,16 +1185,55 @@ fn observe(state: &State, observation: &Observation) -> Result<Vec<Event>, Comma
                 vec![]
             }
         }
-        Observation::Health { device, health } => {
+        Observation::Health {
+            device,
+            health,
+            evidence,
+            at_ms,
+        } => {
             let known = state.devices.get(device).ok_or_else(|| unknown(device))?;
             if known.health == *health {
-                vec![]
-            } else {
-                vec![Event::HealthChanged {
-                    device: device.clone(),
-                    health: health.clone(),
-                }]
+                return Ok(vec![]);
             }
+            let changed = Event::HealthChanged {
+                device: device.clone(),
+                health: health.clone(),
+            };
+            let mut events = vec![changed];
+            match (Severity::of(health), health.reason()) {
+                // Healthy again: every alarm of the device ends, recovered.
+                (None, _) | (_, None) => {
+                    events.extend(alarms_of(state, device).map(|alarm| Event::AlarmEnded {
+                        alarm,
+                        device: device.clone(),
+                        end: AlarmEnd::Recovered,
+                        made: Made {
+                            by: Origin::appliance(),
+                            request_id: None,
+                        },
+                    }))
+                }
+                // A new fault (the same one seen again changed nothing above) raises an alarm;
+                // an alarm already raised for it stays the one.
+                (Some(severity), Some(message)) => {
+                    let raised = state.alarms.values().any(|alarm| {
+                        alarm.device == *device
+                            && alarm.severity == severity
+                            && alarm.message == message
+                    });
+                    if !raised {
+                        events.push(Event::AlarmRaised {
+                            alarm: AlarmId(state.next_alarm.0.max(1)),
+                            device: device.clone(),
+                            severity,
+                            message: message.to_string(),
+                            evidence: evidence.clone(),
+                            at_ms: *at_ms,
+                        });
+                    }
+                }
+            }
+            events
         }
     })
 }

@@ -1,69 +1,144 @@
 //! The appliance's reflex: what it does on its own when a composed device has failed. Pure:
-//! State in, the orders to give out. The host monitor (`runtime::monitor`) gives them as the
-//! appliance's own orders, so they are checked by `decide` like any order, journaled with the
-//! appliance as their maker, and carried out (and resumed after a crash) by the reconciler.
+//! State and the failover policy in, the orders to give out. The host monitor
+//! (`runtime::monitor`) gives them as the appliance's own orders, so they are checked by
+//! `decide` like any order, journaled with the appliance as their maker, and carried out (and
+//! resumed after a crash) by the reconciler.
 //!
-//! The rule: a device whose health is Failed, still in service, held by a system with no
-//! operation in flight, is taken out of service and its system fails over to a replacement
-//! (placement picks the best healthy free device of the same kind and at least the capacity).
-//! Taking it out of service first makes the reflex fire once per fault: a second detection of
-//! the same fault finds the device out of service and does nothing, and a failover that cannot
-//! be made (no spare, a mounted device) is not retried until an operator returns the device to
-//! service. A busy system waits: the monitor looks again when its operation has ended.
+//! The rule: a device whose health is Failed, with an active critical alarm (one an operator
+//! cleared asks for nothing more), still in service, held by a system with no operation in
+//! flight, whose policy (by the system's role and the device's kind) allows it,
+//! fails its system over to a replacement (placement picks the best healthy free device of the
+//! same kind and at least the capacity). The failover takes the old device out of service in the
+//! same durable batch (`decide`), so the reflex fires once per fault: a second detection of the
+//! same fault finds the device out of service and does nothing. A failover that cannot be made
+//! (no spare, a mounted device) takes the device out of service instead, and is not retried
+//! until an operator returns the device to service (its alarm stays for the operator). A busy
+//! system waits: the monitor looks again when its operation has ended.
+//!
+//! A device that is only Degraded (a link down) is not failed over: the monitor escalates it to
+//! Failed when it stays degraded past the policy's grace period (`escalations`).
 
-use crate::decide::command::Verb;
-use crate::model::{DeviceId, Health, OperationId, State, SystemName};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decide::command::{CommandError, Verb};
+use crate::model::{
+    AlarmId, DeviceId, DeviceKind, Health, OperationId, Role, Severity, State, SystemName,
+};
 
 /// What the reflex does about one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reflex {
-    /// Take `device` out of service and fail `system` over to a replacement.
+    /// Fail `system` over from `device` to a replacement.
     FailOver {
         system: SystemName,
         device: DeviceId,
-        /// The health reason, for the out-of-service record.
-        reason: String,
+        /// The alarm that asks for it.
+        alarm: AlarmId,
     },
     /// `system` has `op` in flight; look again when it has ended.
     Wait { system: SystemName, op: OperationId },
 }
 
 impl Reflex {
-    /// The orders, in the order they are given.
-    pub fn orders(&self) -> Vec<Verb> {
+    /// The order to give first.
+    pub fn order(&self) -> Option<Verb> {
         match self {
-            Reflex::FailOver {
-                system,
-                device,
-                reason,
-            } => vec![
-                Verb::SetService {
-                    device: device.clone(),
-                    in_service: false,
-                    reason: format!("failed: {reason}; taken out of service by the appliance"),
-                },
-                Verb::Failover {
-                    system: system.clone(),
-                    device: device.clone(),
-                },
-            ],
-            Reflex::Wait { .. } => Vec::new(),
+            Reflex::FailOver { system, device, .. } => Some(Verb::Failover {
+                system: system.clone(),
+                device: device.clone(),
+            }),
+            Reflex::Wait { .. } => None,
+        }
+    }
+
+    /// The order to give when the first was refused: a failover that cannot be made takes the
+    /// device out of service (so that it is not tried again every second); a busy system is
+    /// looked at again later.
+    pub fn after_refusal(&self, refusal: &CommandError) -> Option<Verb> {
+        match (self, refusal) {
+            (_, CommandError::SystemBusy { .. }) => None,
+            (Reflex::FailOver { device, .. }, refusal) => Some(Verb::SetService {
+                device: device.clone(),
+                in_service: false,
+                reason: format!("failed, and no failover could be made: {refusal}"),
+            }),
+            (Reflex::Wait { .. }, _) => None,
         }
     }
 }
 
+/// One rule of the failover policy: for systems of `role` (any when None) and devices of `kind`
+/// (any when None).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub kind: Option<DeviceKind>,
+    /// Whether a failed device is failed over automatically.
+    #[serde(default = "yes")]
+    pub failover: bool,
+    /// How long a link may stay down (the device Degraded) before the device counts as failed.
+    #[serde(default = "default_link_grace_ms")]
+    pub link_grace_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_link_grace_ms() -> u64 {
+    LINK_GRACE_DEFAULT.as_millis() as u64
+}
+
+/// The default grace of a link that went down: long enough for a switch port to renegotiate or
+/// a cable to be reseated, short enough for an artist to notice nothing more than a stall.
+pub const LINK_GRACE_DEFAULT: Duration = Duration::from_secs(3);
+
+/// The failover policy: the first rule that matches a (role, kind) decides; with none, fail
+/// over, with the default grace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
+}
+
+impl Policy {
+    /// Reads a policy file's TOML (`[[rule]]` tables).
+    pub fn parse(text: &str) -> Result<Policy, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The rule for a device of `kind` held by a system of `role` (`None`: held by no system).
+    pub fn rule(&self, role: Option<Role>, kind: DeviceKind) -> Rule {
+        let matches = |rule: &&Rule| {
+            rule.kind.is_none_or(|k| k == kind) && rule.role.is_none_or(|r| Some(r) == role)
+        };
+        self.rules.iter().find(matches).cloned().unwrap_or(Rule {
+            role,
+            kind: Some(kind),
+            failover: true,
+            link_grace_ms: default_link_grace_ms(),
+        })
+    }
+}
+
 /// The reflex for `device`, if any.
-pub fn reflex(state: &State, device: &DeviceId) -> Option<Reflex> {
+pub fn reflex(state: &State, policy: &Policy, device: &DeviceId) -> Option<Reflex> {
     let found = state.devices.get(device)?;
-    let Health::Failed(reason) = &found.health else {
-        return None;
-    };
-    if !found.in_service {
+    if !matches!(found.health, Health::Failed(_)) || !found.in_service {
         return None;
     }
     let system = state.systems.get(found.holder.as_ref()?)?;
     if !system.devices.contains_key(device) {
         // Held for a compose that has not attached it yet: the compose's own outcome decides.
+        return None;
+    }
+    if !policy.rule(Some(system.role), found.kind).failover {
         return None;
     }
     if let Some(op) = system.pending {
@@ -72,18 +147,51 @@ pub fn reflex(state: &State, device: &DeviceId) -> Option<Reflex> {
             op,
         });
     }
+    // The reflex answers an alarm: one an operator cleared asks for nothing.
+    let alarm = state
+        .alarms
+        .values()
+        .find(|a| a.device == *device && a.severity == Severity::Critical)
+        .map(|a| a.id)?;
     Some(Reflex::FailOver {
         system: system.name.clone(),
         device: device.clone(),
-        reason: reason.clone(),
+        alarm,
     })
 }
 
 /// Every device the reflex has something to do about, in device order.
-pub fn sweep(state: &State) -> Vec<Reflex> {
+pub fn sweep(state: &State, policy: &Policy) -> Vec<Reflex> {
     state
         .devices
         .keys()
-        .filter_map(|device| reflex(state, device))
+        .filter_map(|device| reflex(state, policy, device))
+        .collect()
+}
+
+/// The devices degraded past their grace at `now_ms`, with their new health: a Warning alarm
+/// raised at `at_ms` whose device is still degraded for the same reason.
+pub fn escalations(state: &State, policy: &Policy, now_ms: u64) -> Vec<(DeviceId, Health)> {
+    state
+        .alarms
+        .values()
+        .filter(|alarm| alarm.severity == Severity::Warning)
+        .filter_map(|alarm| {
+            let device = state.devices.get(&alarm.device)?;
+            let Health::Degraded(why) = &device.health else {
+                return None;
+            };
+            let role = device
+                .holder
+                .as_ref()
+                .and_then(|h| state.systems.get(h))
+                .map(|s| s.role);
+            let grace = policy.rule(role, device.kind).link_grace_ms;
+            let past = now_ms.saturating_sub(alarm.at_ms) >= grace;
+            (past && *why == alarm.message).then(|| {
+                let failed = format!("{why} for more than {grace} ms");
+                (device.id.clone(), Health::Failed(failed))
+            })
+        })
         .collect()
 }

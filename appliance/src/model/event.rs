@@ -5,7 +5,8 @@
 //! - 1: the first schema; frozen in [`v1`], upcast on replay.
 //! - 2: outcome events carry a typed [`Failure`] instead of a text; every order of an operator
 //!   carries [`Made`] (who made it, through which door, under which request id). Kinds 25 to 33
-//!   (accounts, sessions, subscriptions, reservations) came with it.
+//!   (accounts, sessions, subscriptions, reservations) came with it; kinds 34 and 35 (alarms) were
+//!   appended later, which schema 2 allows (a new variant at the end decodes as it is).
 
 pub mod v1;
 
@@ -15,9 +16,12 @@ use serde::{Deserialize, Serialize};
 use super::access::{
     AccountChange, AccountName, AccountRole, ReservationEnd, SessionEnd, Subscription,
 };
+use super::alarm::{AlarmEnd, Severity};
 use super::domain::{DeviceKind, Health, Identity, MountSource, Role};
 use super::failure::Failure;
-use super::ids::{DeviceId, OperationId, PortId, RequestId, SwitchName, SystemName, TenantName};
+use super::ids::{
+    AlarmId, DeviceId, OperationId, PortId, RequestId, SwitchName, SystemName, TenantName,
+};
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u16 = 2;
@@ -306,10 +310,27 @@ pub enum Event {
         end: ReservationEnd,
         made: Made,
     },
+    /// A fault seen on a device, journaled with the health change it comes with.
+    AlarmRaised {
+        alarm: AlarmId,
+        device: DeviceId,
+        severity: Severity,
+        message: String,
+        evidence: String,
+        /// When the host saw it.
+        at_ms: u64,
+    },
+    /// An alarm's end (when: the record's timestamp).
+    AlarmEnded {
+        alarm: AlarmId,
+        device: DeviceId,
+        end: AlarmEnd,
+        made: Made,
+    },
 }
 
 /// Kind numbers, stable forever, in the enum's order.
-const KIND_NAMES: [&str; 33] = [
+const KIND_NAMES: [&str; 35] = [
     "identity_set",
     "tenant_created",
     "system_created",
@@ -343,6 +364,8 @@ const KIND_NAMES: [&str; 33] = [
     "subscription_deleted",
     "reservation_made",
     "reservation_ended",
+    "alarm_raised",
+    "alarm_ended",
 ];
 
 impl Event {
@@ -382,6 +405,8 @@ impl Event {
             Event::SubscriptionDeleted { .. } => 30,
             Event::ReservationMade { .. } => 31,
             Event::ReservationEnded { .. } => 32,
+            Event::AlarmRaised { .. } => 33,
+            Event::AlarmEnded { .. } => 34,
         };
         index + 1
     }
@@ -453,7 +478,8 @@ impl Event {
             | Event::SubscriptionCreated { made, .. }
             | Event::SubscriptionDeleted { made, .. }
             | Event::ReservationMade { made, .. }
-            | Event::ReservationEnded { made, .. } => Some(made),
+            | Event::ReservationEnded { made, .. }
+            | Event::AlarmEnded { made, .. } => Some(made),
             _ => None,
         }
     }
@@ -475,7 +501,9 @@ impl Event {
             Event::DeviceDiscovered { facts } => vec![&facts.id],
             Event::DeviceVanished { device }
             | Event::HealthChanged { device, .. }
-            | Event::ServiceChanged { device, .. } => vec![device],
+            | Event::ServiceChanged { device, .. }
+            | Event::AlarmRaised { device, .. }
+            | Event::AlarmEnded { device, .. } => vec![device],
             Event::ComposeRequested { devices, .. } => devices.iter().map(|(d, _)| d).collect(),
             Event::DecomposeRequested { devices, .. } => devices.iter().collect(),
             Event::FailoverRequested { from, to, .. } => vec![from, to],
@@ -577,13 +605,14 @@ mod tests {
             assert_eq!(event.kind_name(), name);
         }
         assert_eq!(<Event as journal::Event>::kind_name(0), None);
-        assert_eq!(<Event as journal::Event>::kind_name(34), None);
-        let last = Event::ReservationEnded {
-            id: "r".into(),
-            end: ReservationEnd::Expired,
+        assert_eq!(<Event as journal::Event>::kind_name(36), None);
+        let last = Event::AlarmEnded {
+            alarm: AlarmId(1),
+            device: "nvme-1".into(),
+            end: AlarmEnd::Cleared,
             made: Made::default(),
         };
-        assert_eq!((last.kind(), last.kind_name()), (33, "reservation_ended"));
+        assert_eq!((last.kind(), last.kind_name()), (35, "alarm_ended"));
     }
 
     #[test]

@@ -154,6 +154,10 @@ number_type!(
     OperationId(u64)
 );
 number_type!(
+    /// An alarm's number, given by the core in the order alarms are raised.
+    AlarmId(u64)
+);
+number_type!(
     /// A downstream port of the fabric toward this server.
     PortId(u16)
 );
@@ -162,6 +166,13 @@ impl OperationId {
     /// The operation after this one.
     pub fn next(self) -> OperationId {
         OperationId(self.0 + 1)
+    }
+}
+
+impl AlarmId {
+    /// The alarm after this one.
+    pub fn next(self) -> AlarmId {
+        AlarmId(self.0 + 1)
     }
 }
 

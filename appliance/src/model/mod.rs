@@ -3,6 +3,7 @@
 //! turns what the drivers report into these).
 
 pub mod access;
+pub mod alarm;
 pub mod domain;
 pub mod event;
 pub mod failure;
@@ -15,12 +16,15 @@ pub use access::{
     Account, AccountChange, AccountName, AccountRole, Password, Privilege, Reservation,
     ReservationEnd, Sealed, Secret, Session, SessionEnd, Subscription,
 };
+pub use alarm::{Alarm, AlarmEnd, Severity};
 pub use domain::{
     AttachState, Attachment, Device, DeviceKind, Health, Identity, Mount, MountSource, MountState,
     Port, Role, System, Tenant,
 };
 pub use event::{DeviceFacts, Door, Event, Made, MountSpec, Origin};
 pub use failure::{Failure, SwitchStep};
-pub use ids::{DeviceId, OperationId, PortId, RequestId, SwitchName, SystemName, TenantName};
+pub use ids::{
+    AlarmId, DeviceId, OperationId, PortId, RequestId, SwitchName, SystemName, TenantName,
+};
 pub use operation::{Operation, OperationKind, OrderKind, Outcome, Requested};
 pub use state::{ApplyError, Counters, State};

@@ -100,6 +100,7 @@ pub enum OrderKind {
     DeleteSubscription,
     Reserve,
     EndReservation,
+    ClearAlarm,
 }
 
 impl OrderKind {
@@ -124,6 +125,7 @@ impl OrderKind {
             OrderKind::DeleteSubscription => "delete_subscription",
             OrderKind::Reserve => "reserve",
             OrderKind::EndReservation => "end_reservation",
+            OrderKind::ClearAlarm => "clear_alarm",
         }
     }
 }

@@ -9,12 +9,13 @@ use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use serde::{Deserialize, Serialize};
 
 use super::access::{Account, AccountChange, AccountName, Reservation, Session, Subscription};
+use super::alarm::Alarm;
 use super::domain::{
     AttachState, Attachment, Device, Health, Identity, Mount, MountSource, MountState, Port, Role,
     System, Tenant,
 };
 use super::event::{DeviceFacts, Event, Made, MountSpec};
-use super::ids::{DeviceId, OperationId, PortId, RequestId, SystemName, TenantName};
+use super::ids::{AlarmId, DeviceId, OperationId, PortId, RequestId, SystemName, TenantName};
 use super::operation::{Operation, OperationKind, OrderKind, Outcome, Requested};
 use super::pool::FreePool;
 
@@ -32,6 +33,8 @@ pub struct Counters {
     pub operations_completed: u64,
     pub operations_failed: u64,
     pub devices_vanished: u64,
+    #[serde(default)]
+    pub alarms_raised: u64,
 }
 
 /// The whole state of the appliance.
@@ -67,6 +70,11 @@ pub struct State {
     /// Composition reservations by id.
     #[serde(default)]
     pub reservations: BTreeMap<String, Reservation>,
+    /// Active alarms (an ended one is in the journal only).
+    #[serde(default)]
+    pub alarms: BTreeMap<AlarmId, Alarm>,
+    #[serde(default)]
+    pub next_alarm: AlarmId,
     /// The free pool's index (derived from `devices` and `ports`; not part of the JSON form:
     /// [`State::reindex`] rebuilds it after deserializing one).
     #[serde(skip)]
@@ -199,6 +207,41 @@ impl State {
             | Event::SubscriptionDeleted { .. } => self.apply_access(seq, event)?,
             Event::ReservationMade { .. } | Event::ReservationEnded { .. } => {
                 self.apply_reservation(seq, event)?
+            }
+            Event::AlarmRaised {
+                alarm,
+                device,
+                severity,
+                message,
+                evidence,
+                at_ms,
+            } => {
+                let system = self
+                    .devices
+                    .get(&device)
+                    .ok_or_else(|| unknown(seq, "device", &device))?
+                    .holder
+                    .clone();
+                let raised = Alarm {
+                    id: alarm,
+                    device,
+                    system,
+                    severity,
+                    message,
+                    evidence,
+                    at_ms,
+                    raised_at: seq,
+                    failover: None,
+                };
+                self.alarms.insert(alarm, raised);
+                self.next_alarm = self.next_alarm.max(alarm.next());
+                self.counters.alarms_raised += 1;
+            }
+            Event::AlarmEnded { alarm, made, .. } => {
+                self.alarms
+                    .remove(&alarm)
+                    .ok_or_else(|| unknown(seq, "alarm", alarm))?;
+                self.record_plain(seq, OrderKind::ClearAlarm, made);
             }
             other => return self.apply_operation(seq, other),
         }
@@ -552,6 +595,13 @@ impl State {
             OperationKind::Failover { from, to, port } => {
                 self.set_attach_state(seq, name, from, AttachState::Detaching)?;
                 self.reserve(seq, name, to, *port)?;
+                // The failover answers every active alarm of the old device (the newest
+                // failover, if an operator's retry made another).
+                for alarm in self.alarms.values_mut() {
+                    if alarm.device == *from {
+                        alarm.failover = Some(operation.id);
+                    }
+                }
             }
         }
         if let Some(request_id) = &operation.made.request_id {
@@ -822,7 +872,26 @@ impl State {
         self.check_devices()?;
         self.check_systems()?;
         self.check_operations()?;
+        self.check_alarms()?;
         self.check_pool()
+    }
+
+    fn check_alarms(&self) -> Result<(), String> {
+        for (id, alarm) in &self.alarms {
+            if *id != alarm.id || *id >= self.next_alarm {
+                return Err(format!(
+                    "alarm {id} is filed wrong (next {})",
+                    self.next_alarm
+                ));
+            }
+            if !self.devices.contains_key(&alarm.device) {
+                return Err(format!("alarm {id} names unknown device {}", alarm.device));
+            }
+            if alarm.failover.is_some_and(|op| op >= self.next_operation) {
+                return Err(format!("alarm {id} names a failover not requested yet"));
+            }
+        }
+        Ok(())
     }
 
     fn check_devices(&self) -> Result<(), String> {

@@ -1,8 +1,9 @@
 //! The host monitor: what the host's kernel reports on its own (a device removed from its slot,
 //! an NVMe SMART critical warning, a link going down or up) becomes a health observation of the
-//! device State holds in that slot; and the appliance's reflex (`decide::reflex`) acts on failed
-//! devices: right after the observation of a failure, and in a sweep every `SWEEP_INTERVAL`
-//! (a system busy at the time of the fault, or a failure journaled before a crash).
+//! device State holds in that slot, with its evidence and the time it was seen (`decide` raises
+//! the alarm); and the appliance's reflex (`decide::reflex`) acts on failed devices: right after
+//! the observation of a failure, and in a sweep every `SWEEP_INTERVAL` (a system busy at the
+//! time of the fault, a failure journaled before a crash, a link down past its grace).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -15,16 +16,18 @@ use tracing::{info, info_span, warn};
 
 use super::drift::wanted_port;
 use super::reconciler::Drivers;
-use crate::core::CoreHandle;
+use crate::core::{CoreError, CoreHandle};
 use crate::decide::command::{Command, Observation};
-use crate::decide::reflex::{self, Reflex};
+use crate::decide::reflex::{self, Policy, Reflex};
 use crate::model::{DeviceId, Health, State};
+use crate::time::{now_ms, rfc3339};
 
 /// Starts the thread that turns the host's observations into commands, when the host offers
 /// them.
 pub fn start(
     core: &CoreHandle,
     drivers: &Drivers,
+    policy: Policy,
     stop: &Arc<AtomicBool>,
 ) -> std::io::Result<Option<JoinHandle<()>>> {
     let Ok(observations) = drivers.host.observations() else {
@@ -33,7 +36,7 @@ pub fn start(
     let (core, stop, host) = (core.clone(), stop.clone(), drivers.host.clone());
     std::thread::Builder::new()
         .name("observe".into())
-        .spawn(move || observe(core, host, observations, stop))
+        .spawn(move || observe(core, host, observations, policy, stop))
         .map(Some)
 }
 
@@ -41,17 +44,19 @@ fn observe(
     core: CoreHandle,
     host: Arc<dyn Host>,
     observations: Receiver<HostObservation>,
+    policy: Policy,
     stop: Arc<AtomicBool>,
 ) {
     let mut swept = Instant::now();
-    sweep(&core);
+    sweep(&core, &policy);
     while !stop.load(Ordering::SeqCst) {
         if swept.elapsed() >= SWEEP_INTERVAL {
-            sweep(&core);
+            sweep(&core, &policy);
             swept = Instant::now();
         }
         match observations.recv_timeout(Duration::from_millis(200)) {
             Ok(observation) => {
+                let at_ms = now_ms();
                 let present = host.present().unwrap_or_default();
                 let slot_of = |address| {
                     present
@@ -59,21 +64,26 @@ fn observe(
                         .find(|d| d.address == address)
                         .and_then(|d| d.slot)
                 };
-                if let Some(command) = observation_command(&core.state(), &observation, slot_of) {
-                    let failed = match &command {
-                        Command::Observe(Observation::Health { device, health })
-                            if !health.is_ok() =>
-                        {
-                            Some(device.clone())
-                        }
-                        _ => None,
-                    };
-                    if let Err(e) = core.submit(command) {
-                        warn!(error = %e, "observation not recorded");
+                let Some(command) =
+                    observation_command(&core.state(), &observation, at_ms, slot_of)
+                else {
+                    continue;
+                };
+                let failed = match &command {
+                    Command::Observe(Observation::Health { device, health, .. })
+                        if !health.is_ok() =>
+                    {
+                        Some(device.clone())
                     }
-                    if let Some(reflex) = failed.and_then(|d| reflex::reflex(&core.state(), &d)) {
-                        act(&core, &reflex);
-                    }
+                    _ => None,
+                };
+                if let Err(e) = core.submit(command) {
+                    warn!(error = %e, "observation not recorded");
+                }
+                if let Some(reflex) =
+                    failed.and_then(|d| reflex::reflex(&core.state(), &policy, &d))
+                {
+                    act(&core, &reflex);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -82,31 +92,51 @@ fn observe(
     }
 }
 
-/// How often the reflex looks at every failed device.
+/// How often the reflex looks at every failed device and every link past its grace.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-fn sweep(core: &CoreHandle) {
-    for reflex in reflex::sweep(&core.state()) {
+fn sweep(core: &CoreHandle, policy: &Policy) {
+    let at_ms = now_ms();
+    for (device, health) in reflex::escalations(&core.state(), policy, at_ms) {
+        let evidence = format!("still {} at the sweep of {}", health.name(), rfc3339(at_ms));
+        let observed = Observation::Health {
+            device,
+            health,
+            evidence,
+            at_ms,
+        };
+        if let Err(e) = core.submit(Command::Observe(observed)) {
+            warn!(error = %e, "escalation not recorded");
+        }
+    }
+    for reflex in reflex::sweep(&core.state(), policy) {
         act(core, &reflex);
     }
 }
 
-/// Gives the reflex's orders as the appliance's own, in turn; a refusal (no replacement, a
-/// mounted device) ends them and is logged: the device stays out of service for an operator.
+/// Gives the reflex's order as the appliance's own; when it is refused (no replacement, a
+/// mounted device), the follow-up order (out of service), so that the device waits for an
+/// operator with its alarm standing.
 fn act(core: &CoreHandle, reflex: &Reflex) {
-    let Reflex::FailOver { system, device, .. } = reflex else {
+    let Some(verb) = reflex.order() else {
         return;
     };
-    let _span = info_span!("reflex_failover", %system, %device).entered();
-    for verb in reflex.orders() {
-        let name = verb.name();
-        if let Err(e) = core.submit(Command::appliance(verb)) {
+    let _span = info_span!("reflex", order = verb.name(), ?reflex).entered();
+    match core.submit(Command::appliance(verb)) {
+        Ok(accepted) => info!(op = ?accepted.op, "failover started by the appliance"),
+        Err(e) => {
             let error = drivers::error_chain(&e);
-            warn!(%error, order = name, "the reflex's order was not carried out");
-            return;
+            warn!(%error, "the reflex's failover was refused");
+            let CoreError::Refused(refusal) = &e else {
+                return;
+            };
+            if let Some(then) = reflex.after_refusal(refusal) {
+                if let Err(e) = core.submit(Command::appliance(then)) {
+                    warn!(error = %drivers::error_chain(&e), "the device stays in service");
+                }
+            }
         }
     }
-    info!("failover started by the appliance");
 }
 
 /// The device State holds in hotplug slot `slot`, if any.
@@ -115,16 +145,41 @@ fn device_in(state: &State, slot: Option<u32>) -> Option<DeviceId> {
     port.device.clone()
 }
 
-/// Maps a host observation to a command, when it concerns a device State knows. `slot_of` finds
-/// the hotplug slot of a PCI address (from the host's present devices).
+/// What the NVMe critical-warning bits say (NVMe Base 2.0, SMART / Health log, byte 0).
+pub fn critical_warning_text(bits: u8) -> String {
+    const BITS: [&str; 6] = [
+        "available spare below threshold",
+        "temperature outside its thresholds",
+        "NVM subsystem reliability degraded",
+        "media read-only",
+        "volatile memory backup failed",
+        "persistent memory region read-only",
+    ];
+    let named: Vec<&str> = (0..8)
+        .filter(|bit| bits & (1 << bit) != 0)
+        .map(|bit| BITS.get(bit).copied().unwrap_or("reserved bit"))
+        .collect();
+    named.join(", ")
+}
+
+/// Maps a host observation seen at `at_ms` to a command, when it concerns a device State
+/// knows. `slot_of` finds the hotplug slot of a PCI address (from the host's present devices).
 pub fn observation_command(
     state: &State,
     observation: &HostObservation,
+    at_ms: u64,
     slot_of: impl Fn(PciAddress) -> Option<u32>,
 ) -> Option<Command> {
-    let health = |device, health| Some(Command::Observe(Observation::Health { device, health }));
+    let health = |device, health, evidence| {
+        Some(Command::Observe(Observation::Health {
+            device,
+            health,
+            evidence,
+            at_ms,
+        }))
+    };
     match observation {
-        HostObservation::DeviceRemoved { slot, .. } => {
+        HostObservation::DeviceRemoved { address, slot } => {
             let device = device_in(state, *slot)?;
             let attached = state
                 .devices
@@ -134,26 +189,43 @@ pub fn observation_command(
             if !attached {
                 return None;
             }
+            let slot = slot.map_or("?".to_string(), |s| s.to_string());
             health(
                 device,
                 Health::Failed("removed from its slot unexpectedly".into()),
+                format!("kernel remove uevent for {address} in hotplug slot {slot}"),
             )
         }
         HostObservation::NvmeCriticalWarning { address, bits } => {
-            let device = device_in(state, slot_of(*address))?;
+            let slot = slot_of(*address);
+            let device = device_in(state, slot)?;
+            let evidence = format!(
+                "SMART / Health log (page 0x02) of {address}: critical_warning=0x{bits:02x}"
+            );
             match bits {
-                0 => health(device, Health::Ok),
+                0 => health(device, Health::Ok, evidence),
                 bits => health(
                     device,
-                    Health::Failed(format!("NVMe SMART critical warning 0x{bits:02x}")),
+                    Health::Failed(format!(
+                        "NVMe SMART critical warning 0x{bits:02x}: {}",
+                        critical_warning_text(*bits)
+                    )),
+                    evidence,
                 ),
             }
         }
         HostObservation::LinkChanged { address, up } => {
             let device = device_in(state, slot_of(*address))?;
+            let evidence = format!(
+                "rtnetlink: the link of {address} is {}",
+                match up {
+                    true => "up",
+                    false => "down",
+                }
+            );
             match up {
-                true => health(device, Health::Ok),
-                false => health(device, Health::Degraded("link down".into())),
+                true => health(device, Health::Ok, evidence),
+                false => health(device, Health::Degraded("link down".into()), evidence),
             }
         }
         HostObservation::DeviceAdded { .. } => None,

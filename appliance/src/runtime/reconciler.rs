@@ -42,6 +42,7 @@ use tracing::{info, info_span, warn};
 use super::adapt::{bind_failure, driver_for, switch_failure};
 use crate::core::CoreHandle;
 use crate::decide::command::{Command, Observation};
+use crate::decide::reflex::Policy;
 use crate::model::{
     DeviceId, DeviceKind, Failure, MountSource, Operation, OperationId, OperationKind, PortId,
     State, SwitchStep,
@@ -524,7 +525,11 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// Starts reconciling `core`'s State against `drivers`.
-    pub fn start(core: CoreHandle, drivers: Drivers) -> std::io::Result<Reconciler> {
+    pub fn start(
+        core: CoreHandle,
+        drivers: Drivers,
+        policy: Policy,
+    ) -> std::io::Result<Reconciler> {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = channel::<Operation>();
         let rx = Arc::new(Mutex::new(rx));
@@ -543,7 +548,7 @@ impl Reconciler {
                     .spawn(move || worker(ctx, rx))?,
             );
         }
-        if let Some(thread) = super::monitor::start(&ctx.core, &ctx.drivers, &stop)? {
+        if let Some(thread) = super::monitor::start(&ctx.core, &ctx.drivers, policy, &stop)? {
             threads.push(thread);
         }
         let stop2 = stop.clone();

@@ -141,6 +141,42 @@ impl SimFabric {
         }
     }
 
+    /// The host reports an NVMe SMART critical warning (`bits`; 0 = cleared) of the device
+    /// attached at `device`'s port; false when it is attached nowhere.
+    pub fn smart_warning(&self, device: &str, bits: u8) -> bool {
+        self.report(device, |address| HostObservation::NvmeCriticalWarning {
+            address,
+            bits,
+        })
+    }
+
+    /// The host reports the link of the NIC attached at `device`'s port going up or down.
+    pub fn link(&self, device: &str, up: bool) -> bool {
+        self.report(device, |address| HostObservation::LinkChanged {
+            address,
+            up,
+        })
+    }
+
+    fn report(
+        &self,
+        device: &str,
+        observation: impl FnOnce(PciAddress) -> HostObservation,
+    ) -> bool {
+        let slot = {
+            let inner = self.lock();
+            let port = inner.devices.get(device).and_then(|d| d.attached_port);
+            port.and_then(|p| inner.ports.get(&p).map(|q| q.slot))
+        };
+        match slot {
+            Some(slot) => {
+                self.notify(observation(address_of_slot(slot)));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Puts a vanished device back into the pool, unattached.
     pub fn restore(&self, device: &str) {
         let mut inner = self.lock();

@@ -17,10 +17,10 @@ use crate::decide::command::{
     decide, Command, CommandError, Decision, NewSystem, Observation, Order, Selection, Verb,
 };
 use crate::decide::placement::Want;
-use crate::decide::reflex;
+use crate::decide::reflex::{self, Policy};
 use crate::model::{
     AttachState, DeviceId, DeviceKind, Door, Event, Health, MountSource, MountSpec, Origin,
-    RequestId, Role, State, SystemName,
+    RequestId, Role, Severity, State, SystemName,
 };
 use crate::runtime::adapt::{inventory_commands, vanished_commands};
 use crate::runtime::drift::converge;
@@ -202,6 +202,11 @@ impl Harness {
             7 => {
                 let device = self.pick(&held).unwrap_or_else(|| "gpu-0".into());
                 order(Verb::Failover { system, device }, None, None)
+            }
+            8 if !self.state.alarms.is_empty() && self.rng.gen_bool(0.3) => {
+                let alarms: Vec<_> = self.state.alarms.keys().copied().collect();
+                let alarm = self.pick(&alarms).expect("an alarm");
+                order(Verb::ClearAlarm { alarm }, None, None)
             }
             8 => {
                 let device = self.pick(&devices).unwrap_or_default();
@@ -409,22 +414,32 @@ impl Harness {
             } else {
                 Health::Failed("sim".into())
             };
-            let _ = self.submit(Command::Observe(Observation::Health { device, health }));
+            let observed = Observation::Health {
+                device,
+                health,
+                evidence: "the simulation".into(),
+                at_ms: self.state.head,
+            };
+            let _ = self.submit(Command::Observe(observed));
         }
         self.reflex();
     }
 
     /// The appliance's reflex, as the host monitor runs it after an observation and in its
-    /// sweep: every failed device's orders, given as the appliance's own.
+    /// sweep: every failed device's failover, given as the appliance's own, and its follow-up
+    /// when refused.
     fn reflex(&mut self) {
-        for reflex in reflex::sweep(&self.state) {
+        for reflex in reflex::sweep(&self.state, &Policy::default()) {
             self.note(format!("reflex: {reflex:?}"));
-            for verb in reflex.orders() {
-                let failover = matches!(verb, Verb::Failover { .. });
-                match self.submit(Command::appliance(verb)) {
-                    Ok(_) if failover => self.stats.reflex_failovers += 1,
-                    Ok(_) => {}
-                    Err(_) => break,
+            let Some(verb) = reflex.order() else {
+                continue;
+            };
+            match self.submit(Command::appliance(verb)) {
+                Ok(_) => self.stats.reflex_failovers += 1,
+                Err(refusal) => {
+                    if let Some(then) = reflex.after_refusal(&refusal) {
+                        let _ = self.submit(Command::appliance(then));
+                    }
                 }
             }
         }
@@ -547,13 +562,16 @@ pub fn check_reflexes(log: &dyn EventLog) -> Result<(), String> {
         {
             let device = state.devices.get(from);
             let failed = device.is_some_and(|d| matches!(d.health, Health::Failed(_)));
-            let out = device.is_some_and(|d| !d.in_service);
-            if made.by.door == Door::Appliance && !(failed && out) {
+            let in_service = device.is_some_and(|d| d.in_service);
+            let alarm = state
+                .alarms
+                .values()
+                .any(|a| a.device == *from && a.severity == Severity::Critical);
+            if made.by.door == Door::Appliance && !(failed && in_service && alarm) {
                 return Err(format!(
-                    "sequence {}: the appliance failed {system} over from {from}, which was {:?}, in service: {}",
+                    "sequence {}: the appliance failed {system} over from {from}, which was {:?}, in service: {in_service}, with a critical alarm: {alarm}",
                     logged.sequence,
                     device.map(|d| &d.health),
-                    device.is_some_and(|d| d.in_service),
                 ));
             }
         }

@@ -164,3 +164,18 @@ pub fn assert_error(answer: &Answer, status: u16, id: &str) {
         answer.json()
     );
 }
+
+/// Polls `probe` every 50 ms for up to 20 s.
+pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -323,7 +323,8 @@ pub fn from_api(error: &ApiError) -> RfError {
         | C::UnknownAccount
         | C::UnknownSession
         | C::UnknownSubscription
-        | C::UnknownReservation => (StatusCode::NOT_FOUND, RESOURCE_NOT_FOUND, vec![]),
+        | C::UnknownReservation
+        | C::UnknownAlarm => (StatusCode::NOT_FOUND, RESOURCE_NOT_FOUND, vec![]),
         C::TenantExists
         | C::SystemExists
         | C::AccountExists

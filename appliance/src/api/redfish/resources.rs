@@ -20,8 +20,8 @@ use crate::api::auth::Principal;
 use crate::api::time::rfc3339;
 use crate::core::log::Logged;
 use crate::model::{
-    Account, AttachState, Device, DeviceKind, Event, Health, Operation, OperationKind, Outcome,
-    Privilege, State, System,
+    Account, AttachState, Device, DeviceId, DeviceKind, Event, Health, Operation, OperationKind,
+    Outcome, Privilege, Severity, State, System,
 };
 
 /// Schema versions (from ../shared/redfish/csdl, DSP8010 2025.4): one place, also for
@@ -522,10 +522,54 @@ fn system_status(lens: &Lens, system: &System) -> Value {
         })
         .max()
         .unwrap_or(0);
-    json!({
+    let conditions = system
+        .devices
+        .keys()
+        .flat_map(|id| conditions(lens, id, Some(&block_uri(id))))
+        .collect();
+    let status = json!({
         "State": if busy { "Starting" } else { "Enabled" },
         "Health": (["OK", "Warning", "Critical"][health]),
-    })
+    });
+    with_conditions(status, conditions)
+}
+
+/// The active alarms of `device` as Redfish Conditions (DSP0268 Resource.Condition), each with
+/// the journal entry that raised it; `origin` when the resource shown is not the device itself.
+fn conditions(lens: &Lens, device: &DeviceId, origin: Option<&str>) -> Vec<Value> {
+    let alarms = lens.state.alarms.values().filter(|a| a.device == *device);
+    alarms
+        .map(|alarm| {
+            let (severity, message_id) = match alarm.severity {
+                Severity::Critical => ("Critical", "ResourceEvent.1.4.ResourceStatusChangedCritical"),
+                Severity::Warning => ("Warning", "ResourceEvent.1.4.ResourceStatusChangedWarning"),
+            };
+            let failover = match alarm.failover {
+                Some(op) => format!("; failover: operation {op}"),
+                None => String::new(),
+            };
+            let mut condition = json!({
+                "MessageId": message_id,
+                "MessageArgs": [alarm.device.as_str(), severity],
+                "Message": format!("alarm {} on {}: {} (evidence: {}){failover}", alarm.id, alarm.device, alarm.message, alarm.evidence),
+                "Severity": severity,
+                "Timestamp": rfc3339(alarm.at_ms),
+                "LogEntry": link(&uri(&format!("Managers/{APPLIANCE}/LogServices/{JOURNAL}/Entries/{}", alarm.raised_at))),
+                "Resolution": "Replace or repair the device, then return it to service (appliance ctl service DEVICE --in) or clear the alarm (appliance ctl clear-alarm ID).",
+            });
+            if let Some(origin) = origin {
+                condition["OriginOfCondition"] = link(origin);
+            }
+            condition
+        })
+        .collect()
+}
+
+fn with_conditions(mut status: Value, conditions: Vec<Value>) -> Value {
+    if !conditions.is_empty() {
+        status["Conditions"] = Value::Array(conditions);
+    }
+    status
 }
 
 /// A stable UUID for a name, from the service's UUID (RFC 4122 version 8 layout, name-based).
@@ -777,7 +821,7 @@ pub(crate) fn block(lens: &Lens, device: &Device) -> Value {
         &mut value,
         json!({
             "ResourceBlockType": [block_type(device.kind)],
-            "Status": device_status(device),
+            "Status": with_conditions(device_status(device), conditions(lens, &device.id, None)),
             "CompositionStatus": {
                 "Reserved": device.reservation.is_some(),
                 "CompositionState": composition_state(lens, device),
@@ -1050,12 +1094,21 @@ fn event_message(event: &Event) -> &'static str {
         | Event::SubscriptionDeleted { .. }
         | Event::ReservationEnded { .. }
         | Event::DeviceVanished { .. } => "ResourceEvent.1.4.ResourceRemoved",
+        Event::AlarmRaised { severity, .. } => match severity {
+            Severity::Critical => "ResourceEvent.1.4.ResourceStatusChangedCritical",
+            Severity::Warning => "ResourceEvent.1.4.ResourceStatusChangedWarning",
+        },
+        Event::AlarmEnded { .. } => "ResourceEvent.1.4.ResourceStatusChangedOK",
         _ => "ResourceEvent.1.4.ResourceChanged",
     }
 }
 
 fn event_severity(event: &Event) -> &'static str {
     match event {
+        Event::AlarmRaised { severity, .. } => match severity {
+            Severity::Critical => "Critical",
+            Severity::Warning => "Warning",
+        },
         Event::HealthChanged { health, .. } => match health {
             Health::Ok => "OK",
             Health::Degraded(_) => "Warning",
@@ -1109,7 +1162,7 @@ pub(crate) fn log_entry(lens: &Lens, logged: &Logged) -> Value {
         "Created": rfc3339(logged.timestamp_ms),
         "Message": crate::api::views::summary(event),
         "MessageId": event_message(event),
-        "MessageArgs": [],
+        "MessageArgs": event_args(event),
         "EventId": logged.sequence.to_string(),
     });
     match event_origin(lens, event) {
@@ -1117,6 +1170,18 @@ pub(crate) fn log_entry(lens: &Lens, logged: &Logged) -> Value {
         None => entry["OriginOfConditionUnavailable"] = Value::Bool(true),
     }
     entry
+}
+
+/// The arguments of an event's message (the status-changed messages name the resource and its
+/// new health).
+fn event_args(event: &Event) -> Vec<String> {
+    match event {
+        Event::AlarmRaised { device, .. } => {
+            vec![device.to_string(), event_severity(event).to_string()]
+        }
+        Event::AlarmEnded { device, .. } => vec![device.to_string(), "OK".into()],
+        _ => Vec::new(),
+    }
 }
 
 fn log_entry_at(lens: &Lens, sequence: u64) -> Option<Value> {

@@ -1035,10 +1035,23 @@ fn metrics_are_prometheus_text_behind_a_login_unless_public() {
     let answer = settle(
         &admin,
         admin
-            .post("/redfish/v1/Systems", &specific("m1", &["gpu-0"]))
+            .post("/redfish/v1/Systems", &specific("m1", &["gpu-0", "nvme-0"]))
             .expect("compose"),
     );
     assert_eq!(answer.status, 201);
+    // A fault the appliance answers on its own: nvme-0 reports a SMART critical warning.
+    let sim = served.running.sim().expect("the simulated fabric");
+    assert!(sim.smart_warning("nvme-0", 0x04));
+    wait_for("nvme-0 failed over", || {
+        let system = admin.get("/redfish/v1/Systems/m1").ok()?.json();
+        let links = system["Links"]["ResourceBlocks"].as_array()?.clone();
+        let gone = !links.iter().any(|l| {
+            l["@odata.id"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("/nvme-0"))
+        });
+        (gone && links.len() == 2).then_some(())
+    });
     assert_eq!(served.anonymous().get("/metrics").expect("get").status, 401);
     let answer = admin.get("/metrics").expect("get");
     assert_eq!(answer.status, 200);
@@ -1051,6 +1064,10 @@ fn metrics_are_prometheus_text_behind_a_login_unless_public() {
         "appliance_pool_devices{kind=\"gpu\",state=\"composed\"} 1",
         "appliance_api_requests_total{status=\"201\"}",
         "appliance_api_request_duration_seconds_bucket",
+        "appliance_alarms_critical 1",
+        "appliance_alarms_raised_total 1",
+        "appliance_failover_seconds_count 1",
+        "appliance_failover_recovery_seconds_count 1",
     ] {
         assert!(text.contains(family), "{family} missing from:\n{text}");
     }

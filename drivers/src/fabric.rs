@@ -163,6 +163,13 @@ pub trait Host: Send + Sync {
     ) -> Result<(), HostError>;
     /// Identify Controller of an NVMe device bound to the nvme driver.
     fn identify_nvme(&self, address: PciAddress) -> Result<NvmeIdentity, HostError>;
+    /// Sets the network interfaces of the NIC at `address` administratively up (so that its
+    /// carrier is reported: a link down is seen only on an interface that is up); returns their
+    /// names. A host without network interfaces has none to bring up.
+    fn bring_up(&self, address: PciAddress) -> Result<Vec<String>, HostError> {
+        let _ = address;
+        Ok(Vec::new())
+    }
     /// Devices currently present in hotplug slots.
     fn present(&self) -> Result<Vec<HostDevice>, HostError>;
     /// A stream of observations; may be called once.

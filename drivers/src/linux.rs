@@ -326,6 +326,19 @@ impl Host for LinuxHost {
         Ok(present)
     }
 
+    fn bring_up(&self, address: PciAddress) -> Result<Vec<String>, HostError> {
+        let _span = info_span!("bring_up", %address).entered();
+        let interfaces = interfaces_of(&self.root, address);
+        for interface in &interfaces {
+            crate::link::set_up(interface, true).map_err(|e| HostError::Device {
+                operation: "set link up",
+                address,
+                reason: format!("{interface}: {}", error_chain(&e)),
+            })?;
+        }
+        Ok(interfaces)
+    }
+
     fn observations(&self) -> Result<Receiver<HostObservation>, HostError> {
         if self.observing.swap(true, Ordering::SeqCst) {
             let source = std::io::Error::other("observations() may be called once");
@@ -446,6 +459,22 @@ fn poll_smart(root: &Path, sender: mpsc::Sender<HostObservation>) {
             }
         }
     }
+}
+
+/// The network interfaces of PCI function `address`: `net/*` below it, or below its virtio
+/// device (virtio-net registers its netdev on `virtioN`, a child of the PCI function).
+fn interfaces_of(root: &Path, address: PciAddress) -> Vec<String> {
+    let function = sysfs::under(root, &format!("sys/bus/pci/devices/{address}"));
+    let mut parents = vec![function.clone()];
+    for child in sysfs::list(&function).unwrap_or_default() {
+        if child.starts_with("virtio") {
+            parents.push(function.join(child));
+        }
+    }
+    parents
+        .iter()
+        .flat_map(|parent| sysfs::list(&parent.join("net")).unwrap_or_default())
+        .collect()
 }
 
 /// What a link change means to the host: the PCI function's link went up or down.

@@ -93,6 +93,9 @@ impl std::fmt::Debug for Switch {
 struct State {
     devices: Vec<BenchDevice>,
     ports: Vec<FabricPort>,
+    /// Ports whose device was pulled without waiting for QEMU to delete it (port -> QEMU id):
+    /// QEMU keeps it on the root port until the guest has powered the slot off.
+    draining: std::collections::BTreeMap<u16, String>,
 }
 
 impl Switch {
@@ -100,6 +103,7 @@ impl Switch {
         let state = State {
             devices: topology.devices.clone(),
             ports: topology.ports.clone(),
+            draining: Default::default(),
         };
         Switch {
             state: Arc::new(Mutex::new(state)),
@@ -119,6 +123,7 @@ impl Switch {
     /// Attaches `device` to `port` (QMP device_add on the port's root port).
     pub fn attach(&self, device: &str, port: u16) -> Result<(), SwitchError> {
         let _span = tracing::info_span!("switch_attach", device, port).entered();
+        self.drained(device, port)?;
         let mut state = self.lock();
         let (d, p) = state.find(device, port)?;
         if let Some(other) = &state.ports[p].attached {
@@ -148,6 +153,40 @@ impl Switch {
         Ok(())
     }
 
+    /// Waits until QEMU has deleted what was pulled from `port` (a root port holds one device:
+    /// a new one added beside the old would take another function the guest never scans).
+    fn drained(&self, device: &str, port: u16) -> Result<(), SwitchError> {
+        let Some(old) = self.lock().draining.get(&port).cloned() else {
+            return Ok(());
+        };
+        let deadline = std::time::Instant::now() + Duration::from_millis(DETACH_TIMEOUT_MS);
+        loop {
+            let listed = self
+                .qemu
+                .execute("qom-list", json!({"path": "/machine/peripheral"}))
+                .map_err(|source| SwitchError::Qmp {
+                    operation: "attach",
+                    device: device.into(),
+                    source,
+                })?;
+            let present = listed
+                .as_array()
+                .is_some_and(|l| l.iter().any(|e| e["name"] == old.as_str()));
+            if !present {
+                self.lock().draining.remove(&port);
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(refused(
+                    "attach",
+                    device,
+                    format!("port {port} still holds {old}, pulled but not yet deleted by QEMU"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Detaches `device` from `port` and waits until QEMU has removed it.
     pub fn detach(&self, device: &str, port: u16) -> Result<(), SwitchError> {
         let _span = tracing::info_span!("switch_detach", device, port).entered();
@@ -159,6 +198,7 @@ impl Switch {
     pub fn surprise_remove(&self, device: &str) -> Result<u16, SwitchError> {
         let port = self.attached_port(device, "surprise_remove")?;
         self.remove(device, port, None)?;
+        self.lock().draining.insert(port, pool_device_id(device));
         Ok(port)
     }
 

@@ -1,17 +1,19 @@
 //! End-to-end, through the appliance's HTTPS API: compose an NVMe drive and a GPU stand-in and
 //! see them hot-added, bound and identified; compose and delete a system the Redfish way
 //! (`POST /redfish/v1/Systems` with `Links.ResourceBlocks`, its task followed to the end) and
-//! see the switch attach and detach; a clean power-off keeps and re-attaches them; a power cut
+//! see the switch attach and detach; faults the appliance answers on its own (a SMART critical
+//! warning, a pulled drive, a NIC's link down past its grace), each with its alarm and a
+//! failover to a spare; a clean power-off keeps and re-attaches them; a power cut
 //! in the middle of a compose loses nothing acknowledged and leaves a clean journal.
 
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use appliance::api::client::{Answer, Client};
-use appliance::api::views::OperationState;
+use appliance::api::views::{AlarmView, OperationState};
 use appliance::api::{Meta, Query, Reply, Request};
 use appliance::decide::command::{NewSystem, Selection, Verb};
-use appliance::model::Role;
+use appliance::model::{Role, Severity};
 use serde_json::{json, Value};
 use tests::{
     api, boot, call, journal_copy, one_vm_at_a_time, options, power_off, tail, wait_until,
@@ -117,8 +119,8 @@ fn compose_nvme_and_gpu() -> Result<()> {
     let _one = one_vm_at_a_time();
     let mut options = options("compose")?;
     options.topology = qemu::BenchTopology::parse(
-        &format!("{}{SPARE_NVME}", qemu::topology::SAMPLE),
-        "the sample with a spare NVMe",
+        &format!("{}{SPARE_NVME}{SPARE_NIC}", qemu::topology::SAMPLE),
+        "the sample with a spare NVMe and a spare NIC",
     )?;
     let booted = boot(options)?;
     let client = api(&booted.vm)?;
@@ -171,7 +173,90 @@ fn compose_nvme_and_gpu() -> Result<()> {
     redfish_compose_and_delete(&booted.vm, &client)?;
     smart_warning_fails_the_drive_over(&booted.vm, &client)?;
     a_pulled_drive_fails_over(&booted.vm, &client)?;
+    a_link_down_past_its_grace_fails_the_nic_over(&booted.vm, &client)?;
     power_off(booted.vm)
+}
+
+/// A second NIC for the compose test's pool, the spare of the NIC's failover.
+const SPARE_NIC: &str = r#"
+[[device]]
+id = "nic-1"
+class = 0x020000
+vendor_id = 0x1af4
+device_id = 0x1000
+serial = "POOLNIC0001"
+model = "virtio-net"
+capacity_bytes = 0
+switch = "sw0"
+rdma = true
+"#;
+
+/// Polls the alarms until one of `device` with `severity` is active; returns it.
+fn alarm_of(client: &Client, device: &str, severity: Severity) -> Result<AlarmView> {
+    wait_until(
+        Duration::from_millis(BOOT_TIMEOUT_MS),
+        &format!("a {} alarm on {device}", severity.name()),
+        || {
+            let Reply::Alarms(alarms) = call(client, &Request::query(Query::Alarms))? else {
+                bail!("alarms")
+            };
+            Ok(alarms
+                .into_iter()
+                .find(|a| a.device.as_str() == device && a.severity == severity))
+        },
+    )
+}
+
+/// A composed NIC's link goes down (QMP `set_link`, the guest's virtio-net sees its carrier
+/// drop; the host monitor hears it from rtnetlink): a warning first, and once the link has
+/// stayed down past the default grace, the NIC counts as failed and ws-1 fails over to the
+/// spare NIC.
+fn a_link_down_past_its_grace_fails_the_nic_over(vm: &qemu::Vm, client: &Client) -> Result<()> {
+    let verb = Verb::Compose {
+        system: SYSTEM.into(),
+        selection: Selection::Specific(vec!["nic-0".into()]),
+        create: None,
+        tenant: None,
+        reservation: None,
+    };
+    let Reply::Accepted(accepted) = call(client, &Request::order(verb, Meta::default()))? else {
+        bail!("compose nic-0")
+    };
+    ensure!(
+        accepted.operation.as_ref().map(|o| o.state) == Some(OperationState::Completed),
+        "nic-0 composed into {SYSTEM}: {:?}; console:\n{}",
+        accepted.operation,
+        tail(vm)
+    );
+    let downed = std::time::Instant::now();
+    vm.fabric().set_nic_link("nic-0", false)?;
+    let warning = alarm_of(client, "nic-0", Severity::Warning)?;
+    println!(
+        "link down to its warning seen through the API: {} ms",
+        downed.elapsed().as_millis()
+    );
+    ensure!(
+        warning.message == "link down" && warning.evidence.contains("down"),
+        "{warning:?}"
+    );
+    let devices = failed_over(vm, client, "nic-0")?;
+    println!(
+        "link down to ws-1 failed over (grace {} ms + recover): {} ms",
+        appliance::decide::reflex::LINK_GRACE_DEFAULT.as_millis(),
+        downed.elapsed().as_millis()
+    );
+    ensure!(
+        devices == ["gpu-0", "nic-1", "nvme-2"],
+        "ws-1 after the NIC's failover: {devices:?}"
+    );
+    attached_port(vm, "nic-1")?;
+    let critical = alarm_of(client, "nic-0", Severity::Critical)?;
+    ensure!(
+        critical.message.starts_with("link down for more than")
+            && critical.failover.as_ref().map(|o| o.state) == Some(OperationState::Completed),
+        "{critical:?}"
+    );
+    Ok(())
 }
 
 /// A third NVMe drive for the compose test's pool, the spare of the second failover.
@@ -262,6 +347,21 @@ fn smart_warning_fails_the_drive_over(vm: &qemu::Vm, client: &Client) -> Result<
     ensure!(
         block["Status"]["State"] == "Disabled" && block["Status"]["Health"] == "Critical",
         "the failed drive's block is Disabled and Critical: {block}"
+    );
+    let condition = &block["Status"]["Conditions"][0];
+    ensure!(
+        condition["MessageId"] == "ResourceEvent.1.4.ResourceStatusChangedCritical"
+            && condition["Message"]
+                .as_str()
+                .is_some_and(|m| m.contains("critical_warning=0x04")),
+        "the failed drive's block carries its alarm as a Condition: {block}"
+    );
+    let alarm = alarm_of(client, "nvme-0", Severity::Critical)?;
+    ensure!(
+        alarm.message.contains("NVM subsystem reliability degraded")
+            && alarm.system.as_ref().map(|s| s.as_str()) == Some(SYSTEM)
+            && alarm.failover.as_ref().map(|o| o.state) == Some(OperationState::Completed),
+        "the alarm names the fault, its system and the failover that answered it: {alarm:?}"
     );
     let history = call(
         client,

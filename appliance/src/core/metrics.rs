@@ -104,6 +104,11 @@ pub struct Metrics {
     /// From a compose's intent being durable to its outcome being durable.
     pub compose: Histogram,
     pub decompose: Histogram,
+    /// From a failover's intent being durable to its outcome being durable.
+    pub failover: Histogram,
+    /// Time to recover: from the host seeing the fault (the alarm's time, the host's clock) to
+    /// the failover that answers it completing.
+    pub recovery: Histogram,
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use tracing::{debug, info, info_span, warn};
 use crate::core::log::{decode_snapshot, encode_snapshot, EventLog, LogError, Logged};
 use crate::core::metrics::Metrics;
 use crate::decide::command::{decide, Command, CommandError, Decision};
-use crate::model::{ApplyError, Event, Operation, OperationId, State};
+use crate::model::{ApplyError, Event, Operation, OperationId, OperationKind, Outcome, State};
 
 /// Limits of the core.
 #[derive(Debug, Clone)]
@@ -767,9 +767,22 @@ impl Writer {
             let Some(started) = self.started.remove(op) else {
                 continue;
             };
-            match work.finished.get(op).map(|o| o.kind.name()) {
-                Some("compose") => metrics.compose.record(now - started),
-                Some("decompose") => metrics.decompose.record(now - started),
+            let Some(finished) = work.finished.get(op) else {
+                continue;
+            };
+            match &finished.kind {
+                OperationKind::Compose { .. } => metrics.compose.record(now - started),
+                OperationKind::Decompose { .. } => metrics.decompose.record(now - started),
+                OperationKind::Failover { .. } => {
+                    metrics.failover.record(now - started);
+                    let answered = work.alarms.values().filter(|a| a.failover == Some(*op));
+                    if finished.outcome == Some(Outcome::Completed) {
+                        if let Some(alarm) = answered.min_by_key(|a| a.at_ms) {
+                            let since = crate::time::now_ms().saturating_sub(alarm.at_ms);
+                            metrics.recovery.record(Duration::from_millis(since));
+                        }
+                    }
+                }
                 _ => {}
             }
         }

@@ -7,7 +7,7 @@ use tracing::{info, warn};
 use super::adapt::vanished_commands;
 use super::reconciler::{attach_one, detach_one, Drivers};
 use crate::core::CoreHandle;
-use crate::model::{AttachState, Device, PortId, State};
+use crate::model::{AttachState, Device, Health, PortId, State};
 
 /// Records the devices that left the switch's pool, then repairs the drift of the rest.
 pub fn repair(core: &CoreHandle, drivers: &Drivers) {
@@ -24,7 +24,8 @@ pub fn repair(core: &CoreHandle, drivers: &Drivers) {
 }
 
 /// Repairs drift for devices of idle systems and free devices: attaches what State holds as
-/// attached, detaches what State holds as free. Returns what it did or failed to do.
+/// attached (unless it has failed: a failed device off its port is the reflex's), detaches what
+/// State holds as free. Returns what it did or failed to do.
 pub fn converge(drivers: &Drivers, state: &State) -> Vec<String> {
     let Ok(inventory) = drivers.fabric.inventory() else {
         return vec!["inventory unavailable".into()];
@@ -48,6 +49,29 @@ pub fn converge(drivers: &Drivers, state: &State) -> Vec<String> {
             continue;
         }
         let id = &device.id;
+        if actual.is_none() && matches!(device.health, Health::Failed(_)) {
+            // A failed device off its port (pulled, dead) is the reflex's: putting it back
+            // would hand its system a dead device while it fails over from it.
+            continue;
+        }
+        if let (None, Some(port)) = (actual, wanted) {
+            // The switch dropped it but the host still shows it in the slot: a removal in
+            // flight (pciehp takes seconds). The host's remove event says what it was; the
+            // next sync repairs it if it was only a glitch of the switch.
+            let slot = state.ports.get(&port).map(|p| p.slot);
+            let shown = slot.is_some_and(|slot| {
+                drivers
+                    .host
+                    .wait_for_device(slot, std::time::Duration::ZERO)
+                    .is_ok()
+            });
+            if shown {
+                notes.push(format!(
+                    "{id} left port {port} at the switch; the host still shows it"
+                ));
+                continue;
+            }
+        }
         let result = match (actual, wanted) {
             (Some(actual), None) => detach_one(drivers, state, id, actual),
             (None, Some(port)) => attach_one(drivers, state, id, port, false),

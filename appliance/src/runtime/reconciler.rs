@@ -364,6 +364,14 @@ pub(super) fn attach_one(
             Duration::from_millis(limits.bind_timeout_ms),
         )
         .map_err(|e| bind_failure(device, &driver, &e))?;
+    if known.kind == DeviceKind::Nic {
+        // Up, so that its carrier is seen and a link down is noticed; a NIC without an
+        // interface (RDMA only) has nothing to bring up.
+        match drivers.host.bring_up(seen.address) {
+            Ok(interfaces) => info!(%device, ?interfaces, "network interfaces up"),
+            Err(e) => warn!(%device, error = %drivers::error_chain(&e), "its link is not watched"),
+        }
+    }
     if known.kind == DeviceKind::Nvme {
         let identity =
             drivers

@@ -19,7 +19,7 @@ use super::messages::{from_api, RfError};
 use super::{full, Body, Service};
 use crate::api::{Context, Principal};
 use crate::core::metrics::Histogram as CoreHistogram;
-use crate::model::{DeviceKind, Privilege};
+use crate::model::{DeviceKind, Privilege, Severity};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
@@ -156,6 +156,11 @@ impl Collector for CoreCollector {
                 "Devices the fabric stopped reporting (whole journal)",
                 state.counters.devices_vanished,
             ),
+            (
+                "alarms_raised",
+                "Alarms raised (whole journal)",
+                state.counters.alarms_raised,
+            ),
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value);
@@ -166,6 +171,10 @@ impl Collector for CoreCollector {
                 counter.metric_type(),
             )?)?;
         }
+        let alarms = |severity| {
+            let of = state.alarms.values().filter(|a| a.severity == severity);
+            of.count() as i64
+        };
         let gauges = [
             (
                 "journal_head",
@@ -179,6 +188,16 @@ impl Collector for CoreCollector {
                 state.pending.len() as i64,
             ),
             ("sessions", "Open API sessions", state.sessions.len() as i64),
+            (
+                "alarms_critical",
+                "Active critical alarms (a failed device)",
+                alarms(Severity::Critical),
+            ),
+            (
+                "alarms_warning",
+                "Active warnings (a degraded device, e.g. a link down inside its grace)",
+                alarms(Severity::Warning),
+            ),
         ];
         for (name, help, value) in gauges {
             let gauge = ConstGauge::new(value);
@@ -207,6 +226,16 @@ impl Collector for CoreCollector {
                 "decompose_seconds",
                 "From a decompose's intent being durable to its outcome",
                 &metrics.decompose,
+            ),
+            (
+                "failover_seconds",
+                "From a failover's intent being durable to its outcome",
+                &metrics.failover,
+            ),
+            (
+                "failover_recovery_seconds",
+                "Time to recover: from the host seeing a fault to the failover answering it completing",
+                &metrics.recovery,
             ),
         ] {
             encode_histogram(&mut encoder, name, help, histogram)?;

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod args;
 pub mod console;
+pub mod failover;
 pub mod faults;
 pub mod host;
 pub mod provision;

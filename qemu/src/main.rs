@@ -60,6 +60,9 @@ enum Cmd {
     Bench {
         #[arg(long)]
         json: PathBuf,
+        /// Measure only the failover figures (mttd_*, mttr_*): about three minutes, not twenty.
+        #[arg(long)]
+        failover_only: bool,
     },
     /// Inject a fault into the VM of a running `qemu -- up` (e.g. `fault smart nvme-0`).
     Fault {
@@ -87,7 +90,10 @@ fn main() -> Result<()> {
             data_disk,
             cmdline,
         } => up(topology, headless, data_disk, &cmdline),
-        Cmd::Bench { json } => bench(&json),
+        Cmd::Bench {
+            json,
+            failover_only,
+        } => bench(&json, failover_only),
         Cmd::Fault {
             kind,
             device,
@@ -448,6 +454,29 @@ fn console_tail(vm: &Vm) -> String {
 
 /// One boot with the drivers' self-test (fresh run directory and data disk); the NVMe is
 /// hot-added on the last fabric port, where the bench attaches nothing in self-test mode.
+/// Boots a pool of spare NVMe drives and measures the appliance's own failovers
+/// (`qemu::failover`).
+fn measure_failover(
+    artifacts: &image::Artifacts,
+    run_dir: &Path,
+) -> Result<qemu::failover::Figures> {
+    if run_dir.exists() {
+        std::fs::remove_dir_all(run_dir)
+            .with_context(|| format!("remove {}", run_dir.display()))?;
+    }
+    let mut options = VmOptions::new(artifacts, run_dir);
+    options.topology =
+        qemu::BenchTopology::parse(&qemu::failover::topology(), "the failover bench's pool")?;
+    let (vm, _, _) = boot(options)?;
+    let measured = vm
+        .api(LOGIN_TIMEOUT)
+        .map_err(anyhow::Error::from)
+        .and_then(|api| qemu::failover::measure(&vm, &api))
+        .with_context(|| format!("console tail:\n{}", console_tail(&vm)));
+    power_off(vm)?;
+    measured
+}
+
 fn measure_driver_selftest(
     artifacts: &image::Artifacts,
     run_dir: &Path,
@@ -508,17 +537,57 @@ fn insert_selftest_figures(
     }
 }
 
-fn bench(json: &Path) -> Result<()> {
+fn bench(json: &Path, failover_only: bool) -> Result<()> {
     qemu::host::ensure_qemu()?;
     let artifacts = build_image()?;
+    let mut figures = serde_json::Map::new();
+    let mut missing = Vec::new();
+    if !failover_only {
+        bench_boot_compose_replay(&artifacts, &mut figures, &mut missing)?;
+    }
+    match measure_failover(&artifacts, &bench_dir().join("failover-run")) {
+        Ok(failover) => {
+            for (name, samples) in [
+                ("mttd_smart_ms", &failover.detect_smart),
+                ("mttr_smart_ms", &failover.recover_smart),
+                ("mttd_removal_ms", &failover.detect_removal),
+                ("mttr_removal_ms", &failover.recover_removal),
+            ] {
+                figures.insert(name.into(), median(samples).into());
+                let samples_name = name.replace("_ms", "_samples_ms");
+                figures.insert(samples_name, samples.clone().into());
+            }
+        }
+        Err(e) => {
+            eprintln!("the failover measurement failed: {e:#}");
+            missing.push((
+                "mttd_smart_ms, mttr_smart_ms, mttd_removal_ms, mttr_removal_ms",
+                "the failover rounds did not complete (above)",
+            ));
+        }
+    }
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(figures))?;
+    std::fs::write(json, format!("{text}\n"))
+        .with_context(|| format!("write {}", json.display()))?;
+    println!("{text}");
+    for (key, why) in missing {
+        eprintln!("not measured: {key}: {why}");
+    }
+    Ok(())
+}
+
+/// The boot, compose, replay and self-test figures (everything but the failovers).
+fn bench_boot_compose_replay(
+    artifacts: &image::Artifacts,
+    figures: &mut serde_json::Map<String, serde_json::Value>,
+    missing: &mut Vec<(&'static str, &'static str)>,
+) -> Result<()> {
     let run_dir = bench_dir().join("bench-run");
     if run_dir.exists() {
         std::fs::remove_dir_all(&run_dir)
             .with_context(|| format!("remove {}", run_dir.display()))?;
     }
-    let options = VmOptions::new(&artifacts, &run_dir);
-    let mut figures = serde_json::Map::new();
-    let mut missing = Vec::new();
+    let options = VmOptions::new(artifacts, &run_dir);
     // The first boot formats the blank data disk; the measured boot is the second one.
     let (vm, _, first_ms) = boot(options.clone())?;
     figures.insert("first_boot_to_ready_ms".into(), first_ms.into());
@@ -567,7 +636,7 @@ fn bench(json: &Path) -> Result<()> {
                 }
             }
             match start_report(&vm) {
-                Ok(start) => insert_replay_figures(&mut figures, "reboot_replay", &start),
+                Ok(start) => insert_replay_figures(figures, "reboot_replay", &start),
                 Err(e) => {
                     eprintln!("read replay_ms: {e:#}");
                     missing.push((
@@ -586,8 +655,8 @@ fn bench(json: &Path) -> Result<()> {
             ));
         }
     }
-    match measure_synth_replay(&artifacts, &bench_dir().join("synth-run")) {
-        Ok(start) => insert_replay_figures(&mut figures, "reboot_replay_cycles", &start),
+    match measure_synth_replay(artifacts, &bench_dir().join("synth-run")) {
+        Ok(start) => insert_replay_figures(figures, "reboot_replay_cycles", &start),
         Err(e) => {
             eprintln!("the synthetic journal's replay failed: {e:#}");
             missing.push((
@@ -596,8 +665,8 @@ fn bench(json: &Path) -> Result<()> {
             ));
         }
     }
-    match measure_driver_selftest(&artifacts, &bench_dir().join("selftest-run")) {
-        Ok(outcome) => insert_selftest_figures(&mut figures, &mut missing, &outcome),
+    match measure_driver_selftest(artifacts, &bench_dir().join("selftest-run")) {
+        Ok(outcome) => insert_selftest_figures(figures, missing, &outcome),
         Err(e) => {
             eprintln!("the drivers' self-test failed: {e:#}");
             missing.push((
@@ -605,13 +674,6 @@ fn bench(json: &Path) -> Result<()> {
                 "the drivers' in-guest self-test did not complete (above)",
             ));
         }
-    }
-    let text = serde_json::to_string_pretty(&serde_json::Value::Object(figures))?;
-    std::fs::write(json, format!("{text}\n"))
-        .with_context(|| format!("write {}", json.display()))?;
-    println!("{text}");
-    for (key, why) in missing {
-        eprintln!("not measured: {key}: {why}");
     }
     Ok(())
 }

@@ -1,0 +1,167 @@
+//! The bench's failover figures: a system holding one NVMe drive, a pool of spares, and faults
+//! injected one after the other; each fault is answered by the appliance on its own (an alarm,
+//! then a failover to a spare). What is timed, and by which clock:
+//! - SMART (`qom-set smart_critical_warning`): detect = from the `qom-set` to the alarm being
+//!   readable through the API (polled every 20 ms, so one API round trip is included); recover =
+//!   from the `qom-set` to the system holding the spare with no operation in flight. Host clock.
+//! - Removal (the switch drops the drive; QEMU's hot-remove path waits about 5 s for the guest's
+//!   pciehp before the guest sees anything): detect = from the guest kernel's remove event (the
+//!   alarm's time, when the host monitor saw it) to the alarm being durable in the journal (the
+//!   record's timestamp); recover = from that remove event to the journal's `failover_completed`.
+//!   Guest clock, read from the journal.
+//!
+//! A failed drive is not used again (its health stays failed once it is off its port), so the
+//! topology holds a fresh drive for every round.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::api::Api;
+
+/// Rounds of each fault; the medians are reported.
+pub const ROUNDS: usize = 5;
+
+const SYSTEM: &str = "fo-1";
+const POLL: Duration = Duration::from_millis(20);
+const ROUND_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Four ports and a drive for the system plus one spare per round.
+pub fn topology() -> String {
+    let mut text = String::from("[appliance]\nid = \"bench-failover\"\nsite = \"qemu\"\n");
+    for port in 1..=4 {
+        text.push_str(&format!(
+            "[[port]]\nid = {port}\nswitch = \"sw0\"\nslot = {port}\n"
+        ));
+    }
+    for drive in 0..=2 * ROUNDS {
+        text.push_str(&format!(
+            "[[device]]\nid = \"nvme-{drive}\"\nclass = 0x010802\nvendor_id = 0x1b36\n\
+             device_id = 0x0010\nserial = \"FONVME{drive:04}\"\nmodel = \"QEMU NVMe Ctrl\"\n\
+             firmware = \"1.0\"\ncapacity_bytes = 1073741824\nswitch = \"sw0\"\n"
+        ));
+    }
+    text
+}
+
+/// The figures, in ms: mttd_smart, mttr_smart, mttd_removal, mttr_removal (medians) and their
+/// samples.
+#[derive(Debug, Default)]
+pub struct Figures {
+    pub detect_smart: Vec<u64>,
+    pub recover_smart: Vec<u64>,
+    pub detect_removal: Vec<u64>,
+    pub recover_removal: Vec<u64>,
+}
+
+/// Composes the system, then runs the SMART rounds and the removal rounds.
+pub fn measure(vm: &crate::Vm, api: &Api) -> Result<Figures> {
+    let _ = api.call(&json!({"order": {"create_tenant": {"name": "bench"}}}));
+    let compose = json!({"order": {"compose": {"system": SYSTEM,
+        "selection": {"specific": ["nvme-0"]},
+        "create": {"tenant": "bench", "role": "render_node"}}}});
+    let answer = api.call(&compose).context("compose the failover system")?;
+    if answer["accepted"]["operation"]["state"] != "completed" {
+        bail!("the failover system's compose did not complete: {answer}");
+    }
+    let mut figures = Figures::default();
+    for round in 0..ROUNDS {
+        let drive = held_drive(api)?;
+        let injected = Instant::now();
+        vm.fabric()
+            .set_smart_critical_warning(&drive, 0x04)
+            .with_context(|| format!("SMART round {round} on {drive}"))?;
+        poll(&format!("the alarm on {drive}"), || {
+            Ok(alarm_of(api, &drive)?.map(|_| ()))
+        })?;
+        figures
+            .detect_smart
+            .push(injected.elapsed().as_millis() as u64);
+        poll(&format!("{SYSTEM} off {drive}"), || {
+            failed_over(api, &drive)
+        })?;
+        figures
+            .recover_smart
+            .push(injected.elapsed().as_millis() as u64);
+    }
+    for round in 0..ROUNDS {
+        let drive = held_drive(api)?;
+        vm.fabric()
+            .surprise_remove(&drive)
+            .with_context(|| format!("removal round {round} of {drive}"))?;
+        poll(&format!("{SYSTEM} off {drive}"), || {
+            failed_over(api, &drive)
+        })?;
+        let alarm = alarm_of(api, &drive)?.context("the removal's alarm")?;
+        let seen_ms = alarm["raised_ms"].as_u64().context("raised_ms")?;
+        let raised_at = alarm["sequence"].as_u64().context("sequence")?;
+        let op = alarm["failover_op"]
+            .as_u64()
+            .context("the alarm's failover")?;
+        let history =
+            api.call(&json!({"query": {"history": {"of": {"system": SYSTEM}, "limit": 40}}}))?;
+        let entries = history["history"].as_array().context("history")?;
+        let completed = entries
+            .iter()
+            .find(|e| e["kind"] == "failover_completed" && e["op"] == op)
+            .and_then(|e| e["timestamp_ms"].as_u64())
+            .with_context(|| format!("failover {op} completed in {SYSTEM}'s history"))?;
+        let raised =
+            api.call(&json!({"query": {"history": {"of": {"device": drive}, "limit": 40}}}))?;
+        let durable = raised["history"]
+            .as_array()
+            .and_then(|l| l.iter().find(|e| e["sequence"] == raised_at))
+            .and_then(|e| e["timestamp_ms"].as_u64())
+            .context("the alarm's record")?;
+        figures.detect_removal.push(durable.saturating_sub(seen_ms));
+        figures
+            .recover_removal
+            .push(completed.saturating_sub(seen_ms));
+    }
+    Ok(figures)
+}
+
+/// The NVMe drive the system holds now.
+fn held_drive(api: &Api) -> Result<String> {
+    let answer = api.call(&json!({"query": {"system": {"name": SYSTEM}}}))?;
+    let devices = answer["system"]["devices"].as_array().context("devices")?;
+    match devices.as_slice() {
+        [one] => Ok(one["id"].as_str().context("id")?.to_string()),
+        other => bail!("{SYSTEM} holds {} devices: {answer}", other.len()),
+    }
+}
+
+fn alarm_of(api: &Api, drive: &str) -> Result<Option<Value>> {
+    let answer = api.call(&json!({"query": "alarms"}))?;
+    let alarms = answer["alarms"].as_array().context("alarms")?;
+    Ok(alarms
+        .iter()
+        .find(|a| a["device"] == drive && a["severity"] == "critical")
+        .cloned())
+}
+
+fn failed_over(api: &Api, drive: &str) -> Result<Option<()>> {
+    let answer = api.call(&json!({"query": {"system": {"name": SYSTEM}}}))?;
+    let system = &answer["system"];
+    let holds = system["devices"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|d| d["id"] == drive));
+    Ok((system["pending"].is_null() && !holds).then_some(()))
+}
+
+fn poll(what: &str, mut probe: impl FnMut() -> Result<Option<()>>) -> Result<()> {
+    let deadline = Instant::now() + ROUND_TIMEOUT;
+    loop {
+        if probe()?.is_some() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "timed out after {} s waiting for {what}",
+                ROUND_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}

@@ -191,6 +191,78 @@ switch = "sw0"
 rdma = true
 "#;
 
+/// The saga resumed after a power cut: ws-1's NVMe gets a SMART critical warning, the appliance
+/// journals the alarm and its failover, and QEMU is killed while the failover runs (the old
+/// drive's hot-remove takes seconds); after the next boot the reconciler finishes the failover
+/// from the journal: ws-1 holds the spare, the switch has the spare attached and the failed drive
+/// off its port, and the alarm still names the failover. Returns the booted VM.
+fn power_cut_mid_failover(
+    booted: tests::Booted,
+    client: &Client,
+    options: &qemu::VmOptions,
+) -> Result<tests::Booted> {
+    let mut devices = system_devices(client)?;
+    if devices.is_empty() {
+        let response = call(client, &compose_request(true))?;
+        ensure!(
+            matches!(response, Reply::Accepted(_)),
+            "compose: {response:?}"
+        );
+        devices = system_devices(client)?;
+    }
+    devices.sort();
+    ensure!(
+        devices == ["gpu-0", "nvme-0"],
+        "{SYSTEM} before the fault: {devices:?}"
+    );
+    booted
+        .vm
+        .fabric()
+        .set_smart_critical_warning("nvme-0", 0x04)?;
+    let op = wait_until(
+        Duration::from_millis(BOOT_TIMEOUT_MS),
+        "the failover journaled",
+        || {
+            let Reply::Alarms(alarms) = call(client, &Request::query(Query::Alarms))? else {
+                bail!("alarms")
+            };
+            Ok(alarms
+                .iter()
+                .find(|a| a.device.as_str() == "nvme-0")
+                .and_then(|a| a.failover.as_ref())
+                .filter(|o| o.state == OperationState::Pending)
+                .map(|o| o.id))
+        },
+    )?;
+    let mut booted = booted;
+    booted.vm.kill();
+    drop(booted);
+    let third = boot(options.clone())?;
+    let client = api(&third.vm)?;
+    let devices = failed_over(&third.vm, &client, "nvme-0")?;
+    ensure!(
+        devices == ["gpu-0", "nvme-1"],
+        "{SYSTEM} after the resumed failover: {devices:?}"
+    );
+    let Reply::Operation(operation) = call(&client, &Request::query(Query::Operation { op }))?
+    else {
+        bail!("operation {op}")
+    };
+    ensure!(
+        operation.state == OperationState::Completed,
+        "{operation:?}"
+    );
+    attached_port(&third.vm, "nvme-1")?;
+    ensure!(
+        port_of(&third.vm, "nvme-0").is_none(),
+        "the failed drive is off its port"
+    );
+    let alarm = alarm_of(&client, "nvme-0", Severity::Critical)?;
+    ensure!(alarm.failover_op == Some(op), "{alarm:?}");
+    println!("failover {op} interrupted by a power cut completed after the reboot");
+    Ok(third)
+}
+
 /// Polls the alarms until one of `device` with `severity` is active; returns it.
 fn alarm_of(client: &Client, device: &str, severity: Severity) -> Result<AlarmView> {
     wait_until(
@@ -507,6 +579,7 @@ fn clean_power_off_keeps_and_reattaches_the_system() -> Result<()> {
 /// the acknowledged intent is there, it is completed or rolled back, and the journal verifies.
 #[test]
 fn power_cut_mid_compose_loses_nothing_acknowledged() -> Result<()> {
+    // Also a power cut in the middle of the appliance's own failover (same boots).
     let _one = one_vm_at_a_time();
     let options = options("power_cut")?;
     let mut first = boot(options.clone())?;
@@ -538,8 +611,9 @@ fn power_cut_mid_compose_loses_nothing_acknowledged() -> Result<()> {
         },
     )?;
     println!("interrupted compose finished after reboot: {outcome:?}");
+    let failover = power_cut_mid_failover(second, &client, &options)?;
     drop(client);
-    power_off(second.vm)?;
+    power_off(failover.vm)?;
     let copy = tests::run_dir("power_cut_journal")?;
     let journal = journal_copy(&options.data_disk, &copy)?;
     let summary = journal::inspect::verify(&journal)

@@ -1,7 +1,8 @@
 //! Alarms and the reflex's policy, through the pure `decide` and `State::apply`: a fault raises
 //! one alarm with its evidence, the same fault seen again raises none, recovery ends it; a
 //! failover answers it and takes the device out of service in the same batch; a cleared alarm
-//! asks the reflex for nothing; a link down is a warning until its grace has passed; the policy
+//! asks the reflex for nothing; a refused failover is tried again, a failed one until the
+//! policy's attempts are spent; a link down is a warning until its grace has passed; the policy
 //! can keep a role's devices from failing over.
 
 use appliance::decide::command::{
@@ -162,8 +163,14 @@ fn the_reflex_answers_the_alarm_and_the_failover_takes_the_device_out_of_service
     assert!(!state.devices["nvme-0"].in_service);
     let op = events[0].intent_of().expect("an operation");
     assert_eq!(state.alarms[&alarm].failover, Some(op));
-    // While the failover runs, and after it, the reflex has nothing more to do.
-    assert_eq!(reflex::sweep(&state, &policy), vec![]);
+    // While the failover runs the reflex waits for it; after it, it has nothing more to do.
+    assert_eq!(
+        reflex::sweep(&state, &policy),
+        [Reflex::Wait {
+            system: "rn1".into(),
+            op
+        }]
+    );
     finish_pending(&mut state);
     assert_eq!(reflex::sweep(&state, &policy), vec![]);
     let holds: Vec<&DeviceId> = state.systems["rn1"].devices.keys().collect();
@@ -188,40 +195,74 @@ fn a_cleared_alarm_asks_for_nothing() {
 }
 
 #[test]
-fn a_refused_failover_takes_the_device_out_of_service_but_a_busy_system_waits() {
+fn a_refused_failover_is_tried_again_and_a_failed_one_until_the_attempts_are_spent() {
     let mut state = bench(Role::RenderNode);
-    // No spare: take the two free drives out of service.
-    for id in ["nvme-1", "nvme-2"] {
-        let out = Verb::SetService {
-            device: id.into(),
-            in_service: false,
+    let policy = Policy::default();
+    // No spare: the two free drives are out of service.
+    let withhold = |device: &str, in_service| {
+        Command::appliance(Verb::SetService {
+            device: device.into(),
+            in_service,
             reason: "spare withheld".into(),
-        };
-        run(&mut state, Command::appliance(out));
+        })
+    };
+    for id in ["nvme-1", "nvme-2"] {
+        run(&mut state, withhold(id, false));
     }
     run(
         &mut state,
         health("nvme-0", Health::Failed("removed".into()), 5),
     );
-    let reflex = reflex::sweep(&state, &Policy::default()).remove(0);
-    let refusal =
-        decide(&state, &Command::appliance(reflex.order().expect("order"))).expect_err("no spare");
-    let then = reflex.after_refusal(&refusal).expect("out of service");
+    let reflex = reflex::sweep(&state, &policy).remove(0);
+    let order = Command::appliance(reflex.order().expect("order"));
     assert!(
-        matches!(
-            then,
-            Verb::SetService {
-                in_service: false,
-                ..
-            }
-        ),
-        "{then:?}"
+        decide(&state, &order).is_err(),
+        "no spare: refused, nothing journaled"
     );
-    let busy = appliance::decide::command::CommandError::SystemBusy {
-        system: "rn1".into(),
-        op: 7.into(),
+    // The next sweep asks again, and takes the spare an operator returns.
+    assert_eq!(reflex::sweep(&state, &policy), vec![reflex.clone()]);
+    run(&mut state, withhold("nvme-1", true));
+    let events = run(&mut state, order.clone());
+    assert_eq!(kinds(&events), ["failover_requested", "service_changed"]);
+    let alarm = *state.alarms.keys().next().expect("the alarm");
+    // The spare would not bind: the failover fails and is retried, twice more at the most.
+    let fail = |state: &mut State| {
+        let op = *state.pending.keys().next().expect("the failover");
+        let failure = appliance::model::Failure::Unclassified {
+            reason: "the spare would not bind".into(),
+        };
+        run(
+            state,
+            Command::Finish {
+                op,
+                result: Err(failure),
+            },
+        );
     };
-    assert_eq!(reflex.after_refusal(&busy), None);
+    fail(&mut state);
+    assert_eq!(state.alarms[&alarm].failovers_failed, 1);
+    for attempt in 2..=3 {
+        let again = reflex::sweep(&state, &policy);
+        assert_eq!(again.len(), 1, "attempt {attempt}: {again:?}");
+        let events = run(
+            &mut state,
+            Command::appliance(again[0].order().expect("order")),
+        );
+        assert_eq!(
+            kinds(&events),
+            ["failover_requested"],
+            "already out of service"
+        );
+        fail(&mut state);
+    }
+    assert_eq!(state.alarms[&alarm].failovers_failed, 3);
+    assert_eq!(
+        reflex::sweep(&state, &policy),
+        vec![],
+        "three failed: left to an operator"
+    );
+    let patient = Policy::parse("[[rule]]\nattempts = 5\n").expect("policy");
+    assert_eq!(reflex::sweep(&state, &patient).len(), 1);
 }
 
 #[test]

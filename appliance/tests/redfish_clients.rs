@@ -118,8 +118,8 @@ fn populated() -> Served {
     );
     assert_eq!(answer.status, 201, "{}", answer.json());
     // An alarm that stands: ws1's NIC loses its link with no spare NIC in service; past its
-    // grace it counts as failed, the failover is refused, and the alarms stay on ws1 and on
-    // the NIC's block (Status.Conditions) for the validators to read.
+    // grace it counts as failed, the failover waits for a spare, and the alarms stay on ws1
+    // and on the NIC's block (Status.Conditions) for the validators to read.
     for spare in ["nic-1", "nic-2", "nic-3"] {
         let answer = served.request(
             &admin,
@@ -129,13 +129,13 @@ fn populated() -> Served {
     }
     let sim = served.running.sim().expect("the simulated fabric");
     assert!(sim.link("nic-0", false), "nic-0 is attached");
-    wait_for("nic-0 failed and out of service", || {
+    wait_for("nic-0 failed, its failover waiting for a spare", || {
         let block = admin
             .get("/redfish/v1/CompositionService/ResourceBlocks/nic-0")
             .ok()?;
         let status = &block.json()["Status"];
         let conditions = status["Conditions"].as_array()?.len();
-        (conditions == 2 && status["State"] == "Disabled").then_some(())
+        (conditions == 2 && status["Health"] == "Critical").then_some(())
     });
     let ws1 = admin.get("/redfish/v1/Systems/ws1").expect("ws1").json();
     let conditions = ws1["Status"]["Conditions"]

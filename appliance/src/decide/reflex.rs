@@ -5,15 +5,17 @@
 //! resumed after a crash) by the reconciler.
 //!
 //! The rule: a device whose health is Failed, with an active critical alarm (one an operator
-//! cleared asks for nothing more), still in service, held by a system with no operation in
-//! flight, whose policy (by the system's role and the device's kind) allows it,
-//! fails its system over to a replacement (placement picks the best healthy free device of the
-//! same kind and at least the capacity). The failover takes the old device out of service in the
-//! same durable batch (`decide`), so the reflex fires once per fault: a second detection of the
-//! same fault finds the device out of service and does nothing. A failover that cannot be made
-//! (no spare, a mounted device) takes the device out of service instead, and is not retried
-//! until an operator returns the device to service (its alarm stays for the operator). A busy
-//! system waits: the monitor looks again when its operation has ended.
+//! cleared asks for nothing more), held by a system with no operation in flight, whose policy
+//! (by the system's role and the device's kind) allows it, fails its system over to a
+//! replacement (placement picks the best healthy free device of the same kind and at least the
+//! capacity). The failover takes the old device out of service in the same durable batch
+//! (`decide`), and the alarm records it, so a second detection of the same fault does nothing
+//! while it runs and nothing once the system no longer holds the device. A failover that
+//! cannot be decided (no spare yet) journals nothing and is tried again at the next sweep, so a
+//! spare an operator adds or frees is taken at once; one that was decided and then failed
+//! (the spare would not bind) is retried until the policy's attempts are spent, and then the
+//! alarm waits for an operator. A busy system waits: the monitor looks again when its
+//! operation has ended.
 //!
 //! A device that is only Degraded (a link down) is not failed over: the monitor escalates it to
 //! Failed when it stays degraded past the policy's grace period (`escalations`).
@@ -22,7 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decide::command::{CommandError, Verb};
+use crate::decide::command::Verb;
 use crate::model::{
     AlarmId, DeviceId, DeviceKind, Health, OperationId, Role, Severity, State, SystemName,
 };
@@ -52,21 +54,6 @@ impl Reflex {
             Reflex::Wait { .. } => None,
         }
     }
-
-    /// The order to give when the first was refused: a failover that cannot be made takes the
-    /// device out of service (so that it is not tried again every second); a busy system is
-    /// looked at again later.
-    pub fn after_refusal(&self, refusal: &CommandError) -> Option<Verb> {
-        match (self, refusal) {
-            (_, CommandError::SystemBusy { .. }) => None,
-            (Reflex::FailOver { device, .. }, refusal) => Some(Verb::SetService {
-                device: device.clone(),
-                in_service: false,
-                reason: format!("failed, and no failover could be made: {refusal}"),
-            }),
-            (Reflex::Wait { .. }, _) => None,
-        }
-    }
 }
 
 /// One rule of the failover policy: for systems of `role` (any when None) and devices of `kind`
@@ -84,6 +71,14 @@ pub struct Rule {
     /// How long a link may stay down (the device Degraded) before the device counts as failed.
     #[serde(default = "default_link_grace_ms")]
     pub link_grace_ms: u64,
+    /// Failovers of one fault that may fail (the spare would not attach or bind) before the
+    /// reflex gives up and leaves the alarm to an operator.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+}
+
+fn default_attempts() -> u32 {
+    3
 }
 
 fn yes() -> bool {
@@ -123,6 +118,7 @@ impl Policy {
             kind: Some(kind),
             failover: true,
             link_grace_ms: default_link_grace_ms(),
+            attempts: default_attempts(),
         })
     }
 }
@@ -130,7 +126,7 @@ impl Policy {
 /// The reflex for `device`, if any.
 pub fn reflex(state: &State, policy: &Policy, device: &DeviceId) -> Option<Reflex> {
     let found = state.devices.get(device)?;
-    if !matches!(found.health, Health::Failed(_)) || !found.in_service {
+    if !matches!(found.health, Health::Failed(_)) {
         return None;
     }
     let system = state.systems.get(found.holder.as_ref()?)?;
@@ -138,7 +134,13 @@ pub fn reflex(state: &State, policy: &Policy, device: &DeviceId) -> Option<Refle
         // Held for a compose that has not attached it yet: the compose's own outcome decides.
         return None;
     }
-    if !policy.rule(Some(system.role), found.kind).failover {
+    let rule = policy.rule(Some(system.role), found.kind);
+    // The reflex answers an alarm: one an operator cleared asks for nothing.
+    let alarm = state
+        .alarms
+        .values()
+        .find(|a| a.device == *device && a.severity == Severity::Critical)?;
+    if !rule.failover || alarm.failovers_failed >= rule.attempts {
         return None;
     }
     if let Some(op) = system.pending {
@@ -147,16 +149,10 @@ pub fn reflex(state: &State, policy: &Policy, device: &DeviceId) -> Option<Refle
             op,
         });
     }
-    // The reflex answers an alarm: one an operator cleared asks for nothing.
-    let alarm = state
-        .alarms
-        .values()
-        .find(|a| a.device == *device && a.severity == Severity::Critical)
-        .map(|a| a.id)?;
     Some(Reflex::FailOver {
         system: system.name.clone(),
         device: device.clone(),
-        alarm,
+        alarm: alarm.id,
     })
 }
 

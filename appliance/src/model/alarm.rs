@@ -54,8 +54,10 @@ pub struct Alarm {
     pub at_ms: u64,
     /// Sequence of the event that raised it.
     pub raised_at: u64,
-    /// The failover it started, once one has been requested for its device.
+    /// The failover it started, once one has been requested for its device (the newest).
     pub failover: Option<OperationId>,
+    /// Failovers for it that ended failed (the reflex gives up after the policy's attempts).
+    pub failovers_failed: u32,
 }
 
 /// How an alarm ended.

@@ -232,6 +232,7 @@ impl State {
                     at_ms,
                     raised_at: seq,
                     failover: None,
+                    failovers_failed: 0,
                 };
                 self.alarms.insert(alarm, raised);
                 self.next_alarm = self.next_alarm.max(alarm.next());
@@ -633,6 +634,13 @@ impl State {
             _ => Outcome::Completed,
         };
         self.conclude(seq, &operation, &outcome)?;
+        if let (OperationKind::Failover { .. }, Outcome::Failed(_)) = (&operation.kind, &outcome) {
+            for alarm in self.alarms.values_mut() {
+                if alarm.failover == Some(op) {
+                    alarm.failovers_failed += 1;
+                }
+            }
+        }
         let system = self.system_mut(seq, &operation.system)?;
         system.pending = None;
         system.version = seq;

@@ -4,17 +4,43 @@
 
 use tracing::{info, warn};
 
-use super::adapt::vanished_commands;
+use std::collections::BTreeSet;
+
+use super::adapt::{inventory_commands, vanished_commands};
 use super::reconciler::{attach_one, detach_one, Drivers};
 use crate::core::CoreHandle;
+use crate::decide::command::{Command, Observation};
 use crate::model::{AttachState, Device, Health, PortId, State};
 
-/// Records the devices that left the switch's pool, then repairs the drift of the rest.
+/// Records the devices that left the switch's pool and those that came (back) into it, then
+/// repairs the drift of the rest.
 pub fn repair(core: &CoreHandle, drivers: &Drivers) {
     if let Ok(inventory) = drivers.fabric.inventory() {
-        for command in vanished_commands(&inventory, &core.state()) {
+        let state = core.state();
+        // A device back in the pool keeps what State knew of its RDMA (RoCE comes from the
+        // topology at start); a new one is taken as the switch describes it.
+        let rdma: BTreeSet<String> = state
+            .devices
+            .values()
+            .filter(|d| d.rdma)
+            .map(|d| d.id.to_string())
+            .collect();
+        let arrived = inventory_commands(&inventory, &state, &rdma)
+            .into_iter()
+            .filter(|command| match command {
+                Command::Observe(Observation::Device { facts }) => {
+                    state.devices.get(&facts.id).is_none_or(|d| !d.present)
+                }
+                _ => false,
+            });
+        let commands: Vec<Command> = vanished_commands(&inventory, &state)
+            .into_iter()
+            .chain(arrived)
+            .collect();
+        drop(state);
+        for command in commands {
             if let Err(e) = core.submit(command) {
-                warn!(error = %e, "vanished device not recorded");
+                warn!(error = %e, "a change of the switch's pool not recorded");
             }
         }
     }

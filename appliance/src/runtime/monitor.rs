@@ -5,6 +5,7 @@
 //! the observation of a failure, and in a sweep every `SWEEP_INTERVAL` (a system busy at the
 //! time of the fault, a failure journaled before a crash, a link down past its grace).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use tracing::{info, info_span, warn};
 
 use super::drift::wanted_port;
 use super::reconciler::Drivers;
-use crate::core::{CoreError, CoreHandle};
+use crate::core::CoreHandle;
 use crate::decide::command::{Command, Observation};
 use crate::decide::reflex::{self, Policy, Reflex};
 use crate::model::{DeviceId, Health, State};
@@ -48,10 +49,11 @@ fn observe(
     stop: Arc<AtomicBool>,
 ) {
     let mut swept = Instant::now();
-    sweep(&core, &policy);
+    let mut refused = HashMap::new();
+    sweep(&core, &policy, &mut refused);
     while !stop.load(Ordering::SeqCst) {
         if swept.elapsed() >= SWEEP_INTERVAL {
-            sweep(&core, &policy);
+            sweep(&core, &policy, &mut refused);
             swept = Instant::now();
         }
         match observations.recv_timeout(Duration::from_millis(200)) {
@@ -83,7 +85,7 @@ fn observe(
                 if let Some(reflex) =
                     failed.and_then(|d| reflex::reflex(&core.state(), &policy, &d))
                 {
-                    act(&core, &reflex);
+                    act(&core, &reflex, &mut refused);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -95,7 +97,7 @@ fn observe(
 /// How often the reflex looks at every failed device and every link past its grace.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-fn sweep(core: &CoreHandle, policy: &Policy) {
+fn sweep(core: &CoreHandle, policy: &Policy, refused: &mut HashMap<DeviceId, String>) {
     let at_ms = now_ms();
     for (device, health) in reflex::escalations(&core.state(), policy, at_ms) {
         let evidence = format!("still {} at the sweep of {}", health.name(), rfc3339(at_ms));
@@ -110,30 +112,28 @@ fn sweep(core: &CoreHandle, policy: &Policy) {
         }
     }
     for reflex in reflex::sweep(&core.state(), policy) {
-        act(core, &reflex);
+        act(core, &reflex, refused);
     }
 }
 
-/// Gives the reflex's order as the appliance's own; when it is refused (no replacement, a
-/// mounted device), the follow-up order (out of service), so that the device waits for an
-/// operator with its alarm standing.
-fn act(core: &CoreHandle, reflex: &Reflex) {
-    let Some(verb) = reflex.order() else {
+/// Gives the reflex's order as the appliance's own. A refusal (no spare yet) journals nothing
+/// and is tried again at the next sweep; it is logged when it differs from the last one for the
+/// device, not every second.
+fn act(core: &CoreHandle, reflex: &Reflex, refused: &mut HashMap<DeviceId, String>) {
+    let (Some(verb), Reflex::FailOver { device, .. }) = (reflex.order(), reflex) else {
         return;
     };
     let _span = info_span!("reflex", order = verb.name(), ?reflex).entered();
     match core.submit(Command::appliance(verb)) {
-        Ok(accepted) => info!(op = ?accepted.op, "failover started by the appliance"),
+        Ok(accepted) => {
+            refused.remove(device);
+            info!(op = ?accepted.op, "failover started by the appliance");
+        }
         Err(e) => {
             let error = drivers::error_chain(&e);
-            warn!(%error, "the reflex's failover was refused");
-            let CoreError::Refused(refusal) = &e else {
-                return;
-            };
-            if let Some(then) = reflex.after_refusal(refusal) {
-                if let Err(e) = core.submit(Command::appliance(then)) {
-                    warn!(error = %drivers::error_chain(&e), "the device stays in service");
-                }
+            if refused.get(device) != Some(&error) {
+                warn!(%error, "the reflex's failover was refused; it is tried again at every sweep");
+                refused.insert(device.clone(), error);
             }
         }
     }

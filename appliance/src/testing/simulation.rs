@@ -426,21 +426,16 @@ impl Harness {
     }
 
     /// The appliance's reflex, as the host monitor runs it after an observation and in its
-    /// sweep: every failed device's failover, given as the appliance's own, and its follow-up
-    /// when refused.
+    /// sweep: every failed device's failover, given as the appliance's own (a refused one is
+    /// tried again at the next sweep).
     fn reflex(&mut self) {
         for reflex in reflex::sweep(&self.state, &Policy::default()) {
             self.note(format!("reflex: {reflex:?}"));
             let Some(verb) = reflex.order() else {
                 continue;
             };
-            match self.submit(Command::appliance(verb)) {
-                Ok(_) => self.stats.reflex_failovers += 1,
-                Err(refusal) => {
-                    if let Some(then) = reflex.after_refusal(&refusal) {
-                        let _ = self.submit(Command::appliance(then));
-                    }
-                }
+            if self.submit(Command::appliance(verb)).is_ok() {
+                self.stats.reflex_failovers += 1;
             }
         }
     }
@@ -565,14 +560,13 @@ pub fn check_reflexes(log: &dyn EventLog) -> Result<(), String> {
         {
             let device = state.devices.get(from);
             let failed = device.is_some_and(|d| matches!(d.health, Health::Failed(_)));
-            let in_service = device.is_some_and(|d| d.in_service);
             let alarm = state
                 .alarms
                 .values()
                 .any(|a| a.device == *from && a.severity == Severity::Critical);
-            if made.by.door == Door::Appliance && !(failed && in_service && alarm) {
+            if made.by.door == Door::Appliance && !(failed && alarm) {
                 return Err(format!(
-                    "sequence {}: the appliance failed {system} over from {from}, which was {:?}, in service: {in_service}, with a critical alarm: {alarm}",
+                    "sequence {}: the appliance failed {system} over from {from}, which was {:?}, with a critical alarm: {alarm}",
                     logged.sequence,
                     device.map(|d| &d.health),
                 ));

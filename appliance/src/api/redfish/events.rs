@@ -56,7 +56,7 @@ pub fn delivers_to(config: &RedfishConfig, destination: &str) -> bool {
     };
     match config.event_hosts.is_empty() {
         true => matches!(host.as_str(), "127.0.0.1" | "::1" | "localhost"),
-        false => config.event_hosts.iter().any(|h| *h == host),
+        false => config.event_hosts.contains(&host),
     }
 }
 

@@ -211,7 +211,7 @@ mod tests {
             let schema =
                 csdl(file).unwrap_or_else(|| panic!("{file} is not in shared/redfish/csdl"));
             let block: Vec<&str> = document
-                .split(&format!("{uri}"))
+                .split(uri)
                 .nth(1)
                 .unwrap_or_default()
                 .split("</edmx:Reference>")

@@ -15,6 +15,7 @@
 //! 6. The URI's resource (404), the method (405 with `Allow`), the query (501 / 400).
 //! 7. GET / HEAD: the resource, `$select` / `$expand` / `only`, its ETag (`If-None-Match`: 304).
 //!    Writes: `If-Match` (412), the body (400 / 415), then one `api::Request`.
+//!
 //! Every answer carries `OData-Version: 4.0` and `Cache-Control`; resources `Allow`, `ETag`,
 //! `Link rel=describedby`; errors Redfish's `error` with `@Message.ExtendedInfo`.
 

@@ -377,15 +377,12 @@ async fn patch_system(
     let Some(object) = body.as_object() else {
         return Err(RfError::bad_request(MALFORMED_JSON, &[]));
     };
-    for key in object
-        .keys()
-        .filter(|k| *k != "Links" && !k.starts_with('@'))
-    {
-        let known = built.value.get(key).is_some();
-        let message = if known {
-            PROPERTY_NOT_WRITABLE
-        } else {
-            PROPERTY_UNKNOWN
+    // Only Links is writable: the first other property is refused, named.
+    let other = object.keys().find(|k| *k != "Links" && !k.starts_with('@'));
+    if let Some(key) = other {
+        let message = match built.value.get(key) {
+            Some(_) => PROPERTY_NOT_WRITABLE,
+            None => PROPERTY_UNKNOWN,
         };
         return Err(RfError::bad_request(message, &[key]));
     }
@@ -787,12 +784,13 @@ async fn create_account(
 ) -> Result<Response<Body>, RfError> {
     let body = json_body(asked)?;
     let object = body.as_object().cloned().unwrap_or_default();
-    for key in object.keys().filter(|k| {
+    let unknown = object.keys().find(|k| {
         !matches!(
             k.as_str(),
             "UserName" | "Password" | "RoleId" | "Enabled" | "Oem"
         ) && !k.starts_with('@')
-    }) {
+    });
+    if let Some(key) = unknown {
         return Err(RfError::bad_request(PROPERTY_UNKNOWN, &[key]));
     }
     // The account's tenant: `Oem.Appliance.Tenant`, else the tenant of who creates it (a

@@ -219,21 +219,12 @@ fn power_cut_mid_failover(
         .vm
         .fabric()
         .set_smart_critical_warning("nvme-0", 0x04)?;
-    let op = wait_until(
-        Duration::from_millis(BOOT_TIMEOUT_MS),
-        "the failover journaled",
-        || {
-            let Reply::Alarms(alarms) = call(client, &Request::query(Query::Alarms))? else {
-                bail!("alarms")
-            };
-            Ok(alarms
-                .iter()
-                .find(|a| a.device.as_str() == "nvme-0")
-                .and_then(|a| a.failover.as_ref())
-                .filter(|o| o.state == OperationState::Pending)
-                .map(|o| o.id))
-        },
-    )?;
+    let running = |a: &AlarmView| {
+        a.device.as_str() == "nvme-0"
+            && a.failover.as_ref().map(|o| o.state) == Some(OperationState::Pending)
+    };
+    let alarm = alarm_where(client, "the failover journaled", running)?;
+    let op = alarm.failover_op.context("the alarm's failover")?;
     let mut booted = booted;
     booted.vm.kill();
     drop(booted);
@@ -265,18 +256,24 @@ fn power_cut_mid_failover(
 
 /// Polls the alarms until one of `device` with `severity` is active; returns it.
 fn alarm_of(client: &Client, device: &str, severity: Severity) -> Result<AlarmView> {
-    wait_until(
-        Duration::from_millis(BOOT_TIMEOUT_MS),
-        &format!("a {} alarm on {device}", severity.name()),
-        || {
-            let Reply::Alarms(alarms) = call(client, &Request::query(Query::Alarms))? else {
-                bail!("alarms")
-            };
-            Ok(alarms
-                .into_iter()
-                .find(|a| a.device.as_str() == device && a.severity == severity))
-        },
-    )
+    let what = format!("a {} alarm on {device}", severity.name());
+    alarm_where(client, &what, |a| {
+        a.device.as_str() == device && a.severity == severity
+    })
+}
+
+/// Polls the alarms until one matches `wanted`; returns it.
+fn alarm_where(
+    client: &Client,
+    what: &str,
+    wanted: impl Fn(&AlarmView) -> bool,
+) -> Result<AlarmView> {
+    wait_until(Duration::from_millis(BOOT_TIMEOUT_MS), what, || {
+        let Reply::Alarms(alarms) = call(client, &Request::query(Query::Alarms))? else {
+            bail!("alarms")
+        };
+        Ok(alarms.into_iter().find(&wanted))
+    })
 }
 
 /// A composed NIC's link goes down (QMP `set_link`, the guest's virtio-net sees its carrier

@@ -512,10 +512,6 @@ fn accepted_view(context: &Context, accepted: Accepted, wait: bool) -> AcceptedV
 
 fn status(context: &Context, state: &State) -> StatusView {
     let metrics = context.core.metrics();
-    let alarms = |severity| {
-        let of = state.alarms.values().filter(|a| a.severity == severity);
-        of.count() as u64
-    };
     StatusView {
         identity: state.identity.clone(),
         journal_head: state.head,
@@ -526,8 +522,8 @@ fn status(context: &Context, state: &State) -> StatusView {
         systems: state.systems.len() as u64,
         tenants: state.tenants.len() as u64,
         operations_pending: state.pending.len() as u64,
-        alarms_warning: alarms(Severity::Warning),
-        alarms_critical: alarms(Severity::Critical),
+        alarms_warning: state.alarm_count(Severity::Warning) as u64,
+        alarms_critical: state.alarm_count(Severity::Critical) as u64,
         counters: state.counters.clone(),
         commands: metrics.commands,
         commands_refused: metrics.commands_refused,

@@ -1094,15 +1094,6 @@ fn set_service(
     }]))
 }
 
-/// The active alarms of `device`, oldest first.
-fn alarms_of<'a>(state: &'a State, device: &'a DeviceId) -> impl Iterator<Item = AlarmId> + 'a {
-    state
-        .alarms
-        .values()
-        .filter(move |alarm| alarm.device == *device)
-        .map(|alarm| alarm.id)
-}
-
 fn clear_alarm(state: &State, alarm: AlarmId, made: Made) -> Result<Decision, CommandError> {
     let found = state
         .alarms
@@ -1203,8 +1194,8 @@ fn observe(state: &State, observation: &Observation) -> Result<Vec<Event>, Comma
             match (Severity::of(health), health.reason()) {
                 // Healthy again: every alarm of the device ends, recovered.
                 (None, _) | (_, None) => {
-                    events.extend(alarms_of(state, device).map(|alarm| Event::AlarmEnded {
-                        alarm,
+                    events.extend(state.alarms_of(device).map(|alarm| Event::AlarmEnded {
+                        alarm: alarm.id,
                         device: device.clone(),
                         end: AlarmEnd::Recovered,
                         made: Made {
@@ -1216,11 +1207,9 @@ fn observe(state: &State, observation: &Observation) -> Result<Vec<Event>, Comma
                 // A new fault (the same one seen again changed nothing above) raises an alarm;
                 // an alarm already raised for it stays the one.
                 (Some(severity), Some(message)) => {
-                    let raised = state.alarms.values().any(|alarm| {
-                        alarm.device == *device
-                            && alarm.severity == severity
-                            && alarm.message == message
-                    });
+                    let raised = state
+                        .alarms_of(device)
+                        .any(|alarm| alarm.severity == severity && alarm.message == message);
                     if !raised {
                         events.push(Event::AlarmRaised {
                             alarm: AlarmId(state.next_alarm.0.max(1)),

@@ -137,9 +137,8 @@ pub fn reflex(state: &State, policy: &Policy, device: &DeviceId) -> Option<Refle
     let rule = policy.rule(Some(system.role), found.kind);
     // The reflex answers an alarm: one an operator cleared asks for nothing.
     let alarm = state
-        .alarms
-        .values()
-        .find(|a| a.device == *device && a.severity == Severity::Critical)?;
+        .alarms_of(device)
+        .find(|a| a.severity == Severity::Critical)?;
     if !rule.failover || alarm.failovers_failed >= rule.attempts {
         return None;
     }

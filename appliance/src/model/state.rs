@@ -9,7 +9,7 @@ use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use serde::{Deserialize, Serialize};
 
 use super::access::{Account, AccountChange, AccountName, Reservation, Session, Subscription};
-use super::alarm::Alarm;
+use super::alarm::{Alarm, Severity};
 use super::domain::{
     AttachState, Attachment, Device, Health, Identity, Mount, MountSource, MountState, Port, Role,
     System, Tenant,
@@ -858,6 +858,22 @@ impl State {
         self.systems
             .get_mut(name)
             .ok_or_else(|| unknown(seq, "system", name))
+    }
+
+    /// The active alarms of `device`, oldest first.
+    pub fn alarms_of<'a>(&'a self, device: &'a DeviceId) -> impl Iterator<Item = &'a Alarm> + 'a {
+        self.alarms
+            .values()
+            .filter(move |alarm| alarm.device == *device)
+    }
+
+    /// How many alarms of `severity` are active.
+    pub fn alarm_count(&self, severity: Severity) -> usize {
+        let of = self
+            .alarms
+            .values()
+            .filter(|alarm| alarm.severity == severity);
+        of.count()
     }
 
     /// An operation by id: pending, or finished and still remembered.

@@ -561,9 +561,8 @@ pub fn check_reflexes(log: &dyn EventLog) -> Result<(), String> {
             let device = state.devices.get(from);
             let failed = device.is_some_and(|d| matches!(d.health, Health::Failed(_)));
             let alarm = state
-                .alarms
-                .values()
-                .any(|a| a.device == *from && a.severity == Severity::Critical);
+                .alarms_of(from)
+                .any(|a| a.severity == Severity::Critical);
             if made.by.door == Door::Appliance && !(failed && alarm) {
                 return Err(format!(
                     "sequence {}: the appliance failed {system} over from {from}, which was {:?}, with a critical alarm: {alarm}",

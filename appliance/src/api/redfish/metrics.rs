@@ -171,10 +171,6 @@ impl Collector for CoreCollector {
                 counter.metric_type(),
             )?)?;
         }
-        let alarms = |severity| {
-            let of = state.alarms.values().filter(|a| a.severity == severity);
-            of.count() as i64
-        };
         let gauges = [
             (
                 "journal_head",
@@ -191,12 +187,12 @@ impl Collector for CoreCollector {
             (
                 "alarms_critical",
                 "Active critical alarms (a failed device)",
-                alarms(Severity::Critical),
+                state.alarm_count(Severity::Critical) as i64,
             ),
             (
                 "alarms_warning",
                 "Active warnings (a degraded device, e.g. a link down inside its grace)",
-                alarms(Severity::Warning),
+                state.alarm_count(Severity::Warning) as i64,
             ),
         ];
         for (name, help, value) in gauges {

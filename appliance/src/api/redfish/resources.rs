@@ -537,8 +537,8 @@ fn system_status(lens: &Lens, system: &System) -> Value {
 /// The active alarms of `device` as Redfish Conditions (DSP0268 Resource.Condition), each with
 /// the journal entry that raised it; `origin` when the resource shown is not the device itself.
 fn conditions(lens: &Lens, device: &DeviceId, origin: Option<&str>) -> Vec<Value> {
-    let alarms = lens.state.alarms.values().filter(|a| a.device == *device);
-    alarms
+    lens.state
+        .alarms_of(device)
         .map(|alarm| {
             let (severity, message_id) = match alarm.severity {
                 Severity::Critical => ("Critical", "ResourceEvent.1.4.ResourceStatusChangedCritical"),

@@ -194,12 +194,16 @@ enum Ctl {
         order: Meta,
     },
     /// Mount namespace NSID of a composed NVMe (--device) or an export (--export SERVER:PATH) at
-    /// TARGET.
+    /// TARGET; or, for a nas_gateway, a RAID1 mirror over composed NVMe drives (--mirror
+    /// nvme-0,nvme-1), made and mounted on the appliance itself (a blank mirror gets a
+    /// filesystem: use --filesystem ext4).
     Mount {
         system: String,
         target: String,
         #[arg(long)]
         device: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        mirror: Vec<String>,
         #[arg(long, default_value_t = 1)]
         namespace: u32,
         #[arg(long)]
@@ -624,6 +628,7 @@ fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
             system,
             target,
             device,
+            mirror,
             namespace,
             export,
             filesystem,
@@ -631,6 +636,12 @@ fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
             order: args,
         } => {
             let source = match (device, export) {
+                (None, None) if !mirror.is_empty() => MountSource::Mirror {
+                    devices: mirror.into_iter().map(Into::into).collect(),
+                },
+                (Some(_), _) | (_, Some(_)) if !mirror.is_empty() => {
+                    bail!("give one of --device, --export or --mirror")
+                }
                 (Some(device), None) => MountSource::Namespace {
                     device: device.into(),
                     namespace,
@@ -644,7 +655,7 @@ fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
                         path: path.into(),
                     }
                 }
-                _ => bail!("give either --device or --export"),
+                _ => bail!("give one of --device, --export or --mirror"),
             };
             let mount = MountSpec {
                 source,

@@ -25,6 +25,8 @@ use crate::runtime::{Drivers, ReconcileLimits, Reconciler};
 #[cfg(feature = "sim")]
 use crate::testing::sim::SimFabric;
 #[cfg(feature = "sim")]
+use crate::testing::volumes::SimVolumes;
+#[cfg(feature = "sim")]
 use crate::topology::{self, Topology};
 
 /// The sample topology, used by `--fabric sim` when no topology file is given.
@@ -45,6 +47,7 @@ pub enum FabricChoice {
     Real {
         fabric: Arc<dyn drivers::Fabric>,
         host: Arc<dyn drivers::Host>,
+        volumes: Arc<dyn drivers::volume::Volumes>,
     },
 }
 
@@ -253,6 +256,7 @@ fn fabric(choice: &FabricChoice) -> anyhow::Result<FabricParts> {
             let drivers = Drivers {
                 fabric: sim.clone(),
                 host: sim.clone(),
+                volumes: Arc::new(SimVolumes::default()),
                 limits: ReconcileLimits {
                     sync_interval_ms: 1000,
                     workers: 16,
@@ -266,10 +270,15 @@ fn fabric(choice: &FabricChoice) -> anyhow::Result<FabricParts> {
                 sim: Some(sim),
             })
         }
-        FabricChoice::Real { fabric, host } => Ok(FabricParts {
+        FabricChoice::Real {
+            fabric,
+            host,
+            volumes,
+        } => Ok(FabricParts {
             drivers: Drivers {
                 fabric: fabric.clone(),
                 host: host.clone(),
+                volumes: volumes.clone(),
                 limits,
             },
             identity: None,

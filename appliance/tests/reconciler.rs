@@ -14,6 +14,7 @@ use appliance::runtime::adapt::inventory_commands;
 use appliance::runtime::reconciler::{execute, Drivers, Ends, Execution, ReconcileLimits, RULES};
 use appliance::serve::SAMPLE_TOPOLOGY;
 use appliance::testing::sim::{Fault, SimFabric};
+use appliance::testing::volumes::SimVolumes;
 use drivers::Fabric;
 
 /// The sample pool, a tenant and system "s", and the simulated fabric under it.
@@ -33,6 +34,7 @@ impl Bench {
             drivers: Drivers {
                 fabric: sim.clone(),
                 host: sim.clone(),
+                volumes: Arc::new(SimVolumes::default()),
                 limits: ReconcileLimits::default(),
             },
             sim,

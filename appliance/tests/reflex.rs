@@ -285,3 +285,128 @@ fn a_pulled_drive_is_replaced_by_the_appliance_and_only_once() {
     );
     running.shutdown().expect("shutdown");
 }
+
+/// The NAS gateway's mirror on the simulated fabric: a mirror is a gateway's (another role is
+/// refused), its drives cannot be decomposed while it is mounted, and when one of them is
+/// pulled the appliance fails it over with the mount: the mirror then lists the spare, its
+/// condition is journaled (clean again) and the healthy drive is kept.
+#[test]
+fn a_gateway_mirror_fails_over_with_its_mount() {
+    use appliance::api::views::MountSourceView;
+    use appliance::decide::command::NewSystem;
+    use appliance::model::{MountSource, MountSpec};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = serve::start(options(dir.path())).expect("start");
+    let sim = running.sim().expect("the simulated fabric");
+    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
+    order(
+        &mut client,
+        Verb::CreateTenant {
+            name: "studio".into(),
+        },
+    );
+    let compose_as = |client: &mut Client, name: &str, role: Role, devices: &[&str]| {
+        let verb = Verb::Compose {
+            system: name.into(),
+            selection: Selection::Specific(devices.iter().map(|d| (*d).into()).collect()),
+            create: Some(NewSystem {
+                tenant: "studio".into(),
+                role,
+            }),
+            tenant: None,
+            reservation: None,
+        };
+        order(client, verb);
+    };
+    compose_as(&mut client, "nas", Role::NasGateway, &["nvme-0", "nvme-1"]);
+    compose_as(&mut client, "rn", Role::RenderNode, &["nvme-2"]);
+    let mirror = |devices: &[&str]| MountSpec {
+        source: MountSource::Mirror {
+            devices: devices.iter().map(|d| (*d).into()).collect(),
+        },
+        target: "/srv/projects".into(),
+        filesystem: "ext4".into(),
+        options: "defaults".into(),
+    };
+    let refused = |client: &mut Client, system: &str, mount: MountSpec| {
+        let verb = Verb::Mount {
+            system: system.into(),
+            mount,
+        };
+        match client.call(&Request::order(verb, Meta::default())) {
+            Ok(Err(e)) => e,
+            other => panic!("a bad mirror was accepted: {other:?}"),
+        }
+    };
+    let e = refused(&mut client, "rn", mirror(&["nvme-2", "nvme-2"]));
+    assert_eq!(e.code, ErrorCode::BadRequest, "{e:?}");
+    assert!(e.message.contains("nas_gateway"), "{e:?}");
+    let e = refused(&mut client, "nas", mirror(&["nvme-0"]));
+    assert!(e.message.contains("two or more"), "{e:?}");
+    let e = refused(&mut client, "nas", mirror(&["nvme-0", "nvme-2"]));
+    assert_eq!(e.code, ErrorCode::DeviceNotComposed, "{e:?}");
+
+    let verb = Verb::Mount {
+        system: "nas".into(),
+        mount: mirror(&["nvme-0", "nvme-1"]),
+    };
+    let waited = Meta {
+        wait: true,
+        ..Meta::default()
+    };
+    match ask(&mut client, Request::order(verb, waited)) {
+        Reply::Accepted(accepted) => assert_eq!(
+            accepted.operation.map(|o| o.state),
+            Some(OperationState::Completed)
+        ),
+        other => panic!("mount: {other:?}"),
+    }
+    let condition = |client: &mut Client| {
+        let nas = system(client, "nas");
+        let mount = nas.mounts.first().cloned().expect("the mirror mount");
+        (mount, nas.pending.is_none())
+    };
+    eventually("the mirror seen clean", || {
+        let (mount, _) = condition(&mut client);
+        (mount.condition.as_deref() == Some("clean")).then_some(())
+    });
+    let verb = Verb::Decompose {
+        system: "nas".into(),
+        devices: Some(vec!["nvme-1".into()]),
+    };
+    match client.call(&Request::order(verb, Meta::default())) {
+        Ok(Err(e)) => assert_eq!(e.code, ErrorCode::DeviceMounted, "{e:?}"),
+        other => panic!("a mirror's drive was decomposed: {other:?}"),
+    }
+
+    sim.vanish("nvme-0");
+    let moved = eventually("the mirror moved off nvme-0", || {
+        let (mount, idle) = condition(&mut client);
+        let MountSourceView::Mirror { devices } = &mount.source else {
+            panic!("{mount:?}")
+        };
+        let devices: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+        (idle && !devices.contains(&"nvme-0".to_string())).then_some(devices)
+    });
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    assert!(
+        moved.contains(&"nvme-1".to_string()),
+        "the healthy drive is kept: {moved:?}"
+    );
+    let mut held = devices_of(&mut client, "nas");
+    held.sort();
+    let mut mirrored = moved.clone();
+    mirrored.sort();
+    assert_eq!(held, mirrored, "the gateway holds the mirror's drives");
+    assert_eq!(
+        devices_of(&mut client, "rn"),
+        ["nvme-2"],
+        "rn is not touched"
+    );
+    let history = history_of(&mut client, HistoryOf::System("nas".into()));
+    let kinds: Vec<&str> = history.iter().map(|e| e.kind.as_str()).collect();
+    assert!(kinds.contains(&"failover_completed"), "{kinds:?}");
+    assert!(kinds.contains(&"mount_observed"), "{kinds:?}");
+    running.shutdown().expect("shutdown");
+}

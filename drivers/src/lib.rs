@@ -13,6 +13,8 @@
 //!   probe), [`rdma`] (sysfs ports, rxe links over RDMA netlink, link up), [`mount`]
 //!   (mount/unmount verified in mountinfo, mkfs), [`watchdog`], [`sysfs`] (attribute helpers),
 //!   [`netlink`] (the datagram receive and deadline wait the two netlink monitors share).
+//! - [`volume`]: volumes this server mounts itself (the NAS gateway): NVMe namespaces, md
+//!   RAID1 mirrors through mdadm and md's sysfs, filesystems mounted and verified.
 //! - What PID 1 needs at boot: [`module`] (`finit_module`), [`netconf`] (static IPv4 address,
 //!   link up and default route through the AF_INET ioctls), [`mount`] and [`watchdog`].
 //! - Shared helpers: [`wait_until`] / [`try_wait_until`] (the deadline helper for states that
@@ -38,6 +40,7 @@ pub mod selftest;
 pub mod serial_fabric;
 pub mod sysfs;
 pub mod uevent;
+pub mod volume;
 mod wait;
 pub mod watchdog;
 

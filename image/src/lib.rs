@@ -4,7 +4,8 @@
 //! - `/init`: the static appliance binary;
 //! - `/lib/modules/<name>.ko` and `/lib/modules/load-order` (one module name per line,
 //!   dependencies first);
-//! - `/usr/sbin/mke2fs` with its libraries at their host paths and the dynamic loader;
+//! - `/usr/sbin/mke2fs` and `/usr/sbin/mdadm` (the NAS gateway's mirrors) with their libraries at
+//!   their host paths and the dynamic loader;
 //! - `/etc/appliance/kernel-release`; `/dev/console` (so /init has a console before devtmpfs).
 
 pub mod cpio;
@@ -226,7 +227,8 @@ pub fn uncompressed_kernel(bzimage: &[u8]) -> Result<Vec<u8>, String> {
     Ok(elf)
 }
 
-/// Assembles the initramfs: /init, the modules and their load order, mke2fs and its libraries.
+/// Assembles the initramfs: /init, the modules and their load order, mke2fs and mdadm and their
+/// libraries.
 pub fn initramfs(
     release: &str,
     appliance: &Path,
@@ -276,6 +278,11 @@ pub fn initramfs(
         &mut archive,
         &tools::find_tool("mke2fs", "e2fsprogs")?,
         "usr/sbin/mke2fs",
+    )?;
+    add_program(
+        &mut archive,
+        &tools::find_tool("mdadm", "mdadm")?,
+        "usr/sbin/mdadm",
     )?;
     if Path::new("/etc/mke2fs.conf").is_file() {
         archive.add(

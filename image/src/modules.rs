@@ -12,7 +12,8 @@ use tracing::{debug, info_span};
 /// Modules the appliance's drivers need, by module name (dependencies are added automatically).
 /// Crypto algorithms that the kernel looks up by name (`crc32` for rdma_rxe, `crc32c` for ext4 and
 /// jbd2) are listed because there is no modprobe in the image to load them on request; so are
-/// vfio_iommu_type1 (requested by vfio) and evdev (the power button's /dev/input/event node).
+/// vfio_iommu_type1 (requested by vfio) and evdev (the power button's /dev/input/event node);
+/// raid1 (with md_mod) carries the NAS gateway's mirrors.
 pub const APPLIANCE_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
@@ -27,6 +28,7 @@ pub const APPLIANCE_MODULES: &[&str] = &[
     "vfio_iommu_type1",
     "i6300esb",
     "ext4",
+    "raid1",
     "button",
     "evdev",
 ];

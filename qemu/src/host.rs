@@ -34,6 +34,8 @@ pub enum HostError {
         command: String,
         status: std::process::ExitStatus,
     },
+    #[error("{tool} is not installed and this is not root; run: sudo apt-get install -y {package}")]
+    ToolMissing { tool: String, package: String },
     #[error("find a free TCP port on 127.0.0.1")]
     FreePort(#[source] std::io::Error),
 }
@@ -70,6 +72,40 @@ pub fn ensure_qemu() -> Result<PathBuf, HostError> {
         .args(["install", "-y", "--no-install-recommends", QEMU_PACKAGE])
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
     find_qemu().ok_or(HostError::QemuMissing)
+}
+
+/// Finds `tool` in the sbin/bin directories, installing `package` with apt-get when it is
+/// missing and this process is root (the image ships it: mdadm).
+pub fn ensure_tool(tool: &str, package: &str) -> Result<PathBuf, HostError> {
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALLING
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
+    let find = || image::tools::find_tool(tool, package).ok();
+    if let Some(found) = find() {
+        return Ok(found);
+    }
+    if !is_root() {
+        return Err(HostError::ToolMissing {
+            tool: tool.into(),
+            package: package.into(),
+        });
+    }
+    tracing::info!("{tool} missing: installing {package} with apt-get");
+    let install = || {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    if install().is_err() {
+        // On a fresh machine apt-get knows no package until its lists are fetched.
+        run(Command::new("apt-get").arg("update"))?;
+        install()?;
+    }
+    find().ok_or(HostError::ToolMissing {
+        tool: tool.into(),
+        package: package.into(),
+    })
 }
 
 fn run(command: &mut Command) -> Result<(), HostError> {

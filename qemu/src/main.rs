@@ -118,6 +118,8 @@ fn bench_dir() -> PathBuf {
 fn setup() -> Result<()> {
     let qemu = qemu::host::ensure_qemu()?;
     println!("qemu: {}", qemu.display());
+    let mdadm = qemu::host::ensure_tool("mdadm", "mdadm")?;
+    println!("mdadm (shipped in the image): {}", mdadm.display());
     let options = image::BuildOptions::default();
     let deb = match image::kernel::ensure_deb(&options.kernel, &options.cache_dir, true) {
         Ok(deb) => deb,
@@ -142,6 +144,7 @@ fn setup() -> Result<()> {
 }
 
 fn build_image() -> Result<image::Artifacts> {
+    qemu::host::ensure_tool("mdadm", "mdadm")?;
     let started = Instant::now();
     let artifacts = image::build(&image::BuildOptions::default()).context("build the image")?;
     tracing::info!(ms = started.elapsed().as_millis() as u64, kernel = %artifacts.kernel_version, "image ready");

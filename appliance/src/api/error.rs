@@ -177,6 +177,7 @@ impl From<&CommandError> for ErrorCode {
             E::DeviceMounted { .. } => ErrorCode::DeviceMounted,
             E::UnknownMount { .. } => ErrorCode::UnknownMount,
             E::MountExists { .. } => ErrorCode::MountExists,
+            E::BadMount { .. } => ErrorCode::BadRequest,
             E::RequestIdReused { .. } => ErrorCode::RequestIdReused,
             E::NotPending { .. } => ErrorCode::NotPending,
             E::Empty { .. } => ErrorCode::Empty,

@@ -194,6 +194,11 @@ fn mounts(system: &SystemView) -> String {
                 format!("{device}n{namespace}:{}", m.target)
             }
             MountSourceView::Export { server, path } => format!("{server}:{path}:{}", m.target),
+            MountSourceView::Mirror { devices } => {
+                let members: Vec<&str> = devices.iter().map(|d| d.as_str()).collect();
+                let condition = m.condition.as_deref().unwrap_or("unseen");
+                format!("mirror({}):{}({condition})", members.join("+"), m.target)
+            }
         })
         .collect::<Vec<_>>()
         .join(" ")

@@ -94,6 +94,7 @@ pub struct MemberView {
 pub enum MountSourceView {
     Namespace { device: DeviceId, namespace: u32 },
     Export { server: String, path: String },
+    Mirror { devices: Vec<DeviceId> },
 }
 
 /// One mount of a system.
@@ -105,6 +106,10 @@ pub struct MountView {
     pub options: String,
     /// "mounting", "mounted" or "unmounting".
     pub state: String,
+    /// A mirror's condition as this server last saw it: "clean", "rebuilding", "degraded" or
+    /// "unmounted".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// One composed system.
@@ -355,6 +360,9 @@ impl MountView {
                 server: server.clone(),
                 path: path.clone(),
             },
+            MountSource::Mirror { devices } => MountSourceView::Mirror {
+                devices: devices.clone(),
+            },
         };
         MountView {
             target: mount.target.clone(),
@@ -362,6 +370,7 @@ impl MountView {
             filesystem: mount.filesystem.clone(),
             options: mount.options.clone(),
             state: mount.state.name().to_string(),
+            condition: mount.condition.map(|c| c.name().to_string()),
         }
     }
 }
@@ -555,6 +564,15 @@ pub fn summary(event: &Event) -> String {
         Event::AlarmEnded {
             alarm, device, end, ..
         } => format!("alarm {alarm} on {device} ended: {}", end.name()),
+        Event::MountObserved {
+            system,
+            target,
+            condition,
+            evidence,
+        } => format!(
+            "{system}'s mount {target} is {}: {evidence}",
+            condition.name()
+        ),
         other => access_summary(other),
     }
 }

@@ -13,7 +13,7 @@ use crate::model::state::State;
 /// 2: an operation's mount spec is boxed (rkyv lays it out apart).
 /// 3: pending and finished operations are boxed in State's maps.
 /// 4: State keeps the active alarms.
-pub const SNAPSHOT_FORMAT: u16 = 4;
+pub const SNAPSHOT_FORMAT: u16 = 5;
 
 /// One logged event with its sequence and time.
 #[derive(Debug, Clone, PartialEq)]

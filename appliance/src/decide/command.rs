@@ -3,6 +3,8 @@
 //! [`Order`] (from any door: the API, the console, the local socket), an [`Observation`] of the
 //! hardware, or the reconciler's verdict on an operation. Only the core calls `decide`.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::decide::access;
@@ -12,8 +14,8 @@ use crate::model::access::{
 };
 use crate::model::alarm::{AlarmEnd, Severity};
 use crate::model::domain::{
-    valid_name, AttachState, DeviceKind, Health, Identity, MountSource, Role, System,
-    SYSTEM_DEVICES_MAX, SYSTEM_GPUS_MAX,
+    valid_name, AttachState, DeviceKind, Health, Identity, MountCondition, MountSource, Role,
+    System, SYSTEM_DEVICES_MAX, SYSTEM_GPUS_MAX,
 };
 use crate::model::event::{DeviceFacts, Event, Made, MountSpec, Origin};
 use crate::model::failure::Failure;
@@ -229,6 +231,13 @@ pub enum Observation {
         evidence: String,
         at_ms: u64,
     },
+    /// A mount this server holds, as it sees it now.
+    Mount {
+        system: SystemName,
+        target: String,
+        condition: MountCondition,
+        evidence: String,
+    },
 }
 
 /// Everything that can ask the core to change State.
@@ -256,6 +265,7 @@ impl Command {
             Command::Observe(Observation::Device { .. }) => "observe_device",
             Command::Observe(Observation::Vanished { .. }) => "observe_vanished",
             Command::Observe(Observation::Health { .. }) => "observe_health",
+            Command::Observe(Observation::Mount { .. }) => "observe_mount",
             Command::Finish { .. } => "finish",
         }
     }
@@ -321,6 +331,12 @@ pub enum CommandError {
     },
     #[error("system {system:?} has no mount at {target:?}")]
     UnknownMount { system: String, target: String },
+    #[error("mount {target:?} of system {system:?}: {reason}")]
+    BadMount {
+        system: String,
+        target: String,
+        reason: String,
+    },
     #[error("mount target {target:?} of system {system:?} is in use")]
     MountExists { system: String, target: String },
     #[error("request id {request_id:?} was used for a {previous}, not a {requested}")]
@@ -937,9 +953,43 @@ fn attached(system: &System, device: &str) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// A mirror is made by a NAS gateway (the role that runs on this server), over two or more
+/// distinct drives that no other mirror of the system uses, at an absolute target.
+fn check_mirror(system: &System, devices: &[DeviceId], target: &str) -> Result<(), CommandError> {
+    let refuse = |reason: String| {
+        Err(CommandError::BadMount {
+            system: system.name.to_string(),
+            target: target.to_string(),
+            reason,
+        })
+    };
+    if system.role != Role::NasGateway {
+        return refuse(format!(
+            "a mirror is mounted on this server, by a nas_gateway; {} is a {}",
+            system.name,
+            system.role.name()
+        ));
+    }
+    let distinct: BTreeSet<&DeviceId> = devices.iter().collect();
+    if devices.len() < 2 || distinct.len() != devices.len() {
+        return refuse("a mirror needs two or more distinct drives".into());
+    }
+    if !target.starts_with('/') || target.split('/').any(|part| part == "..") {
+        return refuse("the target must be an absolute path without \"..\"".into());
+    }
+    for mount in system.mounts.values() {
+        if let Some(used) = devices.iter().find(|d| mount.source.uses(d)) {
+            return refuse(format!("{used} is already mounted at {}", mount.target));
+        }
+    }
+    Ok(())
+}
+
+/// A device that carries a mount of a system the system makes itself (a namespace) may not
+/// be decomposed while mounted; one under a mirror fails over with the mirror.
 fn check_unmounted(system: &System, device: &str) -> Result<(), CommandError> {
     for mount in system.mounts.values() {
-        if matches!(&mount.source, MountSource::Namespace { device: d, .. } if d == device) {
+        if mount.source.uses(device) {
             return Err(CommandError::DeviceMounted {
                 system: system.name.to_string(),
                 device: device.to_string(),
@@ -965,7 +1015,7 @@ fn mount_(
             target: mount.target.clone(),
         });
     }
-    if let MountSource::Namespace { device, .. } = &mount.source {
+    for device in mount.source.devices() {
         let is_nvme = state
             .devices
             .get(device)
@@ -976,6 +1026,9 @@ fn mount_(
                 system: name.to_string(),
             });
         }
+    }
+    if let MountSource::Mirror { devices } = &mount.source {
+        check_mirror(system, devices, &mount.target)?;
     }
     let op = state.next_operation;
     let event = Event::MountRequested {
@@ -1020,7 +1073,6 @@ fn failover(
 ) -> Result<Decision, CommandError> {
     let system = idle_system(state, name, expected_version)?;
     attached(system, device)?;
-    check_unmounted(system, device)?;
     let old = &state.devices[device];
     let want = Want {
         kind: old.kind,
@@ -1223,6 +1275,31 @@ fn observe(state: &State, observation: &Observation) -> Result<Vec<Event>, Comma
                 }
             }
             events
+        }
+        Observation::Mount {
+            system,
+            target,
+            condition,
+            evidence,
+        } => {
+            let mount = state
+                .systems
+                .get(system)
+                .and_then(|s| s.mounts.get(target))
+                .ok_or_else(|| CommandError::UnknownMount {
+                    system: system.to_string(),
+                    target: target.clone(),
+                })?;
+            if mount.condition == Some(*condition) {
+                vec![]
+            } else {
+                vec![Event::MountObserved {
+                    system: system.clone(),
+                    target: target.clone(),
+                    condition: *condition,
+                    evidence: evidence.clone(),
+                }]
+            }
         }
     })
 }

@@ -247,6 +247,65 @@ pub enum MountSource {
     Namespace { device: DeviceId, namespace: u32 },
     /// A network export (NFS/SMB), e.g. server "nas1", path "/projects".
     Export { server: String, path: String },
+    /// A RAID1 mirror (Linux md) over NVMe drives composed into a NAS gateway, which runs on
+    /// this server: the mount is made here, at the target itself.
+    Mirror { devices: Vec<DeviceId> },
+}
+
+impl MountSource {
+    /// The composed devices the mount lives on.
+    pub fn devices(&self) -> Vec<&DeviceId> {
+        match self {
+            MountSource::Namespace { device, .. } => vec![device],
+            MountSource::Export { .. } => Vec::new(),
+            MountSource::Mirror { devices } => devices.iter().collect(),
+        }
+    }
+
+    /// Whether the mount lives on `device`.
+    pub fn uses(&self, device: &str) -> bool {
+        self.devices().iter().any(|d| d.as_str() == device)
+    }
+
+    /// The same mount with `to` in place of `from` (a failover moves the mount with it).
+    pub fn replace(&mut self, from: &DeviceId, to: &DeviceId) {
+        match self {
+            MountSource::Namespace { device, .. } if device == from => *device = to.clone(),
+            MountSource::Mirror { devices } => {
+                for device in devices.iter_mut().filter(|d| *d == from) {
+                    *device = to.clone();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A mount's condition as this server last saw it (mirrors only: a system's other mounts are
+/// made by the system itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountCondition {
+    /// Mounted, every member in sync.
+    Clean,
+    /// Mounted; md rebuilds onto a new member.
+    Rebuilding,
+    /// Mounted with a member missing and no rebuild running.
+    Degraded,
+    /// Not in mountinfo.
+    Unmounted,
+}
+
+impl MountCondition {
+    pub fn name(self) -> &'static str {
+        match self {
+            MountCondition::Clean => "clean",
+            MountCondition::Rebuilding => "rebuilding",
+            MountCondition::Degraded => "degraded",
+            MountCondition::Unmounted => "unmounted",
+        }
+    }
 }
 
 /// Where a mount stands.
@@ -279,6 +338,8 @@ pub struct Mount {
     pub filesystem: String,
     pub options: String,
     pub state: MountState,
+    /// As this server last saw it (mirrors only).
+    pub condition: Option<MountCondition>,
 }
 
 /// A composed system.

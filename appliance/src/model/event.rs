@@ -6,7 +6,8 @@
 //! - 2: outcome events carry a typed [`Failure`] instead of a text; every order of an operator
 //!   carries [`Made`] (who made it, through which door, under which request id). Kinds 25 to 33
 //!   (accounts, sessions, subscriptions, reservations) came with it; kinds 34 and 35 (alarms) were
-//!   appended later, which schema 2 allows (a new variant at the end decodes as it is).
+//!   appended later, which schema 2 allows (a new variant at the end decodes as it is), then
+//!   kind 36 (a mount's condition) and the mirror mount source.
 
 pub mod v1;
 
@@ -17,7 +18,7 @@ use super::access::{
     AccountChange, AccountName, AccountRole, ReservationEnd, SessionEnd, Subscription,
 };
 use super::alarm::{AlarmEnd, Severity};
-use super::domain::{DeviceKind, Health, Identity, MountSource, Role};
+use super::domain::{DeviceKind, Health, Identity, MountCondition, MountSource, Role};
 use super::failure::Failure;
 use super::ids::{
     AlarmId, DeviceId, OperationId, PortId, RequestId, SwitchName, SystemName, TenantName,
@@ -327,10 +328,17 @@ pub enum Event {
         end: AlarmEnd,
         made: Made,
     },
+    /// A mount this server holds changed condition (a mirror degraded, rebuilding, clean).
+    MountObserved {
+        system: SystemName,
+        target: String,
+        condition: MountCondition,
+        evidence: String,
+    },
 }
 
 /// Kind numbers, stable forever, in the enum's order.
-const KIND_NAMES: [&str; 35] = [
+const KIND_NAMES: [&str; 36] = [
     "identity_set",
     "tenant_created",
     "system_created",
@@ -366,6 +374,7 @@ const KIND_NAMES: [&str; 35] = [
     "reservation_ended",
     "alarm_raised",
     "alarm_ended",
+    "mount_observed",
 ];
 
 impl Event {
@@ -407,6 +416,7 @@ impl Event {
             Event::ReservationEnded { .. } => 32,
             Event::AlarmRaised { .. } => 33,
             Event::AlarmEnded { .. } => 34,
+            Event::MountObserved { .. } => 35,
         };
         index + 1
     }
@@ -507,10 +517,7 @@ impl Event {
             Event::ComposeRequested { devices, .. } => devices.iter().map(|(d, _)| d).collect(),
             Event::DecomposeRequested { devices, .. } => devices.iter().collect(),
             Event::FailoverRequested { from, to, .. } => vec![from, to],
-            Event::MountRequested { mount, .. } => match &mount.source {
-                MountSource::Namespace { device, .. } => vec![device],
-                MountSource::Export { .. } => vec![],
-            },
+            Event::MountRequested { mount, .. } => mount.source.devices(),
             Event::ReservationMade { devices, .. } => devices.iter().collect(),
             _ => vec![],
         }
@@ -529,7 +536,8 @@ impl Event {
             | Event::DecomposeRequested { system, .. }
             | Event::MountRequested { system, .. }
             | Event::UnmountRequested { system, .. }
-            | Event::FailoverRequested { system, .. } => Some(system),
+            | Event::FailoverRequested { system, .. }
+            | Event::MountObserved { system, .. } => Some(system),
             _ => None,
         }
     }
@@ -605,7 +613,7 @@ mod tests {
             assert_eq!(event.kind_name(), name);
         }
         assert_eq!(<Event as journal::Event>::kind_name(0), None);
-        assert_eq!(<Event as journal::Event>::kind_name(36), None);
+        assert_eq!(<Event as journal::Event>::kind_name(37), None);
         let last = Event::AlarmEnded {
             alarm: AlarmId(1),
             device: "nvme-1".into(),

@@ -75,6 +75,12 @@ pub enum Failure {
     },
     /// State does not hold what the operation names (State changed under it, or a bug).
     Inconsistent { what: String },
+    /// A volume this server holds (a mirror, its filesystem, its mount) refused a step.
+    Volume {
+        target: String,
+        step: String,
+        reason: String,
+    },
 }
 
 impl Failure {
@@ -93,6 +99,7 @@ impl Failure {
             Failure::IdentifyFailed { .. } => "identify_failed",
             Failure::SerialMismatch { .. } => "serial_mismatch",
             Failure::Inconsistent { .. } => "inconsistent",
+            Failure::Volume { .. } => "volume_failed",
         }
     }
 
@@ -110,7 +117,8 @@ impl Failure {
             | Failure::SerialMismatch { device, .. } => Some(device),
             Failure::Unclassified { .. }
             | Failure::InventoryUnavailable { .. }
-            | Failure::Inconsistent { .. } => None,
+            | Failure::Inconsistent { .. }
+            | Failure::Volume { .. } => None,
         }
     }
 }
@@ -176,6 +184,11 @@ impl std::fmt::Display for Failure {
                 "{device} identifies as serial {found:?}, expected {expected:?}"
             ),
             Failure::Inconsistent { what } => write!(f, "state does not hold {what}"),
+            Failure::Volume {
+                target,
+                step,
+                reason,
+            } => write!(f, "{step} for {target}: {reason}"),
         }
     }
 }

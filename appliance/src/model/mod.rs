@@ -18,8 +18,8 @@ pub use access::{
 };
 pub use alarm::{Alarm, AlarmEnd, Severity};
 pub use domain::{
-    AttachState, Attachment, Device, DeviceKind, Health, Identity, Mount, MountSource, MountState,
-    Port, Role, System, Tenant,
+    AttachState, Attachment, Device, DeviceKind, Health, Identity, Mount, MountCondition,
+    MountSource, MountState, Port, Role, System, Tenant,
 };
 pub use event::{DeviceFacts, Door, Event, Made, MountSpec, Origin};
 pub use failure::{Failure, SwitchStep};

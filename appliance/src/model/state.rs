@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::access::{Account, AccountChange, AccountName, Reservation, Session, Subscription};
 use super::alarm::{Alarm, Severity};
 use super::domain::{
-    AttachState, Attachment, Device, Health, Identity, Mount, MountSource, MountState, Port, Role,
-    System, Tenant,
+    AttachState, Attachment, Device, Health, Identity, Mount, MountState, Port, Role, System,
+    Tenant,
 };
 use super::event::{DeviceFacts, Event, Made, MountSpec};
 use super::ids::{AlarmId, DeviceId, OperationId, PortId, RequestId, SystemName, TenantName};
@@ -243,6 +243,20 @@ impl State {
                     .remove(&alarm)
                     .ok_or_else(|| unknown(seq, "alarm", alarm))?;
                 self.record_plain(seq, OrderKind::ClearAlarm, made);
+            }
+            Event::MountObserved {
+                system,
+                target,
+                condition,
+                ..
+            } => {
+                let system = self.system_mut(seq, &system)?;
+                let mount = system
+                    .mounts
+                    .get_mut(&target)
+                    .ok_or_else(|| unknown(seq, "mount", &target))?;
+                mount.condition = Some(condition);
+                system.version = seq;
             }
             other => return self.apply_operation(seq, other),
         }
@@ -705,6 +719,12 @@ impl State {
                 let (gone, kept) = if ok { (from, to) } else { (to, from) };
                 self.release(seq, system, gone)?;
                 self.set_attach_state(seq, system, kept, AttachState::Attached)?;
+                if ok {
+                    // The mounts on the old device move with the failover.
+                    for mount in self.system_mut(seq, system)?.mounts.values_mut() {
+                        mount.source.replace(from, to);
+                    }
+                }
             }
         }
         Ok(())
@@ -798,6 +818,7 @@ impl State {
             filesystem: spec.filesystem.clone(),
             options: spec.options.clone(),
             state: MountState::Mounting,
+            condition: None,
         };
         let system = self.system_mut(seq, system)?;
         if system.mounts.insert(spec.target.clone(), mount).is_some() {
@@ -975,7 +996,7 @@ impl State {
                 }
             }
             for mount in system.mounts.values() {
-                if let MountSource::Namespace { device, .. } = &mount.source {
+                for device in mount.source.devices() {
                     let attached = system.devices.get(device).map(|a| a.state);
                     if attached.is_none() || attached == Some(AttachState::Attaching) {
                         return Err(format!(

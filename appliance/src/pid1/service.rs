@@ -142,6 +142,7 @@ mod wiring {
             fabric: FabricChoice::Real {
                 fabric: Arc::new(fabric),
                 host: Arc::new(host),
+                volumes: Arc::new(drivers::volume::LinuxVolumes::new(Path::new("/"))),
             },
             api: Some(api_door(&provision)?),
             identity: flags.identity.clone(),

@@ -3,7 +3,8 @@
 //! device State holds in that slot, with its evidence and the time it was seen (`decide` raises
 //! the alarm); and the appliance's reflex (`decide::reflex`) acts on failed devices: right after
 //! the observation of a failure, and in a sweep every `SWEEP_INTERVAL` (a system busy at the
-//! time of the fault, a failure journaled before a crash, a link down past its grace).
+//! time of the fault, a failure journaled before a crash, a link down past its grace). The
+//! sweep also reads the gateway's mirrors and journals a change of their condition.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use drivers::{Host, HostObservation, PciAddress};
+use drivers::{HostObservation, PciAddress};
 use tracing::{info, info_span, warn};
 
 use super::drift::wanted_port;
@@ -34,26 +35,27 @@ pub fn start(
     let Ok(observations) = drivers.host.observations() else {
         return Ok(None);
     };
-    let (core, stop, host) = (core.clone(), stop.clone(), drivers.host.clone());
+    let (core, stop, drivers) = (core.clone(), stop.clone(), drivers.clone());
     std::thread::Builder::new()
         .name("observe".into())
-        .spawn(move || observe(core, host, observations, policy, stop))
+        .spawn(move || observe(core, drivers, observations, policy, stop))
         .map(Some)
 }
 
 fn observe(
     core: CoreHandle,
-    host: Arc<dyn Host>,
+    drivers: Drivers,
     observations: Receiver<HostObservation>,
     policy: Policy,
     stop: Arc<AtomicBool>,
 ) {
     let mut swept = Instant::now();
     let mut refused = HashMap::new();
-    sweep(&core, &policy, &mut refused);
+    let host = drivers.host.clone();
+    sweep(&core, &drivers, &policy, &mut refused);
     while !stop.load(Ordering::SeqCst) {
         if swept.elapsed() >= SWEEP_INTERVAL {
-            sweep(&core, &policy, &mut refused);
+            sweep(&core, &drivers, &policy, &mut refused);
             swept = Instant::now();
         }
         match observations.recv_timeout(Duration::from_millis(200)) {
@@ -97,7 +99,18 @@ fn observe(
 /// How often the reflex looks at every failed device and every link past its grace.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-fn sweep(core: &CoreHandle, policy: &Policy, refused: &mut HashMap<DeviceId, String>) {
+fn sweep(
+    core: &CoreHandle,
+    drivers: &Drivers,
+    policy: &Policy,
+    refused: &mut HashMap<DeviceId, String>,
+) {
+    for observed in super::storage::conditions(drivers, &core.state()) {
+        info!(?observed, "a mirror's condition changed");
+        if let Err(e) = core.submit(Command::Observe(observed)) {
+            warn!(error = %e, "mount condition not recorded");
+        }
+    }
     let at_ms = now_ms();
     for (device, health) in reflex::escalations(&core.state(), policy, at_ms) {
         let evidence = format!("still {} at the sweep of {}", health.name(), rfc3339(at_ms));

@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use drivers::volume::Volumes;
 use drivers::{DriverChoice, Fabric, FabricError, Host, Inventory};
 use tracing::{info, info_span, warn};
 
@@ -79,6 +80,8 @@ impl Default for ReconcileLimits {
 pub struct Drivers {
     pub fabric: Arc<dyn Fabric>,
     pub host: Arc<dyn Host>,
+    /// The volumes this server mounts itself (a NAS gateway's mirrors).
+    pub volumes: Arc<dyn Volumes>,
     pub limits: ReconcileLimits,
 }
 
@@ -245,8 +248,17 @@ pub fn execute(drivers: &Drivers, state: &State, op: &Operation) -> Execution {
                 check_present(drivers, state, &op.system, device)
             }
             MountSource::Export { .. } => Ok(()),
+            MountSource::Mirror { devices } => super::storage::mount(
+                drivers,
+                state,
+                &op.system,
+                devices,
+                (&mount.target, &mount.filesystem, &mount.options),
+            ),
         },
-        OperationKind::Unmount { .. } => Ok(()),
+        OperationKind::Unmount { target } => {
+            super::storage::unmount(drivers, state, &op.system, target)
+        }
     };
     match &result {
         Ok(()) => info!("operation done"),
@@ -493,6 +505,10 @@ fn failover(
 ) -> Result<(), Failure> {
     let replacement = [(to.0.clone(), to.1)];
     attach_all(drivers, state, &replacement, observations)?;
+    if let Err(failure) = super::storage::move_member(drivers, state, system, from, to.0) {
+        rollback_attach(drivers, &replacement);
+        return Err(failure);
+    }
     let Some(old) = port_of(state, system, from) else {
         return Ok(());
     };
@@ -529,6 +545,9 @@ fn check_present(
 pub struct Reconciler {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// What `stop` puts away: the gateway's mirrors.
+    core: CoreHandle,
+    drivers: Drivers,
 }
 
 impl Reconciler {
@@ -560,20 +579,28 @@ impl Reconciler {
             threads.push(thread);
         }
         let stop2 = stop.clone();
+        let (core, drivers) = (ctx.core.clone(), ctx.drivers.clone());
         threads.push(
             std::thread::Builder::new()
                 .name("reconcile".into())
                 .spawn(move || dispatch(ctx, tx, stop2))?,
         );
-        Ok(Reconciler { stop, threads })
+        Ok(Reconciler {
+            stop,
+            threads,
+            core,
+            drivers,
+        })
     }
 
-    /// Stops dispatching; operations in flight finish first.
+    /// Stops dispatching; operations in flight finish first. Then the gateway's mirrors are
+    /// unmounted and stopped cleanly (State still says mounted: the next start mounts them).
     pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
         for thread in self.threads {
             let _ = thread.join();
         }
+        super::storage::release(&self.drivers, &self.core.state());
     }
 }
 
@@ -588,6 +615,11 @@ struct Ctx {
 }
 
 fn dispatch(ctx: Ctx, tx: Sender<Operation>, stop: Arc<AtomicBool>) {
+    {
+        // After a reboot, the gateway's mirrors are mounted again before anything else runs.
+        let _exclusive = ctx.hardware.write().unwrap_or_else(|e| e.into_inner());
+        super::storage::restore(&ctx.drivers, &ctx.core.state());
+    }
     let mut seen = 0;
     let sync_every = Duration::from_millis(ctx.drivers.limits.sync_interval_ms);
     let mut last_sync = std::time::Instant::now();
@@ -612,6 +644,7 @@ fn dispatch(ctx: Ctx, tx: Sender<Operation>, stop: Arc<AtomicBool>) {
             last_sync = std::time::Instant::now();
             let _exclusive = ctx.hardware.write().unwrap_or_else(|e| e.into_inner());
             super::drift::repair(&ctx.core, &ctx.drivers);
+            super::storage::restore(&ctx.drivers, &ctx.core.state());
         }
         seen = ctx.core.wait_change(seen.max(head), poll);
     }

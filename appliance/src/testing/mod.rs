@@ -1,6 +1,7 @@
-//! For tests, benchmarks and running without QEMU (feature `sim`): the simulated fabric, the
-//! seeded simulation harness and synthetic journals. The image's firmware is built without it.
+//! For tests, benchmarks and running without QEMU (feature `sim`): the simulated fabric and its
+//! volumes in memory, the seeded simulation harness and synthetic journals. The image's firmware is built without it.
 
 pub mod sim;
 pub mod simulation;
 pub mod synth;
+pub mod volumes;

@@ -27,6 +27,7 @@ use crate::runtime::drift::converge;
 use crate::runtime::reconciler::{execute, Drivers, ReconcileLimits};
 use crate::serve::SAMPLE_TOPOLOGY;
 use crate::testing::sim::{Fault, FaultRates, SimFabric};
+use crate::testing::volumes::SimVolumes;
 
 /// What happened in one step (kept for the failure message of a seed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +88,7 @@ impl Harness {
         let drivers = Drivers {
             fabric: sim.clone(),
             host: sim.clone(),
+            volumes: Arc::new(SimVolumes::default()),
             limits: ReconcileLimits::default(),
         };
         let mut harness = Harness {

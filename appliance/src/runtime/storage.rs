@@ -1,0 +1,398 @@
+//! The NAS gateway's storage, on this server: a mirror mount is an md RAID1 over the gateway's
+//! composed NVMe drives with a filesystem mounted at the mount's target. The reconciler makes
+//! it (`mount`), takes it down (`unmount`) and, in a failover of one of its drives, fails the
+//! old member out and adds the replacement (`move_member`: md rebuilds onto it while the
+//! filesystem stays mounted). After a reboot `restore` assembles and mounts again what State
+//! says is mounted, and `release` puts them away when the service stops; `conditions` reads md and mountinfo for the monitor, which journals a
+//! change (clean, rebuilding, degraded, unmounted).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::reconciler::Drivers;
+use crate::decide::command::Observation;
+use crate::model::{
+    DeviceId, Failure, Mount, MountCondition, MountSource, MountState, State, System,
+};
+
+/// The NVMe namespace a mirror member uses.
+const MEMBER_NAMESPACE: u32 = 1;
+/// md keeps at most 32 bytes of an array's name.
+const MD_NAME_BYTES_MAX: usize = 32;
+
+/// The md name of `system`'s mirror at `target` ("nas-1:srv_projects", cut to md's limit).
+pub fn mirror_name(system: &str, target: &str) -> String {
+    let target = target.trim_start_matches('/').replace('/', "_");
+    let mut name = format!("{system}:{target}");
+    while name.len() > MD_NAME_BYTES_MAX {
+        name.pop();
+    }
+    name
+}
+
+fn failure(target: &str, step: &str, error: &drivers::volume::VolumeError) -> Failure {
+    Failure::Volume {
+        target: target.to_string(),
+        step: step.to_string(),
+        reason: drivers::error_chain(error),
+    }
+}
+
+/// The block device of `device`'s namespace, when the device is in its slot (waiting up to
+/// `timeout` for the kernel to show the namespace).
+fn member_path(
+    drivers: &Drivers,
+    state: &State,
+    system: &System,
+    device: &DeviceId,
+    timeout: Duration,
+) -> Result<Option<PathBuf>, Failure> {
+    let Some(attachment) = system.devices.get(device) else {
+        return Ok(None);
+    };
+    let Some(slot) = state.ports.get(&attachment.port).map(|p| p.slot) else {
+        return Ok(None);
+    };
+    let Ok(seen) = drivers.host.wait_for_device(slot, Duration::ZERO) else {
+        return Ok(None);
+    };
+    drivers
+        .volumes
+        .namespace(seen.address, MEMBER_NAMESPACE, timeout)
+        .map(Some)
+        .map_err(|e| Failure::NotInSlot {
+            device: device.clone(),
+            slot,
+            reason: drivers::error_chain(&e),
+        })
+}
+
+/// The paths of the members in their slots.
+fn present_members(
+    drivers: &Drivers,
+    state: &State,
+    system: &System,
+    devices: &[DeviceId],
+) -> Vec<PathBuf> {
+    devices
+        .iter()
+        .filter_map(|d| {
+            member_path(drivers, state, system, d, Duration::ZERO)
+                .ok()
+                .flatten()
+        })
+        .collect()
+}
+
+/// The running array over any of `members`, else one started from them.
+fn array_of(
+    drivers: &Drivers,
+    name: &str,
+    target: &str,
+    members: &[PathBuf],
+) -> Result<PathBuf, Failure> {
+    for member in members {
+        if let Some(status) = drivers
+            .volumes
+            .mirror_of(member)
+            .map_err(|e| failure(target, "read the mirror", &e))?
+        {
+            return Ok(status.device);
+        }
+    }
+    drivers
+        .volumes
+        .start_mirror(name, members)
+        .map_err(|e| failure(target, "start the mirror", &e))
+}
+
+/// Makes the mirror over every one of `devices` and mounts its filesystem at `target`.
+pub(super) fn mount(
+    drivers: &Drivers,
+    state: &State,
+    system: &str,
+    devices: &[DeviceId],
+    spec: (&str, &str, &str),
+) -> Result<(), Failure> {
+    let (target, filesystem, options) = spec;
+    let system = state
+        .systems
+        .get(system)
+        .ok_or_else(|| Failure::Inconsistent {
+            what: format!("system {system}"),
+        })?;
+    let timeout = Duration::from_millis(drivers.limits.bind_timeout_ms);
+    let mut members = Vec::new();
+    for device in devices {
+        let path = member_path(drivers, state, system, device, timeout)?;
+        let path = path.ok_or_else(|| Failure::NotInSlot {
+            device: device.clone(),
+            slot: system
+                .devices
+                .get(device)
+                .and_then(|a| state.ports.get(&a.port))
+                .map_or(0, |p| p.slot),
+            reason: "a mirror is made over drives in their slots".into(),
+        })?;
+        members.push(path);
+    }
+    let array = array_of(
+        drivers,
+        &mirror_name(&system.name, target),
+        target,
+        &members,
+    )?;
+    drivers
+        .volumes
+        .mount(&array, Path::new(target), filesystem, options)
+        .map_err(|e| failure(target, "mount the mirror", &e))?;
+    info!(system = %system.name, target, array = %array.display(), "mirror mounted");
+    Ok(())
+}
+
+/// Unmounts `target` and stops its mirror.
+pub(super) fn unmount(
+    drivers: &Drivers,
+    state: &State,
+    system: &str,
+    target: &str,
+) -> Result<(), Failure> {
+    let Some(system) = state.systems.get(system) else {
+        return Ok(());
+    };
+    let Some(Mount {
+        source: MountSource::Mirror { devices },
+        ..
+    }) = system.mounts.get(target)
+    else {
+        return Ok(());
+    };
+    drivers
+        .volumes
+        .unmount(Path::new(target))
+        .map_err(|e| failure(target, "unmount", &e))?;
+    for member in present_members(drivers, state, system, devices) {
+        if let Ok(Some(status)) = drivers.volumes.mirror_of(&member) {
+            drivers
+                .volumes
+                .stop_mirror(&status.device)
+                .map_err(|e| failure(target, "stop the mirror", &e))?;
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// In a failover of `from` to `to` (attached and bound): every mirror of `system` on `from`
+/// fails it out and takes `to` in its place; md rebuilds onto `to` with the filesystem mounted.
+/// Idempotent: an old member already out is not failed again, a new one already in not added.
+pub(super) fn move_member(
+    drivers: &Drivers,
+    state: &State,
+    system: &str,
+    from: &DeviceId,
+    to: &DeviceId,
+) -> Result<(), Failure> {
+    let Some(system) = state.systems.get(system) else {
+        return Ok(());
+    };
+    for mount in system.mounts.values() {
+        let MountSource::Mirror { devices } = &mount.source else {
+            continue;
+        };
+        if !devices.contains(from) {
+            continue;
+        }
+        let target = mount.target.as_str();
+        let timeout = Duration::from_millis(drivers.limits.bind_timeout_ms);
+        let new = member_path(drivers, state, system, to, timeout)?.ok_or_else(|| {
+            Failure::Inconsistent {
+                what: format!("{to} in its slot"),
+            }
+        })?;
+        let old = member_path(drivers, state, system, from, Duration::ZERO)?;
+        let others: Vec<DeviceId> = devices.iter().filter(|d| *d != from).cloned().collect();
+        let survivors = present_members(drivers, state, system, &others);
+        if survivors.is_empty() {
+            return Err(Failure::Volume {
+                target: target.to_string(),
+                step: "replace a member".into(),
+                reason: format!("no other drive of the mirror ({others:?}) is in its slot"),
+            });
+        }
+        let mut known = survivors.clone();
+        known.push(new.clone());
+        let array = array_of(drivers, &mirror_name(&system.name, target), target, &known)?;
+        drivers
+            .volumes
+            .remove_member(&array, old.as_deref())
+            .map_err(|e| failure(target, "fail the old member out", &e))?;
+        drivers
+            .volumes
+            .add_member(&array, &new)
+            .map_err(|e| failure(target, "add the new member", &e))?;
+        info!(system = %system.name, target, %from, %to, array = %array.display(), "mirror member replaced; md rebuilds");
+    }
+    Ok(())
+}
+
+/// Assembles and mounts again every mirror State says is mounted and this server does not show
+/// mounted (after a reboot); a system with an operation in flight is left to it.
+pub fn restore(drivers: &Drivers, state: &State) {
+    for system in state.systems.values().filter(|s| s.pending.is_none()) {
+        for mount in system.mounts.values() {
+            let MountSource::Mirror { devices } = &mount.source else {
+                continue;
+            };
+            if mount.state != MountState::Mounted {
+                continue;
+            }
+            let target = Path::new(&mount.target);
+            if matches!(drivers.volumes.mounted(target), Ok(Some(_))) {
+                continue;
+            }
+            let members = present_members(drivers, state, system, devices);
+            if members.is_empty() {
+                continue;
+            }
+            let restored = array_of(
+                drivers,
+                &mirror_name(&system.name, &mount.target),
+                &mount.target,
+                &members,
+            )
+            .and_then(|array| {
+                drivers
+                    .volumes
+                    .mount(&array, target, &mount.filesystem, &mount.options)
+                    .map_err(|e| failure(&mount.target, "mount the mirror", &e))
+            });
+            match restored {
+                Ok(()) => {
+                    info!(system = %system.name, target = %mount.target, "mirror mounted again")
+                }
+                Err(e) => {
+                    warn!(system = %system.name, target = %mount.target, error = %e, "mirror not restored; tried again at the next sync")
+                }
+            }
+        }
+    }
+}
+
+/// Unmounts and stops every mirror State says is mounted (the service stopping: the next start
+/// assembles and mounts them again from their superblocks, with no resync).
+pub fn release(drivers: &Drivers, state: &State) {
+    for system in state.systems.values() {
+        for mount in system.mounts.values() {
+            if !matches!(mount.source, MountSource::Mirror { .. }) {
+                continue;
+            }
+            match unmount(drivers, state, &system.name, &mount.target) {
+                Ok(()) => info!(system = %system.name, target = %mount.target, "mirror put away"),
+                Err(e) => warn!(system = %system.name, target = %mount.target, error = %e, "mirror not put away"),
+            }
+        }
+    }
+}
+
+/// What md and mountinfo say of every mirror State says is mounted, where it differs from the
+/// condition State last recorded.
+pub fn conditions(drivers: &Drivers, state: &State) -> Vec<Observation> {
+    let mut seen = Vec::new();
+    for system in state.systems.values() {
+        for mount in system.mounts.values() {
+            let MountSource::Mirror { devices } = &mount.source else {
+                continue;
+            };
+            if mount.state != MountState::Mounted {
+                continue;
+            }
+            let (condition, evidence) = condition_of(drivers, state, system, mount, devices);
+            if mount.condition != Some(condition) {
+                seen.push(Observation::Mount {
+                    system: system.name.clone(),
+                    target: mount.target.clone(),
+                    condition,
+                    evidence,
+                });
+            }
+        }
+    }
+    seen
+}
+
+fn condition_of(
+    drivers: &Drivers,
+    state: &State,
+    system: &System,
+    mount: &Mount,
+    devices: &[DeviceId],
+) -> (MountCondition, String) {
+    let target = Path::new(&mount.target);
+    let source = match drivers.volumes.mounted(target) {
+        Ok(Some(source)) => source,
+        Ok(None) => {
+            return (
+                MountCondition::Unmounted,
+                format!("mountinfo shows nothing at {}", mount.target),
+            )
+        }
+        Err(e) => {
+            return (
+                MountCondition::Unmounted,
+                format!("mountinfo unreadable: {}", drivers::error_chain(&e)),
+            )
+        }
+    };
+    let status = present_members(drivers, state, system, devices)
+        .iter()
+        .find_map(|m| drivers.volumes.mirror_of(m).ok().flatten());
+    let Some(status) = status else {
+        return (
+            MountCondition::Degraded,
+            format!(
+                "{} mounted from {source}, but md holds none of its drives",
+                mount.target
+            ),
+        );
+    };
+    let members: Vec<String> = status
+        .members
+        .iter()
+        .map(|m| format!("{}={}", m.device.display(), m.state))
+        .collect();
+    let mut evidence = format!(
+        "{} mounted from {source}; md {}: degraded={} sync_action={} members [{}]",
+        mount.target,
+        status.device.display(),
+        status.degraded,
+        status.sync_action,
+        members.join(" ")
+    );
+    if let Some((done, total)) = status.sync_completed {
+        evidence.push_str(&format!(" sync {done}/{total}"));
+    }
+    let condition = if status.clean() {
+        MountCondition::Clean
+    } else if matches!(status.sync_action.as_str(), "recover" | "resync" | "repair") {
+        MountCondition::Rebuilding
+    } else {
+        MountCondition::Degraded
+    };
+    (condition, evidence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mirror_name_fits_md() {
+        assert_eq!(mirror_name("nas-1", "/srv/projects"), "nas-1:srv_projects");
+        let long = mirror_name("a-very-long-gateway-name", "/srv/projects/2026");
+        assert_eq!(long.len(), MD_NAME_BYTES_MAX);
+        assert!(long.starts_with("a-very-long-gateway-name:srv"));
+    }
+}

@@ -1,0 +1,157 @@
+//! Volumes in memory, for the simulated fabric: mirrors and mounts are records, nothing on this
+//! machine is touched (so `serve --fabric sim` can run on a workstation). A member added to a
+//! mirror is in sync at once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use drivers::volume::{MirrorMember, MirrorStatus, VolumeError, Volumes};
+use drivers::PciAddress;
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Array device -> members and their md state.
+    arrays: BTreeMap<PathBuf, Vec<MirrorMember>>,
+    /// Target -> source.
+    mounts: BTreeMap<PathBuf, String>,
+}
+
+/// [`Volumes`] as records.
+#[derive(Debug, Default)]
+pub struct SimVolumes {
+    inner: Mutex<Inner>,
+}
+
+impl SimVolumes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn array_holding(inner: &Inner, member: &Path) -> Option<PathBuf> {
+        inner
+            .arrays
+            .iter()
+            .find(|(_, members)| members.iter().any(|m| m.device == member))
+            .map(|(array, _)| array.clone())
+    }
+
+    fn status(inner: &Inner, array: &Path) -> Result<MirrorStatus, VolumeError> {
+        let members = inner
+            .arrays
+            .get(array)
+            .ok_or_else(|| VolumeError::NoArray {
+                device: array.display().to_string(),
+            })?;
+        Ok(MirrorStatus {
+            device: array.to_path_buf(),
+            members: members.clone(),
+            degraded: 0,
+            sync_action: "idle".into(),
+            sync_completed: None,
+        })
+    }
+}
+
+impl Volumes for SimVolumes {
+    fn namespace(
+        &self,
+        address: PciAddress,
+        namespace: u32,
+        _timeout: Duration,
+    ) -> Result<PathBuf, VolumeError> {
+        Ok(PathBuf::from(format!(
+            "/dev/sim-nvme-{:02x}n{namespace}",
+            address.bus
+        )))
+    }
+
+    fn start_mirror(&self, _name: &str, members: &[PathBuf]) -> Result<PathBuf, VolumeError> {
+        let mut inner = self.lock();
+        if let Some(array) = members
+            .iter()
+            .find_map(|m| SimVolumes::array_holding(&inner, m))
+        {
+            return Ok(array);
+        }
+        let array = PathBuf::from(format!("/dev/md{}", 127 - inner.arrays.len()));
+        let members = members
+            .iter()
+            .map(|device| MirrorMember {
+                device: device.clone(),
+                state: "in_sync".into(),
+            })
+            .collect();
+        inner.arrays.insert(array.clone(), members);
+        Ok(array)
+    }
+
+    fn mirror_of(&self, member: &Path) -> Result<Option<MirrorStatus>, VolumeError> {
+        let inner = self.lock();
+        match SimVolumes::array_holding(&inner, member) {
+            Some(array) => SimVolumes::status(&inner, &array).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn mirror(&self, array: &Path) -> Result<MirrorStatus, VolumeError> {
+        SimVolumes::status(&self.lock(), array)
+    }
+
+    fn remove_member(&self, array: &Path, member: Option<&Path>) -> Result<(), VolumeError> {
+        let mut inner = self.lock();
+        let members = inner
+            .arrays
+            .get_mut(array)
+            .ok_or_else(|| VolumeError::NoArray {
+                device: array.display().to_string(),
+            })?;
+        members.retain(|m| Some(m.device.as_path()) != member);
+        Ok(())
+    }
+
+    fn add_member(&self, array: &Path, member: &Path) -> Result<(), VolumeError> {
+        let mut inner = self.lock();
+        let members = inner
+            .arrays
+            .get_mut(array)
+            .ok_or_else(|| VolumeError::NoArray {
+                device: array.display().to_string(),
+            })?;
+        if !members.iter().any(|m| m.device == member) {
+            members.push(MirrorMember {
+                device: member.to_path_buf(),
+                state: "in_sync".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn mount(
+        &self,
+        device: &Path,
+        target: &Path,
+        _filesystem: &str,
+        _options: &str,
+    ) -> Result<(), VolumeError> {
+        self.lock()
+            .mounts
+            .insert(target.to_path_buf(), device.display().to_string());
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path) -> Result<(), VolumeError> {
+        self.lock().mounts.remove(target);
+        Ok(())
+    }
+
+    fn mounted(&self, target: &Path) -> Result<Option<String>, VolumeError> {
+        Ok(self.lock().mounts.get(target).cloned())
+    }
+
+    fn stop_mirror(&self, array: &Path) -> Result<(), VolumeError> {
+        self.lock().arrays.remove(array);
+        Ok(())
+    }
+}

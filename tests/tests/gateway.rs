@@ -1,0 +1,306 @@
+//! End-to-end, the NAS gateway's storage on the real kernel: a gateway composes two NVMe
+//! drives and mounts a RAID1 mirror over them (md, made by the appliance with the image's mdadm,
+//! ext4 put on it, mounted on the appliance itself). Files with known sha256 are written into
+//! the mirror while the appliance is off (debugfs on both drives' images: md's 1.0 metadata
+//! keeps the filesystem at a member's first byte); after the next boot the appliance assembles
+//! and mounts the mirror again on its own. Then one member gets a SMART critical warning: the
+//! appliance fails it out of the array, composes the spare, adds it and md rebuilds onto it
+//! while the filesystem stays mounted (mountinfo is read at every sweep and any other condition
+//! than mounted would be journaled). After the rebuild, the spare's image alone holds the files,
+//! with the same sums.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use appliance::api::client::Client;
+use appliance::api::views::{MountSourceView, MountView, OperationState, SystemView};
+use appliance::api::{HistoryOf, Meta, Query, Reply, Request};
+use appliance::decide::command::{NewSystem, Selection, Verb};
+use appliance::model::{MountSource, MountSpec, Role};
+use tests::{api, boot, call, one_vm_at_a_time, options, power_off, tail, wait_until, BOOT_TIMEOUT_MS};
+
+const GATEWAY: &str = "nas-1";
+const TARGET: &str = "/srv/projects";
+/// Small drives, so that md's rebuild under TCG takes seconds.
+const DRIVE_BYTES: u64 = 256 << 20;
+
+/// The sample fabric with 256 MiB drives and a third one, the spare.
+fn topology() -> Result<qemu::BenchTopology> {
+    let text = qemu::topology::SAMPLE.replace(
+        "capacity_bytes = 1073741824",
+        &format!("capacity_bytes = {DRIVE_BYTES}"),
+    );
+    let spare = format!(
+        r#"
+[[device]]
+id = "nvme-2"
+class = 0x010802
+serial = "POOLNVME0002"
+model = "QEMU NVMe Ctrl"
+capacity_bytes = {DRIVE_BYTES}
+switch = "sw0"
+"#
+    );
+    Ok(qemu::BenchTopology::parse(
+        &format!("{text}{spare}"),
+        "the sample with small drives and a spare",
+    )?)
+}
+
+fn gateway(client: &Client) -> Result<SystemView> {
+    match call(
+        client,
+        &Request::query(Query::System {
+            name: GATEWAY.into(),
+        }),
+    )? {
+        Reply::System(system) => Ok(system),
+        other => bail!("system {GATEWAY}: {other:?}"),
+    }
+}
+
+fn mirror(client: &Client) -> Result<MountView> {
+    gateway(client)?
+        .mounts
+        .into_iter()
+        .find(|m| m.target == TARGET)
+        .with_context(|| format!("{GATEWAY} has no mount at {TARGET}"))
+}
+
+/// Waits until the mirror's journaled condition is `wanted`, the gateway idle.
+fn condition(vm: &qemu::Vm, client: &Client, wanted: &str) -> Result<MountView> {
+    wait_until(
+        Duration::from_millis(BOOT_TIMEOUT_MS),
+        &format!("the mirror {wanted}"),
+        || {
+            let mount = mirror(client)?;
+            let idle = gateway(client)?.pending.is_none();
+            Ok((idle && mount.condition.as_deref() == Some(wanted)).then_some(mount))
+        },
+    )
+    .with_context(|| {
+        let of = HistoryOf::System(GATEWAY.into());
+        let history = call(client, &Request::query(Query::History { of, limit: None }));
+        format!("{GATEWAY}'s history: {history:?}\nconsole:\n{}", tail(vm))
+    })
+}
+
+fn order_waited(client: &Client, verb: Verb) -> Result<()> {
+    let meta = Meta {
+        wait: true,
+        ..Meta::default()
+    };
+    let what = format!("{verb:?}");
+    let Reply::Accepted(accepted) = call(client, &Request::order(verb, meta))? else {
+        bail!("{what} was not accepted")
+    };
+    let state = accepted.operation.as_ref().map(|o| o.state);
+    ensure!(
+        state.is_none() || state == Some(OperationState::Completed),
+        "{what}: {:?}",
+        accepted.operation
+    );
+    Ok(())
+}
+
+/// The test's files: name and content (a few sizes, none all zeros).
+fn files() -> Vec<(String, Vec<u8>)> {
+    [("edit.mov", 3 << 20), ("shot-010.exr", 200_000), ("notes.txt", 1_000)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, len))| {
+            let mut state = 0x9e37_79b9_u32.wrapping_mul(i as u32 + 1);
+            let bytes = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    state as u8
+                })
+                .collect();
+            (name.to_string(), bytes)
+        })
+        .collect()
+}
+
+fn sha256(path: &Path) -> Result<String> {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .context("run sha256sum")?;
+    ensure!(out.status.success(), "sha256sum {}", path.display());
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.split_whitespace().next().unwrap_or_default().to_string())
+}
+
+fn debugfs(image: &Path, write: bool, request: &str) -> Result<String> {
+    let mut command = Command::new("debugfs");
+    if write {
+        command.arg("-w");
+    }
+    let out = command
+        .arg("-R")
+        .arg(request)
+        .arg(image)
+        .output()
+        .context("run debugfs (e2fsprogs)")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success() && !stderr.contains("rror"),
+        "debugfs {request:?} on {}: {stderr}",
+        image.display()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Writes the files into the filesystem of each member's image; returns their sums.
+fn write_files(members: &[&Path], scratch: &Path) -> Result<Vec<(String, String)>> {
+    std::fs::create_dir_all(scratch)?;
+    let mut sums = Vec::new();
+    for (name, bytes) in files() {
+        let local = scratch.join(&name);
+        std::fs::write(&local, &bytes)?;
+        for image in members {
+            debugfs(image, true, &format!("write {} {name}", local.display()))?;
+        }
+        sums.push((name, sha256(&local)?));
+    }
+    Ok(sums)
+}
+
+/// Reads the files back from one member's image and compares their sums.
+fn check_files(image: &Path, scratch: &Path, sums: &[(String, String)]) -> Result<()> {
+    std::fs::create_dir_all(scratch)?;
+    for (name, sum) in sums {
+        let local = scratch.join(name);
+        debugfs(image, false, &format!("dump {name} {}", local.display()))?;
+        let read = sha256(&local)?;
+        ensure!(
+            read == *sum,
+            "{name} read back from {} has sha256 {read}, written {sum}",
+            image.display()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_gateway_mirror_survives_a_failing_drive_with_its_files() -> Result<()> {
+    let _one = one_vm_at_a_time();
+    let mut options = options("gateway")?;
+    options.topology = topology()?;
+    let run_dir = options.run_dir.clone();
+    let paths = qemu::RunPaths::new(&run_dir);
+    let first = boot(options.clone())?;
+    let client = api(&first.vm)?;
+    call(
+        &client,
+        &Request::order(
+            Verb::CreateTenant {
+                name: "studio".into(),
+            },
+            Meta::default(),
+        ),
+    )?;
+    order_waited(
+        &client,
+        Verb::Compose {
+            system: GATEWAY.into(),
+            selection: Selection::Specific(vec!["nvme-0".into(), "nvme-1".into()]),
+            create: Some(NewSystem {
+                tenant: "studio".into(),
+                role: Role::NasGateway,
+            }),
+            tenant: None,
+            reservation: None,
+        },
+    )?;
+    let made = Instant::now();
+    order_waited(
+        &client,
+        Verb::Mount {
+            system: GATEWAY.into(),
+            mount: MountSpec {
+                source: MountSource::Mirror {
+                    devices: vec!["nvme-0".into(), "nvme-1".into()],
+                },
+                target: TARGET.into(),
+                filesystem: "ext4".into(),
+                options: "defaults".into(),
+            },
+        },
+    )
+    .with_context(|| tail(&first.vm))?;
+    println!(
+        "mirror made, formatted and mounted: {} ms",
+        made.elapsed().as_millis()
+    );
+    condition(&first.vm, &client, "clean")?;
+    drop(client);
+    power_off(first.vm)?;
+
+    // The studio's files, written into the mirror while the appliance is off.
+    let members = [paths.pool_disk("nvme-0"), paths.pool_disk("nvme-1")];
+    let sums = write_files(
+        &[members[0].as_path(), members[1].as_path()],
+        &run_dir.join("written"),
+    )?;
+
+    let second = boot(options)?;
+    let client = api(&second.vm)?;
+    let mount = condition(&second.vm, &client, "clean")
+        .context("after a reboot the appliance assembles and mounts the mirror again")?;
+    ensure!(mount.state == "mounted", "{mount:?}");
+
+    let injected = Instant::now();
+    second.vm.fabric().set_smart_critical_warning("nvme-0", 0x04)?;
+    let moved = wait_until(
+        Duration::from_millis(BOOT_TIMEOUT_MS),
+        "the mirror moved off nvme-0",
+        || {
+            let mount = mirror(&client)?;
+            let MountSourceView::Mirror { devices } = &mount.source else {
+                bail!("not a mirror: {mount:?}")
+            };
+            let devices: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+            let idle = gateway(&client)?.pending.is_none();
+            Ok((idle && !devices.contains(&"nvme-0".to_string())).then_some(devices))
+        },
+    )
+    .with_context(|| tail(&second.vm))?;
+    println!(
+        "SMART warning to the spare in the mirror: {} ms",
+        injected.elapsed().as_millis()
+    );
+    ensure!(
+        moved == ["nvme-2", "nvme-1"] || moved == ["nvme-1", "nvme-2"],
+        "the mirror keeps nvme-1 and takes the spare: {moved:?}"
+    );
+    condition(&second.vm, &client, "clean").context("md finishes its rebuild")?;
+    println!(
+        "SMART warning to the mirror clean again: {} ms",
+        injected.elapsed().as_millis()
+    );
+    // Every condition the sweep journaled: the mount was never lost.
+    let of = HistoryOf::System(GATEWAY.into());
+    let Reply::History(history) = call(&client, &Request::query(Query::History { of, limit: None }))?
+    else {
+        bail!("history")
+    };
+    let observed: Vec<&str> = history
+        .iter()
+        .filter(|e| e.kind == "mount_observed")
+        .map(|e| e.summary.as_str())
+        .collect();
+    ensure!(
+        observed.iter().all(|s| !s.contains(" is unmounted")),
+        "the filesystem stayed mounted: {observed:?}"
+    );
+    drop(client);
+    power_off(second.vm)?;
+
+    // The spare alone holds the files md copied onto it.
+    check_files(&paths.pool_disk("nvme-2"), &run_dir.join("read"), &sums)
+}

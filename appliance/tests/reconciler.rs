@@ -21,6 +21,7 @@ use drivers::Fabric;
 struct Bench {
     state: State,
     sim: Arc<SimFabric>,
+    volumes: Arc<SimVolumes>,
     drivers: Drivers,
 }
 
@@ -29,15 +30,17 @@ impl Bench {
         let topology = appliance::topology::parse(SAMPLE_TOPOLOGY, Path::new("sample.toml"))
             .expect("the sample topology");
         let sim = Arc::new(SimFabric::new(&topology, 1));
+        let volumes = Arc::new(SimVolumes::default());
         let mut bench = Bench {
             state: State::default(),
             drivers: Drivers {
                 fabric: sim.clone(),
                 host: sim.clone(),
-                volumes: Arc::new(SimVolumes::default()),
+                volumes: volumes.clone(),
                 limits: ReconcileLimits::default(),
             },
             sim,
+            volumes,
         };
         let inventory = topology.inventory();
         let mut events = Vec::new();
@@ -390,6 +393,92 @@ fn rule_15_nvme_not_in_its_slot(b: &mut Bench) -> Ends {
     ends(&b.run(&op))
 }
 
+/// A mirror over nvme-0 and nvme-1 at /srv/projects, its intent journaled.
+fn mirror_mount(b: &mut Bench) -> Operation {
+    b.composed(&[("nvme-0", 3), ("nvme-1", 4)]);
+    let op = b.state.next_operation;
+    let mount = MountSpec {
+        source: MountSource::Mirror {
+            devices: vec!["nvme-0".into(), "nvme-1".into()],
+        },
+        target: "/srv/projects".into(),
+        filesystem: "ext4".into(),
+        options: String::new(),
+    };
+    b.apply(Event::MountRequested {
+        op,
+        system: "s".into(),
+        mount: Box::new(mount),
+        made: Made::default(),
+    });
+    b.op()
+}
+
+fn rule_17_mirror_drives_in_their_slots(b: &mut Bench) -> Ends {
+    let op = mirror_mount(b);
+    let done = b.run(&op);
+    let mounts = b.volumes.mounts();
+    assert!(
+        mounts.contains_key(Path::new("/srv/projects")),
+        "{mounts:?}"
+    );
+    ends(&done)
+}
+
+fn rule_18_volumes_refuse(b: &mut Bench) -> Ends {
+    let op = mirror_mount(b);
+    b.volumes.refuse("mount");
+    ends(&b.run(&op))
+}
+
+/// The mirror mounted, then a failover of nvme-0 to nvme-2 journaled.
+fn mirror_failover(b: &mut Bench) -> Operation {
+    let op = mirror_mount(b);
+    assert_eq!(b.run(&op).result, Ok(()));
+    b.apply(Event::MountCompleted { op: op.id });
+    let op = b.state.next_operation;
+    b.apply(Event::FailoverRequested {
+        op,
+        system: "s".into(),
+        from: "nvme-0".into(),
+        to: "nvme-2".into(),
+        port: PortId(1),
+        made: Made::default(),
+    });
+    b.op()
+}
+
+/// The simulated namespace of the device the switch shows at `port` (slot = port here).
+fn namespace_at(port: u16) -> std::path::PathBuf {
+    let address = appliance::testing::sim::address_of_slot(u32::from(port));
+    std::path::PathBuf::from(format!("/dev/sim-nvme-{:02x}n1", address.bus))
+}
+
+fn rule_19_mirror_member_replaced(b: &mut Bench) -> Ends {
+    let op = mirror_failover(b);
+    let done = b.run(&op);
+    assert_eq!((b.port("nvme-0"), b.port("nvme-2")), (None, Some(1)));
+    let members = b.volumes.members_with(&namespace_at(4));
+    assert_eq!(
+        members,
+        Some(vec![namespace_at(4), namespace_at(1)]),
+        "nvme-1 kept, nvme-2 added"
+    );
+    ends(&done)
+}
+
+fn rule_20_md_refuses_the_new_member(b: &mut Bench) -> Ends {
+    let op = mirror_failover(b);
+    b.volumes.refuse("add_member");
+    let done = b.run(&op);
+    assert_eq!(
+        (b.port("nvme-0"), b.port("nvme-2")),
+        (Some(3), None),
+        "the replacement is detached: {done:?}"
+    );
+    ends(&done)
+}
+
 fn scenario(rule: u8) -> Ends {
     let mut bench = Bench::new();
     let b = &mut bench;
@@ -410,6 +499,10 @@ fn scenario(rule: u8) -> Ends {
         14 => rule_14_nvme_in_its_slot(b),
         15 => rule_15_nvme_not_in_its_slot(b),
         16 => rule_16_old_device_pulled(b),
+        17 => rule_17_mirror_drives_in_their_slots(b),
+        18 => rule_18_volumes_refuse(b),
+        19 => rule_19_mirror_member_replaced(b),
+        20 => rule_20_md_refuses_the_new_member(b),
         other => panic!("rule {other} has no scenario"),
     }
 }

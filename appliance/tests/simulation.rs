@@ -83,6 +83,7 @@ fn seeded_runs_keep_every_invariant() {
                 totals.crashes_mid_operation += h.stats.crashes_mid_operation;
                 totals.faults += h.stats.faults;
                 totals.reflex_failovers += h.stats.reflex_failovers;
+                totals.mirror_failovers += h.stats.mirror_failovers;
             }
             Err(e) => failures.push(e),
         }
@@ -104,8 +105,8 @@ fn seeded_runs_keep_every_invariant() {
         "{totals:?}"
     );
     assert!(
-        totals.reflex_failovers > 0,
-        "the reflex never fired: {totals:?}"
+        totals.reflex_failovers > 0 && totals.mirror_failovers > 0,
+        "the reflex never fired (or never for a gateway's mirror): {totals:?}"
     );
 }
 

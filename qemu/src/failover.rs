@@ -9,6 +9,14 @@
 //!   alarm's time, when the host monitor saw it) to the alarm being durable in the journal (the
 //!   record's timestamp); recover = from that remove event to the journal's `failover_completed`.
 //!   Guest clock, read from the journal.
+//! - Mirror (a NAS gateway's md RAID1 over two small drives, mounted on the appliance; SMART on
+//!   a member): recover = from the `qom-set` to the API showing the spare in the array with
+//!   md's rebuild started (the mirror's condition `rebuilding`, read by the monitor's sweep
+//!   every second, so up to a second late; or the failover completed with the mount naming the
+//!   spare, if the rebuild ended between two sweeps); moved = to the failover completed (the
+//!   old drive detached, which waits for the guest's pciehp); rebuilt = to the mirror journaled
+//!   clean again (the next round waits for it: a round must not fail the only member in sync).
+//!   Host clock.
 //!
 //! A failed drive is not used again (its health stays failed once it is off its port), so the
 //! topology holds a fresh drive for every round.
@@ -24,12 +32,24 @@ use crate::api::Api;
 pub const ROUNDS: usize = 5;
 
 const SYSTEM: &str = "fo-1";
+const GATEWAY: &str = "gw-1";
+const MIRROR: &str = "/srv/bench";
+/// The gateway's drives: small, so that md rebuilds one in seconds under TCG.
+const MIRROR_DRIVE_BYTES: u64 = 128 << 20;
 const POLL: Duration = Duration::from_millis(20);
 const ROUND_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Four ports and a drive for the system plus one spare per round.
+/// Four ports and a drive for the system plus one spare per round; two small drives for the
+/// gateway's mirror plus one spare per round.
 pub fn topology() -> String {
     let mut text = String::from("[appliance]\nid = \"bench-failover\"\nsite = \"qemu\"\n");
+    for drive in 0..2 + ROUNDS {
+        text.push_str(&format!(
+            "[[device]]\nid = \"mirror-{drive}\"\nclass = 0x010802\nvendor_id = 0x1b36\n\
+             device_id = 0x0010\nserial = \"FOMIRROR{drive:04}\"\nmodel = \"QEMU NVMe Ctrl\"\n\
+             firmware = \"1.0\"\ncapacity_bytes = {MIRROR_DRIVE_BYTES}\nswitch = \"sw0\"\n"
+        ));
+    }
     for port in 1..=4 {
         text.push_str(&format!(
             "[[port]]\nid = {port}\nswitch = \"sw0\"\nslot = {port}\n"
@@ -53,6 +73,9 @@ pub struct Figures {
     pub recover_smart: Vec<u64>,
     pub detect_removal: Vec<u64>,
     pub recover_removal: Vec<u64>,
+    pub recover_mirror: Vec<u64>,
+    pub moved_mirror: Vec<u64>,
+    pub rebuilt_mirror: Vec<u64>,
 }
 
 /// Composes the system, then runs the SMART rounds and the removal rounds.
@@ -66,6 +89,7 @@ pub fn measure(vm: &crate::Vm, api: &Api) -> Result<Figures> {
         bail!("the failover system's compose did not complete: {answer}");
     }
     let mut figures = Figures::default();
+    mirror_rounds(vm, api, &mut figures)?;
     for round in 0..ROUNDS {
         let drive = held_drive(api)?;
         let injected = Instant::now();
@@ -120,6 +144,77 @@ pub fn measure(vm: &crate::Vm, api: &Api) -> Result<Figures> {
             .push(completed.saturating_sub(seen_ms));
     }
     Ok(figures)
+}
+
+/// The gateway composes two small drives and mounts a mirror over them; each round a member
+/// gets a SMART critical warning.
+fn mirror_rounds(vm: &crate::Vm, api: &Api, figures: &mut Figures) -> Result<()> {
+    let compose = json!({"order": {"compose": {"system": GATEWAY,
+        "selection": {"specific": ["mirror-0", "mirror-1"]},
+        "create": {"tenant": "bench", "role": "nas_gateway"}}}});
+    let answer = api.call(&compose).context("compose the gateway")?;
+    if answer["accepted"]["operation"]["state"] != "completed" {
+        bail!("the gateway's compose did not complete: {answer}");
+    }
+    let mount = json!({"order": {"mount": {"system": GATEWAY, "mount": {
+        "source": {"mirror": {"devices": ["mirror-0", "mirror-1"]}},
+        "target": MIRROR, "filesystem": "ext4", "options": ""}}}});
+    let answer = api.call(&mount).context("mount the gateway's mirror")?;
+    if answer["accepted"]["operation"]["state"] != "completed" {
+        bail!("the gateway's mirror was not mounted: {answer}");
+    }
+    poll("the mirror clean", || mirror_clean(api))?;
+    for round in 0..ROUNDS {
+        let members = mirror_members(api)?;
+        let drive = members.first().context("a mirror member")?.clone();
+        let injected = Instant::now();
+        vm.fabric()
+            .set_smart_critical_warning(&drive, 0x04)
+            .with_context(|| format!("mirror round {round} on {drive}"))?;
+        let mut rebuilding = None;
+        poll(&format!("the mirror off {drive}"), || {
+            let gateway = api.call(&json!({"query": {"system": {"name": GATEWAY}}}))?;
+            let idle = gateway["system"]["pending"].is_null();
+            let mount = mirror_mount(api)?;
+            if rebuilding.is_none() && mount["condition"] == "rebuilding" {
+                rebuilding = Some(injected.elapsed().as_millis() as u64);
+            }
+            Ok((idle && !mirror_members(api)?.contains(&drive)).then_some(()))
+        })?;
+        let moved = injected.elapsed().as_millis() as u64;
+        figures.recover_mirror.push(rebuilding.unwrap_or(moved));
+        figures.moved_mirror.push(moved);
+        poll("the mirror clean again", || mirror_clean(api))?;
+        figures
+            .rebuilt_mirror
+            .push(injected.elapsed().as_millis() as u64);
+    }
+    Ok(())
+}
+
+fn mirror_mount(api: &Api) -> Result<Value> {
+    let answer = api.call(&json!({"query": {"system": {"name": GATEWAY}}}))?;
+    let mounts = answer["system"]["mounts"].as_array().context("mounts")?;
+    mounts
+        .iter()
+        .find(|m| m["target"] == MIRROR)
+        .cloned()
+        .with_context(|| format!("{GATEWAY} has no mount at {MIRROR}: {answer}"))
+}
+
+fn mirror_members(api: &Api) -> Result<Vec<String>> {
+    let mount = mirror_mount(api)?;
+    let devices = mount["source"]["mirror"]["devices"]
+        .as_array()
+        .with_context(|| format!("not a mirror: {mount}"))?;
+    Ok(devices
+        .iter()
+        .filter_map(|d| d.as_str().map(String::from))
+        .collect())
+}
+
+fn mirror_clean(api: &Api) -> Result<Option<()>> {
+    Ok((mirror_mount(api)?["condition"] == "clean").then_some(()))
 }
 
 /// The NVMe drive the system holds now.

@@ -34,7 +34,9 @@ pub enum HostError {
         command: String,
         status: std::process::ExitStatus,
     },
-    #[error("{tool} is not installed and this is not root; run: sudo apt-get install -y {package}")]
+    #[error(
+        "{tool} is not installed and this is not root; run: sudo apt-get install -y {package}"
+    )]
     ToolMissing { tool: String, package: String },
     #[error("find a free TCP port on 127.0.0.1")]
     FreePort(#[source] std::io::Error),

@@ -555,6 +555,9 @@ fn bench(json: &Path, failover_only: bool) -> Result<()> {
                 ("mttr_smart_ms", &failover.recover_smart),
                 ("mttd_removal_ms", &failover.detect_removal),
                 ("mttr_removal_ms", &failover.recover_removal),
+                ("mttr_mirror_ms", &failover.recover_mirror),
+                ("mirror_moved_ms", &failover.moved_mirror),
+                ("mirror_rebuilt_ms", &failover.rebuilt_mirror),
             ] {
                 figures.insert(name.into(), median(samples).into());
                 let samples_name = name.replace("_ms", "_samples_ms");
@@ -564,7 +567,7 @@ fn bench(json: &Path, failover_only: bool) -> Result<()> {
         Err(e) => {
             eprintln!("the failover measurement failed: {e:#}");
             missing.push((
-                "mttd_smart_ms, mttr_smart_ms, mttd_removal_ms, mttr_removal_ms",
+                "mttd_smart_ms, mttr_smart_ms, mttd_removal_ms, mttr_removal_ms, mttr_mirror_ms",
                 "the failover rounds did not complete (above)",
             ));
         }

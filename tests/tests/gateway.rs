@@ -19,7 +19,9 @@ use appliance::api::views::{MountSourceView, MountView, OperationState, SystemVi
 use appliance::api::{HistoryOf, Meta, Query, Reply, Request};
 use appliance::decide::command::{NewSystem, Selection, Verb};
 use appliance::model::{MountSource, MountSpec, Role};
-use tests::{api, boot, call, one_vm_at_a_time, options, power_off, tail, wait_until, BOOT_TIMEOUT_MS};
+use tests::{
+    api, boot, call, one_vm_at_a_time, options, power_off, tail, wait_until, BOOT_TIMEOUT_MS,
+};
 
 const GATEWAY: &str = "nas-1";
 const TARGET: &str = "/srv/projects";
@@ -107,22 +109,26 @@ fn order_waited(client: &Client, verb: Verb) -> Result<()> {
 
 /// The test's files: name and content (a few sizes, none all zeros).
 fn files() -> Vec<(String, Vec<u8>)> {
-    [("edit.mov", 3 << 20), ("shot-010.exr", 200_000), ("notes.txt", 1_000)]
-        .into_iter()
-        .enumerate()
-        .map(|(i, (name, len))| {
-            let mut state = 0x9e37_79b9_u32.wrapping_mul(i as u32 + 1);
-            let bytes = (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 17;
-                    state ^= state << 5;
-                    state as u8
-                })
-                .collect();
-            (name.to_string(), bytes)
-        })
-        .collect()
+    [
+        ("edit.mov", 3 << 20),
+        ("shot-010.exr", 200_000),
+        ("notes.txt", 1_000),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (name, len))| {
+        let mut state = 0x9e37_79b9_u32.wrapping_mul(i as u32 + 1);
+        let bytes = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as u8
+            })
+            .collect();
+        (name.to_string(), bytes)
+    })
+    .collect()
 }
 
 fn sha256(path: &Path) -> Result<String> {
@@ -132,7 +138,11 @@ fn sha256(path: &Path) -> Result<String> {
         .context("run sha256sum")?;
     ensure!(out.status.success(), "sha256sum {}", path.display());
     let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.split_whitespace().next().unwrap_or_default().to_string())
+    Ok(text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string())
 }
 
 fn debugfs(image: &Path, write: bool, request: &str) -> Result<String> {
@@ -254,8 +264,15 @@ fn a_gateway_mirror_survives_a_failing_drive_with_its_files() -> Result<()> {
         .context("after a reboot the appliance assembles and mounts the mirror again")?;
     ensure!(mount.state == "mounted", "{mount:?}");
 
+    let Reply::Status(status) = call(&client, &Request::query(Query::Status))? else {
+        bail!("status")
+    };
+    let before_fault = status.journal_head;
     let injected = Instant::now();
-    second.vm.fabric().set_smart_critical_warning("nvme-0", 0x04)?;
+    second
+        .vm
+        .fabric()
+        .set_smart_critical_warning("nvme-0", 0x04)?;
     let moved = wait_until(
         Duration::from_millis(BOOT_TIMEOUT_MS),
         "the mirror moved off nvme-0",
@@ -283,20 +300,25 @@ fn a_gateway_mirror_survives_a_failing_drive_with_its_files() -> Result<()> {
         "SMART warning to the mirror clean again: {} ms",
         injected.elapsed().as_millis()
     );
-    // Every condition the sweep journaled: the mount was never lost.
+    // Every condition the sweep journaled since the fault: the mount was never lost.
     let of = HistoryOf::System(GATEWAY.into());
-    let Reply::History(history) = call(&client, &Request::query(Query::History { of, limit: None }))?
+    let Reply::History(history) =
+        call(&client, &Request::query(Query::History { of, limit: None }))?
     else {
         bail!("history")
     };
     let observed: Vec<&str> = history
         .iter()
-        .filter(|e| e.kind == "mount_observed")
+        .filter(|e| e.kind == "mount_observed" && e.sequence > before_fault)
         .map(|e| e.summary.as_str())
         .collect();
     ensure!(
         observed.iter().all(|s| !s.contains(" is unmounted")),
         "the filesystem stayed mounted: {observed:?}"
+    );
+    ensure!(
+        observed.iter().any(|s| s.contains("nvme2n1")),
+        "md took the spare's namespace: {observed:?}"
     );
     drop(client);
     power_off(second.vm)?;

@@ -25,6 +25,10 @@
 //! | 14   | mount     | the namespace's NVMe is in its slot        | nothing (the system mounts it)                | MountCompleted                   |
 //! | 15   | mount     | the namespace's NVMe is not in its slot    | nothing                                       | MountFailed `not_in_slot`        |
 //! | 16   | failover  | old device pulled; switch refuses detach   | count it detached (the switch holds it nowhere) | FailoverCompleted              |
+//! | 17   | mount     | a mirror's drives in their slots           | start the mirror (assembled, or made over blank drives), a filesystem on it if blank, mount it here | MountCompleted |
+//! | 18   | mount     | the volumes refuse a step (md, mkfs, mount) | nothing                                      | MountFailed `volume_failed`      |
+//! | 19   | failover  | a mirror's member; replacement bound       | fail the old member out, add the replacement (md rebuilds), detach the old | FailoverCompleted |
+//! | 20   | failover  | a mirror's member; md refuses the new one  | detach the replacement                        | FailoverFailed `volume_failed`   |
 //!
 //! Drift (a device attached where State says free, or the reverse) is repaired by `drift`;
 //! host observations become commands in `monitor`.
@@ -113,7 +117,7 @@ pub struct Rule {
 }
 
 /// The table above, row by row.
-pub const RULES: [Rule; 16] = [
+pub const RULES: [Rule; 20] = [
     Rule {
         id: 1,
         operation: "compose",
@@ -209,6 +213,30 @@ pub const RULES: [Rule; 16] = [
         operation: "failover",
         finds: "old device pulled; switch refuses detach",
         ends: Ends::Completed,
+    },
+    Rule {
+        id: 17,
+        operation: "mount",
+        finds: "a mirror's drives in their slots",
+        ends: Ends::Completed,
+    },
+    Rule {
+        id: 18,
+        operation: "mount",
+        finds: "the volumes refuse a step",
+        ends: Ends::Failed("volume_failed"),
+    },
+    Rule {
+        id: 19,
+        operation: "failover",
+        finds: "a mirror's member; replacement bound",
+        ends: Ends::Completed,
+    },
+    Rule {
+        id: 20,
+        operation: "failover",
+        finds: "a mirror's member; md refuses the new one",
+        ends: Ends::Failed("volume_failed"),
     },
 ];
 
@@ -557,6 +585,9 @@ impl Reconciler {
         drivers: Drivers,
         policy: Policy,
     ) -> std::io::Result<Reconciler> {
+        // After a reboot, the gateway's mirrors are mounted again before anything else runs
+        // (and before the monitor's first look at them).
+        super::storage::restore(&drivers, &core.state());
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = channel::<Operation>();
         let rx = Arc::new(Mutex::new(rx));
@@ -615,11 +646,6 @@ struct Ctx {
 }
 
 fn dispatch(ctx: Ctx, tx: Sender<Operation>, stop: Arc<AtomicBool>) {
-    {
-        // After a reboot, the gateway's mirrors are mounted again before anything else runs.
-        let _exclusive = ctx.hardware.write().unwrap_or_else(|e| e.into_inner());
-        super::storage::restore(&ctx.drivers, &ctx.core.state());
-    }
     let mut seen = 0;
     let sync_every = Duration::from_millis(ctx.drivers.limits.sync_interval_ms);
     let mut last_sync = std::time::Instant::now();

@@ -291,7 +291,9 @@ pub fn release(drivers: &Drivers, state: &State) {
             }
             match unmount(drivers, state, &system.name, &mount.target) {
                 Ok(()) => info!(system = %system.name, target = %mount.target, "mirror put away"),
-                Err(e) => warn!(system = %system.name, target = %mount.target, error = %e, "mirror not put away"),
+                Err(e) => {
+                    warn!(system = %system.name, target = %mount.target, error = %e, "mirror not put away")
+                }
             }
         }
     }

@@ -17,7 +17,7 @@ use crate::decide::command::{
     decide, Command, CommandError, Decision, NewSystem, Observation, Order, Selection, Verb,
 };
 use crate::decide::placement::Want;
-use crate::decide::reflex::{self, Policy};
+use crate::decide::reflex::{self, Policy, Reflex};
 use crate::model::{
     AttachState, DeviceId, DeviceKind, Door, Event, Health, MountSource, MountSpec, Origin,
     RequestId, Role, Severity, State, SystemName,
@@ -48,6 +48,8 @@ pub struct RunStats {
     pub faults: u64,
     /// Failovers the reflex started (journaled as the appliance's).
     pub reflex_failovers: u64,
+    /// Of them, failovers of a gateway mirror's member.
+    pub mirror_failovers: u64,
 }
 
 /// One simulated appliance.
@@ -259,10 +261,11 @@ impl Harness {
         };
         let tenants = ["studio-a", "studio-b"];
         let tenant = tenants[self.rng.gen_range(0..2)].into();
-        let create = Some(NewSystem {
-            tenant,
-            role: Role::Workstation,
-        });
+        let role = match self.rng.gen_bool(0.5) {
+            true => Role::NasGateway,
+            false => Role::Workstation,
+        };
+        let create = Some(NewSystem { tenant, role });
         let expected_version = self.rng.gen_bool(0.1).then(|| self.rng.gen_range(0..50));
         let verb = Verb::Compose {
             system,
@@ -288,7 +291,18 @@ impl Harness {
                     .collect()
             })
             .unwrap_or_default();
+        let gateway = self
+            .state
+            .systems
+            .get(&system)
+            .is_some_and(|s| s.role == Role::NasGateway);
         let source = match self.pick(&nvme) {
+            // A gateway's mirror over two of its drives (a drive of another mount is refused).
+            Some(_) if gateway && nvme.len() >= 2 && self.rng.gen_bool(0.8) => {
+                MountSource::Mirror {
+                    devices: nvme[..2].to_vec(),
+                }
+            }
             Some(device) if self.rng.gen_bool(0.7) => MountSource::Namespace {
                 device,
                 namespace: 1,
@@ -298,7 +312,7 @@ impl Harness {
                 path: "/projects".into(),
             },
         };
-        let target = format!("/mnt/m{}", self.rng.gen_range(0..3));
+        let target = format!("/srv/m{}", self.rng.gen_range(0..3));
         let mount = MountSpec {
             source,
             target,
@@ -436,8 +450,19 @@ impl Harness {
             let Some(verb) = reflex.order() else {
                 continue;
             };
+            let mirrored = match &reflex {
+                Reflex::FailOver { system, device, .. } => {
+                    self.state.systems.get(system).is_some_and(|s| {
+                        s.mounts.values().any(|m| {
+                            matches!(m.source, MountSource::Mirror { .. }) && m.source.uses(device)
+                        })
+                    })
+                }
+                Reflex::Wait { .. } => false,
+            };
             if self.submit(Command::appliance(verb)).is_ok() {
                 self.stats.reflex_failovers += 1;
+                self.stats.mirror_failovers += u64::from(mirrored);
             }
         }
     }

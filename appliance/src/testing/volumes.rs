@@ -16,6 +16,8 @@ struct Inner {
     arrays: BTreeMap<PathBuf, Vec<MirrorMember>>,
     /// Target -> source.
     mounts: BTreeMap<PathBuf, String>,
+    /// Steps that fail from now on ("mount", "add_member", ...), for the tests' faults.
+    refusing: Vec<&'static str>,
 }
 
 /// [`Volumes`] as records.
@@ -27,6 +29,40 @@ pub struct SimVolumes {
 impl SimVolumes {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `step` ("start_mirror", "add_member", "mount", ...) fail from now on.
+    pub fn refuse(&self, step: &'static str) {
+        self.lock().refusing.push(step);
+    }
+
+    /// The members of the mirror holding `member`, if one does.
+    pub fn members_with(&self, member: &Path) -> Option<Vec<PathBuf>> {
+        let inner = self.lock();
+        let array = SimVolumes::array_holding(&inner, member)?;
+        Some(
+            inner.arrays[&array]
+                .iter()
+                .map(|m| m.device.clone())
+                .collect(),
+        )
+    }
+
+    /// What is mounted, target -> source.
+    pub fn mounts(&self) -> BTreeMap<PathBuf, String> {
+        self.lock().mounts.clone()
+    }
+
+    fn check(&self, step: &'static str) -> Result<std::sync::MutexGuard<'_, Inner>, VolumeError> {
+        let inner = self.lock();
+        if inner.refusing.contains(&step) {
+            return Err(VolumeError::Mdadm {
+                command: format!("simulated {step}"),
+                status: "exit status: 1".into(),
+                stderr: format!("{step} refused by the test"),
+            });
+        }
+        Ok(inner)
     }
 
     fn array_holding(inner: &Inner, member: &Path) -> Option<PathBuf> {
@@ -68,7 +104,7 @@ impl Volumes for SimVolumes {
     }
 
     fn start_mirror(&self, _name: &str, members: &[PathBuf]) -> Result<PathBuf, VolumeError> {
-        let mut inner = self.lock();
+        let mut inner = self.check("start_mirror")?;
         if let Some(array) = members
             .iter()
             .find_map(|m| SimVolumes::array_holding(&inner, m))
@@ -100,7 +136,7 @@ impl Volumes for SimVolumes {
     }
 
     fn remove_member(&self, array: &Path, member: Option<&Path>) -> Result<(), VolumeError> {
-        let mut inner = self.lock();
+        let mut inner = self.check("remove_member")?;
         let members = inner
             .arrays
             .get_mut(array)
@@ -112,7 +148,7 @@ impl Volumes for SimVolumes {
     }
 
     fn add_member(&self, array: &Path, member: &Path) -> Result<(), VolumeError> {
-        let mut inner = self.lock();
+        let mut inner = self.check("add_member")?;
         let members = inner
             .arrays
             .get_mut(array)
@@ -135,7 +171,7 @@ impl Volumes for SimVolumes {
         _filesystem: &str,
         _options: &str,
     ) -> Result<(), VolumeError> {
-        self.lock()
+        self.check("mount")?
             .mounts
             .insert(target.to_path_buf(), device.display().to_string());
         Ok(())

@@ -196,7 +196,8 @@ enum Ctl {
     /// Mount namespace NSID of a composed NVMe (--device) or an export (--export SERVER:PATH) at
     /// TARGET; or, for a nas_gateway, a RAID1 mirror over composed NVMe drives (--mirror
     /// nvme-0,nvme-1), made and mounted on the appliance itself (a blank mirror gets a
-    /// filesystem: use --filesystem ext4).
+    /// filesystem: use --filesystem ext4), or a filesystem by UUID behind a composed HBA (--hba
+    /// hba-0 --uuid UUID; a standby HBA reaching the same disks takes over on a failure).
     Mount {
         system: String,
         target: String,
@@ -204,6 +205,12 @@ enum Ctl {
         device: Option<String>,
         #[arg(long, value_delimiter = ',')]
         mirror: Vec<String>,
+        /// A nas_gateway's filesystem on the disks behind this composed HBA (with --uuid).
+        #[arg(long, requires = "uuid")]
+        hba: Option<String>,
+        /// The filesystem's UUID (with --hba).
+        #[arg(long, requires = "hba")]
+        uuid: Option<String>,
         #[arg(long, default_value_t = 1)]
         namespace: u32,
         #[arg(long)]
@@ -629,19 +636,31 @@ fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
             target,
             device,
             mirror,
+            hba,
+            uuid,
             namespace,
             export,
             filesystem,
             options,
             order: args,
         } => {
+            let given = [
+                device.is_some(),
+                export.is_some(),
+                !mirror.is_empty(),
+                hba.is_some(),
+            ];
+            if given.iter().filter(|g| **g).count() != 1 {
+                bail!("give one of --device, --export, --mirror or --hba");
+            }
             let source = match (device, export) {
+                (None, None) if hba.is_some() => MountSource::Disk {
+                    hba: hba.unwrap_or_default().into(),
+                    uuid: uuid.unwrap_or_default(),
+                },
                 (None, None) if !mirror.is_empty() => MountSource::Mirror {
                     devices: mirror.into_iter().map(Into::into).collect(),
                 },
-                (Some(_), _) | (_, Some(_)) if !mirror.is_empty() => {
-                    bail!("give one of --device, --export or --mirror")
-                }
                 (Some(device), None) => MountSource::Namespace {
                     device: device.into(),
                     namespace,
@@ -655,7 +674,7 @@ fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
                         path: path.into(),
                     }
                 }
-                _ => bail!("give one of --device, --export or --mirror"),
+                _ => bail!("give one of --device, --export, --mirror or --hba"),
             };
             let mount = MountSpec {
                 source,

@@ -63,6 +63,21 @@ pub enum VolumeError {
     },
     #[error("no free md device number")]
     NoFreeMd,
+    #[error("no filesystem with UUID {uuid} on the disks behind {address} within {timeout_ms} ms (seen: {seen})")]
+    NoFilesystem {
+        address: PciAddress,
+        uuid: String,
+        timeout_ms: u64,
+        seen: String,
+    },
+    #[error("{device} holds no filesystem; a disk behind an HBA is mounted, never formatted")]
+    Blank { device: String },
+    #[error("unmount {target} lazily")]
+    Detach {
+        target: String,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 /// A member of a mirror as md shows it.
@@ -120,17 +135,27 @@ pub trait Volumes: Send + Sync {
     fn remove_member(&self, array: &Path, member: Option<&Path>) -> Result<(), VolumeError>;
     /// Adds `member` to `array`; md starts rebuilding onto it.
     fn add_member(&self, array: &Path, member: &Path) -> Result<(), VolumeError>;
-    /// Mounts `device` on `target` (a filesystem put on it first when it is blank); a target
-    /// already mounted from `device` is left as it is.
+    /// The block device (a disk or a partition) behind the storage HBA at `address` whose
+    /// ext filesystem has UUID `uuid`, waiting up to `timeout` for the HBA's disks to show.
+    fn filesystem_behind(
+        &self,
+        address: PciAddress,
+        uuid: &str,
+        timeout: Duration,
+    ) -> Result<PathBuf, VolumeError>;
+    /// Mounts `device` on `target` (with `format_blank`, a filesystem is put on a blank device
+    /// first); a target already mounted from `device` is left as it is.
     fn mount(
         &self,
         device: &Path,
         target: &Path,
         filesystem: &str,
         options: &str,
+        format_blank: bool,
     ) -> Result<(), VolumeError>;
-    /// Unmounts `target`, when mounted.
-    fn unmount(&self, target: &Path) -> Result<(), VolumeError>;
+    /// Unmounts `target`, when mounted; with `detach`, lazily (its device is gone: the mount
+    /// leaves the namespace now and is cleaned up once unused).
+    fn unmount(&self, target: &Path, detach: bool) -> Result<(), VolumeError>;
     /// What is mounted on `target` (its source), if anything.
     fn mounted(&self, target: &Path) -> Result<Option<String>, VolumeError>;
     /// Stops `array` (after its filesystem is unmounted).
@@ -381,12 +406,49 @@ impl Volumes for LinuxVolumes {
         Ok(())
     }
 
+    fn filesystem_behind(
+        &self,
+        address: PciAddress,
+        uuid: &str,
+        timeout: Duration,
+    ) -> Result<PathBuf, VolumeError> {
+        let device = under(&self.root, &format!("sys/bus/pci/devices/{address}"));
+        let wanted = uuid.to_ascii_lowercase();
+        let mut seen = Vec::new();
+        let found = crate::try_wait_until(timeout, Duration::from_millis(100), || {
+            seen.clear();
+            for name in block_devices_under(&device) {
+                let path = under(&self.root, &format!("dev/{name}"));
+                let uuid = ext_uuid(&path).unwrap_or(None);
+                seen.push(format!("{name}={}", uuid.as_deref().unwrap_or("none")));
+                if uuid.as_deref() == Some(wanted.as_str()) {
+                    return Ok::<_, VolumeError>(Some(PathBuf::from("/dev").join(name)));
+                }
+            }
+            Ok(None)
+        });
+        found
+            .ok()
+            .flatten()
+            .ok_or_else(|| VolumeError::NoFilesystem {
+                address,
+                uuid: uuid.to_string(),
+                timeout_ms: timeout.as_millis() as u64,
+                seen: if seen.is_empty() {
+                    "no disk".into()
+                } else {
+                    seen.join(" ")
+                },
+            })
+    }
+
     fn mount(
         &self,
         device: &Path,
         target: &Path,
         filesystem: &str,
         options: &str,
+        format_blank: bool,
     ) -> Result<(), VolumeError> {
         let source = device.to_string_lossy().into_owned();
         if let Some(entry) = self.mounter.mounted_at(target)? {
@@ -397,7 +459,8 @@ impl Volumes for LinuxVolumes {
         let path = under(&self.root, &source);
         match probe(&path)? {
             Contents::Ext => {}
-            Contents::Blank => mkfs(device, filesystem, "appliance")?,
+            Contents::Blank if format_blank => mkfs(device, filesystem, "appliance")?,
+            Contents::Blank => return Err(VolumeError::Blank { device: source }),
             Contents::Other => {
                 return Err(VolumeError::ForeignData { device: source });
             }
@@ -417,11 +480,21 @@ impl Volumes for LinuxVolumes {
         Ok(())
     }
 
-    fn unmount(&self, target: &Path) -> Result<(), VolumeError> {
-        if self.mounter.mounted_at(target)?.is_some() {
-            self.mounter.unmount(target)?;
+    fn unmount(&self, target: &Path, detach: bool) -> Result<(), VolumeError> {
+        if self.mounter.mounted_at(target)?.is_none() {
+            return Ok(());
         }
-        Ok(())
+        if !detach {
+            self.mounter.unmount(target)?;
+            return Ok(());
+        }
+        let _span = info_span!("unmount_detach", target = %target.display()).entered();
+        nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH).map_err(|source| {
+            VolumeError::Detach {
+                target: target.display().to_string(),
+                source,
+            }
+        })
     }
 
     fn mounted(&self, target: &Path) -> Result<Option<String>, VolumeError> {
@@ -440,6 +513,79 @@ impl Volumes for LinuxVolumes {
         self.mdadm(&["--stop", &array.to_string_lossy()])?;
         Ok(())
     }
+}
+
+/// Deepest directory level searched below a PCI device for its disks (host, port, end device,
+/// target, LUN, block: about seven).
+const BLOCK_SEARCH_DEPTH: usize = 10;
+
+/// The block device names (disks and their partitions) below the sysfs directory `dir`, found
+/// in its `block/` subdirectories (symbolic links are not followed).
+pub fn block_devices_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if !kind.is_dir() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "block" {
+                for disk in sysfs::list(&entry.path()).unwrap_or_default() {
+                    let partitions = sysfs::list(&entry.path().join(&disk)).unwrap_or_default();
+                    found.extend(
+                        partitions
+                            .into_iter()
+                            .filter(|p| p.starts_with(&disk) && p.len() > disk.len()),
+                    );
+                    found.push(disk);
+                }
+            } else if depth < BLOCK_SEARCH_DEPTH {
+                stack.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Where an ext superblock keeps its UUID (16 bytes at 0x68 of the superblock at 1024).
+const EXT_UUID_OFFSET: usize = 1024 + 0x68;
+
+/// The UUID of the ext filesystem on `device` ("0e3f...-..."), if it holds one.
+pub fn ext_uuid(device: &Path) -> Result<Option<String>, VolumeError> {
+    use std::io::Read;
+    let err = |source| VolumeError::Read {
+        device: device.display().to_string(),
+        source,
+    };
+    let mut start = [0u8; 2048];
+    let mut file = std::fs::File::open(device).map_err(err)?;
+    file.read_exact(&mut start).map_err(err)?;
+    Ok(uuid_of(&start))
+}
+
+/// The UUID in `start` (a device's first 2 KiB) when it holds an ext superblock.
+pub fn uuid_of(start: &[u8]) -> Option<String> {
+    if contents_of(start) != Contents::Ext {
+        return None;
+    }
+    let b = start.get(EXT_UUID_OFFSET..EXT_UUID_OFFSET + 16)?;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    ))
 }
 
 /// What the start of a device holds.
@@ -503,6 +649,37 @@ mod tests {
         assert_eq!(contents_of(&start), Contents::Ext);
         start[EXT_MAGIC_OFFSET] = 0;
         assert_eq!(contents_of(&start), Contents::Other);
+    }
+
+    #[test]
+    fn an_ext_uuid_is_read_from_its_superblock() {
+        let mut start = vec![0u8; 2048];
+        assert_eq!(uuid_of(&start), None, "blank");
+        start[EXT_MAGIC_OFFSET] = 0x53;
+        start[EXT_MAGIC_OFFSET + 1] = 0xef;
+        for (i, b) in start[EXT_UUID_OFFSET..EXT_UUID_OFFSET + 16]
+            .iter_mut()
+            .enumerate()
+        {
+            *b = i as u8 * 0x11;
+        }
+        assert_eq!(
+            uuid_of(&start).as_deref(),
+            Some("00112233-4455-6677-8899-aabbccddeeff")
+        );
+    }
+
+    /// The disks behind an HBA, as sysfs nests them (host, target, LUN, block, partition).
+    #[test]
+    fn the_disks_behind_an_hba_are_found_in_its_sysfs_tree() {
+        let root = tempfile::tempdir().unwrap();
+        let hba = root.path().join("0000:01:00.0");
+        let lun = hba.join("host2/port-2:0/end_device-2:0/target2:0:0/2:0:0:0");
+        std::fs::create_dir_all(lun.join("block/sdb/sdb1")).unwrap();
+        std::fs::create_dir_all(lun.join("block/sdb/queue")).unwrap();
+        std::fs::create_dir_all(hba.join("host2/target2:0:1/2:0:1:0/block/sdc")).unwrap();
+        std::fs::create_dir_all(hba.join("power")).unwrap();
+        assert_eq!(block_devices_under(&hba), ["sdb", "sdb1", "sdc"]);
     }
 
     /// md's sysfs as the QEMU guest shows a RAID1 over two NVMe drives, one rebuilding.

@@ -98,6 +98,16 @@ pub fn pool_block_node(device_id: &str) -> String {
     format!("pool-{device_id}-blk")
 }
 
+/// Node name of a shelf disk's block backend (behind whichever HBA is attached).
+pub fn shelf_block_node(disk_id: &str) -> String {
+    format!("shelf-{disk_id}-blk")
+}
+
+/// QEMU's id of a shelf disk put behind HBA `hba` (a child of the HBA: it goes with it).
+pub fn shelf_device_id(hba: &str, disk_id: &str) -> String {
+    format!("pool-{hba}-{disk_id}")
+}
+
 /// Node name of the blkdebug filter under a pool NVMe drive (media-error injection).
 pub fn pool_debug_node(device_id: &str) -> String {
     format!("pool-{device_id}-dbg")
@@ -122,6 +132,15 @@ pub fn build(spec: &CommandSpec<'_>) -> Vec<String> {
     args.extend(monitor_args(spec));
     for device in &spec.topology.devices {
         args.extend(pool_backend_args(device, spec.paths));
+    }
+    for disk in &spec.topology.disks {
+        let file = spec.paths.pool_disk(&disk.id).display().to_string();
+        let json = serde_json::json!({
+            "driver": "raw",
+            "node-name": shelf_block_node(&disk.id),
+            "file": {"driver": "file", "filename": file},
+        });
+        args.extend(["-blockdev".to_string(), json.to_string()]);
     }
     args
 }

@@ -26,6 +26,7 @@ use serde_json::{json, Map, Value};
 
 use crate::args::{
     pool_block_node, pool_debug_node, pool_device_id, pool_file_node, pool_netdev_id, root_port_id,
+    shelf_block_node, shelf_device_id,
 };
 use crate::qmp::{Qmp, QmpError};
 use crate::topology::{BenchDevice, BenchTopology, DeviceKind};
@@ -141,13 +142,25 @@ impl Switch {
             ));
         }
         let (driver, properties) = device_properties(&state.devices[d], port);
-        self.qemu
-            .device_add(driver, properties)
-            .map_err(|source| SwitchError::Qmp {
-                operation: "attach",
-                device: device.into(),
-                source,
-            })?;
+        let qmp = |source| SwitchError::Qmp {
+            operation: "attach",
+            device: device.into(),
+            source,
+        };
+        self.qemu.device_add(driver, properties).map_err(qmp)?;
+        // An HBA's shelf disks go behind it before the guest sees the slot power on (pciehp
+        // takes a second), so that its driver finds them at its first scan.
+        for (target, disk) in state.devices[d].disks.iter().enumerate() {
+            if let Err(e) = self
+                .qemu
+                .device_add("scsi-hd", shelf_disk_properties(device, disk, target))
+            {
+                let _ = self
+                    .qemu
+                    .device_del(&pool_device_id(device), Some(Duration::from_secs(10)));
+                return Err(qmp(e));
+            }
+        }
         state.devices[d].pool.attached_port = Some(port);
         state.ports[p].attached = Some(device.to_string());
         Ok(())
@@ -398,6 +411,17 @@ fn refused(operation: &'static str, device: &str, reason: String) -> SwitchError
         device: device.into(),
         reason,
     }
+}
+
+/// The QMP `device_add` of shelf disk `disk` behind HBA `hba`, at SCSI target `target`.
+pub fn shelf_disk_properties(hba: &str, disk: &str, target: usize) -> Map<String, Value> {
+    let mut properties = Map::new();
+    properties.insert("id".into(), shelf_device_id(hba, disk).into());
+    properties.insert("drive".into(), shelf_block_node(disk).into());
+    properties.insert("bus".into(), format!("{}.0", pool_device_id(hba)).into());
+    properties.insert("scsi-id".into(), target.into());
+    properties.insert("serial".into(), disk.into());
+    properties
 }
 
 /// The QMP `device_add` of a pool device on fabric port `port`.

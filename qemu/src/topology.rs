@@ -67,6 +67,17 @@ pub struct BenchDevice {
     pub kind: DeviceKind,
     /// What the switch reports; `attached_port` is the state at boot (normally None).
     pub pool: PoolDevice,
+    /// An HBA's shelf disks (ids of [`BenchDisk`]s), put behind it as `scsi-hd` devices when
+    /// the switch attaches it; two HBAs naming the same disks are a dual-ported shelf.
+    pub disks: Vec<String>,
+}
+
+/// A shelf disk: a sparse file and its block backend, defined at QEMU's start, so that it
+/// outlives every HBA it is put behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchDisk {
+    pub id: String,
+    pub capacity_bytes: u64,
 }
 
 /// The emulated fabric: its pool and its ports.
@@ -74,6 +85,8 @@ pub struct BenchDevice {
 pub struct BenchTopology {
     pub devices: Vec<BenchDevice>,
     pub ports: Vec<FabricPort>,
+    /// The shelf disks behind the HBAs.
+    pub disks: Vec<BenchDisk>,
     /// `[appliance]`'s id and site, when the file has them.
     pub identity: Option<Identity>,
 }
@@ -100,6 +113,15 @@ struct FileTables {
     ports: Vec<PortTable>,
     #[serde(default, rename = "device")]
     devices: Vec<DeviceTable>,
+    #[serde(default, rename = "disk")]
+    disks: Vec<DiskTable>,
+}
+
+/// A disk of a dual-ported shelf, reached through whichever HBA naming it is attached.
+#[derive(Debug, Deserialize)]
+struct DiskTable {
+    id: String,
+    capacity_bytes: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +151,9 @@ struct DeviceTable {
     capacity_bytes: u64,
     #[serde(default = "default_switch")]
     switch: String,
+    /// An HBA's shelf: the disks the bench puts behind it when it is attached.
+    #[serde(default)]
+    disks: Vec<String>,
 }
 
 fn default_switch() -> String {
@@ -171,9 +196,18 @@ impl BenchTopology {
             id: a.id,
             site: a.site,
         });
+        let disks = tables
+            .disks
+            .into_iter()
+            .map(|d| BenchDisk {
+                id: d.id,
+                capacity_bytes: d.capacity_bytes,
+            })
+            .collect();
         let topology = BenchTopology {
             devices,
             ports,
+            disks,
             identity,
         };
         topology.check(file)?;
@@ -238,6 +272,28 @@ impl BenchTopology {
                 ));
             }
         }
+        let mut disks = BTreeSet::new();
+        for disk in &self.disks {
+            let well_formed = !disk.id.is_empty()
+                && disk
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !well_formed || !disks.insert(disk.id.clone()) {
+                return Err(invalid(
+                    "disk id",
+                    disk.id.clone(),
+                    "must be unique, non-empty ASCII letters, digits, - or _",
+                ));
+            }
+            if !(1..=NVME_BYTES_MAX).contains(&disk.capacity_bytes) {
+                return Err(invalid(
+                    "disk capacity_bytes",
+                    disk.capacity_bytes.to_string(),
+                    "a disk needs 1 B..=16 TiB",
+                ));
+            }
+        }
         let mut names = BTreeSet::new();
         for device in &self.devices {
             let id = &device.pool.id;
@@ -263,6 +319,14 @@ impl BenchTopology {
                     device.pool.capacity_bytes.to_string(),
                     "NVMe needs 1 B..=16 TiB",
                 ));
+            }
+            for disk in &device.disks {
+                if device.kind != DeviceKind::Hba {
+                    return Err(invalid("disks", id.clone(), "only an HBA has shelf disks"));
+                }
+                if !self.disks.iter().any(|d| d.id == *disk) {
+                    return Err(invalid("disk", disk.clone(), "no [[disk]] has this id"));
+                }
             }
             if device.pool.serial.is_empty() || device.pool.serial.len() > 20 {
                 return Err(invalid(
@@ -308,6 +372,7 @@ fn device(table: DeviceTable, file: &str) -> Result<BenchDevice, TopologyError> 
         });
     };
     let (vendor_id, device_id, emulated_class) = emulated_ids(kind);
+    let disks = table.disks;
     let pool = PoolDevice {
         id: table.id,
         class: emulated_class.unwrap_or(class),
@@ -320,7 +385,7 @@ fn device(table: DeviceTable, file: &str) -> Result<BenchDevice, TopologyError> 
         switch: table.switch,
         attached_port: None,
     };
-    Ok(BenchDevice { kind, pool })
+    Ok(BenchDevice { kind, pool, disks })
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

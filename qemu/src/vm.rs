@@ -449,6 +449,9 @@ fn prepare_files(options: &VmOptions, paths: &RunPaths) -> Result<Option<Credent
             device.pool.capacity_bytes,
         )?;
     }
+    for disk in &options.topology.disks {
+        create_sparse(&paths.pool_disk(&disk.id), disk.capacity_bytes)?;
+    }
     Ok(credentials)
 }
 

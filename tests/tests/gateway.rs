@@ -326,3 +326,203 @@ fn a_gateway_mirror_survives_a_failing_drive_with_its_files() -> Result<()> {
     // The spare alone holds the files md copied onto it.
     check_files(&paths.pool_disk("nvme-2"), &run_dir.join("read"), &sums)
 }
+
+/// The filesystem's UUID on the shelf disk (given to mke2fs, so the test knows it).
+const SHELF_UUID: &str = "5e1f0a7c-2b4d-4c8e-9a61-0d3b7f2e8c15";
+const MEDIA: &str = "/srv/media";
+
+/// Two HBAs (mptsas1068) reaching the same shelf disk, a dual-ported SAS shelf.
+fn shelf_topology() -> Result<qemu::BenchTopology> {
+    let hbas: String = (0..2)
+        .map(|i| {
+            format!(
+                r#"
+[[device]]
+id = "hba-{i}"
+class = 0x010000
+serial = "POOLHBA000{i}"
+model = "LSI SAS1068"
+switch = "sw0"
+disks = ["shelf-0"]
+"#
+            )
+        })
+        .collect();
+    let text = format!(
+        "{}{hbas}\n[[disk]]\nid = \"shelf-0\"\ncapacity_bytes = {}\n",
+        qemu::topology::SAMPLE,
+        64 << 20
+    );
+    Ok(qemu::BenchTopology::parse(
+        &text,
+        "the sample with two HBAs on one shelf",
+    )?)
+}
+
+/// The studio's disk: ext4 with the test's files and a known UUID, made on the host.
+fn make_shelf_disk(image: &Path, scratch: &Path) -> Result<Vec<(String, String)>> {
+    std::fs::create_dir_all(scratch)?;
+    let mut sums = Vec::new();
+    for (name, bytes) in files() {
+        let local = scratch.join(&name);
+        std::fs::write(&local, &bytes)?;
+        sums.push((name, sha256(&local)?));
+    }
+    let out = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-U", SHELF_UUID, "-d"])
+        .arg(scratch)
+        .arg(image)
+        .arg("64M")
+        .output()
+        .context("run mke2fs (e2fsprogs)")?;
+    ensure!(
+        out.status.success(),
+        "mke2fs {}: {}",
+        image.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(sums)
+}
+
+/// The disk mount's source and condition, once the gateway is idle.
+fn disk_mount(client: &Client) -> Result<Option<(String, Option<String>)>> {
+    let system = gateway(client)?;
+    let Some(mount) = system.mounts.into_iter().find(|m| m.target == MEDIA) else {
+        bail!("{GATEWAY} has no mount at {MEDIA}")
+    };
+    let MountSourceView::Disk { hba, .. } = &mount.source else {
+        bail!("not a disk mount: {mount:?}")
+    };
+    Ok(system
+        .pending
+        .is_none()
+        .then(|| (hba.to_string(), mount.condition.clone())))
+}
+
+/// The gateway's HBA is pulled from its slot: the appliance composes the standby HBA, the
+/// bench puts the same shelf disk behind it, and the appliance finds the filesystem by its UUID
+/// and mounts it again; after a reboot it is mounted again from the standby; the shelf's files
+/// are intact and the filesystem is consistent (e2fsck).
+#[test]
+fn a_gateway_disk_comes_back_through_the_standby_hba() -> Result<()> {
+    let _one = one_vm_at_a_time();
+    let mut options = options("gateway_hba")?;
+    options.topology = shelf_topology()?;
+    let run_dir = options.run_dir.clone();
+    let paths = qemu::RunPaths::new(&run_dir);
+    std::fs::create_dir_all(&paths.pool)?;
+    let shelf = paths.pool_disk("shelf-0");
+    let sums = make_shelf_disk(&shelf, &run_dir.join("written"))?;
+    let booted = boot(options.clone())?;
+    let client = api(&booted.vm)?;
+    call(
+        &client,
+        &Request::order(
+            Verb::CreateTenant {
+                name: "studio".into(),
+            },
+            Meta::default(),
+        ),
+    )?;
+    order_waited(
+        &client,
+        Verb::Compose {
+            system: GATEWAY.into(),
+            selection: Selection::Specific(vec!["hba-0".into()]),
+            create: Some(NewSystem {
+                tenant: "studio".into(),
+                role: Role::NasGateway,
+            }),
+            tenant: None,
+            reservation: None,
+        },
+    )
+    .with_context(|| tail(&booted.vm))?;
+    order_waited(
+        &client,
+        Verb::Mount {
+            system: GATEWAY.into(),
+            mount: MountSpec {
+                source: MountSource::Disk {
+                    hba: "hba-0".into(),
+                    uuid: SHELF_UUID.into(),
+                },
+                target: MEDIA.into(),
+                filesystem: "ext4".into(),
+                options: String::new(),
+            },
+        },
+    )
+    .with_context(|| tail(&booted.vm))?;
+    wait_until(
+        Duration::from_millis(BOOT_TIMEOUT_MS),
+        "the disk mounted from hba-0",
+        || {
+            Ok(disk_mount(&client)?
+                .filter(|(hba, c)| hba == "hba-0" && c.as_deref() == Some("clean")))
+        },
+    )
+    .with_context(|| tail(&booted.vm))?;
+
+    let pulled = Instant::now();
+    booted.vm.fabric().surprise_remove("hba-0")?;
+    wait_until(
+        Duration::from_millis(BOOT_TIMEOUT_MS),
+        "the disk mounted again from the standby hba-1",
+        || {
+            Ok(disk_mount(&client)?
+                .filter(|(hba, c)| hba == "hba-1" && c.as_deref() == Some("clean")))
+        },
+    )
+    .with_context(|| {
+        let of = HistoryOf::System(GATEWAY.into());
+        let history = call(&client, &Request::query(Query::History { of, limit: None }));
+        format!(
+            "{GATEWAY}'s history: {history:?}\nconsole:\n{}",
+            tail(&booted.vm)
+        )
+    })?;
+    println!(
+        "HBA pulled to the filesystem mounted again from the standby: {} ms",
+        pulled.elapsed().as_millis()
+    );
+    ensure!(
+        gateway(&client)?
+            .devices
+            .iter()
+            .map(|d| d.id.to_string())
+            .collect::<Vec<_>>()
+            == ["hba-1"],
+        "the gateway holds the standby HBA"
+    );
+    drop(client);
+    power_off(booted.vm)?;
+
+    let second = boot(options)?;
+    let client = api(&second.vm)?;
+    wait_until(
+        Duration::from_millis(BOOT_TIMEOUT_MS),
+        "the disk mounted again after the reboot",
+        || {
+            Ok(disk_mount(&client)?
+                .filter(|(hba, c)| hba == "hba-1" && c.as_deref() == Some("clean")))
+        },
+    )
+    .with_context(|| tail(&second.vm))?;
+    drop(client);
+    power_off(second.vm)?;
+
+    let fsck = Command::new("e2fsck")
+        .args(["-f", "-n"])
+        .arg(&shelf)
+        .output()
+        .context("run e2fsck (e2fsprogs)")?;
+    ensure!(
+        fsck.status.success(),
+        "e2fsck -f -n {}: {}{}",
+        shelf.display(),
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    check_files(&shelf, &run_dir.join("read"), &sums)
+}

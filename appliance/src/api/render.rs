@@ -199,6 +199,10 @@ fn mounts(system: &SystemView) -> String {
                 let condition = m.condition.as_deref().unwrap_or("unseen");
                 format!("mirror({}):{}({condition})", members.join("+"), m.target)
             }
+            MountSourceView::Disk { hba, uuid } => {
+                let condition = m.condition.as_deref().unwrap_or("unseen");
+                format!("{hba}/uuid={uuid}:{}({condition})", m.target)
+            }
         })
         .collect::<Vec<_>>()
         .join(" ")

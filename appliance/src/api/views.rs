@@ -95,6 +95,7 @@ pub enum MountSourceView {
     Namespace { device: DeviceId, namespace: u32 },
     Export { server: String, path: String },
     Mirror { devices: Vec<DeviceId> },
+    Disk { hba: DeviceId, uuid: String },
 }
 
 /// One mount of a system.
@@ -362,6 +363,10 @@ impl MountView {
             },
             MountSource::Mirror { devices } => MountSourceView::Mirror {
                 devices: devices.clone(),
+            },
+            MountSource::Disk { hba, uuid } => MountSourceView::Disk {
+                hba: hba.clone(),
+                uuid: uuid.clone(),
             },
         };
         MountView {

@@ -953,29 +953,63 @@ fn attached(system: &System, device: &str) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// A mirror is made by a NAS gateway (the role that runs on this server), over two or more
-/// distinct drives that no other mirror of the system uses, at an absolute target.
-fn check_mirror(system: &System, devices: &[DeviceId], target: &str) -> Result<(), CommandError> {
-    let refuse = |reason: String| {
-        Err(CommandError::BadMount {
-            system: system.name.to_string(),
-            target: target.to_string(),
-            reason,
-        })
-    };
+fn bad_mount(system: &System, target: &str, reason: String) -> CommandError {
+    CommandError::BadMount {
+        system: system.name.to_string(),
+        target: target.to_string(),
+        reason,
+    }
+}
+
+/// A mount this server makes (a mirror, a disk) is a NAS gateway's (the role that runs on this
+/// server), at an absolute target.
+fn check_local(system: &System, what: &str, target: &str) -> Result<(), CommandError> {
     if system.role != Role::NasGateway {
-        return refuse(format!(
-            "a mirror is mounted on this server, by a nas_gateway; {} is a {}",
-            system.name,
-            system.role.name()
+        return Err(bad_mount(
+            system,
+            target,
+            format!(
+                "a {what} is mounted on this server, by a nas_gateway; {} is a {}",
+                system.name,
+                system.role.name()
+            ),
         ));
     }
+    if !target.starts_with('/') || target.split('/').any(|part| part == "..") {
+        return Err(bad_mount(
+            system,
+            target,
+            "the target must be an absolute path without \"..\"".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A disk mount names its filesystem by UUID (8-4-4-4-12 hexadecimal digits).
+fn check_disk(system: &System, uuid: &str, target: &str) -> Result<(), CommandError> {
+    check_local(system, "disk", target)?;
+    let groups: Vec<&str> = uuid.split('-').collect();
+    let shaped = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()));
+    if !shaped {
+        return Err(bad_mount(
+            system,
+            target,
+            format!("{uuid:?} is not a filesystem UUID (8-4-4-4-12 hexadecimal digits)"),
+        ));
+    }
+    Ok(())
+}
+
+/// A mirror is made over two or more distinct drives that no other mount of the system uses.
+fn check_mirror(system: &System, devices: &[DeviceId], target: &str) -> Result<(), CommandError> {
+    let refuse = |reason: String| Err(bad_mount(system, target, reason));
+    check_local(system, "mirror", target)?;
     let distinct: BTreeSet<&DeviceId> = devices.iter().collect();
     if devices.len() < 2 || distinct.len() != devices.len() {
         return refuse("a mirror needs two or more distinct drives".into());
-    }
-    if !target.starts_with('/') || target.split('/').any(|part| part == "..") {
-        return refuse("the target must be an absolute path without \"..\"".into());
     }
     for mount in system.mounts.values() {
         if let Some(used) = devices.iter().find(|d| mount.source.uses(d)) {
@@ -1015,20 +1049,24 @@ fn mount_(
             target: mount.target.clone(),
         });
     }
+    // A disk mount lives on an HBA, every other mount on NVMe drives.
+    let kind = match &mount.source {
+        MountSource::Disk { .. } => DeviceKind::Hba,
+        _ => DeviceKind::Nvme,
+    };
     for device in mount.source.devices() {
-        let is_nvme = state
-            .devices
-            .get(device)
-            .is_some_and(|d| d.kind == DeviceKind::Nvme);
-        if attached(system, device).is_err() || !is_nvme {
+        let is_kind = state.devices.get(device).is_some_and(|d| d.kind == kind);
+        if attached(system, device).is_err() || !is_kind {
             return Err(CommandError::DeviceNotComposed {
                 device: device.to_string(),
                 system: name.to_string(),
             });
         }
     }
-    if let MountSource::Mirror { devices } = &mount.source {
-        check_mirror(system, devices, &mount.target)?;
+    match &mount.source {
+        MountSource::Mirror { devices } => check_mirror(system, devices, &mount.target)?,
+        MountSource::Disk { uuid, .. } => check_disk(system, uuid, &mount.target)?,
+        MountSource::Namespace { .. } | MountSource::Export { .. } => {}
     }
     let op = state.next_operation;
     let event = Event::MountRequested {

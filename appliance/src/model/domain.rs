@@ -250,15 +250,24 @@ pub enum MountSource {
     /// A RAID1 mirror (Linux md) over NVMe drives composed into a NAS gateway, which runs on
     /// this server: the mount is made here, at the target itself.
     Mirror { devices: Vec<DeviceId> },
+    /// A filesystem, found by its UUID, on the disks behind a storage HBA composed into a NAS
+    /// gateway (mounted on this server); a standby HBA that reaches the same disks takes over.
+    Disk { hba: DeviceId, uuid: String },
 }
 
 impl MountSource {
+    /// Whether this server makes the mount itself (a gateway's mirror or disk).
+    pub fn is_local(&self) -> bool {
+        matches!(self, MountSource::Mirror { .. } | MountSource::Disk { .. })
+    }
+
     /// The composed devices the mount lives on.
     pub fn devices(&self) -> Vec<&DeviceId> {
         match self {
             MountSource::Namespace { device, .. } => vec![device],
             MountSource::Export { .. } => Vec::new(),
             MountSource::Mirror { devices } => devices.iter().collect(),
+            MountSource::Disk { hba, .. } => vec![hba],
         }
     }
 
@@ -270,7 +279,11 @@ impl MountSource {
     /// The same mount with `to` in place of `from` (a failover moves the mount with it).
     pub fn replace(&mut self, from: &DeviceId, to: &DeviceId) {
         match self {
-            MountSource::Namespace { device, .. } if device == from => *device = to.clone(),
+            MountSource::Namespace { device, .. } | MountSource::Disk { hba: device, .. }
+                if device == from =>
+            {
+                *device = to.clone()
+            }
             MountSource::Mirror { devices } => {
                 for device in devices.iter_mut().filter(|d| *d == from) {
                     *device = to.clone();
@@ -281,13 +294,13 @@ impl MountSource {
     }
 }
 
-/// A mount's condition as this server last saw it (mirrors only: a system's other mounts are
-/// made by the system itself).
+/// A mount's condition as this server last saw it (mirrors and disks: a system's other mounts
+/// are made by the system itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MountCondition {
-    /// Mounted, every member in sync.
+    /// Mounted (a mirror: every member in sync).
     Clean,
     /// Mounted; md rebuilds onto a new member.
     Rebuilding,

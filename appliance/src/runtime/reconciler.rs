@@ -276,11 +276,11 @@ pub fn execute(drivers: &Drivers, state: &State, op: &Operation) -> Execution {
                 check_present(drivers, state, &op.system, device)
             }
             MountSource::Export { .. } => Ok(()),
-            MountSource::Mirror { devices } => super::storage::mount(
+            MountSource::Mirror { .. } | MountSource::Disk { .. } => super::storage::mount(
                 drivers,
                 state,
                 &op.system,
-                devices,
+                &mount.source,
                 (&mount.target, &mount.filesystem, &mount.options),
             ),
         },
@@ -533,7 +533,7 @@ fn failover(
 ) -> Result<(), Failure> {
     let replacement = [(to.0.clone(), to.1)];
     attach_all(drivers, state, &replacement, observations)?;
-    if let Err(failure) = super::storage::move_member(drivers, state, system, from, to.0) {
+    if let Err(failure) = super::storage::move_mounts(drivers, state, system, from, to.0) {
         rollback_attach(drivers, &replacement);
         return Err(failure);
     }

@@ -1,7 +1,10 @@
 //! The NAS gateway's storage, on this server: a mirror mount is an md RAID1 over the gateway's
-//! composed NVMe drives with a filesystem mounted at the mount's target. The reconciler makes
+//! composed NVMe drives with a filesystem mounted at the mount's target; a disk mount is a
+//! filesystem found by its UUID on the disks behind the gateway's storage HBA (a dual-ported
+//! shelf: a standby HBA reaches the same disks, and a failover of the HBA mounts it again from
+//! there). The reconciler makes
 //! it (`mount`), takes it down (`unmount`) and, in a failover of one of its drives, fails the
-//! old member out and adds the replacement (`move_member`: md rebuilds onto it while the
+//! old member out and adds the replacement (`move_mounts`: md rebuilds onto it while the
 //! filesystem stays mounted). After a reboot `restore` assembles and mounts again what State
 //! says is mounted, and `release` puts them away when the service stops; `conditions` reads md and mountinfo for the monitor, which journals a
 //! change (clean, rebuilding, degraded, unmounted).
@@ -38,6 +41,41 @@ fn failure(target: &str, step: &str, error: &drivers::volume::VolumeError) -> Fa
         step: step.to_string(),
         reason: drivers::error_chain(error),
     }
+}
+
+/// The PCI address of `device` of `system`, when the device is in its slot.
+fn address_of(
+    drivers: &Drivers,
+    state: &State,
+    system: &System,
+    device: &DeviceId,
+) -> Option<drivers::PciAddress> {
+    let attachment = system.devices.get(device)?;
+    let slot = state.ports.get(&attachment.port)?.slot;
+    drivers
+        .host
+        .wait_for_device(slot, Duration::ZERO)
+        .ok()
+        .map(|seen| seen.address)
+}
+
+/// The block device of the filesystem `uuid` behind `hba` of `system`.
+fn disk_path(
+    drivers: &Drivers,
+    state: &State,
+    system: &System,
+    (hba, uuid, target): (&DeviceId, &str, &str),
+    timeout: Duration,
+) -> Result<PathBuf, Failure> {
+    let address = address_of(drivers, state, system, hba).ok_or_else(|| Failure::Volume {
+        target: target.to_string(),
+        step: "find the filesystem".into(),
+        reason: format!("{hba} is not in its slot"),
+    })?;
+    drivers
+        .volumes
+        .filesystem_behind(address, uuid, timeout)
+        .map_err(|e| failure(target, "find the filesystem", &e))
 }
 
 /// The block device of `device`'s namespace, when the device is in its slot (waiting up to
@@ -108,12 +146,13 @@ fn array_of(
         .map_err(|e| failure(target, "start the mirror", &e))
 }
 
-/// Makes the mirror over every one of `devices` and mounts its filesystem at `target`.
+/// Makes a mount of this server: the mirror over every one of its drives, or the filesystem
+/// behind its HBA, mounted at its target.
 pub(super) fn mount(
     drivers: &Drivers,
     state: &State,
     system: &str,
-    devices: &[DeviceId],
+    source: &MountSource,
     spec: (&str, &str, &str),
 ) -> Result<(), Failure> {
     let (target, filesystem, options) = spec;
@@ -124,35 +163,47 @@ pub(super) fn mount(
             what: format!("system {system}"),
         })?;
     let timeout = Duration::from_millis(drivers.limits.bind_timeout_ms);
-    let mut members = Vec::new();
-    for device in devices {
-        let path = member_path(drivers, state, system, device, timeout)?;
-        let path = path.ok_or_else(|| Failure::NotInSlot {
-            device: device.clone(),
-            slot: system
-                .devices
-                .get(device)
-                .and_then(|a| state.ports.get(&a.port))
-                .map_or(0, |p| p.slot),
-            reason: "a mirror is made over drives in their slots".into(),
-        })?;
-        members.push(path);
-    }
-    let array = array_of(
-        drivers,
-        &mirror_name(&system.name, target),
-        target,
-        &members,
-    )?;
+    let (device, format_blank) = match source {
+        MountSource::Mirror { devices } => {
+            let mut members = Vec::new();
+            for device in devices {
+                let path = member_path(drivers, state, system, device, timeout)?;
+                let path = path.ok_or_else(|| Failure::NotInSlot {
+                    device: device.clone(),
+                    slot: system
+                        .devices
+                        .get(device)
+                        .and_then(|a| state.ports.get(&a.port))
+                        .map_or(0, |p| p.slot),
+                    reason: "a mirror is made over drives in their slots".into(),
+                })?;
+                members.push(path);
+            }
+            let name = mirror_name(&system.name, target);
+            (array_of(drivers, &name, target, &members)?, true)
+        }
+        MountSource::Disk { hba, uuid } => {
+            let timeout = Duration::from_millis(drivers.limits.attach_timeout_ms);
+            let path = disk_path(drivers, state, system, (hba, uuid, target), timeout)?;
+            (path, false)
+        }
+        MountSource::Namespace { .. } | MountSource::Export { .. } => return Ok(()),
+    };
     drivers
         .volumes
-        .mount(&array, Path::new(target), filesystem, options)
-        .map_err(|e| failure(target, "mount the mirror", &e))?;
-    info!(system = %system.name, target, array = %array.display(), "mirror mounted");
+        .mount(
+            &device,
+            Path::new(target),
+            filesystem,
+            options,
+            format_blank,
+        )
+        .map_err(|e| failure(target, "mount", &e))?;
+    info!(system = %system.name, target, device = %device.display(), "mounted on this server");
     Ok(())
 }
 
-/// Unmounts `target` and stops its mirror.
+/// Unmounts `target` (a mount of this server) and stops its mirror, if it is one.
 pub(super) fn unmount(
     drivers: &Drivers,
     state: &State,
@@ -162,17 +213,16 @@ pub(super) fn unmount(
     let Some(system) = state.systems.get(system) else {
         return Ok(());
     };
-    let Some(Mount {
-        source: MountSource::Mirror { devices },
-        ..
-    }) = system.mounts.get(target)
-    else {
+    let Some(mount) = system.mounts.get(target).filter(|m| m.source.is_local()) else {
         return Ok(());
     };
     drivers
         .volumes
-        .unmount(Path::new(target))
+        .unmount(Path::new(target), false)
         .map_err(|e| failure(target, "unmount", &e))?;
+    let MountSource::Mirror { devices } = &mount.source else {
+        return Ok(());
+    };
     for member in present_members(drivers, state, system, devices) {
         if let Ok(Some(status)) = drivers.volumes.mirror_of(&member) {
             drivers
@@ -186,9 +236,11 @@ pub(super) fn unmount(
 }
 
 /// In a failover of `from` to `to` (attached and bound): every mirror of `system` on `from`
-/// fails it out and takes `to` in its place; md rebuilds onto `to` with the filesystem mounted.
-/// Idempotent: an old member already out is not failed again, a new one already in not added.
-pub(super) fn move_member(
+/// fails it out and takes `to` in its place (md rebuilds onto `to` with the filesystem
+/// mounted); every disk mount behind `from` (an HBA) is mounted again from behind `to`, the
+/// standby HBA that reaches the same disks. Idempotent: an old member already out is not
+/// failed again, a new one already in not added, a mount already made not made again.
+pub(super) fn move_mounts(
     drivers: &Drivers,
     state: &State,
     system: &str,
@@ -199,6 +251,12 @@ pub(super) fn move_member(
         return Ok(());
     };
     for mount in system.mounts.values() {
+        if let MountSource::Disk { hba, uuid } = &mount.source {
+            if hba == from {
+                remount(drivers, state, system, mount, (to, uuid))?;
+            }
+            continue;
+        }
         let MountSource::Mirror { devices } = &mount.source else {
             continue;
         };
@@ -238,21 +296,77 @@ pub(super) fn move_member(
     Ok(())
 }
 
+/// A disk mount moved to the standby HBA `to`: the old mount (its disks gone with the failed
+/// HBA) leaves lazily, the filesystem is found by its UUID behind `to` and mounted again.
+fn remount(
+    drivers: &Drivers,
+    state: &State,
+    system: &System,
+    mount: &Mount,
+    (to, uuid): (&DeviceId, &str),
+) -> Result<(), Failure> {
+    let target = mount.target.as_str();
+    let timeout = Duration::from_millis(drivers.limits.attach_timeout_ms);
+    let device = disk_path(drivers, state, system, (to, uuid, target), timeout)?;
+    let source = device.to_string_lossy().into_owned();
+    let mounted = drivers
+        .volumes
+        .mounted(Path::new(target))
+        .map_err(|e| failure(target, "read mountinfo", &e))?;
+    if mounted.as_deref() != Some(source.as_str()) {
+        drivers
+            .volumes
+            .unmount(Path::new(target), true)
+            .map_err(|e| failure(target, "unmount the old disk", &e))?;
+    }
+    drivers
+        .volumes
+        .mount(
+            &device,
+            Path::new(target),
+            &mount.filesystem,
+            &mount.options,
+            false,
+        )
+        .map_err(|e| failure(target, "mount from the standby HBA", &e))?;
+    info!(system = %system.name, target, %to, device = %source, "mounted again from the standby HBA");
+    Ok(())
+}
+
 /// Assembles and mounts again every mirror State says is mounted and this server does not show
 /// mounted (after a reboot); a system with an operation in flight is left to it.
 pub fn restore(drivers: &Drivers, state: &State) {
     for system in state.systems.values().filter(|s| s.pending.is_none()) {
         for mount in system.mounts.values() {
-            let MountSource::Mirror { devices } = &mount.source else {
-                continue;
-            };
-            if mount.state != MountState::Mounted {
+            if mount.state != MountState::Mounted || !mount.source.is_local() {
                 continue;
             }
             let target = Path::new(&mount.target);
             if matches!(drivers.volumes.mounted(target), Ok(Some(_))) {
                 continue;
             }
+            if let MountSource::Disk { hba, uuid } = &mount.source {
+                let spec = (hba, uuid.as_str(), mount.target.as_str());
+                let restored =
+                    disk_path(drivers, state, system, spec, Duration::ZERO).and_then(|device| {
+                        drivers
+                            .volumes
+                            .mount(&device, target, &mount.filesystem, &mount.options, false)
+                            .map_err(|e| failure(&mount.target, "mount", &e))
+                    });
+                match restored {
+                    Ok(()) => {
+                        info!(system = %system.name, target = %mount.target, "disk mounted again")
+                    }
+                    Err(e) => {
+                        warn!(system = %system.name, target = %mount.target, error = %e, "disk not mounted; tried again at the next sync")
+                    }
+                }
+                continue;
+            }
+            let MountSource::Mirror { devices } = &mount.source else {
+                continue;
+            };
             let members = present_members(drivers, state, system, devices);
             if members.is_empty() {
                 continue;
@@ -266,7 +380,7 @@ pub fn restore(drivers: &Drivers, state: &State) {
             .and_then(|array| {
                 drivers
                     .volumes
-                    .mount(&array, target, &mount.filesystem, &mount.options)
+                    .mount(&array, target, &mount.filesystem, &mount.options, true)
                     .map_err(|e| failure(&mount.target, "mount the mirror", &e))
             });
             match restored {
@@ -286,7 +400,7 @@ pub fn restore(drivers: &Drivers, state: &State) {
 pub fn release(drivers: &Drivers, state: &State) {
     for system in state.systems.values() {
         for mount in system.mounts.values() {
-            if !matches!(mount.source, MountSource::Mirror { .. }) {
+            if !mount.source.is_local() {
                 continue;
             }
             match unmount(drivers, state, &system.name, &mount.target) {
@@ -305,13 +419,10 @@ pub fn conditions(drivers: &Drivers, state: &State) -> Vec<Observation> {
     let mut seen = Vec::new();
     for system in state.systems.values() {
         for mount in system.mounts.values() {
-            let MountSource::Mirror { devices } = &mount.source else {
-                continue;
-            };
-            if mount.state != MountState::Mounted {
+            if mount.state != MountState::Mounted || !mount.source.is_local() {
                 continue;
             }
-            let (condition, evidence) = condition_of(drivers, state, system, mount, devices);
+            let (condition, evidence) = condition_of(drivers, state, system, mount);
             if mount.condition != Some(condition) {
                 seen.push(Observation::Mount {
                     system: system.name.clone(),
@@ -330,7 +441,6 @@ fn condition_of(
     state: &State,
     system: &System,
     mount: &Mount,
-    devices: &[DeviceId],
 ) -> (MountCondition, String) {
     let target = Path::new(&mount.target);
     let source = match drivers.volumes.mounted(target) {
@@ -347,6 +457,12 @@ fn condition_of(
                 format!("mountinfo unreadable: {}", drivers::error_chain(&e)),
             )
         }
+    };
+    let MountSource::Mirror { devices } = &mount.source else {
+        return (
+            MountCondition::Clean,
+            format!("mountinfo: {} mounted from {source}", mount.target),
+        );
     };
     let status = present_members(drivers, state, system, devices)
         .iter()

@@ -164,12 +164,26 @@ impl Volumes for SimVolumes {
         Ok(())
     }
 
+    fn filesystem_behind(
+        &self,
+        address: PciAddress,
+        uuid: &str,
+        _timeout: Duration,
+    ) -> Result<PathBuf, VolumeError> {
+        drop(self.check("filesystem_behind")?);
+        Ok(PathBuf::from(format!(
+            "/dev/sim-disk-{:02x}-{uuid}",
+            address.bus
+        )))
+    }
+
     fn mount(
         &self,
         device: &Path,
         target: &Path,
         _filesystem: &str,
         _options: &str,
+        _format_blank: bool,
     ) -> Result<(), VolumeError> {
         self.check("mount")?
             .mounts
@@ -177,7 +191,7 @@ impl Volumes for SimVolumes {
         Ok(())
     }
 
-    fn unmount(&self, target: &Path) -> Result<(), VolumeError> {
+    fn unmount(&self, target: &Path, _detach: bool) -> Result<(), VolumeError> {
         self.lock().mounts.remove(target);
         Ok(())
     }

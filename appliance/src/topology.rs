@@ -104,6 +104,19 @@ struct RawFile {
     port: Vec<RawPort>,
     #[serde(default)]
     device: Vec<RawDevice>,
+    /// The QEMU bench's shelf disks behind its HBAs: the bench's business, read and not used
+    /// here (the appliance finds disks behind an HBA on the host).
+    #[serde(default)]
+    #[allow(dead_code)]
+    disk: Vec<RawDisk>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct RawDisk {
+    id: String,
+    capacity_bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +148,10 @@ struct RawDevice {
     switch: Spanned<String>,
     #[serde(default)]
     rdma: bool,
+    /// The QEMU bench's shelf disks behind an HBA (see `RawFile::disk`).
+    #[serde(default)]
+    #[allow(dead_code)]
+    disks: Vec<String>,
 }
 
 /// Reads and parses a topology file.

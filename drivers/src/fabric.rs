@@ -42,7 +42,7 @@ impl ClassCode {
     pub fn is_infiniband(self) -> bool {
         self.0 >> 8 == 0x0207
     }
-    /// Storage host bus adapters: SCSI (0x0100, e.g. QEMU's `mptsas1068`), RAID (0x0104),
+    /// Storage host bus adapters: SCSI (0x0100, e.g. QEMU's `virtio-scsi-pci` or `mptsas1068`), RAID (0x0104),
     /// SAS (0x0107) and Fibre Channel (0x0c04) controllers.
     pub fn is_storage_hba(self) -> bool {
         matches!(self.0 >> 8, 0x0100 | 0x0104 | 0x0107 | 0x0c04)

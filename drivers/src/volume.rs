@@ -435,7 +435,7 @@ impl Volumes for LinuxVolumes {
                 uuid: uuid.to_string(),
                 timeout_ms: timeout.as_millis() as u64,
                 seen: if seen.is_empty() {
-                    "no disk".into()
+                    format!("no disk; {}", scsi_summary(&device))
                 } else {
                     seen.join(" ")
                 },
@@ -553,6 +553,38 @@ pub fn block_devices_under(dir: &Path) -> Vec<String> {
     }
     found.sort();
     found
+}
+
+/// What a PCI device's sysfs directory shows of SCSI: its driver, hosts, targets and LUNs (for
+/// an error that says why no disk was found).
+fn scsi_summary(device: &Path) -> String {
+    let driver = sysfs::link_name(&device.join("driver")).ok().flatten();
+    let mut names = Vec::new();
+    let mut stack = vec![(device.to_path_buf(), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let scsi = ["host", "port-", "end_device-", "target"]
+                .iter()
+                .any(|p| name.starts_with(p))
+                || name.chars().next().is_some_and(|c| c.is_ascii_digit()) && name.contains(':');
+            if scsi {
+                names.push(name);
+                if depth < BLOCK_SEARCH_DEPTH {
+                    stack.push((entry.path(), depth + 1));
+                }
+            }
+        }
+    }
+    names.sort();
+    format!(
+        "driver {}, SCSI: [{}]",
+        driver.as_deref().unwrap_or("none"),
+        names.join(" ")
+    )
 }
 
 /// Where an ext superblock keeps its UUID (16 bytes at 0x68 of the superblock at 1024).

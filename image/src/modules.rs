@@ -13,8 +13,8 @@ use tracing::{debug, info_span};
 /// Crypto algorithms that the kernel looks up by name (`crc32` for rdma_rxe, `crc32c` for ext4 and
 /// jbd2) are listed because there is no modprobe in the image to load them on request; so are
 /// vfio_iommu_type1 (requested by vfio) and evdev (the power button's /dev/input/event node);
-/// raid1 (with md_mod) carries the NAS gateway's mirrors; mptsas and sd_mod the disks behind
-/// its SAS HBA.
+/// raid1 (with md_mod) carries the NAS gateway's mirrors; virtio_scsi (the bench's HBA) and
+/// sd_mod the disks behind its HBA.
 pub const APPLIANCE_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
@@ -30,7 +30,7 @@ pub const APPLIANCE_MODULES: &[&str] = &[
     "i6300esb",
     "ext4",
     "raid1",
-    "mptsas",
+    "virtio_scsi",
     "sd_mod",
     "button",
     "evdev",

@@ -17,6 +17,11 @@
 //!   old drive detached, which waits for the guest's pciehp); rebuilt = to the mirror journaled
 //!   clean again (the next round waits for it: a round must not fail the only member in sync).
 //!   Host clock.
+//! - HBA (a gateway's filesystem on a shelf disk behind a storage HBA; the HBA pulled from its
+//!   slot, a standby HBA reaching the same disk): recover = from the guest kernel's remove event
+//!   (the alarm's time) to the journal's `failover_completed`, which the appliance journals once
+//!   the filesystem, found by its UUID behind the standby, is mounted again (checked in
+//!   mountinfo). Guest clock, as for the removal.
 //!
 //! A failed drive is not used again (its health stays failed once it is off its port), so the
 //! topology holds a fresh drive for every round.
@@ -36,6 +41,10 @@ const GATEWAY: &str = "gw-1";
 const MIRROR: &str = "/srv/bench";
 /// The gateway's drives: small, so that md rebuilds one in seconds under TCG.
 const MIRROR_DRIVE_BYTES: u64 = 128 << 20;
+const SHELF: &str = "/srv/shelf";
+/// The shelf disk's filesystem, made by [`prepare`] before the boot.
+pub const SHELF_UUID: &str = "0b5e7a3c-91d4-4f6e-8c2a-5d7e9f1a3b64";
+const SHELF_DISK_BYTES: u64 = 32 << 20;
 const POLL: Duration = Duration::from_millis(20);
 const ROUND_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -50,7 +59,17 @@ pub fn topology() -> String {
              firmware = \"1.0\"\ncapacity_bytes = {MIRROR_DRIVE_BYTES}\nswitch = \"sw0\"\n"
         ));
     }
-    for port in 1..=4 {
+    for hba in 0..=ROUNDS {
+        text.push_str(&format!(
+            "[[device]]\nid = \"hba-{hba}\"\nclass = 0x010000\nvendor_id = 0x1af4\n\
+             device_id = 0x1048\nserial = \"FOHBA{hba:04}\"\nmodel = \"virtio-scsi\"\n\
+             firmware = \"1.0\"\ncapacity_bytes = 0\nswitch = \"sw0\"\ndisks = [\"shelf-0\"]\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[[disk]]\nid = \"shelf-0\"\ncapacity_bytes = {SHELF_DISK_BYTES}\n"
+    ));
+    for port in 1..=6 {
         text.push_str(&format!(
             "[[port]]\nid = {port}\nswitch = \"sw0\"\nslot = {port}\n"
         ));
@@ -76,6 +95,28 @@ pub struct Figures {
     pub recover_mirror: Vec<u64>,
     pub moved_mirror: Vec<u64>,
     pub rebuilt_mirror: Vec<u64>,
+    pub recover_hba: Vec<u64>,
+}
+
+/// Makes the shelf disk's filesystem (ext4 with [`SHELF_UUID`]) in the run directory's pool,
+/// before the boot.
+pub fn prepare(paths: &crate::RunPaths) -> Result<()> {
+    std::fs::create_dir_all(&paths.pool)?;
+    let image = paths.pool_disk("shelf-0");
+    let out = std::process::Command::new(image::tools::find_tool("mke2fs", "e2fsprogs")?)
+        .args(["-q", "-F", "-t", "ext4", "-U", SHELF_UUID])
+        .arg(&image)
+        .arg(format!("{}k", SHELF_DISK_BYTES / 1024))
+        .output()
+        .context("run mke2fs")?;
+    if !out.status.success() {
+        bail!(
+            "mke2fs {}: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// Composes the system, then runs the SMART rounds and the removal rounds.
@@ -90,6 +131,7 @@ pub fn measure(vm: &crate::Vm, api: &Api) -> Result<Figures> {
     }
     let mut figures = Figures::default();
     mirror_rounds(vm, api, &mut figures)?;
+    hba_rounds(vm, api, &mut figures)?;
     for round in 0..ROUNDS {
         let drive = held_drive(api)?;
         let injected = Instant::now();
@@ -188,6 +230,61 @@ fn mirror_rounds(vm: &crate::Vm, api: &Api, figures: &mut Figures) -> Result<()>
         figures
             .rebuilt_mirror
             .push(injected.elapsed().as_millis() as u64);
+    }
+    Ok(())
+}
+
+/// A second gateway mounts the shelf's filesystem behind hba-0; each round its HBA is pulled
+/// and the next standby takes over.
+fn hba_rounds(vm: &crate::Vm, api: &Api, figures: &mut Figures) -> Result<()> {
+    const GW: &str = "gw-2";
+    let compose = json!({"order": {"compose": {"system": GW,
+        "selection": {"specific": ["hba-0"]},
+        "create": {"tenant": "bench", "role": "nas_gateway"}}}});
+    let answer = api.call(&compose).context("compose the HBA gateway")?;
+    if answer["accepted"]["operation"]["state"] != "completed" {
+        bail!("the HBA gateway's compose did not complete: {answer}");
+    }
+    let mount = json!({"order": {"mount": {"system": GW, "mount": {
+        "source": {"disk": {"hba": "hba-0", "uuid": SHELF_UUID}},
+        "target": SHELF, "filesystem": "ext4", "options": ""}}}});
+    let answer = api.call(&mount).context("mount the shelf")?;
+    if answer["accepted"]["operation"]["state"] != "completed" {
+        bail!("the shelf was not mounted: {answer}");
+    }
+    for round in 0..ROUNDS {
+        let answer = api.call(&json!({"query": {"system": {"name": GW}}}))?;
+        let hba = answer["system"]["devices"][0]["id"]
+            .as_str()
+            .with_context(|| format!("{GW}'s HBA: {answer}"))?
+            .to_string();
+        vm.fabric()
+            .surprise_remove(&hba)
+            .with_context(|| format!("HBA round {round}: pull {hba}"))?;
+        poll(&format!("{GW} off {hba}"), || {
+            let answer = api.call(&json!({"query": {"system": {"name": GW}}}))?;
+            let system = &answer["system"];
+            let holds = system["devices"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|d| d["id"] == hba));
+            Ok((system["pending"].is_null() && !holds).then_some(()))
+        })?;
+        let alarm = alarm_of(api, &hba)?.context("the pulled HBA's alarm")?;
+        let seen_ms = alarm["raised_ms"].as_u64().context("raised_ms")?;
+        let op = alarm["failover_op"]
+            .as_u64()
+            .context("the alarm's failover")?;
+        let history =
+            api.call(&json!({"query": {"history": {"of": {"system": GW}, "limit": 40}}}))?;
+        let completed = history["history"]
+            .as_array()
+            .and_then(|l| {
+                l.iter()
+                    .find(|e| e["kind"] == "failover_completed" && e["op"] == op)
+            })
+            .and_then(|e| e["timestamp_ms"].as_u64())
+            .with_context(|| format!("failover {op} completed in {GW}'s history"))?;
+        figures.recover_hba.push(completed.saturating_sub(seen_ms));
     }
     Ok(())
 }

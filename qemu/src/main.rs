@@ -470,6 +470,7 @@ fn measure_failover(
     let mut options = VmOptions::new(artifacts, run_dir);
     options.topology =
         qemu::BenchTopology::parse(&qemu::failover::topology(), "the failover bench's pool")?;
+    qemu::failover::prepare(&qemu::RunPaths::new(run_dir))?;
     let (vm, _, _) = boot(options)?;
     let measured = vm
         .api(LOGIN_TIMEOUT)
@@ -558,6 +559,7 @@ fn bench(json: &Path, failover_only: bool) -> Result<()> {
                 ("mttr_mirror_ms", &failover.recover_mirror),
                 ("mirror_moved_ms", &failover.moved_mirror),
                 ("mirror_rebuilt_ms", &failover.rebuilt_mirror),
+                ("mttr_hba_ms", &failover.recover_hba),
             ] {
                 figures.insert(name.into(), median(samples).into());
                 let samples_name = name.replace("_ms", "_samples_ms");
@@ -567,7 +569,7 @@ fn bench(json: &Path, failover_only: bool) -> Result<()> {
         Err(e) => {
             eprintln!("the failover measurement failed: {e:#}");
             missing.push((
-                "mttd_smart_ms, mttr_smart_ms, mttd_removal_ms, mttr_removal_ms, mttr_mirror_ms",
+                "mttd_smart_ms, mttr_smart_ms, mttd_removal_ms, mttr_removal_ms, mttr_mirror_ms, mttr_hba_ms",
                 "the failover rounds did not complete (above)",
             ));
         }

@@ -167,11 +167,29 @@ impl Switch {
     }
 
     /// Waits until QEMU has deleted what was pulled from `port` (a root port holds one device:
-    /// a new one added beside the old would take another function the guest never scans).
+    /// a new one added beside the old would take another function the guest never scans), and,
+    /// for an HBA, until no other HBA holds its shelf disks (a disk's backend serves one device:
+    /// behind a pulled HBA they go only when QEMU deletes it, after the guest's pciehp).
     fn drained(&self, device: &str, port: u16) -> Result<(), SwitchError> {
-        let Some(old) = self.lock().draining.get(&port).cloned() else {
-            return Ok(());
+        let (mut held, disks_holders) = {
+            let state = self.lock();
+            let held: Vec<String> = state.draining.get(&port).cloned().into_iter().collect();
+            let mut holders = Vec::new();
+            if let Some(me) = state.devices.iter().find(|d| d.pool.id == device) {
+                for disk in &me.disks {
+                    for other in state.devices.iter().filter(|o| o.pool.id != device) {
+                        if other.disks.contains(disk) {
+                            holders.push(shelf_device_id(&other.pool.id, disk));
+                        }
+                    }
+                }
+            }
+            (held, holders)
         };
+        held.extend(disks_holders);
+        if held.is_empty() {
+            return Ok(());
+        }
         let deadline = std::time::Instant::now() + Duration::from_millis(DETACH_TIMEOUT_MS);
         loop {
             let listed = self
@@ -182,10 +200,15 @@ impl Switch {
                     device: device.into(),
                     source,
                 })?;
-            let present = listed
-                .as_array()
-                .is_some_and(|l| l.iter().any(|e| e["name"] == old.as_str()));
-            if !present {
+            let present: Vec<&String> = held
+                .iter()
+                .filter(|name| {
+                    listed
+                        .as_array()
+                        .is_some_and(|l| l.iter().any(|e| e["name"] == name.as_str()))
+                })
+                .collect();
+            if present.is_empty() {
                 self.lock().draining.remove(&port);
                 return Ok(());
             }
@@ -193,7 +216,9 @@ impl Switch {
                 return Err(refused(
                     "attach",
                     device,
-                    format!("port {port} still holds {old}, pulled but not yet deleted by QEMU"),
+                    format!(
+                        "port {port} or its shelf is still held by {present:?}, pulled but not yet deleted by QEMU"
+                    ),
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -441,7 +466,7 @@ pub fn device_properties(device: &BenchDevice, port: u16) -> (&'static str, Map<
             "virtio-net-pci"
         }
         DeviceKind::Gpu => "bochs-display",
-        DeviceKind::Hba => "mptsas1068",
+        DeviceKind::Hba => "virtio-scsi-pci",
     };
     (driver, properties)
 }

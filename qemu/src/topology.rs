@@ -57,7 +57,9 @@ pub enum DeviceKind {
     Nic,
     /// `-device bochs-display` (class 0x0300) standing in for a GPU.
     Gpu,
-    /// `-device mptsas1068` standing in for a SAS HBA.
+    /// `-device virtio-scsi-pci` (a SCSI storage controller, class 0x0100) standing in for a SAS
+    /// HBA, with its shelf disks as `scsi-hd` behind it. (QEMU's `mptsas1068` was the first
+    /// choice: hot-added, the guest's mptsas driver binds but its SAS discovery finds no disk.)
     Hba,
 }
 
@@ -348,7 +350,7 @@ pub fn emulated_ids(kind: DeviceKind) -> (u16, u16, Option<ClassCode>) {
         DeviceKind::Nvme => (0x1b36, 0x0010, None),
         DeviceKind::Nic => (0x1af4, 0x1000, Some(ClassCode::ETHERNET)),
         DeviceKind::Gpu => (0x1234, 0x1111, Some(ClassCode(0x038000))),
-        DeviceKind::Hba => (0x1000, 0x0054, Some(ClassCode(0x010000))),
+        DeviceKind::Hba => (0x1af4, 0x1048, Some(ClassCode(0x010000))),
     }
 }
 

@@ -331,7 +331,7 @@ fn a_gateway_mirror_survives_a_failing_drive_with_its_files() -> Result<()> {
 const SHELF_UUID: &str = "5e1f0a7c-2b4d-4c8e-9a61-0d3b7f2e8c15";
 const MEDIA: &str = "/srv/media";
 
-/// Two HBAs (mptsas1068) reaching the same shelf disk, a dual-ported SAS shelf.
+/// Two HBAs (the bench's virtio-scsi-pci) reaching the same shelf disk, a dual-ported shelf.
 fn shelf_topology() -> Result<qemu::BenchTopology> {
     let hbas: String = (0..2)
         .map(|i| {
@@ -341,7 +341,7 @@ fn shelf_topology() -> Result<qemu::BenchTopology> {
 id = "hba-{i}"
 class = 0x010000
 serial = "POOLHBA000{i}"
-model = "LSI SAS1068"
+model = "virtio-scsi"
 switch = "sw0"
 disks = ["shelf-0"]
 "#

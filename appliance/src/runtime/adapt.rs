@@ -153,7 +153,7 @@ mod tests {
             (0x010802, DeviceKind::Nvme),
             (0x020000, DeviceKind::Nic),
             (0x020700, DeviceKind::Nic),
-            // QEMU's mptsas1068, the bench's HBA, is a SCSI controller.
+            // QEMU's virtio-scsi-pci, the bench's HBA, is a SCSI controller.
             (0x010000, DeviceKind::Hba),
             (0x010400, DeviceKind::Hba),
             (0x010700, DeviceKind::Hba),

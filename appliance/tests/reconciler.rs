@@ -479,6 +479,69 @@ fn rule_20_md_refuses_the_new_member(b: &mut Bench) -> Ends {
     ends(&done)
 }
 
+const SHELF_UUID: &str = "5e1f0a7c-2b4d-4c8e-9a61-0d3b7f2e8c15";
+
+/// The shelf's filesystem mounted from behind hba-0, then a failover of hba-0 to hba-1
+/// journaled.
+fn hba_failover(b: &mut Bench) -> Operation {
+    b.composed(&[("hba-0", 5)]);
+    let op = b.state.next_operation;
+    let mount = MountSpec {
+        source: MountSource::Disk {
+            hba: "hba-0".into(),
+            uuid: SHELF_UUID.into(),
+        },
+        target: "/srv/media".into(),
+        filesystem: "ext4".into(),
+        options: String::new(),
+    };
+    b.apply(Event::MountRequested {
+        op,
+        system: "s".into(),
+        mount: Box::new(mount),
+        made: Made::default(),
+    });
+    let mounted = b.op();
+    assert_eq!(b.run(&mounted).result, Ok(()));
+    b.apply(Event::MountCompleted { op: mounted.id });
+    let op = b.state.next_operation;
+    b.apply(Event::FailoverRequested {
+        op,
+        system: "s".into(),
+        from: "hba-0".into(),
+        to: "hba-1".into(),
+        port: PortId(7),
+        made: Made::default(),
+    });
+    b.op()
+}
+
+fn rule_21_disk_mounted_from_the_standby(b: &mut Bench) -> Ends {
+    let op = hba_failover(b);
+    let done = b.run(&op);
+    assert_eq!((b.port("hba-0"), b.port("hba-1")), (None, Some(7)));
+    let address = appliance::testing::sim::address_of_slot(7);
+    let behind_standby = format!("/dev/sim-disk-{:02x}-{SHELF_UUID}", address.bus);
+    assert_eq!(
+        b.volumes.mounts().get(Path::new("/srv/media")),
+        Some(&behind_standby),
+        "{done:?}"
+    );
+    ends(&done)
+}
+
+fn rule_22_no_filesystem_behind_the_standby(b: &mut Bench) -> Ends {
+    let op = hba_failover(b);
+    b.volumes.refuse("filesystem_behind");
+    let done = b.run(&op);
+    assert_eq!(
+        (b.port("hba-0"), b.port("hba-1")),
+        (Some(5), None),
+        "the standby is detached: {done:?}"
+    );
+    ends(&done)
+}
+
 fn scenario(rule: u8) -> Ends {
     let mut bench = Bench::new();
     let b = &mut bench;
@@ -503,6 +566,8 @@ fn scenario(rule: u8) -> Ends {
         18 => rule_18_volumes_refuse(b),
         19 => rule_19_mirror_member_replaced(b),
         20 => rule_20_md_refuses_the_new_member(b),
+        21 => rule_21_disk_mounted_from_the_standby(b),
+        22 => rule_22_no_filesystem_behind_the_standby(b),
         other => panic!("rule {other} has no scenario"),
     }
 }

@@ -39,8 +39,9 @@ pub const ROUNDS: usize = 5;
 const SYSTEM: &str = "fo-1";
 const GATEWAY: &str = "gw-1";
 const MIRROR: &str = "/srv/bench";
-/// The gateway's drives: small, so that md rebuilds one in seconds under TCG.
-const MIRROR_DRIVE_BYTES: u64 = 128 << 20;
+/// The gateway's drives: large enough that md's rebuild outlasts a sweep of the monitor (so that
+/// `rebuilding` is seen), small enough to rebuild in seconds under TCG.
+const MIRROR_DRIVE_BYTES: u64 = 512 << 20;
 const SHELF: &str = "/srv/shelf";
 /// The shelf disk's filesystem, made by [`prepare`] before the boot.
 pub const SHELF_UUID: &str = "0b5e7a3c-91d4-4f6e-8c2a-5d7e9f1a3b64";

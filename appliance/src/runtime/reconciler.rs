@@ -29,6 +29,8 @@
 //! | 18   | mount     | the volumes refuse a step (md, mkfs, mount) | nothing                                      | MountFailed `volume_failed`      |
 //! | 19   | failover  | a mirror's member; replacement bound       | fail the old member out, add the replacement (md rebuilds), detach the old | FailoverCompleted |
 //! | 20   | failover  | a mirror's member; md refuses the new one  | detach the replacement                        | FailoverFailed `volume_failed`   |
+//! | 21   | failover  | an HBA under a disk mount; standby bound   | unmount lazily, find the filesystem by UUID behind the standby, mount it, detach the old | FailoverCompleted |
+//! | 22   | failover  | an HBA under a disk mount; no such filesystem behind the standby | detach the replacement | FailoverFailed `volume_failed` |
 //!
 //! Drift (a device attached where State says free, or the reverse) is repaired by `drift`;
 //! host observations become commands in `monitor`.
@@ -117,7 +119,7 @@ pub struct Rule {
 }
 
 /// The table above, row by row.
-pub const RULES: [Rule; 20] = [
+pub const RULES: [Rule; 22] = [
     Rule {
         id: 1,
         operation: "compose",
@@ -236,6 +238,18 @@ pub const RULES: [Rule; 20] = [
         id: 20,
         operation: "failover",
         finds: "a mirror's member; md refuses the new one",
+        ends: Ends::Failed("volume_failed"),
+    },
+    Rule {
+        id: 21,
+        operation: "failover",
+        finds: "an HBA under a disk mount; standby bound",
+        ends: Ends::Completed,
+    },
+    Rule {
+        id: 22,
+        operation: "failover",
+        finds: "an HBA under a disk mount; no such filesystem behind the standby",
         ends: Ends::Failed("volume_failed"),
     },
 ];

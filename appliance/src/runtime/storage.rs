@@ -2,12 +2,13 @@
 //! composed NVMe drives with a filesystem mounted at the mount's target; a disk mount is a
 //! filesystem found by its UUID on the disks behind the gateway's storage HBA (a dual-ported
 //! shelf: a standby HBA reaches the same disks, and a failover of the HBA mounts it again from
-//! there). The reconciler makes
-//! it (`mount`), takes it down (`unmount`) and, in a failover of one of its drives, fails the
-//! old member out and adds the replacement (`move_mounts`: md rebuilds onto it while the
-//! filesystem stays mounted). After a reboot `restore` assembles and mounts again what State
-//! says is mounted, and `release` puts them away when the service stops; `conditions` reads md and mountinfo for the monitor, which journals a
-//! change (clean, rebuilding, degraded, unmounted).
+//! there). The reconciler makes a mount (`mount`), takes it down (`unmount`) and, in a failover
+//! of one of its devices, moves it (`move_mounts`: a mirror fails the old member out and adds
+//! the replacement, md rebuilding onto it while the filesystem stays mounted; a disk is mounted
+//! again from behind the standby HBA). After a reboot `restore` assembles and mounts again what
+//! State says is mounted, and `release` puts it all away when the service stops; `conditions`
+//! reads md and mountinfo for the monitor, which journals a change (clean, rebuilding,
+//! degraded, unmounted).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -87,22 +88,16 @@ fn member_path(
     device: &DeviceId,
     timeout: Duration,
 ) -> Result<Option<PathBuf>, Failure> {
-    let Some(attachment) = system.devices.get(device) else {
-        return Ok(None);
-    };
-    let Some(slot) = state.ports.get(&attachment.port).map(|p| p.slot) else {
-        return Ok(None);
-    };
-    let Ok(seen) = drivers.host.wait_for_device(slot, Duration::ZERO) else {
+    let Some(address) = address_of(drivers, state, system, device) else {
         return Ok(None);
     };
     drivers
         .volumes
-        .namespace(seen.address, MEMBER_NAMESPACE, timeout)
+        .namespace(address, MEMBER_NAMESPACE, timeout)
         .map(Some)
-        .map_err(|e| Failure::NotInSlot {
-            device: device.clone(),
-            slot,
+        .map_err(|e| Failure::Volume {
+            target: device.to_string(),
+            step: "find the drive's namespace".into(),
             reason: drivers::error_chain(&e),
         })
 }

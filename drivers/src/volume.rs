@@ -87,6 +87,16 @@ pub struct MirrorMember {
     pub device: PathBuf,
     /// md's state words, e.g. "in_sync", "faulty", "spare".
     pub state: String,
+    /// Its block device's number ("259:3"), None when that device is gone (pulled: its name
+    /// may already belong to another drive).
+    pub number: Option<String>,
+}
+
+impl MirrorMember {
+    /// Whether md holds it failed or its device is gone.
+    pub fn lost(&self) -> bool {
+        self.state.contains("faulty") || self.number.is_none()
+    }
 }
 
 /// A mirror's condition as md shows it.
@@ -108,7 +118,10 @@ impl MirrorStatus {
     pub fn clean(&self) -> bool {
         self.degraded == 0
             && self.sync_action == "idle"
-            && self.members.iter().all(|m| m.state.contains("in_sync"))
+            && self
+                .members
+                .iter()
+                .all(|m| m.state.contains("in_sync") && !m.lost())
     }
 }
 
@@ -198,6 +211,14 @@ impl LinuxVolumes {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// The number ("259:3") of the block device `device` names, read from sysfs.
+    fn number_of(&self, device: &Path) -> Option<String> {
+        let name = block_name(device);
+        sysfs::read_optional(&under(&self.root, &format!("sys/class/block/{name}/dev")))
+            .ok()
+            .flatten()
+    }
+
     /// Whether mdadm finds an md superblock on `member`.
     fn has_superblock(&self, member: &Path) -> bool {
         self.mdadm(&["--examine", &member.to_string_lossy()])
@@ -232,9 +253,13 @@ impl LinuxVolumes {
                 continue;
             };
             let state = sysfs::read(&dir.join(&entry).join("state"))?;
+            let number = sysfs::read_optional(&dir.join(&entry).join("block/dev"))
+                .ok()
+                .flatten();
             members.push(MirrorMember {
                 device: PathBuf::from("/dev").join(member),
                 state,
+                number,
             });
         }
         let degraded_path = dir.join("degraded");
@@ -375,18 +400,21 @@ impl Volumes for LinuxVolumes {
         let md = array.to_string_lossy().into_owned();
         let status = self.mirror(array)?;
         if let Some(member) = member {
-            if status.members.iter().any(|m| m.device == member) {
+            let number = self.number_of(member);
+            if status
+                .members
+                .iter()
+                .any(|m| !m.lost() && m.number == number)
+            {
                 let path = member.to_string_lossy().into_owned();
                 self.mdadm(&["--manage", &md, "--fail", &path, "--remove", &path])?;
                 info!(array = %md, member = %path, "member failed out of the mirror");
             }
         }
-        // What md holds failed, or whose device node is gone (a drive pulled from its slot).
+        // What md holds failed, or whose device is gone (a drive pulled from its slot; mdadm's
+        // `detached` finds it by its number, not by a name another drive may have taken).
         let status = self.mirror(array)?;
-        let gone = status.members.iter().any(|m| {
-            m.state.contains("faulty") || !under(&self.root, &m.device.to_string_lossy()).exists()
-        });
-        if gone {
+        if status.members.iter().any(MirrorMember::lost) {
             self.mdadm(&[
                 "--manage", &md, "--fail", "detached", "--remove", "detached", "--remove", "failed",
             ])?;
@@ -396,7 +424,8 @@ impl Volumes for LinuxVolumes {
 
     fn add_member(&self, array: &Path, member: &Path) -> Result<(), VolumeError> {
         let status = self.mirror(array)?;
-        if status.members.iter().any(|m| m.device == member) {
+        let number = self.number_of(member);
+        if number.is_some() && status.members.iter().any(|m| m.number == number) {
             return Ok(());
         }
         let md = array.to_string_lossy().into_owned();
@@ -719,9 +748,18 @@ mod tests {
     fn a_mirror_is_read_from_md_sysfs() {
         let root = tempfile::tempdir().unwrap();
         let md = root.path().join("sys/class/block/md127/md");
-        for (member, state) in [("nvme0n1", "in_sync"), ("nvme2n1", "spare")] {
+        for (member, state) in [
+            ("nvme0n1", "in_sync"),
+            ("nvme2n1", "spare"),
+            ("nvme1n1", "in_sync"),
+        ] {
             std::fs::create_dir_all(md.join(format!("dev-{member}"))).unwrap();
             std::fs::write(md.join(format!("dev-{member}/state")), format!("{state}\n")).unwrap();
+            if member != "nvme1n1" {
+                // nvme1n1 was pulled: md still lists it, its block device is gone.
+                std::fs::create_dir_all(md.join(format!("dev-{member}/block"))).unwrap();
+                std::fs::write(md.join(format!("dev-{member}/block/dev")), "259:1\n").unwrap();
+            }
             let holders = root
                 .path()
                 .join(format!("sys/class/block/{member}/holders/md127"));
@@ -740,7 +778,10 @@ mod tests {
         assert_eq!(status.sync_action, "recover");
         assert_eq!(status.sync_completed, Some((1024, 4096)));
         assert!(!status.clean());
-        assert_eq!(status.members.len(), 2);
+        assert_eq!(status.members.len(), 3);
+        let lost: Vec<_> = status.members.iter().filter(|m| m.lost()).collect();
+        assert_eq!(lost.len(), 1, "{status:?}");
+        assert_eq!(lost[0].device, Path::new("/dev/nvme1n1"));
         assert!(volumes
             .mirror_of(Path::new("/dev/nvme5n1"))
             .unwrap()

@@ -7,7 +7,12 @@
 //! appliance fails it out of the array, composes the spare, adds it and md rebuilds onto it
 //! while the filesystem stays mounted (mountinfo is read at every sweep and any other condition
 //! than mounted would be journaled). After the rebuild, the spare's image alone holds the files,
-//! with the same sums.
+//! with the same sums. A second test does the same for the gateway's disk behind an HBA: the HBA
+//! pulled, the standby HBA mounts the filesystem again.
+//!
+//! Not here: a mirror member pulled from its slot. Removing the pulled member from the array
+//! drops the last reference to its controller, and the guest's Linux 6.1 nvme driver then faults
+//! in `nvme_dbbuf_dma_free` (an oops in mdadm's ioctl, seen when this test pulled one).
 
 use std::path::Path;
 use std::process::Command;

@@ -117,6 +117,7 @@ impl Volumes for SimVolumes {
             .map(|device| MirrorMember {
                 device: device.clone(),
                 state: "in_sync".into(),
+                number: Some(device.display().to_string()),
             })
             .collect();
         inner.arrays.insert(array.clone(), members);
@@ -159,6 +160,7 @@ impl Volumes for SimVolumes {
             members.push(MirrorMember {
                 device: member.to_path_buf(),
                 state: "in_sync".into(),
+                number: Some(member.display().to_string()),
             });
         }
         Ok(())

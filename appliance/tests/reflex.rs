@@ -39,12 +39,16 @@ fn order(client: &mut Client, verb: Verb) -> Reply {
 }
 
 fn compose(client: &mut Client, system: &str, devices: &[&str]) {
+    compose_as(client, system, Role::RenderNode, devices);
+}
+
+fn compose_as(client: &mut Client, system: &str, role: Role, devices: &[&str]) {
     let verb = Verb::Compose {
         system: system.into(),
         selection: Selection::Specific(devices.iter().map(|d| (*d).into()).collect()),
         create: Some(NewSystem {
             tenant: "studio".into(),
-            role: Role::RenderNode,
+            role,
         }),
         tenant: None,
         reservation: None,
@@ -293,7 +297,6 @@ fn a_pulled_drive_is_replaced_by_the_appliance_and_only_once() {
 #[test]
 fn a_gateway_mirror_fails_over_with_its_mount() {
     use appliance::api::views::MountSourceView;
-    use appliance::decide::command::NewSystem;
     use appliance::model::{MountSource, MountSpec};
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -306,19 +309,6 @@ fn a_gateway_mirror_fails_over_with_its_mount() {
             name: "studio".into(),
         },
     );
-    let compose_as = |client: &mut Client, name: &str, role: Role, devices: &[&str]| {
-        let verb = Verb::Compose {
-            system: name.into(),
-            selection: Selection::Specific(devices.iter().map(|d| (*d).into()).collect()),
-            create: Some(NewSystem {
-                tenant: "studio".into(),
-                role,
-            }),
-            tenant: None,
-            reservation: None,
-        };
-        order(client, verb);
-    };
     compose_as(&mut client, "nas", Role::NasGateway, &["nvme-0", "nvme-1"]);
     compose_as(&mut client, "rn", Role::RenderNode, &["nvme-2"]);
     let mirror = |devices: &[&str]| MountSpec {

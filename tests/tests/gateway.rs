@@ -112,6 +112,32 @@ fn order_waited(client: &Client, verb: Verb) -> Result<()> {
     Ok(())
 }
 
+/// The tenant "studio" and its gateway holding `devices`.
+fn create_gateway(client: &Client, devices: &[&str]) -> Result<()> {
+    call(
+        client,
+        &Request::order(
+            Verb::CreateTenant {
+                name: "studio".into(),
+            },
+            Meta::default(),
+        ),
+    )?;
+    order_waited(
+        client,
+        Verb::Compose {
+            system: GATEWAY.into(),
+            selection: Selection::Specific(devices.iter().map(|d| (*d).into()).collect()),
+            create: Some(NewSystem {
+                tenant: "studio".into(),
+                role: Role::NasGateway,
+            }),
+            tenant: None,
+            reservation: None,
+        },
+    )
+}
+
 /// The test's files: name and content (a few sizes, none all zeros).
 fn files() -> Vec<(String, Vec<u8>)> {
     [
@@ -210,28 +236,7 @@ fn a_gateway_mirror_survives_a_failing_drive_with_its_files() -> Result<()> {
     let paths = qemu::RunPaths::new(&run_dir);
     let first = boot(options.clone())?;
     let client = api(&first.vm)?;
-    call(
-        &client,
-        &Request::order(
-            Verb::CreateTenant {
-                name: "studio".into(),
-            },
-            Meta::default(),
-        ),
-    )?;
-    order_waited(
-        &client,
-        Verb::Compose {
-            system: GATEWAY.into(),
-            selection: Selection::Specific(vec!["nvme-0".into(), "nvme-1".into()]),
-            create: Some(NewSystem {
-                tenant: "studio".into(),
-                role: Role::NasGateway,
-            }),
-            tenant: None,
-            reservation: None,
-        },
-    )?;
+    create_gateway(&client, &["nvme-0", "nvme-1"])?;
     let made = Instant::now();
     order_waited(
         &client,
@@ -389,19 +394,19 @@ fn make_shelf_disk(image: &Path, scratch: &Path) -> Result<Vec<(String, String)>
     Ok(sums)
 }
 
-/// The disk mount's source and condition, once the gateway is idle.
-fn disk_mount(client: &Client) -> Result<Option<(String, Option<String>)>> {
-    let system = gateway(client)?;
-    let Some(mount) = system.mounts.into_iter().find(|m| m.target == MEDIA) else {
-        bail!("{GATEWAY} has no mount at {MEDIA}")
-    };
-    let MountSourceView::Disk { hba, .. } = &mount.source else {
-        bail!("not a disk mount: {mount:?}")
-    };
-    Ok(system
-        .pending
-        .is_none()
-        .then(|| (hba.to_string(), mount.condition.clone())))
+/// Waits until the gateway is idle with its disk mount on `hba` and journaled clean.
+fn wait_mounted_from(client: &Client, hba: &str, what: &str) -> Result<()> {
+    wait_until(Duration::from_millis(BOOT_TIMEOUT_MS), what, || {
+        let system = gateway(client)?;
+        let Some(mount) = system.mounts.into_iter().find(|m| m.target == MEDIA) else {
+            bail!("{GATEWAY} has no mount at {MEDIA}")
+        };
+        let MountSourceView::Disk { hba: on, .. } = &mount.source else {
+            bail!("not a disk mount: {mount:?}")
+        };
+        let clean = mount.condition.as_deref() == Some("clean");
+        Ok((system.pending.is_none() && on.as_str() == hba && clean).then_some(()))
+    })
 }
 
 /// The gateway's HBA is pulled from its slot: the appliance composes the standby HBA, the
@@ -420,29 +425,7 @@ fn a_gateway_disk_comes_back_through_the_standby_hba() -> Result<()> {
     let sums = make_shelf_disk(&shelf, &run_dir.join("written"))?;
     let booted = boot(options.clone())?;
     let client = api(&booted.vm)?;
-    call(
-        &client,
-        &Request::order(
-            Verb::CreateTenant {
-                name: "studio".into(),
-            },
-            Meta::default(),
-        ),
-    )?;
-    order_waited(
-        &client,
-        Verb::Compose {
-            system: GATEWAY.into(),
-            selection: Selection::Specific(vec!["hba-0".into()]),
-            create: Some(NewSystem {
-                tenant: "studio".into(),
-                role: Role::NasGateway,
-            }),
-            tenant: None,
-            reservation: None,
-        },
-    )
-    .with_context(|| tail(&booted.vm))?;
+    create_gateway(&client, &["hba-0"]).with_context(|| tail(&booted.vm))?;
     order_waited(
         &client,
         Verb::Mount {
@@ -459,25 +442,15 @@ fn a_gateway_disk_comes_back_through_the_standby_hba() -> Result<()> {
         },
     )
     .with_context(|| tail(&booted.vm))?;
-    wait_until(
-        Duration::from_millis(BOOT_TIMEOUT_MS),
-        "the disk mounted from hba-0",
-        || {
-            Ok(disk_mount(&client)?
-                .filter(|(hba, c)| hba == "hba-0" && c.as_deref() == Some("clean")))
-        },
-    )
-    .with_context(|| tail(&booted.vm))?;
+    wait_mounted_from(&client, "hba-0", "the disk mounted from hba-0")
+        .with_context(|| tail(&booted.vm))?;
 
     let pulled = Instant::now();
     booted.vm.fabric().surprise_remove("hba-0")?;
-    wait_until(
-        Duration::from_millis(BOOT_TIMEOUT_MS),
+    wait_mounted_from(
+        &client,
+        "hba-1",
         "the disk mounted again from the standby hba-1",
-        || {
-            Ok(disk_mount(&client)?
-                .filter(|(hba, c)| hba == "hba-1" && c.as_deref() == Some("clean")))
-        },
     )
     .with_context(|| {
         let of = HistoryOf::System(GATEWAY.into());
@@ -505,15 +478,8 @@ fn a_gateway_disk_comes_back_through_the_standby_hba() -> Result<()> {
 
     let second = boot(options)?;
     let client = api(&second.vm)?;
-    wait_until(
-        Duration::from_millis(BOOT_TIMEOUT_MS),
-        "the disk mounted again after the reboot",
-        || {
-            Ok(disk_mount(&client)?
-                .filter(|(hba, c)| hba == "hba-1" && c.as_deref() == Some("clean")))
-        },
-    )
-    .with_context(|| tail(&second.vm))?;
+    wait_mounted_from(&client, "hba-1", "the disk mounted again after the reboot")
+        .with_context(|| tail(&second.vm))?;
     drop(client);
     power_off(second.vm)?;
 

@@ -141,48 +141,68 @@ fn array_of(
         .map_err(|e| failure(target, "start the mirror", &e))
 }
 
-/// Makes a mount of this server: the mirror over every one of its drives, or the filesystem
-/// behind its HBA, mounted at its target.
-pub(super) fn mount(
+/// How a mount waits for its devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// A mount operation: every drive of a mirror, waiting for the kernel within the limits.
+    Patient,
+    /// A restore: what is in its slot now (a mirror assembled degraded); nothing waited for.
+    Now,
+}
+
+/// Mounts a mount of this server (a mirror or a disk) at its target: the mirror over its drives
+/// (formatted when blank) or the filesystem behind its HBA (never formatted). Ok(false) when a
+/// restore finds none of a mirror's drives in its slot; a namespace or an export is the
+/// system's own business (Ok(true), nothing done).
+fn mount_here(
     drivers: &Drivers,
     state: &State,
-    system: &str,
+    system: &System,
     source: &MountSource,
     spec: (&str, &str, &str),
-) -> Result<(), Failure> {
+    wait: Wait,
+) -> Result<bool, Failure> {
     let (target, filesystem, options) = spec;
-    let system = state
-        .systems
-        .get(system)
-        .ok_or_else(|| Failure::Inconsistent {
-            what: format!("system {system}"),
-        })?;
-    let timeout = Duration::from_millis(drivers.limits.bind_timeout_ms);
+    let limit = |ms| match wait {
+        Wait::Patient => Duration::from_millis(ms),
+        Wait::Now => Duration::ZERO,
+    };
     let (device, format_blank) = match source {
         MountSource::Mirror { devices } => {
-            let mut members = Vec::new();
-            for device in devices {
-                let path = member_path(drivers, state, system, device, timeout)?;
-                let path = path.ok_or_else(|| Failure::NotInSlot {
-                    device: device.clone(),
-                    slot: system
-                        .devices
-                        .get(device)
-                        .and_then(|a| state.ports.get(&a.port))
-                        .map_or(0, |p| p.slot),
-                    reason: "a mirror is made over drives in their slots".into(),
-                })?;
-                members.push(path);
+            let members = match wait {
+                Wait::Patient => {
+                    let timeout = limit(drivers.limits.bind_timeout_ms);
+                    let mut members = Vec::new();
+                    for device in devices {
+                        let path = member_path(drivers, state, system, device, timeout)?;
+                        members.push(path.ok_or_else(|| {
+                            Failure::NotInSlot {
+                                device: device.clone(),
+                                slot: system
+                                    .devices
+                                    .get(device)
+                                    .and_then(|a| state.ports.get(&a.port))
+                                    .map_or(0, |p| p.slot),
+                                reason: "a mirror is made over drives in their slots".into(),
+                            }
+                        })?);
+                    }
+                    members
+                }
+                Wait::Now => present_members(drivers, state, system, devices),
+            };
+            if members.is_empty() {
+                return Ok(false);
             }
             let name = mirror_name(&system.name, target);
             (array_of(drivers, &name, target, &members)?, true)
         }
         MountSource::Disk { hba, uuid } => {
-            let timeout = Duration::from_millis(drivers.limits.attach_timeout_ms);
+            let timeout = limit(drivers.limits.attach_timeout_ms);
             let path = disk_path(drivers, state, system, (hba, uuid, target), timeout)?;
             (path, false)
         }
-        MountSource::Namespace { .. } | MountSource::Export { .. } => return Ok(()),
+        MountSource::Namespace { .. } | MountSource::Export { .. } => return Ok(true),
     };
     drivers
         .volumes
@@ -195,7 +215,25 @@ pub(super) fn mount(
         )
         .map_err(|e| failure(target, "mount", &e))?;
     info!(system = %system.name, target, device = %device.display(), "mounted on this server");
-    Ok(())
+    Ok(true)
+}
+
+/// Makes a mount of this server: the mirror over every one of its drives, or the filesystem
+/// behind its HBA, mounted at its target.
+pub(super) fn mount(
+    drivers: &Drivers,
+    state: &State,
+    system: &str,
+    source: &MountSource,
+    spec: (&str, &str, &str),
+) -> Result<(), Failure> {
+    let system = state
+        .systems
+        .get(system)
+        .ok_or_else(|| Failure::Inconsistent {
+            what: format!("system {system}"),
+        })?;
+    mount_here(drivers, state, system, source, spec, Wait::Patient).map(|_| ())
 }
 
 /// Unmounts `target` (a mount of this server) and stops its mirror, if it is one.
@@ -328,62 +366,30 @@ fn remount(
     Ok(())
 }
 
-/// Assembles and mounts again every mirror State says is mounted and this server does not show
-/// mounted (after a reboot); a system with an operation in flight is left to it.
+/// Assembles and mounts again every mirror and disk State says is mounted and this server does
+/// not show mounted (after a reboot); a system with an operation in flight is left to it.
 pub fn restore(drivers: &Drivers, state: &State) {
     for system in state.systems.values().filter(|s| s.pending.is_none()) {
         for mount in system.mounts.values() {
             if mount.state != MountState::Mounted || !mount.source.is_local() {
                 continue;
             }
-            let target = Path::new(&mount.target);
-            if matches!(drivers.volumes.mounted(target), Ok(Some(_))) {
+            if matches!(
+                drivers.volumes.mounted(Path::new(&mount.target)),
+                Ok(Some(_))
+            ) {
                 continue;
             }
-            if let MountSource::Disk { hba, uuid } = &mount.source {
-                let spec = (hba, uuid.as_str(), mount.target.as_str());
-                let restored =
-                    disk_path(drivers, state, system, spec, Duration::ZERO).and_then(|device| {
-                        drivers
-                            .volumes
-                            .mount(&device, target, &mount.filesystem, &mount.options, false)
-                            .map_err(|e| failure(&mount.target, "mount", &e))
-                    });
-                match restored {
-                    Ok(()) => {
-                        info!(system = %system.name, target = %mount.target, "disk mounted again")
-                    }
-                    Err(e) => {
-                        warn!(system = %system.name, target = %mount.target, error = %e, "disk not mounted; tried again at the next sync")
-                    }
-                }
-                continue;
-            }
-            let MountSource::Mirror { devices } = &mount.source else {
-                continue;
-            };
-            let members = present_members(drivers, state, system, devices);
-            if members.is_empty() {
-                continue;
-            }
-            let restored = array_of(
-                drivers,
-                &mirror_name(&system.name, &mount.target),
-                &mount.target,
-                &members,
-            )
-            .and_then(|array| {
-                drivers
-                    .volumes
-                    .mount(&array, target, &mount.filesystem, &mount.options, true)
-                    .map_err(|e| failure(&mount.target, "mount the mirror", &e))
-            });
-            match restored {
-                Ok(()) => {
-                    info!(system = %system.name, target = %mount.target, "mirror mounted again")
-                }
+            let spec = (
+                mount.target.as_str(),
+                mount.filesystem.as_str(),
+                mount.options.as_str(),
+            );
+            match mount_here(drivers, state, system, &mount.source, spec, Wait::Now) {
+                Ok(true) => info!(system = %system.name, target = %mount.target, "mounted again"),
+                Ok(false) => {}
                 Err(e) => {
-                    warn!(system = %system.name, target = %mount.target, error = %e, "mirror not restored; tried again at the next sync")
+                    warn!(system = %system.name, target = %mount.target, error = %e, "not mounted again; tried again at the next sync")
                 }
             }
         }

@@ -73,13 +73,27 @@ impl SimVolumes {
             .map(|(array, _)| array.clone())
     }
 
+    fn no_array(array: &Path) -> VolumeError {
+        VolumeError::NoArray {
+            device: array.display().to_string(),
+        }
+    }
+
+    fn members_mut<'a>(
+        inner: &'a mut Inner,
+        array: &Path,
+    ) -> Result<&'a mut Vec<MirrorMember>, VolumeError> {
+        inner
+            .arrays
+            .get_mut(array)
+            .ok_or_else(|| SimVolumes::no_array(array))
+    }
+
     fn status(inner: &Inner, array: &Path) -> Result<MirrorStatus, VolumeError> {
         let members = inner
             .arrays
             .get(array)
-            .ok_or_else(|| VolumeError::NoArray {
-                device: array.display().to_string(),
-            })?;
+            .ok_or_else(|| SimVolumes::no_array(array))?;
         Ok(MirrorStatus {
             device: array.to_path_buf(),
             members: members.clone(),
@@ -138,24 +152,14 @@ impl Volumes for SimVolumes {
 
     fn remove_member(&self, array: &Path, member: Option<&Path>) -> Result<(), VolumeError> {
         let mut inner = self.check("remove_member")?;
-        let members = inner
-            .arrays
-            .get_mut(array)
-            .ok_or_else(|| VolumeError::NoArray {
-                device: array.display().to_string(),
-            })?;
+        let members = SimVolumes::members_mut(&mut inner, array)?;
         members.retain(|m| Some(m.device.as_path()) != member);
         Ok(())
     }
 
     fn add_member(&self, array: &Path, member: &Path) -> Result<(), VolumeError> {
         let mut inner = self.check("add_member")?;
-        let members = inner
-            .arrays
-            .get_mut(array)
-            .ok_or_else(|| VolumeError::NoArray {
-                device: array.display().to_string(),
-            })?;
+        let members = SimVolumes::members_mut(&mut inner, array)?;
         if !members.iter().any(|m| m.device == member) {
             members.push(MirrorMember {
                 device: member.to_path_buf(),

@@ -125,13 +125,26 @@ fn run(command: &mut Command) -> Result<(), HostError> {
     Ok(())
 }
 
-/// KVM when it really runs a q35 vCPU here (an openable /dev/kvm is not enough: some nested
-/// hosts abort at the first vCPU reset), else TCG. Probed once per process: where the probe VM
-/// hangs instead of failing, a probe costs up to `KVM_PROBE_TIMEOUT_MS`, and the bench and each
-/// test binary boot several VMs.
+/// The environment variable that asks for KVM (`kvm`); TCG otherwise.
+pub const ACCEL_VARIABLE: &str = "APPLIANCE_QEMU_ACCEL";
+
+/// TCG, unless `APPLIANCE_QEMU_ACCEL=kvm` asks for KVM and KVM really runs a q35 vCPU here (an
+/// openable /dev/kvm is not enough: some nested hosts abort at the first vCPU reset, and some
+/// boot the guest's kernel and then stop it with "KVM internal error ... emulation failure" at
+/// its first `lock cmpxchg16b`, which no quick probe meets). TCG is slower but the same on
+/// every machine, so the figures of two runs compare. Probed once per process: where the probe
+/// VM hangs instead of failing, a probe costs up to `KVM_PROBE_TIMEOUT_MS`, and the bench and
+/// each test binary boot several VMs.
 pub fn probe_accel(qemu: &Path) -> Accel {
     static PROBED: std::sync::OnceLock<Accel> = std::sync::OnceLock::new();
-    *PROBED.get_or_init(|| probe_accel_now(qemu))
+    *PROBED.get_or_init(|| match std::env::var(ACCEL_VARIABLE).as_deref() {
+        Ok("kvm") => probe_accel_now(qemu),
+        Ok("tcg") | Err(_) => Accel::Tcg,
+        Ok(other) => {
+            tracing::warn!(value = other, "{ACCEL_VARIABLE} is kvm or tcg; using TCG");
+            Accel::Tcg
+        }
+    })
 }
 
 fn probe_accel_now(qemu: &Path) -> Accel {

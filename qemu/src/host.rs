@@ -126,7 +126,7 @@ fn run(command: &mut Command) -> Result<(), HostError> {
 }
 
 /// The environment variable that asks for KVM (`kvm`); TCG otherwise.
-pub const ACCEL_VARIABLE: &str = "APPLIANCE_QEMU_ACCEL";
+const ACCEL_VARIABLE: &str = "APPLIANCE_QEMU_ACCEL";
 
 /// TCG, unless `APPLIANCE_QEMU_ACCEL=kvm` asks for KVM and KVM really runs a q35 vCPU here (an
 /// openable /dev/kvm is not enough: some nested hosts abort at the first vCPU reset, and some
@@ -137,14 +137,27 @@ pub const ACCEL_VARIABLE: &str = "APPLIANCE_QEMU_ACCEL";
 /// each test binary boot several VMs.
 pub fn probe_accel(qemu: &Path) -> Accel {
     static PROBED: std::sync::OnceLock<Accel> = std::sync::OnceLock::new();
-    *PROBED.get_or_init(|| match std::env::var(ACCEL_VARIABLE).as_deref() {
-        Ok("kvm") => probe_accel_now(qemu),
-        Ok("tcg") | Err(_) => Accel::Tcg,
-        Ok(other) => {
-            tracing::warn!(value = other, "{ACCEL_VARIABLE} is kvm or tcg; using TCG");
+    *PROBED.get_or_init(|| {
+        let asked = std::env::var(ACCEL_VARIABLE).ok();
+        if asks_for_kvm(asked.as_deref()) {
+            probe_accel_now(qemu)
+        } else {
             Accel::Tcg
         }
     })
+}
+
+/// Whether the accelerator variable's value asks for KVM (anything but `kvm`, `tcg` or unset is
+/// warned about and read as TCG).
+fn asks_for_kvm(value: Option<&str>) -> bool {
+    match value {
+        Some("kvm") => true,
+        None | Some("tcg") => false,
+        Some(other) => {
+            tracing::warn!(value = other, "{ACCEL_VARIABLE} takes kvm or tcg; using TCG");
+            false
+        }
+    }
 }
 
 fn probe_accel_now(qemu: &Path) -> Accel {
@@ -209,6 +222,14 @@ pub fn free_local_port() -> Result<u16, HostError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_kvm_asks_for_kvm() {
+        assert!(asks_for_kvm(Some("kvm")));
+        assert!(!asks_for_kvm(None));
+        assert!(!asks_for_kvm(Some("tcg")));
+        assert!(!asks_for_kvm(Some("KVM ")), "an unknown value is TCG");
+    }
 
     #[test]
     fn free_ports_are_bindable() {

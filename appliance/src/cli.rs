@@ -9,7 +9,7 @@ use appliance::api::control::{Client, SOCKET_NAME};
 use appliance::api::{render, At, HistoryOf, Meta, Query, Request};
 use appliance::decide::command::{NewSystem, Selection, Verb};
 use appliance::decide::placement::Want;
-use appliance::model::{DeviceKind, MountSource, MountSpec, Role};
+use appliance::model::{DeviceKind, DrainScope, MountSource, MountSpec, Role};
 #[cfg(feature = "sim")]
 use appliance::serve::{self, ApiDoor, FabricChoice, ServeOptions};
 
@@ -243,6 +243,20 @@ enum Ctl {
         out: bool,
         #[arg(long = "in")]
         back_in: bool,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        order: Meta,
+    },
+    /// Move every system off a device (--device) or off every device of a switch (--switch)
+    /// before maintenance: they leave service and each held one is failed over to a spare
+    /// (`devices` shows them draining until their systems are off them; `service --in` returns
+    /// one).
+    Drain {
+        #[arg(long, conflicts_with = "switch", required_unless_present = "switch")]
+        device: Option<String>,
+        #[arg(long)]
+        switch: Option<String>,
         #[arg(long, default_value = "")]
         reason: String,
         #[command(flatten)]
@@ -717,6 +731,19 @@ fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
                 reason,
             };
             order(verb, args)
+        }
+        Ctl::Drain {
+            device,
+            switch,
+            reason,
+            order: args,
+        } => {
+            let scope = match (device, switch) {
+                (Some(device), None) => DrainScope::Device(device.into()),
+                (None, Some(switch)) => DrainScope::Switch(switch.into()),
+                _ => bail!("give --device or --switch"),
+            };
+            order(Verb::Drain { scope, reason }, args)
         }
         Ctl::History {
             device,

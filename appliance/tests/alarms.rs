@@ -3,14 +3,19 @@
 //! failover answers it and takes the device out of service in the same batch; a cleared alarm
 //! asks the reflex for nothing; a refused failover is tried again, a failed one until the
 //! policy's attempts are spent; a link down is a warning until its grace has passed; the policy
-//! can keep a role's devices from failing over.
+//! can keep a role's devices from failing over. Drains: a drained device leaves service and its
+//! system is moved off it by the reflex, one failover per system at a time, a switch's devices
+//! onto another switch's; a drain with no replacement outside it is refused; putting a device
+//! back in service ends its drain.
 
+use appliance::decide::command::CommandError;
 use appliance::decide::command::{
     decide, Command, Decision, NewSystem, Observation, Selection, Verb,
 };
-use appliance::decide::reflex::{self, Policy, Reflex};
+use appliance::decide::reflex::{self, Cause, Policy, Reflex};
 use appliance::model::{
-    AlarmEnd, DeviceFacts, DeviceId, DeviceKind, Event, Health, Role, Severity, State,
+    AlarmEnd, DeviceFacts, DeviceId, DeviceKind, DrainScope, Event, Health, Origin, Role, Severity,
+    State, SystemName,
 };
 
 /// Decides `command` and applies its events; returns them.
@@ -27,7 +32,7 @@ fn run(state: &mut State, command: Command) -> Vec<Event> {
     events
 }
 
-fn nvme(id: &str) -> DeviceFacts {
+fn nvme(id: &str, switch: &str) -> DeviceFacts {
     DeviceFacts {
         id: id.into(),
         kind: DeviceKind::Nvme,
@@ -39,26 +44,27 @@ fn nvme(id: &str) -> DeviceFacts {
         firmware: "1.0".into(),
         capacity_bytes: 1 << 40,
         rdma: false,
-        switch: "sw0".into(),
+        switch: switch.into(),
     }
 }
 
-/// Three NVMe drives and three ports; `rn1` (of `role`) composed with nvme-0.
-fn bench(role: Role) -> State {
+/// Behind each `(switch, n)`, n ports and n NVMe drives (nvme-0, nvme-1, ... across them all),
+/// and the tenant "studio".
+fn fabric(switches: &[(&str, u16)]) -> State {
     let mut state = State::default();
-    for port in 0..3u16 {
-        let observed = Observation::Port {
-            port: port.into(),
-            switch: "sw0".into(),
-            slot: u32::from(port) + 1,
-        };
-        run(&mut state, Command::Observe(observed));
-    }
-    for id in ["nvme-0", "nvme-1", "nvme-2"] {
-        run(
-            &mut state,
-            Command::Observe(Observation::Device { facts: nvme(id) }),
-        );
+    let mut next = 0u16;
+    for (switch, n) in switches {
+        for _ in 0..*n {
+            let observed = Observation::Port {
+                port: next.into(),
+                switch: (*switch).into(),
+                slot: u32::from(next) + 1,
+            };
+            run(&mut state, Command::Observe(observed));
+            let facts = nvme(&format!("nvme-{next}"), switch);
+            run(&mut state, Command::Observe(Observation::Device { facts }));
+            next += 1;
+        }
     }
     run(
         &mut state,
@@ -66,9 +72,14 @@ fn bench(role: Role) -> State {
             name: "studio".into(),
         }),
     );
+    state
+}
+
+/// Composes `devices` into a new system `name` of `role` and finishes the compose.
+fn compose(state: &mut State, name: &str, role: Role, devices: &[&str]) {
     let compose = Verb::Compose {
-        system: "rn1".into(),
-        selection: Selection::Specific(vec!["nvme-0".into()]),
+        system: name.into(),
+        selection: Selection::Specific(devices.iter().map(|&d| d.into()).collect()),
         create: Some(NewSystem {
             tenant: "studio".into(),
             role,
@@ -76,8 +87,14 @@ fn bench(role: Role) -> State {
         tenant: None,
         reservation: None,
     };
-    run(&mut state, Command::appliance(compose));
-    finish_pending(&mut state);
+    run(state, Command::appliance(compose));
+    finish_pending(state);
+}
+
+/// Three NVMe drives and three ports; `rn1` (of `role`) composed with nvme-0.
+fn bench(role: Role) -> State {
+    let mut state = fabric(&[("sw0", 3)]);
+    compose(&mut state, "rn1", role, &["nvme-0"]);
     state
 }
 
@@ -154,7 +171,7 @@ fn the_reflex_answers_the_alarm_and_the_failover_takes_the_device_out_of_service
         [Reflex::FailOver {
             system: "rn1".into(),
             device: "nvme-0".into(),
-            alarm,
+            cause: Cause::Alarm(alarm),
         }]
     );
     let order = reflexes[0].order().expect("a failover");
@@ -333,4 +350,232 @@ fn the_policy_can_keep_a_role_from_failing_over() {
     assert!(bad.to_string().contains("floppy"), "{bad}");
     let typo = Policy::parse("[[rule]]\nfailovr = false\n").expect_err("an unknown key");
     assert!(typo.to_string().contains("failovr"), "{typo}");
+}
+
+fn drain(scope: DrainScope) -> Command {
+    Command::appliance(Verb::Drain {
+        scope,
+        reason: "firmware update".into(),
+    })
+}
+
+/// Gives the reflex's orders until it has nothing more to do, finishing every operation; returns
+/// the failovers it made, as (system, from, to).
+fn drain_out(state: &mut State, policy: &Policy) -> Vec<(SystemName, DeviceId, DeviceId)> {
+    let mut moves = Vec::new();
+    for _ in 0..20 {
+        let reflexes = reflex::sweep(state, policy);
+        if reflexes.is_empty() {
+            return moves;
+        }
+        let systems: Vec<&SystemName> = reflexes
+            .iter()
+            .filter_map(|r| match r {
+                Reflex::FailOver { system, cause, .. } => {
+                    assert_eq!(*cause, Cause::Drain);
+                    Some(system)
+                }
+                Reflex::Wait { .. } => None,
+            })
+            .collect();
+        let mut unique = systems.clone();
+        unique.dedup();
+        assert_eq!(systems, unique, "one failover per system at a time");
+        for reflex in reflexes {
+            let Some(order) = reflex.order() else {
+                continue;
+            };
+            for event in run(state, Command::appliance(order)) {
+                if let Event::FailoverRequested {
+                    system, from, to, ..
+                } = event
+                {
+                    moves.push((system, from, to));
+                }
+            }
+        }
+        finish_pending(state);
+    }
+    panic!("the drain did not end: {:?}", state.drains);
+}
+
+#[test]
+fn a_drained_device_leaves_service_and_its_system_is_moved_off_it() {
+    let mut state = bench(Role::RenderNode);
+    let policy = Policy::default();
+    let events = run(&mut state, drain(DrainScope::Device("nvme-0".into())));
+    assert_eq!(kinds(&events), ["drain_requested"]);
+    assert!(!state.devices["nvme-0"].in_service);
+    assert!(state.drains.contains_key("nvme-0"));
+    assert_eq!(
+        reflex::sweep(&state, &policy),
+        [Reflex::FailOver {
+            system: "rn1".into(),
+            device: "nvme-0".into(),
+            cause: Cause::Drain,
+        }]
+    );
+    // The drain is the operator's order: a policy without automatic failover still moves it.
+    let manual = Policy::parse("[[rule]]\nfailover = false\n").expect("policy");
+    let moves = drain_out(&mut state, &manual);
+    assert_eq!(
+        moves,
+        [("rn1".into(), "nvme-0".into(), "nvme-1".into())],
+        "already out of service: the failover takes it out no further"
+    );
+    assert!(state.drains.is_empty(), "drained: rn1 no longer holds it");
+    assert_eq!(state.devices["nvme-0"].holder, None);
+    assert!(!state.devices["nvme-0"].in_service, "out until returned");
+    assert!(state.systems["rn1"].devices.contains_key("nvme-1"));
+    // Drained again: nothing to do, nothing journaled.
+    let again = decide(&state, &drain(DrainScope::Device("nvme-0".into())));
+    assert_eq!(
+        again,
+        Ok(Decision::Events {
+            events: vec![],
+            op: None
+        })
+    );
+}
+
+#[test]
+fn a_drained_switch_moves_every_system_onto_another_switch_one_failover_per_system_at_a_time() {
+    let mut state = fabric(&[("sw0", 4), ("sw1", 4)]);
+    compose(&mut state, "rn1", Role::RenderNode, &["nvme-0", "nvme-1"]);
+    compose(&mut state, "rn2", Role::RenderNode, &["nvme-2"]);
+    compose(&mut state, "rn3", Role::RenderNode, &["nvme-4"]);
+    let events = run(&mut state, drain(DrainScope::Switch("sw0".into())));
+    assert_eq!(kinds(&events), ["drain_requested"]);
+    assert_eq!(
+        events[0].devices(),
+        ["nvme-0", "nvme-1", "nvme-2", "nvme-3"],
+        "the switch's devices, held or free"
+    );
+    assert_eq!(state.drains.len(), 3);
+    let moves = drain_out(&mut state, &Policy::default());
+    assert_eq!(moves.len(), 3, "{moves:?}");
+    for (system, _, to) in &moves {
+        assert_eq!(
+            state.devices[to].switch.as_str(),
+            "sw1",
+            "{system} onto sw1"
+        );
+        assert_eq!(state.devices[to].holder.as_ref(), Some(system));
+    }
+    for id in ["nvme-0", "nvme-1", "nvme-2", "nvme-3"] {
+        let device = &state.devices[id];
+        assert_eq!(
+            (device.holder.as_ref(), device.in_service),
+            (None, false),
+            "{id}"
+        );
+    }
+    assert!(
+        state.systems["rn3"].devices.contains_key("nvme-4"),
+        "rn3 untouched"
+    );
+    assert!(state.drains.is_empty());
+}
+
+#[test]
+fn a_drain_without_a_replacement_outside_it_is_refused() {
+    // rn1 and rn2 hold sw0's two drives; sw1 has one spare: one system could move, not both.
+    let mut state = fabric(&[("sw0", 2), ("sw1", 1)]);
+    compose(&mut state, "rn1", Role::RenderNode, &["nvme-0"]);
+    compose(&mut state, "rn2", Role::RenderNode, &["nvme-1"]);
+    let head = state.head;
+    let refused = decide(&state, &drain(DrainScope::Switch("sw0".into())));
+    match refused {
+        Err(CommandError::NoPlacement { reason }) => {
+            assert!(
+                reason.contains("nvme-1") && reason.contains("outside the drain"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(state.head, head);
+    // One device of it can go: sw1's spare takes it.
+    run(&mut state, drain(DrainScope::Device("nvme-0".into())));
+    assert_eq!(drain_out(&mut state, &Policy::default()).len(), 1);
+    // And now nvme-1 has nowhere to go: sw0's free drive is the drained one.
+    let refused = decide(&state, &drain(DrainScope::Device("nvme-1".into())));
+    assert!(
+        matches!(refused, Err(CommandError::NoPlacement { .. })),
+        "{refused:?}"
+    );
+    let unknown = decide(&state, &drain(DrainScope::Switch("sw9".into())));
+    assert!(
+        matches!(unknown, Err(CommandError::UnknownSwitch { .. })),
+        "{unknown:?}"
+    );
+    let unknown = decide(&state, &drain(DrainScope::Device("nvme-9".into())));
+    assert!(
+        matches!(unknown, Err(CommandError::UnknownDevice { .. })),
+        "{unknown:?}"
+    );
+}
+
+#[test]
+fn a_device_put_back_in_service_ends_its_drain_and_a_failing_one_is_retried_to_the_attempts() {
+    let mut state = fabric(&[("sw0", 3)]);
+    compose(&mut state, "rn1", Role::RenderNode, &["nvme-0"]);
+    let policy = Policy::default();
+    run(&mut state, drain(DrainScope::Device("nvme-0".into())));
+    let back = |in_service| {
+        Command::appliance(Verb::SetService {
+            device: "nvme-0".into(),
+            in_service,
+            reason: "maintenance put off".into(),
+        })
+    };
+    run(&mut state, back(true));
+    assert!(state.drains.is_empty());
+    assert_eq!(reflex::sweep(&state, &policy), vec![]);
+    // Drained again, and every failover off it fails (the spares would not bind).
+    run(&mut state, drain(DrainScope::Device("nvme-0".into())));
+    for attempt in 1..=3 {
+        let reflexes = reflex::sweep(&state, &policy);
+        assert_eq!(reflexes.len(), 1, "attempt {attempt}");
+        run(
+            &mut state,
+            Command::appliance(reflexes[0].order().expect("order")),
+        );
+        let op = *state.pending.keys().next().expect("the failover");
+        let failure = appliance::model::Failure::Unclassified {
+            reason: "the spare would not bind".into(),
+        };
+        run(
+            &mut state,
+            Command::Finish {
+                op,
+                result: Err(failure),
+            },
+        );
+        assert_eq!(state.drains["nvme-0"].failovers_failed, attempt);
+    }
+    assert_eq!(
+        reflex::sweep(&state, &policy),
+        vec![],
+        "left to an operator"
+    );
+    assert!(state.systems["rn1"].devices.contains_key("nvme-0"));
+}
+
+#[test]
+fn a_tenants_account_cannot_drain() {
+    let state = bench(Role::RenderNode);
+    let mut order = appliance::decide::command::Order::new(
+        Verb::Drain {
+            scope: DrainScope::Device("nvme-0".into()),
+            reason: String::new(),
+        },
+        Origin::appliance(),
+    );
+    order.scope = Some("studio".into());
+    let refused = decide(&state, &Command::Order(order));
+    assert!(
+        matches!(refused, Err(CommandError::OutOfScope { .. })),
+        "{refused:?}"
+    );
 }

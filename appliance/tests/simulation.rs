@@ -84,6 +84,7 @@ fn seeded_runs_keep_every_invariant() {
                 totals.faults += h.stats.faults;
                 totals.reflex_failovers += h.stats.reflex_failovers;
                 totals.mirror_failovers += h.stats.mirror_failovers;
+                totals.drain_failovers += h.stats.drain_failovers;
             }
             Err(e) => failures.push(e),
         }
@@ -107,6 +108,10 @@ fn seeded_runs_keep_every_invariant() {
     assert!(
         totals.reflex_failovers > 0 && totals.mirror_failovers > 0,
         "the reflex never fired (or never for a gateway's mirror): {totals:?}"
+    );
+    assert!(
+        totals.drain_failovers > 0,
+        "no drain ever moved a system: {totals:?}"
     );
 }
 

@@ -154,7 +154,10 @@ fn asks_for_kvm(value: Option<&str>) -> bool {
         Some("kvm") => true,
         None | Some("tcg") => false,
         Some(other) => {
-            tracing::warn!(value = other, "{ACCEL_VARIABLE} takes kvm or tcg; using TCG");
+            tracing::warn!(
+                value = other,
+                "{ACCEL_VARIABLE} takes kvm or tcg; using TCG"
+            );
             false
         }
     }

@@ -3,7 +3,8 @@
 //! (`POST /redfish/v1/Systems` with `Links.ResourceBlocks`, its task followed to the end) and
 //! see the switch attach and detach; faults the appliance answers on its own (a SMART critical
 //! warning, a pulled drive, a NIC's link down past its grace), each with its alarm and a
-//! failover to a spare; a clean power-off keeps and re-attaches them; a power cut
+//! failover to a spare; an operator's drain of the GPU moves the system onto the spare GPU;
+//! a clean power-off keeps and re-attaches them; a power cut
 //! in the middle of a compose loses nothing acknowledged and leaves a clean journal.
 
 use std::time::Duration;
@@ -13,7 +14,7 @@ use appliance::api::client::{Answer, Client};
 use appliance::api::views::{AlarmView, OperationState};
 use appliance::api::{Meta, Query, Reply, Request};
 use appliance::decide::command::{NewSystem, Selection, Verb};
-use appliance::model::{Role, Severity};
+use appliance::model::{DrainScope, Role, Severity};
 use serde_json::{json, Value};
 use tests::{
     api, boot, call, journal_copy, one_vm_at_a_time, options, power_off, tail, wait_until,
@@ -119,8 +120,11 @@ fn compose_nvme_and_gpu() -> Result<()> {
     let _one = one_vm_at_a_time();
     let mut options = options("compose")?;
     options.topology = qemu::BenchTopology::parse(
-        &format!("{}{SPARE_NVME}{SPARE_NIC}", qemu::topology::SAMPLE),
-        "the sample with a spare NVMe and a spare NIC",
+        &format!(
+            "{}{SPARE_NVME}{SPARE_NIC}{SPARE_GPU}",
+            qemu::topology::SAMPLE
+        ),
+        "the sample with a spare NVMe, NIC and GPU",
     )?;
     let booted = boot(options)?;
     let client = api(&booted.vm)?;
@@ -174,7 +178,79 @@ fn compose_nvme_and_gpu() -> Result<()> {
     smart_warning_fails_the_drive_over(&booted.vm, &client)?;
     a_pulled_drive_fails_over(&booted.vm, &client)?;
     a_link_down_past_its_grace_fails_the_nic_over(&booted.vm, &client)?;
+    a_drained_gpu_moves_the_system_onto_the_spare(&booted.vm, &client)?;
     power_off(booted.vm)
+}
+
+/// A second GPU stand-in for the compose test's pool, where the drain moves ws-1.
+const SPARE_GPU: &str = r#"
+[[device]]
+id = "gpu-1"
+class = 0x030000
+vendor_id = 0x1234
+device_id = 0x1111
+serial = "POOLGPU0001"
+model = "bochs-display"
+firmware = "1.0"
+capacity_bytes = 16777216
+switch = "sw0"
+"#;
+
+/// Maintenance the operator's way: a drain of ws-1's healthy GPU takes it out of service and
+/// the appliance fails ws-1 over to the spare GPU through the same saga as a fault's (the switch
+/// detaches gpu-0, attaches gpu-1, vfio-pci binds it); the drained GPU is free, out of service,
+/// no longer draining; its history shows the operator's drain and the appliance's failover.
+fn a_drained_gpu_moves_the_system_onto_the_spare(vm: &qemu::Vm, client: &Client) -> Result<()> {
+    let verb = Verb::Drain {
+        scope: DrainScope::Device("gpu-0".into()),
+        reason: "fan replacement".into(),
+    };
+    let ordered = std::time::Instant::now();
+    let answer = call(client, &Request::order(verb, Meta::default()))?;
+    ensure!(
+        matches!(answer, Reply::Accepted(_)),
+        "drain gpu-0: {answer:?}"
+    );
+    let devices = failed_over(vm, client, "gpu-0")?;
+    println!(
+        "drain of gpu-0 to ws-1 on the spare: {} ms",
+        ordered.elapsed().as_millis()
+    );
+    ensure!(
+        devices == ["gpu-1", "nic-1", "nvme-2"],
+        "ws-1 after the drain: {devices:?}"
+    );
+    attached_port(vm, "gpu-1")?;
+    ensure!(
+        port_of(vm, "gpu-0").is_none(),
+        "gpu-0 is detached at the switch"
+    );
+    let query = Query::Device {
+        device: "gpu-0".into(),
+    };
+    let Reply::Device(gpu) = call(client, &Request::query(query))? else {
+        bail!("gpu-0 is not a device")
+    };
+    ensure!(
+        gpu.system.is_none() && !gpu.in_service && !gpu.draining,
+        "gpu-0 drained: {gpu:?}"
+    );
+    let of = appliance::api::HistoryOf::Device("gpu-0".into());
+    let Reply::History(entries) =
+        call(client, &Request::query(Query::History { of, limit: None }))?
+    else {
+        bail!("gpu-0's history")
+    };
+    let by = |kind: &str| {
+        let entry = entries.iter().rev().find(|e| e.kind == kind);
+        entry.and_then(|e| e.by.as_ref()).map(|b| b.door)
+    };
+    ensure!(
+        by("drain_requested").is_some_and(|door| door != appliance::model::Door::Appliance)
+            && by("failover_requested") == Some(appliance::model::Door::Appliance),
+        "the operator's drain, the appliance's failover: {entries:?}"
+    );
+    Ok(())
 }
 
 /// A second NIC for the compose test's pool, the spare of the NIC's failover.

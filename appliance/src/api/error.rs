@@ -50,6 +50,7 @@ pub enum ErrorCode {
     ReservationExists,
     DeviceReserved,
     UnknownAlarm,
+    UnknownSwitch,
     /// A tenant's account asked for what belongs to no tenant or to another one.
     OutOfScope,
     /// No credentials, or wrong ones (which, is not said).
@@ -113,6 +114,7 @@ impl ErrorCode {
             ErrorCode::ReservationExists => "reservation_exists",
             ErrorCode::DeviceReserved => "device_reserved",
             ErrorCode::UnknownAlarm => "unknown_alarm",
+            ErrorCode::UnknownSwitch => "unknown_switch",
             ErrorCode::OutOfScope => "out_of_scope",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
@@ -195,6 +197,7 @@ impl From<&CommandError> for ErrorCode {
             E::DeviceReserved { .. } => ErrorCode::DeviceReserved,
             E::OutOfScope { .. } => ErrorCode::OutOfScope,
             E::UnknownAlarm { .. } => ErrorCode::UnknownAlarm,
+            E::UnknownSwitch { .. } => ErrorCode::UnknownSwitch,
         }
     }
 }

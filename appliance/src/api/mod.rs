@@ -263,6 +263,7 @@ fn authorize(principal: &Principal, verb: &Verb) -> Result<(), ApiError> {
         | Verb::Unmount { .. }
         | Verb::Failover { .. }
         | Verb::SetService { .. }
+        | Verb::Drain { .. }
         | Verb::CreateSubscription { .. }
         | Verb::DeleteSubscription { .. }
         | Verb::Reserve { .. }

@@ -142,7 +142,12 @@ fn devices(devices: &[DeviceView]) -> String {
                 or_dash(d.port.map(|p| p.to_string())),
                 d.switch.to_string(),
                 health,
-                if d.in_service { "in" } else { "out" }.to_string(),
+                match (d.in_service, d.draining) {
+                    (true, _) => "in",
+                    (false, true) => "draining",
+                    (false, false) => "out",
+                }
+                .to_string(),
                 if d.rdma { "rdma" } else { "" }.to_string(),
                 d.serial.clone(),
                 d.model.clone(),

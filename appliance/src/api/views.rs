@@ -73,6 +73,8 @@ pub struct DeviceView {
     pub rdma: bool,
     pub health: HealthView,
     pub in_service: bool,
+    /// Out of service by a drain, its system not yet moved off it.
+    pub draining: bool,
     pub present: bool,
     /// The ETag: the sequence of the last event that changed the device.
     pub version: u64,
@@ -344,6 +346,7 @@ impl DeviceView {
                 reason: device.health.reason().map(String::from),
             },
             in_service: device.in_service,
+            draining: state.drains.contains_key(&device.id),
             present: device.present,
             version: device.version,
         }
@@ -515,6 +518,20 @@ pub fn summary(event: &Event) -> String {
                 format!(": {reason}")
             };
             format!("{device} taken {now} service{why}")
+        }
+        Event::DrainRequested {
+            scope,
+            devices,
+            reason,
+            ..
+        } => {
+            let why = if reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({reason})")
+            };
+            let list: Vec<&str> = devices.iter().map(|d| d.as_str()).collect();
+            format!("drain of {scope}{why}: {} out of service", list.join(", "))
         }
         Event::ComposeRequested {
             op,

@@ -13,7 +13,9 @@ use crate::model::state::State;
 /// 2: an operation's mount spec is boxed (rkyv lays it out apart).
 /// 3: pending and finished operations are boxed in State's maps.
 /// 4: State keeps the active alarms.
-pub const SNAPSHOT_FORMAT: u16 = 5;
+/// 5: a mount keeps its condition (a mirror degraded, rebuilding, clean).
+/// 6: State keeps the drains.
+pub const SNAPSHOT_FORMAT: u16 = 6;
 
 /// One logged event with its sequence and time.
 #[derive(Debug, Clone, PartialEq)]

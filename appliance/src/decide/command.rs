@@ -17,6 +17,7 @@ use crate::model::domain::{
     valid_name, AttachState, DeviceKind, Health, Identity, MountCondition, MountSource, Role,
     System, SYSTEM_DEVICES_MAX, SYSTEM_GPUS_MAX,
 };
+use crate::model::drain::DrainScope;
 use crate::model::event::{DeviceFacts, Event, Made, MountSpec, Origin};
 use crate::model::failure::Failure;
 use crate::model::ids::{
@@ -92,6 +93,14 @@ pub enum Verb {
         system: SystemName,
         device: DeviceId,
     },
+    /// Move every system off a device, or off every device of a switch, before maintenance:
+    /// the devices leave service and the reflex fails each held one over to a replacement.
+    /// Refused when one would find no replacement outside the drain.
+    Drain {
+        scope: DrainScope,
+        #[serde(default)]
+        reason: String,
+    },
     /// Take a device out of service or put it back.
     SetService {
         device: DeviceId,
@@ -164,6 +173,7 @@ impl Verb {
             Verb::Unmount { .. } => OrderKind::Unmount,
             Verb::Failover { .. } => OrderKind::Failover,
             Verb::SetService { .. } => OrderKind::SetService,
+            Verb::Drain { .. } => OrderKind::Drain,
             Verb::CreateAccount { .. } => OrderKind::CreateAccount,
             Verb::ChangeAccount { .. } => OrderKind::ChangeAccount,
             Verb::DeleteAccount { .. } => OrderKind::DeleteAccount,
@@ -377,6 +387,8 @@ pub enum CommandError {
     OutOfScope { what: String },
     #[error("no active alarm {alarm}")]
     UnknownAlarm { alarm: AlarmId },
+    #[error("no device on switch {switch:?}")]
+    UnknownSwitch { switch: String },
 }
 
 impl From<PlacementError> for CommandError {
@@ -483,6 +495,7 @@ fn decide_order(state: &State, order: &Order) -> Result<Decision, CommandError> 
             in_service,
             reason,
         } => set_service(state, device, *in_service, reason, version, made),
+        Verb::Drain { scope, reason } => drain(state, scope, reason, version, made),
         Verb::CreateAccount {
             name,
             role,
@@ -562,6 +575,7 @@ fn check_scope(state: &State, order: &Order) -> Result<(), CommandError> {
         Verb::SetIdentity { .. } => out("set the appliance's identity"),
         Verb::CreateTenant { .. } => out("create a tenant"),
         Verb::SetService { .. } => out("take a device out of service or back"),
+        Verb::Drain { .. } => out("drain a device or a switch"),
         Verb::CreateSystem { tenant, .. } if tenant != scope => {
             out("create a system for another tenant")
         }
@@ -1182,6 +1196,101 @@ fn set_service(
         reason: reason.to_string(),
         made,
     }]))
+}
+
+/// The scope's devices leave service in one event; each held one is marked draining, and the
+/// reflex (`decide::reflex`) moves its system off it. Accepted only when every held device would
+/// find a replacement outside the drain, each taken in turn from a scratch copy of the free
+/// pool, so that an accepted drain can be carried out with the pool as it is.
+fn drain(
+    state: &State,
+    scope: &DrainScope,
+    reason: &str,
+    expected_version: Option<u64>,
+    made: Made,
+) -> Result<Decision, CommandError> {
+    let devices: Vec<DeviceId> = match scope {
+        DrainScope::Device(id) => {
+            let device = state
+                .devices
+                .get(id)
+                .ok_or_else(|| CommandError::UnknownDevice {
+                    device: id.to_string(),
+                })?;
+            stale("device", id, expected_version, device.version)?;
+            vec![id.clone()]
+        }
+        DrainScope::Switch(switch) => {
+            if expected_version.is_some() {
+                return Err(CommandError::VersionNotApplicable {
+                    order: "drain of a switch".into(),
+                });
+            }
+            let on: Vec<DeviceId> = (state.devices.values())
+                .filter(|d| d.switch == *switch)
+                .map(|d| d.id.clone())
+                .collect();
+            if on.is_empty() {
+                return Err(CommandError::UnknownSwitch {
+                    switch: switch.to_string(),
+                });
+            }
+            on
+        }
+    };
+    let done = |id: &DeviceId| {
+        let device = &state.devices[id];
+        !device.in_service && (device.holder.is_none() || state.drains.contains_key(id))
+    };
+    if devices.iter().all(done) {
+        return Ok(Decision::plain(Vec::new()));
+    }
+    replacements(state, &devices)?;
+    Ok(Decision::plain(vec![Event::DrainRequested {
+        scope: scope.clone(),
+        devices,
+        reason: reason.to_string(),
+        made,
+    }]))
+}
+
+/// Whether every device of `draining` that a system holds (and is not already leaving) finds a
+/// replacement of its kind and capacity outside `draining`, none of them taken twice.
+fn replacements(state: &State, draining: &[DeviceId]) -> Result<(), CommandError> {
+    let mut scratch = state.clone();
+    for id in draining {
+        scratch.pool.remove_device(&state.devices[id]);
+    }
+    for id in draining {
+        let device = &state.devices[id];
+        let Some(holder) = &device.holder else {
+            continue;
+        };
+        let leaving = state.systems[holder]
+            .devices
+            .get(id)
+            .is_none_or(|a| a.state == AttachState::Detaching);
+        if leaving {
+            continue;
+        }
+        let want = Want {
+            kind: device.kind,
+            count: 1,
+            capacity_bytes_min: device.capacity_bytes,
+            rdma: device.rdma,
+        };
+        let placed =
+            placement::place(&scratch, &[want]).map_err(|e| CommandError::NoPlacement {
+                reason: format!(
+                    "no replacement for {id} of system {holder:?} outside the drain: {e}"
+                ),
+            })?;
+        for (to, port) in placed.devices {
+            scratch.pool.remove_device(&state.devices[&to]);
+            scratch.pool.remove_port(&state.ports[&port]);
+        }
+    }
+    Ok(())
 }
 
 fn clear_alarm(state: &State, alarm: AlarmId, made: Made) -> Result<Decision, CommandError> {

@@ -19,7 +19,12 @@
 //!
 //! A device that is only Degraded (a link down) is not failed over: the monitor escalates it to
 //! Failed when it stays degraded past the policy's grace period (`escalations`).
+//!
+//! A device an operator drains (`model::drain`) is moved off the same way, whatever the policy
+//! says of automatic failover (the drain is an order), until its system no longer holds it; a
+//! drain's failovers that fail are retried up to the policy's attempts, like an alarm's.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -36,11 +41,19 @@ pub enum Reflex {
     FailOver {
         system: SystemName,
         device: DeviceId,
-        /// The alarm that asks for it.
-        alarm: AlarmId,
+        cause: Cause,
     },
     /// `system` has `op` in flight; look again when it has ended.
     Wait { system: SystemName, op: OperationId },
+}
+
+/// What asks the reflex to move a system off a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// An active critical alarm of the device.
+    Alarm(AlarmId),
+    /// An operator's drain of the device or its switch.
+    Drain,
 }
 
 impl Reflex {
@@ -126,22 +139,25 @@ impl Policy {
 /// The reflex for `device`, if any.
 pub fn reflex(state: &State, policy: &Policy, device: &DeviceId) -> Option<Reflex> {
     let found = state.devices.get(device)?;
-    if !matches!(found.health, Health::Failed(_)) {
-        return None;
-    }
     let system = state.systems.get(found.holder.as_ref()?)?;
     if !system.devices.contains_key(device) {
         // Held for a compose that has not attached it yet: the compose's own outcome decides.
         return None;
     }
     let rule = policy.rule(Some(system.role), found.kind);
-    // The reflex answers an alarm: one an operator cleared asks for nothing.
-    let alarm = state
-        .alarms_of(device)
-        .find(|a| a.severity == Severity::Critical)?;
-    if !rule.failover || alarm.failovers_failed >= rule.attempts {
-        return None;
-    }
+    // The reflex answers an alarm (one an operator cleared asks for nothing) or a drain.
+    let alarm = matches!(found.health, Health::Failed(_))
+        .then(|| {
+            (state.alarms_of(device))
+                .find(|a| a.severity == Severity::Critical)
+                .filter(|a| rule.failover && a.failovers_failed < rule.attempts)
+        })
+        .flatten();
+    let cause = match (alarm, state.drains.get(device)) {
+        (Some(alarm), _) => Cause::Alarm(alarm.id),
+        (None, Some(drain)) if drain.failovers_failed < rule.attempts => Cause::Drain,
+        _ => return None,
+    };
     if let Some(op) = system.pending {
         return Some(Reflex::Wait {
             system: system.name.clone(),
@@ -151,16 +167,25 @@ pub fn reflex(state: &State, policy: &Policy, device: &DeviceId) -> Option<Refle
     Some(Reflex::FailOver {
         system: system.name.clone(),
         device: device.clone(),
-        alarm: alarm.id,
+        cause,
     })
 }
 
-/// Every device the reflex has something to do about, in device order.
+/// Every device the reflex has something to do about, in device order: the failed ones, and the
+/// draining ones. A system gets one failover at a time (its first device's); its others wait
+/// for the next sweep.
 pub fn sweep(state: &State, policy: &Policy) -> Vec<Reflex> {
-    state
-        .devices
-        .keys()
+    let failed = (state.alarms.values())
+        .filter(|a| a.severity == Severity::Critical)
+        .map(|a| &a.device);
+    let asked: BTreeSet<&DeviceId> = failed.chain(state.drains.keys()).collect();
+    let mut moving = BTreeSet::new();
+    (asked.into_iter())
         .filter_map(|device| reflex(state, policy, device))
+        .filter(|reflex| match reflex {
+            Reflex::FailOver { system, .. } => moving.insert(system.clone()),
+            Reflex::Wait { .. } => true,
+        })
         .collect()
 }
 

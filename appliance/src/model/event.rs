@@ -19,6 +19,7 @@ use super::access::{
 };
 use super::alarm::{AlarmEnd, Severity};
 use super::domain::{DeviceKind, Health, Identity, MountCondition, MountSource, Role};
+use super::drain::DrainScope;
 use super::failure::Failure;
 use super::ids::{
     AlarmId, DeviceId, OperationId, PortId, RequestId, SwitchName, SystemName, TenantName,
@@ -335,10 +336,18 @@ pub enum Event {
         condition: MountCondition,
         evidence: String,
     },
+    /// An operator's drain: `devices` (the scope's, when it was ordered) leave service, and the
+    /// systems holding them are moved off them by failovers (`model::drain`).
+    DrainRequested {
+        scope: DrainScope,
+        devices: Vec<DeviceId>,
+        reason: String,
+        made: Made,
+    },
 }
 
 /// Kind numbers, stable forever, in the enum's order.
-const KIND_NAMES: [&str; 36] = [
+const KIND_NAMES: [&str; 37] = [
     "identity_set",
     "tenant_created",
     "system_created",
@@ -375,6 +384,7 @@ const KIND_NAMES: [&str; 36] = [
     "alarm_raised",
     "alarm_ended",
     "mount_observed",
+    "drain_requested",
 ];
 
 impl Event {
@@ -417,6 +427,7 @@ impl Event {
             Event::AlarmRaised { .. } => 33,
             Event::AlarmEnded { .. } => 34,
             Event::MountObserved { .. } => 35,
+            Event::DrainRequested { .. } => 36,
         };
         index + 1
     }
@@ -489,7 +500,8 @@ impl Event {
             | Event::SubscriptionDeleted { made, .. }
             | Event::ReservationMade { made, .. }
             | Event::ReservationEnded { made, .. }
-            | Event::AlarmEnded { made, .. } => Some(made),
+            | Event::AlarmEnded { made, .. }
+            | Event::DrainRequested { made, .. } => Some(made),
             _ => None,
         }
     }
@@ -518,7 +530,9 @@ impl Event {
             Event::DecomposeRequested { devices, .. } => devices.iter().collect(),
             Event::FailoverRequested { from, to, .. } => vec![from, to],
             Event::MountRequested { mount, .. } => mount.source.devices(),
-            Event::ReservationMade { devices, .. } => devices.iter().collect(),
+            Event::ReservationMade { devices, .. } | Event::DrainRequested { devices, .. } => {
+                devices.iter().collect()
+            }
             _ => vec![],
         }
     }
@@ -613,7 +627,7 @@ mod tests {
             assert_eq!(event.kind_name(), name);
         }
         assert_eq!(<Event as journal::Event>::kind_name(0), None);
-        assert_eq!(<Event as journal::Event>::kind_name(37), None);
+        assert_eq!(<Event as journal::Event>::kind_name(38), None);
         let last = Event::AlarmEnded {
             alarm: AlarmId(1),
             device: "nvme-1".into(),
@@ -621,6 +635,13 @@ mod tests {
             made: Made::default(),
         };
         assert_eq!((last.kind(), last.kind_name()), (35, "alarm_ended"));
+        let drain = Event::DrainRequested {
+            scope: DrainScope::Switch("sw0".into()),
+            devices: vec![],
+            reason: String::new(),
+            made: Made::default(),
+        };
+        assert_eq!((drain.kind(), drain.kind_name()), (37, "drain_requested"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod alarm;
 pub mod domain;
+pub mod drain;
 pub mod event;
 pub mod failure;
 pub mod ids;
@@ -21,6 +22,7 @@ pub use domain::{
     AttachState, Attachment, Device, DeviceKind, Health, Identity, Mount, MountCondition,
     MountSource, MountState, Port, Role, System, Tenant,
 };
+pub use drain::{Drain, DrainScope};
 pub use event::{DeviceFacts, Door, Event, Made, MountSpec, Origin};
 pub use failure::{Failure, SwitchStep};
 pub use ids::{

@@ -101,6 +101,7 @@ pub enum OrderKind {
     Reserve,
     EndReservation,
     ClearAlarm,
+    Drain,
 }
 
 impl OrderKind {
@@ -126,6 +127,7 @@ impl OrderKind {
             OrderKind::Reserve => "reserve",
             OrderKind::EndReservation => "end_reservation",
             OrderKind::ClearAlarm => "clear_alarm",
+            OrderKind::Drain => "drain",
         }
     }
 }

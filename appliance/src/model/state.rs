@@ -14,6 +14,7 @@ use super::domain::{
     AttachState, Attachment, Device, Health, Identity, Mount, MountState, Port, Role, System,
     Tenant,
 };
+use super::drain::Drain;
 use super::event::{DeviceFacts, Event, Made, MountSpec};
 use super::ids::{AlarmId, DeviceId, OperationId, PortId, RequestId, SystemName, TenantName};
 use super::operation::{Operation, OperationKind, OrderKind, Outcome, Requested};
@@ -75,6 +76,9 @@ pub struct State {
     pub alarms: BTreeMap<AlarmId, Alarm>,
     #[serde(default)]
     pub next_alarm: AlarmId,
+    /// Held devices being drained (out of service; their systems are being moved off them).
+    #[serde(default)]
+    pub drains: BTreeMap<DeviceId, Drain>,
     /// The free pool's index (derived from `devices` and `ports`; not part of the JSON form:
     /// [`State::reindex`] rebuilds it after deserializing one).
     #[serde(skip)]
@@ -196,7 +200,31 @@ impl State {
                 ..
             } => {
                 self.change_device(seq, &device, |d| d.in_service = in_service)?;
+                if in_service {
+                    // Back in service: what is left of a drain of it is cancelled.
+                    self.drains.remove(&device);
+                }
                 self.record_plain(seq, OrderKind::SetService, made);
+            }
+            Event::DrainRequested {
+                scope,
+                devices,
+                reason,
+                made,
+            } => {
+                for device in &devices {
+                    self.change_device(seq, device, |d| d.in_service = false)?;
+                    if self.devices[device].holder.is_some() {
+                        let drain = Drain {
+                            scope: scope.clone(),
+                            reason: reason.clone(),
+                            requested_at: seq,
+                            failovers_failed: 0,
+                        };
+                        self.drains.insert(device.clone(), drain);
+                    }
+                }
+                self.record_plain(seq, OrderKind::Drain, made);
             }
             Event::AccountCreated { .. }
             | Event::AccountChanged { .. }
@@ -648,11 +676,16 @@ impl State {
             _ => Outcome::Completed,
         };
         self.conclude(seq, &operation, &outcome)?;
-        if let (OperationKind::Failover { .. }, Outcome::Failed(_)) = (&operation.kind, &outcome) {
+        if let (OperationKind::Failover { from, .. }, Outcome::Failed(_)) =
+            (&operation.kind, &outcome)
+        {
             for alarm in self.alarms.values_mut() {
                 if alarm.failover == Some(op) {
                     alarm.failovers_failed += 1;
                 }
+            }
+            if let Some(drain) = self.drains.get_mut(from) {
+                drain.failovers_failed += 1;
             }
         }
         let system = self.system_mut(seq, &operation.system)?;
@@ -788,6 +821,8 @@ impl State {
             .remove(device_id)
             .ok_or_else(|| unknown(seq, "device of the system", device_id))?;
         self.change_port(attachment.port, |p| p.device = None);
+        // A drained device is drained once its system no longer holds it.
+        self.drains.remove(device_id);
         self.change_device(seq, device_id, |d| {
             d.holder = None;
             d.port = None;
@@ -918,7 +953,22 @@ impl State {
         self.check_systems()?;
         self.check_operations()?;
         self.check_alarms()?;
+        self.check_drains()?;
         self.check_pool()
+    }
+
+    fn check_drains(&self) -> Result<(), String> {
+        for id in self.drains.keys() {
+            match self.devices.get(id) {
+                Some(device) if device.holder.is_some() && !device.in_service => {}
+                _ => {
+                    return Err(format!(
+                        "device {id} is draining but not held and out of service"
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     fn check_alarms(&self) -> Result<(), String> {

@@ -17,10 +17,10 @@ use crate::decide::command::{
     decide, Command, CommandError, Decision, NewSystem, Observation, Order, Selection, Verb,
 };
 use crate::decide::placement::Want;
-use crate::decide::reflex::{self, Policy, Reflex};
+use crate::decide::reflex::{self, Cause, Policy, Reflex};
 use crate::model::{
-    AttachState, DeviceId, DeviceKind, Door, Event, Health, MountSource, MountSpec, Origin,
-    RequestId, Role, Severity, State, SystemName,
+    AttachState, DeviceId, DeviceKind, Door, DrainScope, Event, Health, MountSource, MountSpec,
+    Origin, RequestId, Role, Severity, State, SwitchName, SystemName,
 };
 use crate::runtime::adapt::{inventory_commands, vanished_commands};
 use crate::runtime::drift::converge;
@@ -50,6 +50,8 @@ pub struct RunStats {
     pub reflex_failovers: u64,
     /// Of them, failovers of a gateway mirror's member.
     pub mirror_failovers: u64,
+    /// Of them, failovers off a drained device.
+    pub drain_failovers: u64,
 }
 
 /// One simulated appliance.
@@ -211,6 +213,22 @@ impl Harness {
                 let alarms: Vec<_> = self.state.alarms.keys().copied().collect();
                 let alarm = self.pick(&alarms).expect("an alarm");
                 order(Verb::ClearAlarm { alarm }, None, None)
+            }
+            8 if self.rng.gen_bool(0.2) => {
+                let scope = if self.rng.gen_bool(0.7) {
+                    DrainScope::Device(self.pick(&devices).unwrap_or_default())
+                } else {
+                    let switches: BTreeSet<SwitchName> = self
+                        .state
+                        .devices
+                        .values()
+                        .map(|d| d.switch.clone())
+                        .collect();
+                    let switches: Vec<SwitchName> = switches.into_iter().collect();
+                    DrainScope::Switch(self.pick(&switches).unwrap_or_default())
+                };
+                let reason = "simulation".into();
+                order(Verb::Drain { scope, reason }, self.request_id(), None)
             }
             8 => {
                 let device = self.pick(&devices).unwrap_or_default();
@@ -450,6 +468,13 @@ impl Harness {
             let Some(verb) = reflex.order() else {
                 continue;
             };
+            let drained = matches!(
+                reflex,
+                Reflex::FailOver {
+                    cause: Cause::Drain,
+                    ..
+                }
+            );
             let mirrored = match &reflex {
                 Reflex::FailOver { system, device, .. } => {
                     self.state.systems.get(system).is_some_and(|s| {
@@ -463,6 +488,7 @@ impl Harness {
             if self.submit(Command::appliance(verb)).is_ok() {
                 self.stats.reflex_failovers += 1;
                 self.stats.mirror_failovers += u64::from(mirrored);
+                self.stats.drain_failovers += u64::from(drained);
             }
         }
     }
@@ -575,8 +601,8 @@ pub fn rebuild(log: &dyn EventLog) -> State {
     state
 }
 
-/// The appliance fails a system over only from a device that had failed and that it had taken
-/// out of service first: a healthy system is never touched by the reflex.
+/// The appliance fails a system over only from a device that had failed, with a critical alarm,
+/// or that an operator drains: a healthy system is never touched by the reflex.
 pub fn check_reflexes(log: &dyn EventLog) -> Result<(), String> {
     let mut state = State::default();
     for logged in log.replay(1) {
@@ -590,9 +616,10 @@ pub fn check_reflexes(log: &dyn EventLog) -> Result<(), String> {
             let alarm = state
                 .alarms_of(from)
                 .any(|a| a.severity == Severity::Critical);
-            if made.by.door == Door::Appliance && !(failed && alarm) {
+            let drained = state.drains.contains_key(from);
+            if made.by.door == Door::Appliance && !(failed && alarm) && !drained {
                 return Err(format!(
-                    "sequence {}: the appliance failed {system} over from {from}, which was {:?}, with a critical alarm: {alarm}",
+                    "sequence {}: the appliance failed {system} over from {from}, which was {:?}, with a critical alarm: {alarm}, not drained",
                     logged.sequence,
                     device.map(|d| &d.health),
                 ));

@@ -324,7 +324,8 @@ pub fn from_api(error: &ApiError) -> RfError {
         | C::UnknownSession
         | C::UnknownSubscription
         | C::UnknownReservation
-        | C::UnknownAlarm => (StatusCode::NOT_FOUND, RESOURCE_NOT_FOUND, vec![]),
+        | C::UnknownAlarm
+        | C::UnknownSwitch => (StatusCode::NOT_FOUND, RESOURCE_NOT_FOUND, vec![]),
         C::TenantExists
         | C::SystemExists
         | C::AccountExists

@@ -193,13 +193,20 @@ fn boot_args(spec: &CommandSpec<'_>) -> Vec<String> {
 }
 
 /// One `pcie-root-port` per fabric port; `chassis` = port id and `slot` = the port's slot make
-/// every (chassis, slot) pair unique and name `/sys/bus/pci/slots/<slot>` in the guest.
+/// every (chassis, slot) pair unique and name `/sys/bus/pci/slots/<slot>` in the guest. Each
+/// port asks the firmware for a prefetchable window of `PORT_PREFETCH_WINDOW` below 4 GiB (as a
+/// real switch's BIOS pads its hotplug ports): an empty port gets only 2 MiB otherwise, too small
+/// for a GPU's 16 MiB BAR, and the guest kernel then moves the window somewhere that the
+/// device's later removal never finishes.
+/// The prefetchable window each root port reserves (see `root_port_args`).
+const PORT_PREFETCH_WINDOW: &str = "32M";
+
 fn root_port_args(topology: &BenchTopology) -> Vec<String> {
     let mut args = Vec::new();
     for port in &topology.ports {
         args.push("-device".to_string());
         args.push(format!(
-            "pcie-root-port,id={},bus=pcie.0,chassis={},slot={}",
+            "pcie-root-port,id={},bus=pcie.0,chassis={},slot={},pref32-reserve={PORT_PREFETCH_WINDOW}",
             root_port_id(port.id),
             port.id,
             port.slot
@@ -321,11 +328,11 @@ mod tests {
         assert_eq!(ports.len(), 4);
         assert_eq!(
             ports[0],
-            "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1"
+            "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,pref32-reserve=32M"
         );
         assert_eq!(
             ports[3],
-            "pcie-root-port,id=rp4,bus=pcie.0,chassis=4,slot=4"
+            "pcie-root-port,id=rp4,bus=pcie.0,chassis=4,slot=4,pref32-reserve=32M"
         );
     }
 

@@ -14,6 +14,8 @@ use serde_json::{json, Map, Value};
 
 /// Default deadline of one command.
 pub const COMMAND_TIMEOUT_MS: u64 = 10_000;
+/// How often a removal that has no DEVICE_DELETED yet looks for the device in QEMU's tree.
+const REMOVAL_POLL: Duration = Duration::from_millis(200);
 /// Events kept before the oldest are dropped (nobody waited for them).
 pub const EVENTS_MAX: usize = 1024;
 
@@ -228,19 +230,48 @@ impl Qmp {
             .map(drop)
     }
 
-    /// Asks for a device's removal; with `wait`, waits for its DEVICE_DELETED event.
+    /// Asks for a device's removal; with `wait`, waits until QEMU has removed it: its
+    /// DEVICE_DELETED event, or its absence from `/machine/peripheral`, whichever comes first (a
+    /// bochs-display leaves the tree when the guest lets it go but is never finalized, and
+    /// finalizing is when QEMU sends the event). An event queued by an earlier removal of the
+    /// same id is dropped first, so that it does not answer for this one.
     pub fn device_del(&self, id: &str, wait: Option<Duration>) -> Result<(), QmpError> {
+        let deleted = |data: &Value| data.get("device").and_then(Value::as_str) == Some(id);
+        self.drop_events("DEVICE_DELETED", deleted);
         self.execute("device_del", json!({"id": id}))?;
-        match wait {
-            Some(timeout) => self
-                .wait_event(
-                    "DEVICE_DELETED",
-                    |data| data.get("device").and_then(Value::as_str) == Some(id),
-                    timeout,
-                )
-                .map(drop),
-            None => Ok(()),
+        let Some(timeout) = wait else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(QmpError::EventTimeout {
+                    what: "DEVICE_DELETED".into(),
+                    timeout_ms: millis(timeout),
+                });
+            }
+            match self.wait_event("DEVICE_DELETED", deleted, left.min(REMOVAL_POLL)) {
+                Ok(_) => return Ok(()),
+                Err(QmpError::EventTimeout { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            let listed = self.execute("qom-list", json!({"path": "/machine/peripheral"}))?;
+            let named = |child: &Value| child.get("name").and_then(Value::as_str) == Some(id);
+            if !listed.as_array().is_some_and(|children| children.iter().any(named)) {
+                return Ok(());
+            }
         }
+    }
+
+    /// Drops the queued events named `name` for which `matches` holds.
+    fn drop_events(&self, name: &str, matches: impl Fn(&Value) -> bool) {
+        let mut queue = self
+            .events
+            .0
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        queue.events.retain(|e| !(e.name == name && matches(&e.data)));
     }
 
     /// Sets a QOM property, e.g. `smart_critical_warning` of `/machine/peripheral/<id>`.

@@ -252,11 +252,15 @@ enum Ctl {
     /// before maintenance: they leave service and each held one is failed over to a spare
     /// (`devices` shows them draining until their systems are off them; `service --in` returns
     /// one).
+    #[command(group(clap::ArgGroup::new("scope").required(true).args(["device", "switch"])))]
     Drain {
-        #[arg(long, conflicts_with = "switch", required_unless_present = "switch")]
+        /// The device to drain.
+        #[arg(long)]
         device: Option<String>,
+        /// The switch whose every device to drain.
         #[arg(long)]
         switch: Option<String>,
+        /// Why (journaled with the drain).
         #[arg(long, default_value = "")]
         reason: String,
         #[command(flatten)]

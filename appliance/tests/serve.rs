@@ -451,6 +451,49 @@ fn ctl_logs_in_composes_and_reads_history_over_https() {
         "the first event is sequence 1: {first:?}"
     );
 
+    // A drain of the held GPU: out of service at once, and the appliance moves ws1 off it.
+    let out = ctl(
+        config.path(),
+        &["drain", "--device", &held, "--reason", "fan"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let moved = loop {
+        let out = ctl(config.path(), &["--json", "systems"]);
+        let systems: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let devices = systems["systems"][0]["devices"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let holds = devices.iter().any(|d| d["id"] == held.as_str());
+        if !holds && devices.len() == 2 && systems["systems"][0]["pending"].is_null() {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(moved, "ws1 still holds {held} after its drain");
+    let out = ctl(config.path(), &["devices"]);
+    let row = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(&format!("{held} ")))
+        .map(String::from);
+    assert!(
+        row.as_deref()
+            .is_some_and(|r| r.contains(" out ") && !r.contains("ws1")),
+        "{held} drained, out of service: {row:?}"
+    );
+    let out = ctl(config.path(), &["history", "--device", &held]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("drain of device"),
+        "{}",
+        text(&out)
+    );
+    let out = ctl(config.path(), &["drain", "--switch", "no-such-switch"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
     let out = ctl(config.path(), &["logout"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!session.exists());

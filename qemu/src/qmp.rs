@@ -258,7 +258,10 @@ impl Qmp {
             }
             let listed = self.execute("qom-list", json!({"path": "/machine/peripheral"}))?;
             let named = |child: &Value| child.get("name").and_then(Value::as_str) == Some(id);
-            if !listed.as_array().is_some_and(|children| children.iter().any(named)) {
+            if !listed
+                .as_array()
+                .is_some_and(|children| children.iter().any(named))
+            {
                 return Ok(());
             }
         }
@@ -271,7 +274,9 @@ impl Qmp {
             .0
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        queue.events.retain(|e| !(e.name == name && matches(&e.data)));
+        queue
+            .events
+            .retain(|e| !(e.name == name && matches(&e.data)));
     }
 
     /// Sets a QOM property, e.g. `smart_critical_warning` of `/machine/peripheral/<id>`.

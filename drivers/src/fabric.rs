@@ -154,6 +154,10 @@ pub trait Host: Send + Sync {
     fn wait_for_device(&self, slot: u32, timeout: Duration) -> Result<HostDevice, HostError>;
     /// Waits until no device is present in `slot`.
     fn wait_for_removal(&self, slot: u32, timeout: Duration) -> Result<(), HostError>;
+    /// Powers hotplug slot `slot` off or on from the server's side: off, the kernel removes the
+    /// device in it at once and the slot's power goes off (an orderly removal, without the
+    /// attention button's 5 s wait); on, the slot is powered for what the switch attaches next.
+    fn set_slot_power(&self, slot: u32, on: bool) -> Result<(), HostError>;
     /// Binds `address` to `driver` and waits until the kernel shows it bound.
     fn bind(
         &self,

@@ -272,6 +272,10 @@ impl Host for LinuxHost {
         })
     }
 
+    fn set_slot_power(&self, slot: u32, on: bool) -> Result<(), HostError> {
+        Ok(self.pci.set_slot_power(&slot.to_string(), on)?)
+    }
+
     fn bind(
         &self,
         address: PciAddress,

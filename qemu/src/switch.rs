@@ -4,7 +4,9 @@
 //! errors).
 //!
 //! Attach is a QMP `device_add` of the pool device on its port's root port; detach is a
-//! `device_del` that waits for DEVICE_DELETED (pciehp takes ~5 s to honour the attention button).
+//! `device_del` that waits until QEMU has removed the device (pciehp takes ~5 s to honour the
+//! attention button; a device the server let go first, powering its slot off, QEMU removed at
+//! once, and `device_del` finds nothing: detached).
 //!
 //! States of a port (the switch's truth, reported by `inventory`):
 //!
@@ -321,13 +323,18 @@ impl Switch {
                 format!("port {port} holds {holds}"),
             ));
         }
-        self.qemu
-            .device_del(&pool_device_id(device), wait)
-            .map_err(|source| SwitchError::Qmp {
-                operation: "detach",
-                device: device.into(),
-                source,
-            })?;
+        match self.qemu.device_del(&pool_device_id(device), wait) {
+            // QEMU deleted it already: the server powered its slot off (an orderly removal).
+            Err(QmpError::Command { class, .. }) if class == "DeviceNotFound" => {}
+            Err(source) => {
+                return Err(SwitchError::Qmp {
+                    operation: "detach",
+                    device: device.into(),
+                    source,
+                })
+            }
+            Ok(()) => {}
+        }
         state.devices[d].pool.attached_port = None;
         state.ports[p].attached = None;
         Ok(())
@@ -505,6 +512,8 @@ mod tests {
     struct Recorder {
         calls: Mutex<Vec<String>>,
         refuse_add: bool,
+        /// device_del finds nothing (QEMU removed the device when the guest powered it off).
+        gone: bool,
     }
 
     impl Hotplug for Recorder {
@@ -527,6 +536,13 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push(format!("del {id} wait={}", wait.is_some()));
+            if self.gone {
+                return Err(QmpError::Command {
+                    command: "device_del".into(),
+                    class: "DeviceNotFound".into(),
+                    desc: format!("Device '{id}' not found"),
+                });
+            }
             Ok(())
         }
         fn execute(&self, command: &str, arguments: Value) -> Result<Value, QmpError> {
@@ -578,6 +594,20 @@ mod tests {
             calls[0]
         );
         assert_eq!(calls[1], "del pool-nvme-0 wait=true");
+    }
+
+    #[test]
+    fn a_device_qemu_already_removed_is_detached() {
+        let recorder = Arc::new(Recorder {
+            gone: true,
+            ..Recorder::default()
+        });
+        let switch = Switch::new(&BenchTopology::sample(), recorder.clone());
+        switch.attach("nvme-0", 2).unwrap();
+        switch.detach("nvme-0", 2).unwrap();
+        let inventory = switch.inventory();
+        assert_eq!(inventory.ports[1].attached, None);
+        assert_eq!(inventory.devices[0].attached_port, None);
     }
 
     #[test]

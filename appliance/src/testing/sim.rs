@@ -56,6 +56,8 @@ struct Inner {
     /// Devices that left the pool (still remembered so a test can restore them).
     vanished: BTreeMap<String, PoolDevice>,
     bound: BTreeMap<u32, DriverChoice>,
+    /// Slots the server powered off: empty to it until the switch attaches something there.
+    powered_off: BTreeSet<u32>,
     rng: StdRng,
     rates: FaultRates,
     scheduled: Vec<Fault>,
@@ -92,6 +94,7 @@ impl SimFabric {
             ports: inventory.ports.into_iter().map(|p| (p.id, p)).collect(),
             vanished: BTreeMap::new(),
             bound: BTreeMap::new(),
+            powered_off: BTreeSet::new(),
             rng: StdRng::seed_from_u64(seed),
             rates: FaultRates::default(),
             scheduled: Vec::new(),
@@ -198,6 +201,9 @@ impl SimFabric {
 
     /// The device in `slot` as the server would see it.
     fn in_slot(inner: &Inner, slot: u32) -> Option<HostDevice> {
+        if inner.powered_off.contains(&slot) {
+            return None;
+        }
         let port = inner.ports.values().find(|p| p.slot == slot)?;
         let device = inner.devices.get(port.attached.as_ref()?)?;
         Some(HostDevice {
@@ -299,6 +305,9 @@ impl Fabric for SimFabric {
         }
         if let Some(p) = inner.ports.get_mut(&port) {
             p.attached = Some(device.to_string());
+            // What the switch attaches powers its slot on, as pciehp does on presence.
+            let slot = p.slot;
+            inner.powered_off.remove(&slot);
         }
         let rate = inner.rates.vanish_ppm;
         if fault(
@@ -381,6 +390,17 @@ impl Host for SimFabric {
                 timeout_ms: timeout.as_millis() as u64,
             }),
         }
+    }
+
+    fn set_slot_power(&self, slot: u32, on: bool) -> Result<(), HostError> {
+        let mut inner = self.lock();
+        if on {
+            inner.powered_off.remove(&slot);
+        } else {
+            inner.powered_off.insert(slot);
+            inner.bound.remove(&slot);
+        }
+        Ok(())
     }
 
     fn bind(
@@ -493,6 +513,21 @@ mod tests {
         )
         .expect("sample");
         SimFabric::new(&topology, 7)
+    }
+
+    #[test]
+    fn a_slot_the_server_powered_off_is_empty_until_the_switch_attaches_there() {
+        let sim = fabric();
+        let t = Duration::from_millis(10);
+        sim.attach("nvme-0", 3).expect("attach");
+        sim.set_slot_power(3, false).expect("power off");
+        sim.wait_for_removal(3, t).expect("the server let it go");
+        sim.set_slot_power(3, true).expect("power on");
+        sim.wait_for_device(3, t).expect("powered again, it is back");
+        sim.set_slot_power(3, false).expect("power off");
+        sim.detach("nvme-0", 3).expect("the switch still detaches it");
+        sim.attach("nvme-0", 3).expect("attach");
+        sim.wait_for_device(3, t).expect("an attach powers the slot");
     }
 
     #[test]

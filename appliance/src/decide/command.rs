@@ -88,7 +88,8 @@ pub enum Verb {
         system: SystemName,
         target: String,
     },
-    /// Replace `device` of `system` by a healthy free device of the same kind (best fit).
+    /// Replace `device` of `system` by a healthy free device of the same kind and at least its
+    /// capacity: the same model first, then on the same switch, then the best fit.
     Failover {
         system: SystemName,
         device: DeviceId,
@@ -1126,21 +1127,7 @@ fn failover(
     let system = idle_system(state, name, expected_version)?;
     attached(system, device)?;
     let old = &state.devices[device];
-    let want = Want {
-        kind: old.kind,
-        count: 1,
-        capacity_bytes_min: old.capacity_bytes,
-        rdma: old.rdma,
-    };
-    let placed = placement::place(state, &[want])?;
-    let (to, port) =
-        placed
-            .devices
-            .into_iter()
-            .next()
-            .ok_or_else(|| CommandError::NoPlacement {
-                reason: "no replacement".into(),
-            })?;
+    let (to, port) = placement::replacement(state, old)?;
     let op = state.next_operation;
     // The old device leaves service with the failover (a plain record: the request id, if
     // any, is the failover's), so that it is not placed again until an operator returns it.
@@ -1273,22 +1260,14 @@ fn replacements(state: &State, draining: &[DeviceId]) -> Result<(), CommandError
         if leaving {
             continue;
         }
-        let want = Want {
-            kind: device.kind,
-            count: 1,
-            capacity_bytes_min: device.capacity_bytes,
-            rdma: device.rdma,
-        };
-        let placed =
-            placement::place(&scratch, &[want]).map_err(|e| CommandError::NoPlacement {
+        let (to, port) =
+            placement::replacement(&scratch, device).map_err(|e| CommandError::NoPlacement {
                 reason: format!(
                     "no replacement for {id} of system {holder:?} outside the drain: {e}"
                 ),
             })?;
-        for (to, port) in placed.devices {
-            scratch.pool.remove_device(&state.devices[&to]);
-            scratch.pool.remove_port(&state.ports[&port]);
-        }
+        scratch.pool.remove_device(&state.devices[&to]);
+        scratch.pool.remove_port(&state.ports[&port]);
     }
     Ok(())
 }

@@ -11,6 +11,11 @@
 //!    the most candidates (ties: name order) and the others fill in, smallest first.
 //! 3. **Ports.** A device goes to the lowest free port on its own switch, else the lowest free port.
 //!
+//! A failover's replacement (`replacement`) has its own order, the one an operator expects of a
+//! spare: a free device of the old one's kind with at least its capacity (RDMA-capable if it
+//! was), of the **same model** first, then on the **same switch**, then the best fit anywhere
+//! (ties: switch name, then id).
+//!
 //! Wanted items are served largest minimum first, so a small item never takes the only device a
 //! larger one could use. Candidates come from State's free-pool index (`model::pool`), ordered
 //! by capacity: each switch costs a range lookup per wanted item, not a scan of every device.
@@ -19,7 +24,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::domain::DeviceKind;
+use crate::model::domain::{Device, DeviceKind};
 use crate::model::ids::{DeviceId, PortId, SwitchName};
 use crate::model::state::State;
 
@@ -206,6 +211,41 @@ fn mixed<'a>(
     Ok((home, picked))
 }
 
+/// The replacement of `old` (see the module's order) and its port.
+pub fn replacement(state: &State, old: &Device) -> Result<(DeviceId, PortId), PlacementError> {
+    let switches = state.pool.switches();
+    let fits = switches.iter().flat_map(|switch| {
+        (state
+            .pool
+            .candidates(old.kind, switch, old.capacity_bytes, old.rdma))
+        .map(move |(capacity, id)| (capacity, *switch, id))
+    });
+    let rank = |(capacity, switch, id): &(u64, &SwitchName, &DeviceId)| {
+        let model = state.devices.get(id.as_str()).map(|d| d.model.as_str());
+        let other_model = model != Some(old.model.as_str());
+        let other_switch = **switch != old.switch;
+        (
+            other_model,
+            other_switch,
+            *capacity,
+            (*switch).clone(),
+            (*id).clone(),
+        )
+    };
+    let best = fits.min_by_key(rank).ok_or(PlacementError::Place {
+        kind: old.kind,
+        capacity_bytes_min: old.capacity_bytes,
+        rdma: old.rdma,
+        wanted: 1,
+        found: 0,
+    })?;
+    let (_, _, id) = best;
+    let mut ports = assign_ports(state, &[id])?;
+    ports
+        .pop()
+        .ok_or(PlacementError::Ports { needed: 1, free: 0 })
+}
+
 /// Gives each device a free port: its own switch's lowest free port, else the lowest free port.
 pub fn assign_ports(
     state: &State,
@@ -279,6 +319,54 @@ mod tests {
     }
 
     const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn a_replacement_is_of_the_same_model_then_on_the_same_switch_then_the_best_fit() {
+        use DeviceKind::*;
+        let mut s = state(
+            &[
+                ("old", Gpu, 24 * GIB, "sw0"),
+                ("small-other-model", Gpu, 24 * GIB, "sw0"),
+                ("big-same-model-far", Gpu, 80 * GIB, "sw1"),
+                ("big-same-model-near", Gpu, 80 * GIB, "sw0"),
+                ("too-small", Gpu, 16 * GIB, "sw0"),
+            ],
+            &[(1, "sw0"), (2, "sw1")],
+        );
+        for (id, model) in [
+            ("old", "L40S"),
+            ("small-other-model", "A10"),
+            ("big-same-model-far", "L40S"),
+            ("big-same-model-near", "L40S"),
+            ("too-small", "L40S"),
+        ] {
+            s.devices.get_mut(id).expect("device").model = model.into();
+        }
+        let old = s.devices["old"].clone();
+        s.pool.remove_device(&old);
+        let pick = |s: &State| replacement(s, &old).map(|(id, port)| (id.to_string(), port.0));
+        assert_eq!(pick(&s), Ok(("big-same-model-near".into(), 1)));
+        s.pool
+            .remove_device(&s.devices["big-same-model-near"].clone());
+        assert_eq!(
+            pick(&s),
+            Ok(("big-same-model-far".into(), 2)),
+            "same model, other switch"
+        );
+        s.pool
+            .remove_device(&s.devices["big-same-model-far"].clone());
+        assert_eq!(
+            pick(&s),
+            Ok(("small-other-model".into(), 1)),
+            "then any fit"
+        );
+        s.pool
+            .remove_device(&s.devices["small-other-model"].clone());
+        assert!(matches!(
+            pick(&s),
+            Err(PlacementError::Place { found: 0, .. })
+        ));
+    }
 
     #[test]
     fn one_switch_first_then_best_fit_then_local_ports() {

@@ -7,9 +7,10 @@
 //! The rule: a device whose health is Failed, with an active critical alarm (one an operator
 //! cleared asks for nothing more), held by a system with no operation in flight, whose policy
 //! (by the system's role and the device's kind) allows it, fails its system over to a
-//! replacement (placement picks the best healthy free device of the same kind and at least the
-//! capacity). The failover takes the old device out of service in the same durable batch
-//! (`decide`), and the alarm records it, so a second detection of the same fault does nothing
+//! replacement (`placement::replacement`: a healthy free device of the same kind and at least
+//! the capacity, of the same model first, then on the same switch, then the best fit). The
+//! failover takes the old device out of service in the same durable batch (`decide`), and the
+//! alarm records it, so a second detection of the same fault does nothing
 //! while it runs and nothing once the system no longer holds the device. A failover that
 //! cannot be decided (no spare yet) journals nothing and is tried again at the next sweep, so a
 //! spare an operator adds or frees is taken at once; one that was decided and then failed

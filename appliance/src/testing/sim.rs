@@ -523,11 +523,14 @@ mod tests {
         sim.set_slot_power(3, false).expect("power off");
         sim.wait_for_removal(3, t).expect("the server let it go");
         sim.set_slot_power(3, true).expect("power on");
-        sim.wait_for_device(3, t).expect("powered again, it is back");
+        sim.wait_for_device(3, t)
+            .expect("powered again, it is back");
         sim.set_slot_power(3, false).expect("power off");
-        sim.detach("nvme-0", 3).expect("the switch still detaches it");
+        sim.detach("nvme-0", 3)
+            .expect("the switch still detaches it");
         sim.attach("nvme-0", 3).expect("attach");
-        sim.wait_for_device(3, t).expect("an attach powers the slot");
+        sim.wait_for_device(3, t)
+            .expect("an attach powers the slot");
     }
 
     #[test]

@@ -122,6 +122,8 @@ pub struct Running {
     socket: PathBuf,
     #[cfg(feature = "sim")]
     sim: Option<Arc<SimFabric>>,
+    #[cfg(feature = "sim")]
+    sim_volumes: Option<Arc<SimVolumes>>,
 }
 
 impl std::fmt::Debug for dyn EventLog {
@@ -198,6 +200,8 @@ pub fn start_with_log(options: ServeOptions, log: Arc<dyn EventLog>) -> anyhow::
         socket,
         #[cfg(feature = "sim")]
         sim: parts.sim,
+        #[cfg(feature = "sim")]
+        sim_volumes: parts.sim_volumes,
     })
 }
 
@@ -243,6 +247,8 @@ struct FabricParts {
     rdma: BTreeSet<String>,
     #[cfg(feature = "sim")]
     sim: Option<Arc<SimFabric>>,
+    #[cfg(feature = "sim")]
+    sim_volumes: Option<Arc<SimVolumes>>,
 }
 
 fn fabric(choice: &FabricChoice) -> anyhow::Result<FabricParts> {
@@ -253,10 +259,11 @@ fn fabric(choice: &FabricChoice) -> anyhow::Result<FabricParts> {
             let topology = load_topology(topology.as_deref())?;
             let rdma = topology.rdma_nics();
             let sim = Arc::new(SimFabric::new(&topology, *seed));
+            let volumes = Arc::new(SimVolumes::default());
             let drivers = Drivers {
                 fabric: sim.clone(),
                 host: sim.clone(),
-                volumes: Arc::new(SimVolumes::default()),
+                volumes: volumes.clone(),
                 limits: ReconcileLimits {
                     sync_interval_ms: 1000,
                     workers: 16,
@@ -268,6 +275,7 @@ fn fabric(choice: &FabricChoice) -> anyhow::Result<FabricParts> {
                 identity: topology.identity.clone(),
                 rdma,
                 sim: Some(sim),
+                sim_volumes: Some(volumes),
             })
         }
         FabricChoice::Real {
@@ -285,6 +293,8 @@ fn fabric(choice: &FabricChoice) -> anyhow::Result<FabricParts> {
             rdma: BTreeSet::new(),
             #[cfg(feature = "sim")]
             sim: None,
+            #[cfg(feature = "sim")]
+            sim_volumes: None,
         }),
     }
 }
@@ -359,6 +369,12 @@ impl Running {
     #[cfg(feature = "sim")]
     pub fn sim(&self) -> Option<Arc<SimFabric>> {
         self.sim.clone()
+    }
+
+    /// The simulated volumes, when serving with `--fabric sim` (md's faults for tests).
+    #[cfg(feature = "sim")]
+    pub fn sim_volumes(&self) -> Option<Arc<SimVolumes>> {
+        self.sim_volumes.clone()
     }
 
     /// Stops taking commands, lets operations in flight record their outcome, and closes the

@@ -451,7 +451,7 @@ fn mirror_failover(b: &mut Bench) -> Operation {
 /// The simulated namespace of the device the switch shows at `port` (slot = port here).
 fn namespace_at(port: u16) -> std::path::PathBuf {
     let address = appliance::testing::sim::address_of_slot(u32::from(port));
-    std::path::PathBuf::from(format!("/dev/sim-nvme-{:02x}n1", address.bus))
+    appliance::testing::volumes::namespace_path(address, 1)
 }
 
 fn rule_19_mirror_member_replaced(b: &mut Bench) -> Ends {

@@ -398,5 +398,47 @@ fn a_gateway_mirror_fails_over_with_its_mount() {
     let kinds: Vec<&str> = history.iter().map(|e| e.kind.as_str()).collect();
     assert!(kinds.contains(&"failover_completed"), "{kinds:?}");
     assert!(kinds.contains(&"mount_observed"), "{kinds:?}");
+
+    // md fails a drive out of the mirror (as on its I/O errors): the appliance marks the drive
+    // failed with md's word as the evidence, and moves the mirror off it.
+    let volumes = running.sim_volumes().expect("the simulated volumes");
+    let port = system(&mut client, "nas")
+        .devices
+        .iter()
+        .find(|d| d.id.as_str() == "nvme-1")
+        .map(|d| d.port)
+        .expect("nvme-1 in the gateway");
+    let Reply::Ports(ports) = ask(&mut client, Request::query(Query::Ports)) else {
+        panic!("ports")
+    };
+    let slot = ports.iter().find(|p| p.id == port).expect("its port").slot;
+    let address = appliance::testing::sim::address_of_slot(slot);
+    let member = appliance::testing::volumes::namespace_path(address, 1);
+    assert!(volumes.members().contains(&member), "{member:?}");
+    assert!(volumes.fail_member(&member));
+    let alarm = eventually("an alarm from md", || {
+        alarms(&mut client)
+            .into_iter()
+            .find(|a| a.message == "md failed it out of the mirror")
+    });
+    assert!(
+        alarm.evidence.contains("state=faulty") && alarm.device.as_str() == "nvme-1",
+        "{alarm:?}"
+    );
+    let failed = alarm.device.to_string();
+    let again = eventually("the mirror moved off the failed drive", || {
+        let (mount, idle) = condition(&mut client);
+        let MountSourceView::Mirror { devices } = &mount.source else {
+            panic!("{mount:?}")
+        };
+        let devices: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+        (idle && !devices.contains(&failed)).then_some(devices)
+    });
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert_eq!(
+        devices_of(&mut client, "rn"),
+        ["nvme-2"],
+        "rn is not touched"
+    );
     running.shutdown().expect("shutdown");
 }

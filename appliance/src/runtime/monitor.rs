@@ -4,7 +4,8 @@
 //! the alarm); and the appliance's reflex (`decide::reflex`) acts on failed devices: right after
 //! the observation of a failure, and in a sweep every `SWEEP_INTERVAL` (a system busy at the
 //! time of the fault, a failure journaled before a crash, a link down past its grace). The
-//! sweep also reads the gateway's mirrors and journals a change of their condition.
+//! sweep also reads the gateway's mirrors and journals a change of their condition, and a drive
+//! md failed out of one (on its I/O errors) as failed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,6 +113,12 @@ fn sweep(
         }
     }
     let at_ms = now_ms();
+    for observed in super::storage::member_faults(drivers, &core.state(), at_ms) {
+        info!(?observed, "md failed a mirror's drive");
+        if let Err(e) = core.submit(Command::Observe(observed)) {
+            warn!(error = %e, "a mirror's failed drive not recorded");
+        }
+    }
     for (device, health) in reflex::escalations(&core.state(), policy, at_ms) {
         let evidence = format!("still {} at the sweep of {}", health.name(), rfc3339(at_ms));
         let observed = Observation::Health {

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::reconciler::Drivers;
 use crate::decide::command::Observation;
 use crate::model::{
-    DeviceId, Failure, Mount, MountCondition, MountSource, MountState, State, System,
+    DeviceId, Failure, Health, Mount, MountCondition, MountSource, MountState, State, System,
 };
 
 /// The NVMe namespace a mirror member uses.
@@ -431,6 +431,55 @@ pub fn conditions(drivers: &Drivers, state: &State) -> Vec<Observation> {
                     condition,
                     evidence,
                 });
+            }
+        }
+    }
+    seen
+}
+
+/// The drives md has failed out of a mirror State says is mounted (md does so on a member's
+/// I/O errors: the media errors a gateway's writes meet), as observations that the drive has
+/// failed, with md's word for it. Skipped: a system with an operation in flight (a failover
+/// fails its old member out itself), and a drive already failed.
+pub fn member_faults(drivers: &Drivers, state: &State, at_ms: u64) -> Vec<Observation> {
+    let mut seen = Vec::new();
+    for system in state.systems.values().filter(|s| s.pending.is_none()) {
+        for mount in system.mounts.values() {
+            let MountSource::Mirror { devices } = &mount.source else {
+                continue;
+            };
+            if mount.state != MountState::Mounted {
+                continue;
+            }
+            for device in devices {
+                let failed = (state.devices.get(device)).is_none_or(|d| !d.health.is_ok());
+                if failed {
+                    continue;
+                }
+                let Ok(Some(path)) = member_path(drivers, state, system, device, Duration::ZERO)
+                else {
+                    continue;
+                };
+                let Ok(Some(status)) = drivers.volumes.mirror_of(&path) else {
+                    continue;
+                };
+                let Some(member) = status.members.iter().find(|m| m.device == path) else {
+                    continue;
+                };
+                if member.state.contains("faulty") {
+                    seen.push(Observation::Health {
+                        device: device.clone(),
+                        health: Health::Failed("md failed it out of the mirror".into()),
+                        evidence: format!(
+                            "md {} member {} of {}: state={}",
+                            status.device.display(),
+                            path.display(),
+                            mount.target,
+                            member.state
+                        ),
+                        at_ms,
+                    });
+                }
             }
         }
     }

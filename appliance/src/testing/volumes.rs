@@ -10,6 +10,11 @@ use std::time::Duration;
 use drivers::volume::{MirrorMember, MirrorStatus, VolumeError, Volumes};
 use drivers::PciAddress;
 
+/// The block device of namespace `namespace` of the simulated NVMe drive at `address`.
+pub fn namespace_path(address: PciAddress, namespace: u32) -> PathBuf {
+    PathBuf::from(format!("/dev/sim-nvme-{:02x}n{namespace}", address.bus))
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     /// Array device -> members and their md state.
@@ -46,6 +51,32 @@ impl SimVolumes {
                 .map(|m| m.device.clone())
                 .collect(),
         )
+    }
+
+    /// Every mirror's members, by array.
+    pub fn members(&self) -> Vec<PathBuf> {
+        let inner = self.lock();
+        inner
+            .arrays
+            .values()
+            .flatten()
+            .map(|m| m.device.clone())
+            .collect()
+    }
+
+    /// md fails `member` out of its mirror, as it does on the member's I/O errors (its state
+    /// becomes faulty, the array degraded); false when no mirror holds it.
+    pub fn fail_member(&self, member: &Path) -> bool {
+        let mut inner = self.lock();
+        let Some(array) = SimVolumes::array_holding(&inner, member) else {
+            return false;
+        };
+        for m in inner.arrays.get_mut(&array).into_iter().flatten() {
+            if m.device == member {
+                m.state = "faulty".into();
+            }
+        }
+        true
     }
 
     /// What is mounted, target -> source.
@@ -97,7 +128,7 @@ impl SimVolumes {
         Ok(MirrorStatus {
             device: array.to_path_buf(),
             members: members.clone(),
-            degraded: 0,
+            degraded: members.iter().filter(|m| m.lost()).count() as u32,
             sync_action: "idle".into(),
             sync_completed: None,
         })
@@ -111,10 +142,7 @@ impl Volumes for SimVolumes {
         namespace: u32,
         _timeout: Duration,
     ) -> Result<PathBuf, VolumeError> {
-        Ok(PathBuf::from(format!(
-            "/dev/sim-nvme-{:02x}n{namespace}",
-            address.bus
-        )))
+        Ok(namespace_path(address, namespace))
     }
 
     fn start_mirror(&self, _name: &str, members: &[PathBuf]) -> Result<PathBuf, VolumeError> {

@@ -144,6 +144,12 @@ pub enum HostObservation {
     },
     /// NVMe SMART critical-warning bits became non-zero (or changed).
     NvmeCriticalWarning { address: PciAddress, bits: u8 },
+    /// A read probe of an NVMe controller's namespace failed (an I/O error: the drive's media
+    /// errors) or got no answer in time; `evidence` says which and where.
+    NvmeReadFailed {
+        address: PciAddress,
+        evidence: String,
+    },
     /// An RDMA or Ethernet port's link state changed.
     LinkChanged { address: PciAddress, up: bool },
 }

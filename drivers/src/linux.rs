@@ -372,9 +372,14 @@ impl Host for LinuxHost {
             observe(listener, pci, root, sender)
         })?;
         spawn("link-observer", move || observe_links(links, link_sender))?;
+        let probe_sender = smart_sender.clone();
         let smart_root = self.root.clone();
         spawn("smart-poller", move || {
             poll_smart(&smart_root, smart_sender)
+        })?;
+        let probe_root = self.root.clone();
+        spawn("read-prober", move || {
+            probe_reads(&probe_root, probe_sender)
         })?;
         Ok(receiver)
     }
@@ -465,6 +470,124 @@ fn poll_smart(root: &Path, sender: mpsc::Sender<HostObservation>) {
     }
 }
 
+/// How often every NVMe controller's first namespace is read (one direct 4 KiB read at its
+/// start), and how long that read may take before it counts as failed.
+pub const READ_PROBE_MS: u64 = 1000;
+pub const READ_PROBE_TIMEOUT_MS: u64 = 3000;
+
+/// Reads every NVMe controller's first namespace each [`READ_PROBE_MS`], bypassing the page
+/// cache, and reports a controller whose read fails (an I/O error: the media errors a dying drive
+/// returns) or does not answer within [`READ_PROBE_TIMEOUT_MS`] (each read runs on its own thread,
+/// so a hung one holds up nothing; it is not read again until it has answered). A failure is
+/// reported once, until a read of it succeeds again; a controller that went away is forgotten.
+fn probe_reads(root: &Path, sender: mpsc::Sender<HostObservation>) {
+    let mut reported: BTreeMap<String, String> = BTreeMap::new();
+    let mut hung: BTreeMap<String, mpsc::Receiver<Result<(), ProbeError>>> = BTreeMap::new();
+    loop {
+        std::thread::sleep(Duration::from_millis(READ_PROBE_MS));
+        let controllers = sysfs::list(&sysfs::under(root, "sys/class/nvme")).unwrap_or_default();
+        reported.retain(|name, _| controllers.contains(name));
+        hung.retain(|name, read| {
+            controllers.contains(name) && read.try_recv() == Err(mpsc::TryRecvError::Empty)
+        });
+        for name in &controllers {
+            if hung.contains_key(name) {
+                continue;
+            }
+            let Ok(address) = controller_address(root, name) else {
+                continue;
+            };
+            let Some(namespace) = first_namespace(root, name) else {
+                continue;
+            };
+            let path = sysfs::under(root, "dev").join(&namespace);
+            let (done, read) = mpsc::channel();
+            let reader = path.clone();
+            if spawn("read-probe", move || {
+                let _ = done.send(read_direct(&reader));
+            })
+            .is_err()
+            {
+                continue;
+            }
+            let timeout = Duration::from_millis(READ_PROBE_TIMEOUT_MS);
+            let evidence = match read.recv_timeout(timeout) {
+                Ok(Ok(())) => {
+                    reported.remove(name);
+                    continue;
+                }
+                // Not the drive's answer: it is going away (unbound or removed mid-probe).
+                Ok(Err(ProbeError::Gone(_))) => continue,
+                Ok(Err(ProbeError::Io(error))) => {
+                    format!("read probe of {}: {error}", path.display())
+                }
+                Err(_) => {
+                    hung.insert(name.clone(), read);
+                    format!(
+                        "read probe of {}: no answer within {READ_PROBE_TIMEOUT_MS} ms",
+                        path.display()
+                    )
+                }
+            };
+            if reported.get(name) == Some(&evidence) {
+                continue;
+            }
+            warn!(controller = name, %evidence, "NVMe read probe failed");
+            reported.insert(name.clone(), evidence.clone());
+            if (sender.send(HostObservation::NvmeReadFailed { address, evidence })).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The first namespace of controller `name` (`nvme0` -> `nvme0n1`), if it has one.
+fn first_namespace(root: &Path, name: &str) -> Option<String> {
+    let dir = sysfs::under(root, "sys/class/nvme").join(name);
+    let mut namespaces: Vec<String> = sysfs::list(&dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|entry| {
+            entry.strip_prefix(name).is_some_and(|rest| {
+                rest.strip_prefix('n')
+                    .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            })
+        })
+        .collect();
+    namespaces.sort();
+    namespaces.into_iter().next()
+}
+
+/// Why a read probe did not read.
+#[derive(Debug, PartialEq)]
+enum ProbeError {
+    /// The namespace is going away (its node or its device is gone): nothing to say of the drive.
+    Gone(String),
+    /// The drive answered with an error (EIO; ENODATA for a medium error).
+    Io(String),
+}
+
+/// One 4 KiB read at the start of `path`, bypassing the page cache (O_DIRECT, an aligned buffer).
+fn read_direct(path: &Path) -> Result<(), ProbeError> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const BLOCK: usize = 4096;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .map_err(|e| ProbeError::Gone(format!("open: {e}")))?;
+    let mut buffer = vec![0u8; 2 * BLOCK];
+    let offset = buffer.as_ptr().align_offset(BLOCK);
+    let block = &mut buffer[offset..offset + BLOCK];
+    file.read_exact_at(block, 0).map_err(|e| {
+        let what = format!("read of {BLOCK} bytes at 0: {e}");
+        match e.raw_os_error() {
+            Some(libc::ENODEV | libc::ENXIO | libc::ENOENT) => ProbeError::Gone(what),
+            _ => ProbeError::Io(what),
+        }
+    })
+}
+
 /// The network interfaces of PCI function `address`: `net/*` below it, or below its virtio
 /// device (virtio-net registers its netdev on `virtioN`, a child of the PCI function).
 fn interfaces_of(root: &Path, address: PciAddress) -> Vec<String> {
@@ -548,20 +671,59 @@ fn critical_warning(root: &Path, name: &str) -> Result<Option<HostObservation>, 
     Ok((bits != 0).then_some(HostObservation::NvmeCriticalWarning { address, bits }))
 }
 
-/// The PCI address of controller `name` and its SMART critical-warning bits.
-fn smart_bits(root: &Path, name: &str) -> Result<(PciAddress, u8), String> {
+/// The PCI address of controller `name`.
+fn controller_address(root: &Path, name: &str) -> Result<PciAddress, String> {
     let link = sysfs::under(root, "sys/class/nvme")
         .join(name)
         .join("device");
     let target = sysfs::link_name(&link)
         .map_err(|e| e.to_string())?
         .ok_or(format!("{} missing", link.display()))?;
-    let address: PciAddress = target
+    target
         .parse()
-        .map_err(|e| format!("{}: {e}", link.display()))?;
+        .map_err(|e| format!("{}: {e}", link.display()))
+}
+
+/// The PCI address of controller `name` and its SMART critical-warning bits.
+fn smart_bits(root: &Path, name: &str) -> Result<(PciAddress, u8), String> {
+    let address = controller_address(root, name)?;
     let path = sysfs::under(root, "dev").join(name);
     let smart = NvmeController::open_best(&path)
         .and_then(|mut c| c.smart_log())
         .map_err(|e| e.to_string())?;
     Ok((address, smart.critical_warning))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_namespace_of_a_controller_is_its_lowest_nvme_x_n_y() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let controller = root.path().join("sys/class/nvme/nvme1");
+        for entry in [
+            "nvme1n2",
+            "nvme1n1",
+            "nvme1c1n1",
+            "ng1n1",
+            "device",
+            "nvme1n",
+        ] {
+            std::fs::create_dir_all(controller.join(entry)).expect("mkdir");
+        }
+        assert_eq!(
+            first_namespace(root.path(), "nvme1").as_deref(),
+            Some("nvme1n1")
+        );
+        std::fs::create_dir_all(root.path().join("sys/class/nvme/nvme2/device")).expect("mkdir");
+        assert_eq!(first_namespace(root.path(), "nvme2"), None, "no namespace");
+    }
+
+    #[test]
+    fn a_probe_of_a_missing_namespace_says_it_is_gone_not_failing() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let missing = root.path().join("dev/nvme9n1");
+        assert!(matches!(read_direct(&missing), Err(ProbeError::Gone(_))));
+    }
 }

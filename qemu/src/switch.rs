@@ -261,7 +261,7 @@ impl Switch {
         )
     }
 
-    /// Fault: media errors (EIO) on an NVMe drive from its next write on ([`inject_media_errors`]).
+    /// Fault: media errors (EIO) on an NVMe drive from its next read on ([`inject_media_errors`]).
     pub fn inject_media_errors(&self, device: &str) -> Result<(), SwitchError> {
         let found = {
             let state = self.lock();
@@ -478,9 +478,10 @@ pub fn device_properties(device: &BenchDevice, port: u16) -> (&'static str, Map<
     (driver, properties)
 }
 
-/// Fault: media errors (EIO) on the NVMe drive's I/O from its next write on: a second blkdebug
-/// node with an inject-error rule (armed by the `pwritev` event) is added over the drive's file,
-/// and the drive's raw node is reopened onto it (blkdebug cannot change rules on reopen).
+/// Fault: media errors (EIO) on the NVMe drive's I/O from its next read on: a second blkdebug
+/// node with an inject-error rule (armed by the `read_aio` event, which the raw format raises on
+/// every read) is added over the drive's file, and the drive's raw node is reopened onto it
+/// (blkdebug cannot change rules on reopen).
 pub fn inject_media_errors(qemu: &dyn Hotplug, device: &BenchDevice) -> Result<(), SwitchError> {
     let id = &device.pool.id;
     let fail = |source| SwitchError::Qmp {
@@ -493,7 +494,7 @@ pub fn inject_media_errors(qemu: &dyn Hotplug, device: &BenchDevice) -> Result<(
         "driver": "blkdebug",
         "node-name": faulty,
         "image": pool_file_node(id),
-        "inject-error": [{"event": "pwritev", "errno": 5, "immediately": true}],
+        "inject-error": [{"event": "read_aio", "errno": 5, "immediately": true}],
     });
     qemu.execute("blockdev-add", add).map_err(fail)?;
     let reopen =

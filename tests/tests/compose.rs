@@ -121,10 +121,10 @@ fn compose_nvme_and_gpu() -> Result<()> {
     let mut options = options("compose")?;
     options.topology = qemu::BenchTopology::parse(
         &format!(
-            "{}{SPARE_NVME}{SPARE_NIC}{SPARE_GPU}",
+            "{}{SPARE_NVME}{SPARE_NIC}{SPARE_GPU}{SPARE_NVME_3}",
             qemu::topology::SAMPLE
         ),
-        "the sample with a spare NVMe, NIC and GPU",
+        "the sample with spare NVMe drives, a spare NIC and a spare GPU",
     )?;
     let booted = boot(options)?;
     let client = api(&booted.vm)?;
@@ -179,7 +179,45 @@ fn compose_nvme_and_gpu() -> Result<()> {
     a_pulled_drive_fails_over(&booted.vm, &client)?;
     a_link_down_past_its_grace_fails_the_nic_over(&booted.vm, &client)?;
     a_drained_gpu_moves_the_system_onto_the_spare(&booted.vm, &client)?;
+    media_errors_fail_the_drive_over(&booted.vm, &client)?;
     power_off(booted.vm)
+}
+
+/// A fourth NVMe drive for the compose test's pool, the spare of the media errors' failover.
+const SPARE_NVME_3: &str = r#"
+[[device]]
+id = "nvme-3"
+class = 0x010802
+serial = "POOLNVME0003"
+model = "QEMU NVMe Ctrl"
+capacity_bytes = 1073741824
+switch = "sw0"
+"#;
+
+/// Media errors: ws-1's NVMe starts failing its reads with I/O errors (blkdebug under QEMU's
+/// drive); the appliance's read probe sees the guest kernel return EIO, journals the drive
+/// failed with the probe's evidence, and fails ws-1 over to the spare.
+fn media_errors_fail_the_drive_over(vm: &qemu::Vm, client: &Client) -> Result<()> {
+    let injected = std::time::Instant::now();
+    vm.fabric().inject_media_errors("nvme-2")?;
+    let devices = failed_over(vm, client, "nvme-2")?;
+    println!(
+        "media errors to ws-1 failed over (detect + recover): {} ms",
+        injected.elapsed().as_millis()
+    );
+    ensure!(
+        devices == ["gpu-1", "nic-1", "nvme-3"],
+        "ws-1 after the media errors' failover: {devices:?}"
+    );
+    attached_port(vm, "nvme-3")?;
+    let alarm = alarm_of(client, "nvme-2", Severity::Critical)?;
+    ensure!(
+        alarm.message.starts_with("NVMe reads fail")
+            && alarm.evidence.contains("read probe of /dev/nvme")
+            && alarm.failover.as_ref().map(|o| o.state) == Some(OperationState::Completed),
+        "the alarm carries the read probe's evidence and names its failover: {alarm:?}"
+    );
+    Ok(())
 }
 
 /// A second GPU stand-in for the compose test's pool, where the drain moves ws-1.

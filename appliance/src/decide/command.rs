@@ -14,8 +14,8 @@ use crate::model::access::{
 };
 use crate::model::alarm::{AlarmEnd, Severity};
 use crate::model::domain::{
-    valid_name, AttachState, DeviceKind, Health, Identity, MountCondition, MountSource, Role,
-    System, SYSTEM_DEVICES_MAX, SYSTEM_GPUS_MAX,
+    valid_name, AttachState, Device, DeviceKind, Health, Identity, MountCondition, MountSource,
+    Role, System, SYSTEM_DEVICES_MAX, SYSTEM_GPUS_MAX,
 };
 use crate::model::drain::DrainScope;
 use crate::model::event::{DeviceFacts, Event, Made, MountSpec, Origin};
@@ -688,6 +688,22 @@ pub(crate) fn stale(
     }
 }
 
+/// The device, at the expected version.
+fn device_at<'a>(
+    state: &'a State,
+    id: &DeviceId,
+    expected_version: Option<u64>,
+) -> Result<&'a Device, CommandError> {
+    let device = state
+        .devices
+        .get(id)
+        .ok_or_else(|| CommandError::UnknownDevice {
+            device: id.to_string(),
+        })?;
+    stale("device", id, expected_version, device.version)?;
+    Ok(device)
+}
+
 /// The system, idle, at the expected version.
 fn idle_system<'a>(
     state: &'a State,
@@ -1165,13 +1181,7 @@ fn set_service(
     expected_version: Option<u64>,
     made: Made,
 ) -> Result<Decision, CommandError> {
-    let device = state
-        .devices
-        .get(id)
-        .ok_or_else(|| CommandError::UnknownDevice {
-            device: id.to_string(),
-        })?;
-    stale("device", id, expected_version, device.version)?;
+    let device = device_at(state, id, expected_version)?;
     if device.in_service == in_service {
         return Ok(Decision::plain(Vec::new()));
     }
@@ -1198,13 +1208,7 @@ fn drain(
 ) -> Result<Decision, CommandError> {
     let devices: Vec<DeviceId> = match scope {
         DrainScope::Device(id) => {
-            let device = state
-                .devices
-                .get(id)
-                .ok_or_else(|| CommandError::UnknownDevice {
-                    device: id.to_string(),
-                })?;
-            stale("device", id, expected_version, device.version)?;
+            device_at(state, id, expected_version)?;
             vec![id.clone()]
         }
         DrainScope::Switch(switch) => {

@@ -234,6 +234,11 @@ pub fn observation_command(
                 ),
             }
         }
+        HostObservation::NvmeReadFailed { address, evidence } => {
+            let device = device_in(state, slot_of(*address))?;
+            let failed = Health::Failed("NVMe reads fail (media errors or no answer)".into());
+            health(device, failed, evidence.clone())
+        }
         HostObservation::LinkChanged { address, up } => {
             let device = device_in(state, slot_of(*address))?;
             let evidence = format!(

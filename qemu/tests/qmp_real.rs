@@ -168,7 +168,13 @@ fn the_switch_hot_adds_nvme_and_sets_smart_warning() {
         switch.inject_media_errors("gpu-0").is_err(),
         "only NVMe drives have media"
     );
+    // Reads fail from the fault on (what the appliance's read probe meets).
+    let read = io("read 0 4k");
+    assert!(
+        read.contains("read 4096/4096 bytes") && !read.contains("Input/output error"),
+        "{read}"
+    );
     switch.inject_media_errors("nvme-0").unwrap();
-    let after = io("write 0 4k");
+    let after = io("read 0 4k");
     assert!(after.contains("Input/output error"), "{after}");
 }

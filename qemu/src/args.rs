@@ -192,15 +192,15 @@ fn boot_args(spec: &CommandSpec<'_>) -> Vec<String> {
     ])
 }
 
+/// The prefetchable window each root port reserves (see `root_port_args`).
+const PORT_PREFETCH_WINDOW: &str = "32M";
+
 /// One `pcie-root-port` per fabric port; `chassis` = port id and `slot` = the port's slot make
 /// every (chassis, slot) pair unique and name `/sys/bus/pci/slots/<slot>` in the guest. Each
 /// port asks the firmware for a prefetchable window of `PORT_PREFETCH_WINDOW` below 4 GiB (as a
 /// real switch's BIOS pads its hotplug ports): an empty port gets only 2 MiB otherwise, too small
-/// for a GPU's 16 MiB BAR, and the guest kernel then moves the window somewhere that the
-/// device's later removal never finishes.
-/// The prefetchable window each root port reserves (see `root_port_args`).
-const PORT_PREFETCH_WINDOW: &str = "32M";
-
+/// for a GPU's 16 MiB BAR, and the guest kernel then has to find the window a new place at
+/// hot-add ("can't assign; no space", then a second try).
 fn root_port_args(topology: &BenchTopology) -> Vec<String> {
     let mut args = Vec::new();
     for port in &topology.ports {

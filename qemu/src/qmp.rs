@@ -257,11 +257,7 @@ impl Qmp {
                 Err(e) => return Err(e),
             }
             let listed = self.execute("qom-list", json!({"path": "/machine/peripheral"}))?;
-            let named = |child: &Value| child.get("name").and_then(Value::as_str) == Some(id);
-            if !listed
-                .as_array()
-                .is_some_and(|children| children.iter().any(named))
-            {
+            if !lists(&listed, id) {
                 return Ok(());
             }
         }
@@ -363,6 +359,11 @@ fn read_loop(
     let mut queue = events.0.lock().unwrap_or_else(|poison| poison.into_inner());
     queue.closed = true;
     events.1.notify_all();
+}
+
+/// Whether a `qom-list` answer names a child `name`.
+pub fn lists(listed: &Value, name: &str) -> bool {
+    (listed.as_array()).is_some_and(|children| children.iter().any(|c| c["name"] == name))
 }
 
 fn millis(duration: Duration) -> u64 {

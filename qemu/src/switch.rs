@@ -30,7 +30,7 @@ use crate::args::{
     pool_block_node, pool_debug_node, pool_device_id, pool_file_node, pool_netdev_id, root_port_id,
     shelf_block_node, shelf_device_id,
 };
-use crate::qmp::{Qmp, QmpError};
+use crate::qmp::{lists, Qmp, QmpError};
 use crate::topology::{BenchDevice, BenchTopology, DeviceKind};
 
 /// How long a detach waits for the guest to release the device.
@@ -202,14 +202,7 @@ impl Switch {
                     device: device.into(),
                     source,
                 })?;
-            let present: Vec<&String> = held
-                .iter()
-                .filter(|name| {
-                    listed
-                        .as_array()
-                        .is_some_and(|l| l.iter().any(|e| e["name"] == name.as_str()))
-                })
-                .collect();
+            let present: Vec<&String> = held.iter().filter(|name| lists(&listed, name)).collect();
             if present.is_empty() {
                 self.lock().draining.remove(&port);
                 return Ok(());

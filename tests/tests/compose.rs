@@ -121,8 +121,10 @@ fn compose_nvme_and_gpu() -> Result<()> {
     let mut options = options("compose")?;
     options.topology = qemu::BenchTopology::parse(
         &format!(
-            "{}{SPARE_NVME}{SPARE_NIC}{SPARE_GPU}{SPARE_NVME_3}",
-            qemu::topology::SAMPLE
+            "{}{}{SPARE_NIC}{SPARE_GPU}{}",
+            qemu::topology::SAMPLE,
+            spare_nvme(2),
+            spare_nvme(3)
         ),
         "the sample with spare NVMe drives, a spare NIC and a spare GPU",
     )?;
@@ -182,17 +184,6 @@ fn compose_nvme_and_gpu() -> Result<()> {
     media_errors_fail_the_drive_over(&booted.vm, &client)?;
     power_off(booted.vm)
 }
-
-/// A fourth NVMe drive for the compose test's pool, the spare of the media errors' failover.
-const SPARE_NVME_3: &str = r#"
-[[device]]
-id = "nvme-3"
-class = 0x010802
-serial = "POOLNVME0003"
-model = "QEMU NVMe Ctrl"
-capacity_bytes = 1073741824
-switch = "sw0"
-"#;
 
 /// Media errors: ws-1's NVMe starts failing its reads with I/O errors (blkdebug under QEMU's
 /// drive); the appliance's read probe sees the guest kernel return EIO, journals the drive
@@ -442,16 +433,21 @@ fn a_link_down_past_its_grace_fails_the_nic_over(vm: &qemu::Vm, client: &Client)
     Ok(())
 }
 
-/// A third NVMe drive for the compose test's pool, the spare of the second failover.
-const SPARE_NVME: &str = r#"
+/// NVMe drive `n` of the compose test's pool beyond the sample's two: nvme-2 is the spare of
+/// the second failover, nvme-3 of the media errors' failover.
+fn spare_nvme(n: u32) -> String {
+    format!(
+        r#"
 [[device]]
-id = "nvme-2"
+id = "nvme-{n}"
 class = 0x010802
-serial = "POOLNVME0002"
+serial = "POOLNVME000{n}"
 model = "QEMU NVMe Ctrl"
 capacity_bytes = 1073741824
 switch = "sw0"
-"#;
+"#
+    )
+}
 
 /// The failover that follows the previous one: a surprise removal of ws-1's NVMe (the switch
 /// drops it from its port without asking the guest; pciehp sees the slot empty) is observed as

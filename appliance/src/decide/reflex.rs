@@ -147,13 +147,10 @@ pub fn reflex(state: &State, policy: &Policy, device: &DeviceId) -> Option<Refle
     }
     let rule = policy.rule(Some(system.role), found.kind);
     // The reflex answers an alarm (one an operator cleared asks for nothing) or a drain.
-    let alarm = matches!(found.health, Health::Failed(_))
-        .then(|| {
-            (state.alarms_of(device))
-                .find(|a| a.severity == Severity::Critical)
-                .filter(|a| rule.failover && a.failovers_failed < rule.attempts)
-        })
-        .flatten();
+    let failed = matches!(found.health, Health::Failed(_));
+    let alarm = (state.alarms_of(device))
+        .find(|a| a.severity == Severity::Critical)
+        .filter(|a| failed && rule.failover && a.failovers_failed < rule.attempts);
     let cause = match (alarm, state.drains.get(device)) {
         (Some(alarm), _) => Cause::Alarm(alarm.id),
         (None, Some(drain)) if drain.failovers_failed < rule.attempts => Cause::Drain,

@@ -28,14 +28,10 @@ impl std::fmt::Display for DrainScope {
     }
 }
 
-/// A held device being drained.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A held device being drained (what the drain was, and why, is its event's, in the journal).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[derive(Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
 pub struct Drain {
-    pub scope: DrainScope,
-    pub reason: String,
-    /// Sequence of the drain's event.
-    pub requested_at: u64,
     /// Failovers off the device that ended failed (the reflex gives up after the policy's
     /// attempts, and the device stays draining for an operator).
     pub failovers_failed: u32,

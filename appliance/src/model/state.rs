@@ -206,22 +206,11 @@ impl State {
                 }
                 self.record_plain(seq, OrderKind::SetService, made);
             }
-            Event::DrainRequested {
-                scope,
-                devices,
-                reason,
-                made,
-            } => {
-                for device in &devices {
-                    self.change_device(seq, device, |d| d.in_service = false)?;
-                    if self.devices[device].holder.is_some() {
-                        let drain = Drain {
-                            scope: scope.clone(),
-                            reason: reason.clone(),
-                            requested_at: seq,
-                            failovers_failed: 0,
-                        };
-                        self.drains.insert(device.clone(), drain);
+            Event::DrainRequested { devices, made, .. } => {
+                for device in devices {
+                    self.change_device(seq, &device, |d| d.in_service = false)?;
+                    if self.devices[&device].holder.is_some() {
+                        self.drains.insert(device, Drain::default());
                     }
                 }
                 self.record_plain(seq, OrderKind::Drain, made);

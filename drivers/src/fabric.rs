@@ -150,6 +150,13 @@ pub enum HostObservation {
         address: PciAddress,
         evidence: String,
     },
+    /// The PCIe AER uncorrectable-error counters of a device in a slot (or of its slot's port)
+    /// rose; `fatal` when a fatal error type did; `evidence` names the counters and by how much.
+    PcieUncorrectable {
+        address: PciAddress,
+        fatal: bool,
+        evidence: String,
+    },
     /// An RDMA or Ethernet port's link state changed.
     LinkChanged { address: PciAddress, up: bool },
 }

@@ -8,6 +8,7 @@
 //! - [`linux::LinuxHost`]: [`Host`] on the real kernel, built from the modules below.
 //! - [`link`]: rtnetlink link monitor (RTM_NEWLINK/DELLINK, per-interface dedup, netdev to
 //!   PCI function, RDMA ports of the netdev).
+//! - [`aer`]: PCIe AER uncorrectable-error counters of a slot's device and its port.
 //! - [`pci`] (sysfs devices, slots, power, remove/rescan, bind), [`uevent`] (netlink listener,
 //!   parser, async stream), [`nvme`] (admin commands over io_uring / ioctl, Identify, SMART, read
 //!   probe), [`rdma`] (sysfs ports, rxe links over RDMA netlink, link up), [`mount`]
@@ -24,6 +25,7 @@
 //! Every sysfs, /dev and /proc path is built from a root passed in, so tests run on fake trees
 //! (tests/fixtures: recorded in the QEMU guest, on the build host, or written by hand).
 
+pub mod aer;
 mod errors;
 pub mod fabric;
 pub mod link;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, info_span, warn};
 
+use crate::aer::{self, AerCounts};
 use crate::link::{LinkEvent, LinkMonitor};
 use crate::nvme::{NvmeController, NvmeError};
 use crate::pci::{PciBus, PciDevice, PciError};
@@ -377,10 +378,13 @@ impl Host for LinuxHost {
         spawn("smart-poller", move || {
             poll_smart(&smart_root, smart_sender)
         })?;
+        let aer_sender = probe_sender.clone();
         let probe_root = self.root.clone();
         spawn("read-prober", move || {
             probe_reads(&probe_root, probe_sender)
         })?;
+        let (aer_pci, aer_root) = (self.pci.clone(), self.root.clone());
+        spawn("aer-poller", move || poll_aer(&aer_pci, &aer_root, aer_sender))?;
         Ok(receiver)
     }
 }
@@ -535,6 +539,67 @@ fn probe_reads(root: &Path, sender: mpsc::Sender<HostObservation>) {
             warn!(controller = name, %evidence, "NVMe read probe failed");
             reported.insert(name.clone(), evidence.clone());
             if (sender.send(HostObservation::NvmeReadFailed { address, evidence })).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// How often the PCIe AER counters of every device in a hotplug slot are read.
+pub const AER_POLL_MS: u64 = 1000;
+
+/// Reads the uncorrectable AER counters of every device in a hotplug slot and of its port
+/// ([`aer::read`]) each [`AER_POLL_MS`], and reports a device whose counts rose since the last
+/// read, until the receiver is dropped (noticed at the next report). The first read of a device
+/// is its baseline: a port's counters outlive the devices behind it, and an error the kernel
+/// logged before the appliance looked is not news. Correctable errors are not read (the link
+/// healed them). A device that left its slot is forgotten.
+fn poll_aer(pci: &PciBus, root: &Path, sender: mpsc::Sender<HostObservation>) {
+    let mut last: BTreeMap<PciAddress, AerCounts> = BTreeMap::new();
+    let mut unreadable: BTreeMap<PciAddress, String> = BTreeMap::new();
+    loop {
+        std::thread::sleep(Duration::from_millis(AER_POLL_MS));
+        let (Ok(slots), Ok(devices)) = (pci.slots(), pci.devices()) else {
+            continue;
+        };
+        let slotted: Vec<PciAddress> = devices
+            .iter()
+            .filter(|d| slots.iter().any(|s| s.holds(d.address)))
+            .map(|d| d.address)
+            .collect();
+        last.retain(|address, _| slotted.contains(address));
+        unreadable.retain(|address, _| slotted.contains(address));
+        for address in slotted {
+            let counts = match aer::read(root, address) {
+                Ok(Some(counts)) => counts,
+                Ok(None) => continue,
+                Err(error) => {
+                    if unreadable.get(&address) != Some(&error) {
+                        warn!(%address, %error, "AER counters unreadable; not judged by them");
+                        unreadable.insert(address, error);
+                    }
+                    continue;
+                }
+            };
+            let Some(before) = last.insert(address, counts.clone()) else {
+                continue;
+            };
+            let rises = counts.rises_since(&before);
+            if rises.is_empty() {
+                continue;
+            }
+            let fatal = rises.iter().any(|rise| rise.starts_with("fatal:"));
+            let evidence = format!(
+                "AER counters (aer_dev_fatal, aer_dev_nonfatal) of {address} and its port: {}",
+                rises.join(", ")
+            );
+            warn!(%address, fatal, %evidence, "PCIe uncorrectable errors");
+            let observation = HostObservation::PcieUncorrectable {
+                address,
+                fatal,
+                evidence,
+            };
+            if sender.send(observation).is_err() {
                 return;
             }
         }

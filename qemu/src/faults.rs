@@ -29,6 +29,8 @@ pub enum FaultKind {
     LinkUp,
     /// Makes an NVMe drive's reads fail with media errors.
     MediaErrors,
+    /// An uncorrectable PCIe error (AER) on the device's slot.
+    PcieError,
 }
 
 impl FaultKind {
@@ -40,6 +42,7 @@ impl FaultKind {
             FaultKind::LinkDown => "link-down",
             FaultKind::LinkUp => "link-up",
             FaultKind::MediaErrors => "media-errors",
+            FaultKind::PcieError => "pcie-error",
         }
     }
 
@@ -72,6 +75,9 @@ pub fn inject(switch: &Switch, kind: FaultKind, device: &str) -> Result<String, 
         FaultKind::MediaErrors => switch
             .inject_media_errors(device)
             .map(|()| format!("{device}: reads now fail with media errors")),
+        FaultKind::PcieError => switch
+            .inject_pcie_error(device)
+            .map(|()| format!("{device}: its root port reported a poisoned TLP (AER)")),
     }
 }
 

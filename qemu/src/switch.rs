@@ -254,6 +254,30 @@ impl Switch {
         )
     }
 
+    /// Fault: an uncorrectable non-fatal PCIe error (a poisoned TLP) reported by the root port of
+    /// the device's slot, through the monitor's `pcie_aer_inject_error` (QEMU's emulated NVMe,
+    /// NICs and GPU stand-ins have no AER capability; the root ports do). The guest's AER driver
+    /// logs it, recovers the link and counts it in the port's `aer_dev_nonfatal`.
+    pub fn inject_pcie_error(&self, device: &str) -> Result<(), SwitchError> {
+        let port = self.attached_port(device, "pcie_aer_inject_error")?;
+        let command = format!("pcie_aer_inject_error {} POISON_TLP", root_port_id(port));
+        let fail = |reason: String| refused("inject a PCIe error", device, reason);
+        let output = self
+            .qemu
+            .execute("human-monitor-command", json!({"command-line": command}))
+            .map_err(|source| SwitchError::Qmp {
+                operation: "pcie_aer_inject_error",
+                device: device.into(),
+                source,
+            })?;
+        // HMP answers in text: "OK id: rp2 root bus: 0000:00, bus: 0 devfn: 2.0" on success,
+        // the reason otherwise.
+        match output.as_str().map(str::trim) {
+            Some(text) if text.starts_with("OK") => Ok(()),
+            text => Err(fail(format!("{command}: {}", text.unwrap_or("no answer")))),
+        }
+    }
+
     /// Fault: media errors (EIO) on an NVMe drive from its next read on ([`inject_media_errors`]).
     pub fn inject_media_errors(&self, device: &str) -> Result<(), SwitchError> {
         let found = {
@@ -544,7 +568,11 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push(format!("{command} {arguments}"));
-            Ok(Value::Null)
+            match command {
+                // What QEMU's HMP answers a successful AER injection.
+                "human-monitor-command" => Ok(json!("OK id: rp2 root bus: 0000:00, bus: 0")),
+                _ => Ok(Value::Null),
+            }
         }
     }
 
@@ -671,6 +699,19 @@ mod tests {
             calls[3]
         );
         assert_eq!(calls[4], "del pool-nvme-0 wait=false");
+    }
+
+    #[test]
+    fn a_pcie_error_is_injected_at_the_root_port_of_the_devices_slot() {
+        let (switch, recorder) = switch(false);
+        assert!(switch.inject_pcie_error("nvme-0").is_err(), "not attached");
+        switch.attach("nvme-0", 2).unwrap();
+        switch.inject_pcie_error("nvme-0").unwrap();
+        let calls = recorder.calls.lock().unwrap();
+        assert_eq!(
+            calls.last().unwrap(),
+            r#"human-monitor-command {"command-line":"pcie_aer_inject_error rp2 POISON_TLP"}"#
+        );
     }
 
     #[test]

@@ -121,10 +121,11 @@ fn compose_nvme_and_gpu() -> Result<()> {
     let mut options = options("compose")?;
     options.topology = qemu::BenchTopology::parse(
         &format!(
-            "{}{}{SPARE_NIC}{SPARE_GPU}{}",
+            "{}{}{SPARE_NIC}{SPARE_GPU}{}{}",
             qemu::topology::SAMPLE,
             spare_nvme(2),
-            spare_nvme(3)
+            spare_nvme(3),
+            spare_nvme(4)
         ),
         "the sample with spare NVMe drives, a spare NIC and a spare GPU",
     )?;
@@ -182,7 +183,35 @@ fn compose_nvme_and_gpu() -> Result<()> {
     a_link_down_past_its_grace_fails_the_nic_over(&booted.vm, &client)?;
     a_drained_gpu_moves_the_system_onto_the_spare(&booted.vm, &client)?;
     media_errors_fail_the_drive_over(&booted.vm, &client)?;
+    pcie_errors_fail_the_drive_over(&booted.vm, &client)?;
     power_off(booted.vm)
+}
+
+/// PCIe errors: the root port of ws-1's NVMe's slot reports an uncorrectable (non-fatal)
+/// poisoned TLP through QEMU's AER injection; the guest kernel's AER driver counts it in the
+/// port's `aer_dev_nonfatal`, the appliance's AER poller sees the count rise, journals the drive
+/// failed with the counters as evidence, and fails ws-1 over to the last spare.
+fn pcie_errors_fail_the_drive_over(vm: &qemu::Vm, client: &Client) -> Result<()> {
+    let injected = std::time::Instant::now();
+    vm.fabric().inject_pcie_error("nvme-3")?;
+    let devices = failed_over(vm, client, "nvme-3")?;
+    println!(
+        "PCIe AER error to ws-1 failed over (detect + recover): {} ms",
+        injected.elapsed().as_millis()
+    );
+    ensure!(
+        devices == ["gpu-1", "nic-1", "nvme-4"],
+        "ws-1 after the PCIe error's failover: {devices:?}"
+    );
+    attached_port(vm, "nvme-4")?;
+    let alarm = alarm_of(client, "nvme-3", Severity::Critical)?;
+    ensure!(
+        alarm.message == "PCIe uncorrectable non-fatal errors (AER)"
+            && alarm.evidence.contains("nonfatal:TLP +1")
+            && alarm.failover.as_ref().map(|o| o.state) == Some(OperationState::Completed),
+        "the alarm carries the AER counters' evidence and names its failover: {alarm:?}"
+    );
+    Ok(())
 }
 
 /// Media errors: ws-1's NVMe starts failing its reads with I/O errors (blkdebug under QEMU's

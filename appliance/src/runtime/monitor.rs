@@ -239,6 +239,19 @@ pub fn observation_command(
             let failed = Health::Failed("NVMe reads fail (media errors or no answer)".into());
             health(device, failed, evidence.clone())
         }
+        HostObservation::PcieUncorrectable {
+            address,
+            fatal,
+            evidence,
+        } => {
+            let device = device_in(state, slot_of(*address))?;
+            let which = match fatal {
+                true => "fatal",
+                false => "non-fatal",
+            };
+            let failed = Health::Failed(format!("PCIe uncorrectable {which} errors (AER)"));
+            health(device, failed, evidence.clone())
+        }
         HostObservation::LinkChanged { address, up } => {
             let device = device_in(state, slot_of(*address))?;
             let evidence = format!(

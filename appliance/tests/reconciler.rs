@@ -323,6 +323,11 @@ fn rule_13_replacement_fails(b: &mut Bench) -> Ends {
 struct StrictDetach(Arc<SimFabric>);
 
 impl Fabric for StrictDetach {
+    fn events(
+        &self,
+    ) -> Result<std::sync::mpsc::Receiver<drivers::FabricEvent>, drivers::FabricError> {
+        self.0.events()
+    }
     fn inventory(&self) -> Result<drivers::Inventory, drivers::FabricError> {
         self.0.inventory()
     }

@@ -442,3 +442,62 @@ fn a_gateway_mirror_fails_over_with_its_mount() {
     );
     running.shutdown().expect("shutdown");
 }
+
+/// The switch's own report: the fabric says rn1's NVMe's port went down. The drive is degraded
+/// (a warning alarm with the switch's words as evidence); its link back up inside the grace
+/// ends the alarm, nothing moved; down again and past the grace (the default 3 s), the
+/// appliance fails rn1 over to a spare.
+#[test]
+fn a_fabric_port_down_past_its_grace_fails_the_device_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = serve::start(options(dir.path())).expect("start");
+    let sim = running.sim().expect("the simulated fabric");
+    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
+    order(
+        &mut client,
+        Verb::CreateTenant {
+            name: "studio".into(),
+        },
+    );
+    compose(&mut client, "rn1", &["gpu-0", "nvme-0"]);
+    assert!(!sim.port_link("nvme-5", false), "nvme-5 is attached nowhere");
+
+    assert!(sim.port_link("nvme-0", false));
+    let warning = eventually("a warning for nvme-0's port", || {
+        alarms(&mut client).into_iter().find(|a| a.device.as_str() == "nvme-0")
+    });
+    assert_eq!(warning.severity, Severity::Warning, "{warning:?}");
+    assert!(
+        warning.message.starts_with("fabric port ") && warning.message.ends_with(" down"),
+        "{warning:?}"
+    );
+    assert!(
+        warning.evidence.contains("the switch reported port")
+            && warning.evidence.contains("surprise down"),
+        "{warning:?}"
+    );
+    assert!(sim.port_link("nvme-0", true));
+    eventually("the alarm ended by the link back up", || {
+        alarms(&mut client).is_empty().then_some(())
+    });
+    assert_eq!(devices_of(&mut client, "rn1"), ["gpu-0", "nvme-0"]);
+
+    assert!(sim.port_link("nvme-0", false));
+    let replaced = eventually("rn1 failed over from nvme-0", || {
+        let devices = devices_of(&mut client, "rn1");
+        let settled = system(&mut client, "rn1").pending.is_none();
+        (settled && !devices.contains(&"nvme-0".to_string())).then_some(devices)
+    });
+    assert_eq!(replaced.len(), 2, "{replaced:?}");
+    let raised = alarms(&mut client);
+    let critical = raised
+        .iter()
+        .find(|a| a.device.as_str() == "nvme-0" && a.severity == Severity::Critical)
+        .unwrap_or_else(|| panic!("a critical alarm past the grace: {raised:?}"));
+    assert!(
+        critical.message.ends_with("down for more than 3000 ms"),
+        "{critical:?}"
+    );
+    let failover = critical.failover.as_ref().expect("the failover it started");
+    assert_eq!(failover.state, OperationState::Completed, "{critical:?}");
+}

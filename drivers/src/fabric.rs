@@ -86,9 +86,21 @@ pub struct Inventory {
     pub ports: Vec<FabricPort>,
 }
 
+/// Something the switch reports on its own, without being asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum FabricEvent {
+    /// The link between port `port` and the device in it went down, or came up again;
+    /// `reason` is the switch's own words ("link training failed", "surprise down").
+    PortLink { port: u16, up: bool, reason: String },
+}
+
 /// The switch side of the fabric.
 pub trait Fabric: Send + Sync {
     fn inventory(&self) -> Result<Inventory, FabricError>;
+    /// The switch's own reports, in the order it sent them; may be called once. A report that
+    /// comes before this is called is kept for it.
+    fn events(&self) -> Result<Receiver<FabricEvent>, FabricError>;
     /// Connects pool device `device` to `port`; returns once the switch has done it (the host
     /// may see the device later: use [`Host::wait_for_device`]).
     fn attach(&self, device: &str, port: u16) -> Result<(), FabricError>;

@@ -9,7 +9,11 @@
 //! guest -> switch   {"id":8,"op":"inventory"}
 //! switch -> guest   {"id":8,"status":"inventory","inventory":{"devices":[...],"ports":[...]}}
 //! switch -> guest   {"id":9,"status":"error","kind":"unknown_device","reason":"..."}
+//! switch -> guest   {"event":"port_link","port":3,"up":false,"reason":"surprise down"}
 //! ```
+//!
+//! A line with `event` and no `id` is the switch's own report ([`FabricEvent`]), handed to
+//! [`Fabric::events`]; it may come at any time, between a request and its reply too.
 //!
 //! Every call carries a fresh id and has a deadline; a reply whose id is not the awaited one (the
 //! late reply to a call that already timed out) is skipped. The types below are the one definition
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fabric::{Fabric, FabricError, Inventory};
+use crate::fabric::{Fabric, FabricError, FabricEvent, Inventory};
 
 /// The guest's path of the port, as named by `-device virtserialport,name=fabric0`.
 pub const PORT_PATH: &str = "/dev/virtio-ports/fabric0";
@@ -109,6 +113,8 @@ enum Incoming {
 pub struct SerialFabric {
     link: Mutex<Link>,
     timeout: Duration,
+    /// The switch's reports, until [`Fabric::events`] takes them.
+    events: Mutex<Option<Receiver<FabricEvent>>>,
 }
 
 #[derive(Debug)]
@@ -156,6 +162,7 @@ impl SerialFabric {
     ) -> SerialFabric {
         let (lines_out, lines_rx) = mpsc::channel::<Vec<u8>>();
         let (incoming_tx, incoming) = mpsc::channel();
+        let (events_tx, events) = mpsc::channel();
         thread::Builder::new()
             .name("fabric-link-write".into())
             .spawn(move || write_loop(writer, lines_rx))
@@ -163,7 +170,7 @@ impl SerialFabric {
             .unwrap_or_else(|e| tracing::error!("spawn fabric-link-write: {e}"));
         thread::Builder::new()
             .name("fabric-link-read".into())
-            .spawn(move || read_loop(reader, incoming_tx))
+            .spawn(move || read_loop(reader, incoming_tx, events_tx))
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!("spawn fabric-link-read: {e}"));
         SerialFabric {
@@ -173,6 +180,7 @@ impl SerialFabric {
                 incoming,
             }),
             timeout: Duration::from_millis(CALL_TIMEOUT_MS_DEFAULT),
+            events: Mutex::new(Some(events)),
         }
     }
 
@@ -257,7 +265,11 @@ fn write_loop(mut writer: Box<dyn Write + Send>, lines: Receiver<Vec<u8>>) {
     }
 }
 
-fn read_loop(reader: Box<dyn Read + Send>, incoming: Sender<IncomingDebug>) {
+fn read_loop(
+    reader: Box<dyn Read + Send>,
+    incoming: Sender<IncomingDebug>,
+    events: Sender<FabricEvent>,
+) {
     let mut reader = BufReader::new(reader);
     let mut line = Vec::new();
     loop {
@@ -269,7 +281,15 @@ fn read_loop(reader: Box<dyn Read + Send>, incoming: Sender<IncomingDebug>) {
                 thread::sleep(Duration::from_millis(EOF_RETRY_MS));
                 continue;
             }
-            Ok(_) => parse_reply(&line),
+            Ok(_) => match serde_json::from_slice::<FabricEvent>(&line) {
+                Ok(event) => {
+                    tracing::info!(?event, "the switch reported");
+                    // Nobody listening (the receiver was dropped) is nobody to tell.
+                    let _ = events.send(event);
+                    continue;
+                }
+                Err(_) => parse_reply(&line),
+            },
             Err(e) if e.kind() == IoErrorKind::Interrupted => continue,
             Err(e) => Incoming::Closed(format!("read from the fabric link: {e}")),
         };
@@ -338,6 +358,14 @@ fn unexpected(operation: &'static str, reply: &FabricReply) -> FabricError {
 }
 
 impl Fabric for SerialFabric {
+    fn events(&self) -> Result<Receiver<FabricEvent>, FabricError> {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        events.take().ok_or_else(|| FabricError::Link {
+            operation: "events",
+            reason: "events() may be called once".into(),
+        })
+    }
+
     fn inventory(&self) -> Result<Inventory, FabricError> {
         match self.call(FabricRequest::Inventory)? {
             FabricReply::Inventory { inventory } => Ok(inventory),
@@ -508,6 +536,28 @@ mod tests {
             matches!(&err, FabricError::Refused { operation: "detach", port: 1, reason, .. } if reason == "port 1 is empty"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_report_between_a_request_and_its_reply_goes_to_the_events() {
+        let (fabric, _peer) = fake_peer(|request| {
+            vec![
+                r#"{"event":"port_link","port":1,"up":false,"reason":"surprise down"}"#.into(),
+                reply(request.id, FabricReply::Done),
+            ]
+        });
+        fabric.attach("nvme-0", 1).unwrap();
+        let events = fabric.events().unwrap();
+        let event = events.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            event,
+            FabricEvent::PortLink {
+                port: 1,
+                up: false,
+                reason: "surprise down".into()
+            }
+        );
+        assert!(fabric.events().is_err(), "events() may be called once");
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub enum FaultKind {
     MediaErrors,
     /// An uncorrectable PCIe error (AER) on the device's slot.
     PcieError,
+    /// The switch reports the link of the device's port down.
+    PortDown,
+    /// The switch reports it up again.
+    PortUp,
 }
 
 impl FaultKind {
@@ -43,6 +47,8 @@ impl FaultKind {
             FaultKind::LinkUp => "link-up",
             FaultKind::MediaErrors => "media-errors",
             FaultKind::PcieError => "pcie-error",
+            FaultKind::PortDown => "port-down",
+            FaultKind::PortUp => "port-up",
         }
     }
 
@@ -78,6 +84,12 @@ pub fn inject(switch: &Switch, kind: FaultKind, device: &str) -> Result<String, 
         FaultKind::PcieError => switch
             .inject_pcie_error(device)
             .map(|()| format!("{device}: its root port reported a poisoned TLP (AER)")),
+        FaultKind::PortDown => switch
+            .set_port_link(device, false)
+            .map(|port| format!("{device}: the switch reported port {port}'s link down")),
+        FaultKind::PortUp => switch
+            .set_port_link(device, true)
+            .map(|port| format!("{device}: the switch reported port {port}'s link up")),
     }
 }
 

@@ -236,7 +236,7 @@ fn what_to_type_next(vm: &Vm, headless: bool) -> String {
   log in:    cargo run -q --release -p appliance -- ctl --url {url} --ca-cert {cert} login --user admin --password-file {password}
   then:      cargo run -q --release -p appliance -- ctl status   (or systems, devices, compose --help)
   or curl:   curl --cacert {cert} -u \"admin:$(cat {password})\" {url}/redfish/v1/Systems
-  a fault:   cargo run -q --release -p qemu -- fault smart nvme-0   (smart, remove, link-down, media-errors, pcie-error; on a composed device)
+  a fault:   cargo run -q --release -p qemu -- fault smart nvme-0   (smart, remove, link-down, media-errors, pcie-error, port-down; on a composed device)
   stop:      {stop}"
     )
 }

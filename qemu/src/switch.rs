@@ -1,7 +1,8 @@
 //! The emulated fabric switch: the pool of devices from the topology, which port each is attached
 //! to, the JSON-lines protocol of `drivers::serial_fabric` served over the VM's virtio-serial link,
 //! and fault injection for tests (surprise removal, SMART critical warning, NIC link down, media
-//! errors).
+//! errors, PCIe AER errors, and a port's link down as the switch itself reports it: an event
+//! line to every connected link).
 //!
 //! Attach is a QMP `device_add` of the pool device on its port's root port; detach is a
 //! `device_del` that waits until QEMU has removed the device (pciehp takes ~5 s to honour the
@@ -23,7 +24,7 @@ use std::time::Duration;
 use drivers::serial_fabric::{
     FabricReply, FabricRequest, RefusalKind, ReplyLine, RequestLine, LINE_BYTES_MAX,
 };
-use drivers::{error_chain, FabricPort, Inventory};
+use drivers::{error_chain, FabricEvent, FabricPort, Inventory};
 use serde_json::{json, Map, Value};
 
 use crate::args::{
@@ -99,6 +100,32 @@ struct State {
     /// Ports whose device was pulled without waiting for QEMU to delete it (port -> QEMU id):
     /// QEMU keeps it on the root port until the guest has powered the slot off.
     draining: std::collections::BTreeMap<u16, String>,
+    /// The connected links' writers, where replies and the switch's own reports go (one line
+    /// at a time under the lock, so a report never cuts a reply in half).
+    links: Links,
+}
+
+/// The connected links (Debug shows how many).
+#[derive(Default, Clone)]
+struct Links(Vec<LinkOut>);
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} link(s)", self.0.len())
+    }
+}
+
+/// Where one connected link's lines are written.
+pub type LinkOut = Arc<Mutex<dyn Write + Send>>;
+
+/// Writes `line` and a newline to `out`; false when the link is gone.
+fn send_line(out: &LinkOut, line: &impl serde::Serialize) -> bool {
+    let mut text = serde_json::to_string(line).unwrap_or_default();
+    text.push('\n');
+    let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_ok()
 }
 
 impl Switch {
@@ -107,6 +134,7 @@ impl Switch {
             devices: topology.devices.clone(),
             ports: topology.ports.clone(),
             draining: Default::default(),
+            links: Links::default(),
         };
         Switch {
             state: Arc::new(Mutex::new(state)),
@@ -384,8 +412,10 @@ impl Switch {
         }
     }
 
-    /// Serves the protocol on `stream` (the VM's fabric link) until it closes.
-    pub fn serve(&self, stream: impl std::io::Read, mut out: impl Write) {
+    /// Serves the protocol on `stream` (the VM's fabric link) until it closes; replies and the
+    /// switch's reports are written to `out`.
+    pub fn serve(&self, stream: impl std::io::Read, out: LinkOut) {
+        self.lock().links.0.push(out.clone());
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
         loop {
@@ -394,7 +424,7 @@ impl Switch {
             match std::io::Read::take(std::io::Read::by_ref(&mut reader), limit)
                 .read_line(&mut line)
             {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
             let reply = match serde_json::from_str::<RequestLine>(line.trim_end()) {
@@ -410,16 +440,39 @@ impl Switch {
                     },
                 },
             };
-            let mut text = serde_json::to_string(&reply).unwrap_or_default();
-            text.push('\n');
-            if out
-                .write_all(text.as_bytes())
-                .and_then(|()| out.flush())
-                .is_err()
-            {
-                return;
+            if !send_line(&out, &reply) {
+                break;
             }
         }
+        self.lock().links.0.retain(|link| !Arc::ptr_eq(link, &out));
+    }
+
+    /// Fault: the link of `device`'s port goes down (or comes up again), and the switch says so
+    /// on every connected link, as a fabric switch reports a port's link change on its own. The
+    /// device stays where it is (the switch's report is the fault); returns the port.
+    pub fn set_port_link(&self, device: &str, up: bool) -> Result<u16, SwitchError> {
+        let port = self.attached_port(device, "port_link")?;
+        let reason = match up {
+            true => "link up",
+            false => "surprise down (injected)",
+        };
+        let event = FabricEvent::PortLink {
+            port,
+            up,
+            reason: reason.into(),
+        };
+        let links = self.lock().links.0.clone();
+        if links.is_empty() {
+            return Err(refused(
+                "report a port's link",
+                device,
+                "no link is connected to hear it".into(),
+            ));
+        }
+        for link in &links {
+            send_line(link, &event);
+        }
+        Ok(port)
     }
 
     /// Serves the link on a thread.
@@ -428,7 +481,7 @@ impl Switch {
         stream: std::os::unix::net::UnixStream,
     ) -> std::io::Result<thread::JoinHandle<()>> {
         let switch = self.clone();
-        let out = stream.try_clone()?;
+        let out: LinkOut = Arc::new(Mutex::new(stream.try_clone()?));
         thread::Builder::new()
             .name("fabric-switch".into())
             .spawn(move || switch.serve(stream, out))
@@ -702,6 +755,26 @@ mod tests {
     }
 
     #[test]
+    fn a_port_down_is_reported_on_every_connected_link() {
+        let (switch, _) = switch(false);
+        switch.attach("nvme-0", 2).unwrap();
+        assert!(
+            switch.set_port_link("nvme-0", false).is_err(),
+            "no link to hear it"
+        );
+        let out = Arc::new(Mutex::new(Vec::new()));
+        switch.lock().links.0.push(out.clone());
+        assert!(switch.set_port_link("gpu-0", false).is_err(), "not attached");
+        assert_eq!(switch.set_port_link("nvme-0", false).unwrap(), 2);
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "{\"event\":\"port_link\",\"port\":2,\"up\":false,\"reason\":\"surprise down (injected)\"}\n"
+        );
+        assert_eq!(switch.inventory().ports[1].attached.as_deref(), Some("nvme-0"));
+    }
+
+    #[test]
     fn a_pcie_error_is_injected_at_the_root_port_of_the_devices_slot() {
         let (switch, recorder) = switch(false);
         assert!(switch.inject_pcie_error("nvme-0").is_err(), "not attached");
@@ -724,9 +797,10 @@ mod tests {
             r#"{"id":2,"op":"inventory"}"#,
             "\n"
         );
-        let mut out = Vec::new();
-        switch.serve(input.as_bytes(), &mut out);
-        let replies: Vec<ReplyLine> = String::from_utf8(out)
+        let out = Arc::new(Mutex::new(Vec::new()));
+        switch.serve(input.as_bytes(), out.clone());
+        assert!(switch.lock().links.0.is_empty(), "a closed link is forgotten");
+        let replies: Vec<ReplyLine> = String::from_utf8(out.lock().unwrap().clone())
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())

@@ -121,11 +121,12 @@ fn compose_nvme_and_gpu() -> Result<()> {
     let mut options = options("compose")?;
     options.topology = qemu::BenchTopology::parse(
         &format!(
-            "{}{}{SPARE_NIC}{SPARE_GPU}{}{}",
+            "{}{}{SPARE_NIC}{SPARE_GPU}{}{}{}",
             qemu::topology::SAMPLE,
             spare_nvme(2),
             spare_nvme(3),
-            spare_nvme(4)
+            spare_nvme(4),
+            spare_nvme(5)
         ),
         "the sample with spare NVMe drives, a spare NIC and a spare GPU",
     )?;
@@ -184,7 +185,34 @@ fn compose_nvme_and_gpu() -> Result<()> {
     a_drained_gpu_moves_the_system_onto_the_spare(&booted.vm, &client)?;
     media_errors_fail_the_drive_over(&booted.vm, &client)?;
     pcie_errors_fail_the_drive_over(&booted.vm, &client)?;
+    a_port_down_at_the_switch_fails_the_drive_over(&booted.vm, &client)?;
     power_off(booted.vm)
+}
+
+/// The switch's own report: the bench switch says, on the fabric link, that the port of ws-1's
+/// NVMe went down; the appliance degrades the drive (a warning with the switch's words), and
+/// past the link's grace (3 s by default) fails ws-1 over to the spare.
+fn a_port_down_at_the_switch_fails_the_drive_over(vm: &qemu::Vm, client: &Client) -> Result<()> {
+    let reported = std::time::Instant::now();
+    let port = vm.fabric().set_port_link("nvme-4", false)?;
+    let warning = alarm_of(client, "nvme-4", Severity::Warning)?;
+    ensure!(
+        warning.message == format!("fabric port {port} down")
+            && warning.evidence.contains("surprise down (injected)"),
+        "the warning carries the switch's report: {warning:?}"
+    );
+    let devices = failed_over(vm, client, "nvme-4")?;
+    println!(
+        "port down at the switch to ws-1 failed over (grace 3000 ms + recover): {} ms",
+        reported.elapsed().as_millis()
+    );
+    ensure!(
+        devices == ["gpu-1", "nic-1", "nvme-5"],
+        "ws-1 after the port down's failover: {devices:?}"
+    );
+    attached_port(vm, "nvme-5")?;
+    alarm_of(client, "nvme-4", Severity::Critical)?;
+    Ok(())
 }
 
 /// PCIe errors: the root port of ws-1's NVMe's slot reports an uncorrectable (non-fatal)

@@ -1,6 +1,7 @@
 //! The host monitor: what the host's kernel reports on its own (a device removed from its slot,
-//! an NVMe SMART critical warning, a link going down or up) becomes a health observation of the
-//! device State holds in that slot, with its evidence and the time it was seen (`decide` raises
+//! an NVMe SMART critical warning, a failed read probe, PCIe AER errors, a link going down or
+//! up) and what the fabric's switch reports on its own (a port's link down or up) becomes a
+//! health observation of the device State holds in that slot or port, with its evidence and the time it was seen (`decide` raises
 //! the alarm); and the appliance's reflex (`decide::reflex`) acts on failed devices: right after
 //! the observation of a failure, and in a sweep every `SWEEP_INTERVAL` (a system busy at the
 //! time of the fault, a failure journaled before a crash, a link down past its grace). The
@@ -9,12 +10,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use drivers::{HostObservation, PciAddress};
+use drivers::{FabricEvent, HostObservation, PciAddress};
 use tracing::{info, info_span, warn};
 
 use super::drift::wanted_port;
@@ -22,31 +23,66 @@ use super::reconciler::Drivers;
 use crate::core::CoreHandle;
 use crate::decide::command::{Command, Observation};
 use crate::decide::reflex::{self, Policy, Reflex};
-use crate::model::{DeviceId, Health, State};
+use crate::model::{DeviceId, Health, PortId, State};
 use crate::time::{now_ms, rfc3339};
 
-/// Starts the thread that turns the host's observations into commands, when the host offers
-/// them.
+/// What the monitor hears: the host's kernel or the fabric's switch, speaking on its own.
+enum Heard {
+    Host(HostObservation),
+    Fabric(FabricEvent),
+}
+
+/// Starts the thread that turns the host's observations and the switch's reports into
+/// commands, when either offers them.
 pub fn start(
     core: &CoreHandle,
     drivers: &Drivers,
     policy: Policy,
     stop: &Arc<AtomicBool>,
 ) -> std::io::Result<Option<JoinHandle<()>>> {
-    let Ok(observations) = drivers.host.observations() else {
+    let (heard, hearing) = mpsc::channel();
+    let mut sources = 0;
+    if let Ok(observations) = drivers.host.observations() {
+        forward("observe-host", observations, heard.clone(), Heard::Host)?;
+        sources += 1;
+    }
+    if let Ok(events) = drivers.fabric.events() {
+        forward("observe-fabric", events, heard, Heard::Fabric)?;
+        sources += 1;
+    }
+    if sources == 0 {
         return Ok(None);
-    };
+    }
     let (core, stop, drivers) = (core.clone(), stop.clone(), drivers.clone());
     std::thread::Builder::new()
         .name("observe".into())
-        .spawn(move || observe(core, drivers, observations, policy, stop))
+        .spawn(move || observe(core, drivers, hearing, policy, stop))
         .map(Some)
+}
+
+/// Forwards what `from` receives into `to`, wrapped, until either side hangs up.
+fn forward<T: Send + 'static>(
+    name: &str,
+    from: Receiver<T>,
+    to: Sender<Heard>,
+    wrap: fn(T) -> Heard,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            for item in from {
+                if to.send(wrap(item)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map(drop)
 }
 
 fn observe(
     core: CoreHandle,
     drivers: Drivers,
-    observations: Receiver<HostObservation>,
+    hearing: Receiver<Heard>,
     policy: Policy,
     stop: Arc<AtomicBool>,
 ) {
@@ -59,19 +95,23 @@ fn observe(
             sweep(&core, &drivers, &policy, &mut refused);
             swept = Instant::now();
         }
-        match observations.recv_timeout(Duration::from_millis(200)) {
-            Ok(observation) => {
+        match hearing.recv_timeout(Duration::from_millis(200)) {
+            Ok(heard) => {
                 let at_ms = now_ms();
-                let present = host.present().unwrap_or_default();
-                let slot_of = |address| {
-                    present
-                        .iter()
-                        .find(|d| d.address == address)
-                        .and_then(|d| d.slot)
+                let command = match heard {
+                    Heard::Host(observation) => {
+                        let present = host.present().unwrap_or_default();
+                        let slot_of = |address| {
+                            present
+                                .iter()
+                                .find(|d| d.address == address)
+                                .and_then(|d| d.slot)
+                        };
+                        observation_command(&core.state(), &observation, at_ms, slot_of)
+                    }
+                    Heard::Fabric(event) => fabric_command(&core.state(), &event, at_ms),
                 };
-                let Some(command) =
-                    observation_command(&core.state(), &observation, at_ms, slot_of)
-                else {
+                let Some(command) = command else {
                     continue;
                 };
                 let failed = match &command {
@@ -157,6 +197,36 @@ fn act(core: &CoreHandle, reflex: &Reflex, refused: &mut HashMap<DeviceId, Strin
             }
         }
     }
+}
+
+/// Maps a report of the switch seen at `at_ms` to a command, when it concerns a device State
+/// has composed: a port whose link went down degrades the device in it (the reflex fails it
+/// over if it stays down past its grace, as a NIC's link), and its link coming back up heals it.
+pub fn fabric_command(state: &State, event: &FabricEvent, at_ms: u64) -> Option<Command> {
+    let FabricEvent::PortLink { port, up, reason } = event;
+    let device = state.ports.get(&PortId(*port))?.device.clone()?;
+    let composed = state
+        .devices
+        .get(&device)
+        .and_then(|d| wanted_port(state, d))
+        .is_some();
+    if !composed {
+        return None;
+    }
+    let health = match up {
+        true => Health::Ok,
+        false => Health::Degraded(format!("fabric port {port} down")),
+    };
+    let state_word = match up {
+        true => "up",
+        false => "down",
+    };
+    Some(Command::Observe(Observation::Health {
+        device,
+        health,
+        evidence: format!("the switch reported port {port}'s link {state_word}: {reason}"),
+        at_ms,
+    }))
 }
 
 /// The device State holds in hotplug slot `slot`, if any.

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use drivers::{
-    DriverChoice, Fabric, FabricError, FabricPort, Host, HostDevice, HostError, HostObservation,
+    DriverChoice, Fabric, FabricError, FabricEvent, FabricPort, Host, HostDevice, HostError, HostObservation,
     Inventory, NvmeIdentity, PciAddress, PoolDevice,
 };
 use rand::rngs::StdRng;
@@ -69,6 +69,8 @@ struct Inner {
 pub struct SimFabric {
     inner: Mutex<Inner>,
     observer: Mutex<Option<Sender<HostObservation>>>,
+    /// The switch's reports, kept until `events()` takes the receiver.
+    reports: Mutex<(Sender<FabricEvent>, Option<Receiver<FabricEvent>>)>,
 }
 
 /// The PCI address the simulated server gives the device in `slot`.
@@ -100,9 +102,11 @@ impl SimFabric {
             scheduled: Vec::new(),
             counters: SimCounters::default(),
         };
+        let (reports, taken) = channel();
         SimFabric {
             inner: Mutex::new(inner),
             observer: Mutex::new(None),
+            reports: Mutex::new((reports, Some(taken))),
         }
     }
 
@@ -159,6 +163,27 @@ impl SimFabric {
             address,
             up,
         })
+    }
+
+    /// The switch reports the link of `device`'s port down (or up); false when `device` is
+    /// attached nowhere.
+    pub fn port_link(&self, device: &str, up: bool) -> bool {
+        let port = self.lock().devices.get(device).and_then(|d| d.attached_port);
+        let Some(port) = port else {
+            return false;
+        };
+        let reason = match up {
+            true => "link up",
+            false => "surprise down (simulated)",
+        };
+        let event = FabricEvent::PortLink {
+            port,
+            up,
+            reason: reason.into(),
+        };
+        let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = reports.0.send(event);
+        true
     }
 
     fn report(
@@ -256,6 +281,14 @@ fn fault(inner: &mut Inner, pred: impl Fn(&Fault) -> bool, ppm: u32) -> bool {
 }
 
 impl Fabric for SimFabric {
+    fn events(&self) -> Result<Receiver<FabricEvent>, FabricError> {
+        let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        reports.1.take().ok_or_else(|| FabricError::Link {
+            operation: "events",
+            reason: "events() may be called once".into(),
+        })
+    }
+
     fn inventory(&self) -> Result<Inventory, FabricError> {
         let inner = self.lock();
         Ok(Inventory {

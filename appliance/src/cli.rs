@@ -243,6 +243,10 @@ enum Ctl {
         out: bool,
         #[arg(long = "in")]
         back_in: bool,
+        /// With --in: the device was repaired or replaced; its health is Ok again and its
+        /// alarms are cleared (a failed device cannot be composed until then).
+        #[arg(long, requires = "back_in")]
+        repaired: bool,
         #[arg(long, default_value = "")]
         reason: String,
         #[command(flatten)]
@@ -723,6 +727,7 @@ fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
             device,
             out,
             back_in,
+            repaired,
             reason,
             order: args,
         } => {
@@ -733,6 +738,7 @@ fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
                 device: device.into(),
                 in_service: back_in,
                 reason,
+                repaired,
             };
             order(verb, args)
         }

@@ -212,6 +212,44 @@ fn a_cleared_alarm_asks_for_nothing() {
 }
 
 #[test]
+fn a_repaired_device_is_healthy_and_composable_again_with_its_alarms_cleared() {
+    let mut state = bench(Role::RenderNode);
+    run(
+        &mut state,
+        health("nvme-1", Health::Failed("PCIe uncorrectable non-fatal errors (AER)".into()), 5),
+    );
+    let service = |in_service, repaired| {
+        Command::appliance(Verb::SetService {
+            device: "nvme-1".into(),
+            in_service,
+            reason: "drive swapped".into(),
+            repaired,
+        })
+    };
+    run(&mut state, service(false, false));
+    let contradiction = decide(&state, &service(false, true));
+    assert!(
+        matches!(contradiction, Err(CommandError::BadOrder { .. })),
+        "{contradiction:?}"
+    );
+    // Back in service only: still failed, its alarm stands.
+    run(&mut state, service(true, false));
+    assert!(!state.devices[&DeviceId::from("nvme-1")].health.is_ok());
+    assert_eq!(state.alarms.len(), 1);
+    let events = run(&mut state, service(true, true));
+    assert_eq!(
+        kinds(&events),
+        ["health_changed", "alarm_ended", "service_changed"]
+    );
+    let device = &state.devices[&DeviceId::from("nvme-1")];
+    assert!(device.health.is_ok() && device.in_service, "{device:?}");
+    assert!(state.alarms.is_empty());
+    // Repaired twice is once; and the drive composes.
+    assert!(run(&mut state, service(true, true)).is_empty());
+    compose(&mut state, "rn2", Role::RenderNode, &["nvme-1"]);
+}
+
+#[test]
 fn a_refused_failover_is_tried_again_and_a_failed_one_until_the_attempts_are_spent() {
     let mut state = bench(Role::RenderNode);
     let policy = Policy::default();
@@ -221,6 +259,7 @@ fn a_refused_failover_is_tried_again_and_a_failed_one_until_the_attempts_are_spe
             device: device.into(),
             in_service,
             reason: "spare withheld".into(),
+            repaired: false,
         })
     };
     for id in ["nvme-1", "nvme-2"] {
@@ -527,6 +566,7 @@ fn a_device_put_back_in_service_ends_its_drain_and_a_failing_one_is_retried_to_t
             device: "nvme-0".into(),
             in_service,
             reason: "maintenance put off".into(),
+            repaired: false,
         })
     };
     run(&mut state, back(true));

@@ -166,6 +166,7 @@ fn to_verb(h: &Harness, action: &Action) -> Option<Verb> {
             device: nth(&devices, *device)?,
             in_service: *in_service,
             reason: "prop".into(),
+            repaired: false,
         },
         Action::Delete { system } => Verb::DeleteSystem {
             name: system_name(*system),

@@ -183,6 +183,7 @@ impl From<&CommandError> for ErrorCode {
             E::RequestIdReused { .. } => ErrorCode::RequestIdReused,
             E::NotPending { .. } => ErrorCode::NotPending,
             E::Empty { .. } => ErrorCode::Empty,
+            E::BadOrder { .. } => ErrorCode::BadRequest,
             E::UnknownAccount { .. } => ErrorCode::UnknownAccount,
             E::AccountExists { .. } => ErrorCode::AccountExists,
             E::AccountDisabled { .. } => ErrorCode::AccountDisabled,

@@ -102,12 +102,17 @@ pub enum Verb {
         #[serde(default)]
         reason: String,
     },
-    /// Take a device out of service or put it back.
+    /// Take a device out of service or put it back. `repaired` (with `in_service` only) says
+    /// the device was repaired or replaced: its health is Ok again and its alarms are cleared,
+    /// which is how a device the appliance saw fail (a signal that never clears by itself, such
+    /// as AER counters or a removal) becomes composable again.
     SetService {
         device: DeviceId,
         in_service: bool,
         #[serde(default)]
         reason: String,
+        #[serde(default)]
+        repaired: bool,
     },
     CreateAccount {
         name: AccountName,
@@ -360,6 +365,8 @@ pub enum CommandError {
     NotPending { op: OperationId },
     #[error("the request is empty: {reason}")]
     Empty { reason: String },
+    #[error("the order contradicts itself: {reason}")]
+    BadOrder { reason: String },
     #[error("no account {account:?}")]
     UnknownAccount { account: String },
     #[error("account {account:?} already exists")]
@@ -495,7 +502,15 @@ fn decide_order(state: &State, order: &Order) -> Result<Decision, CommandError> 
             device,
             in_service,
             reason,
-        } => set_service(state, device, *in_service, reason, version, made),
+            repaired,
+        } => {
+            let service = Service {
+                in_service: *in_service,
+                repaired: *repaired,
+                reason,
+            };
+            set_service(state, device, service, version, made)
+        }
         Verb::Drain { scope, reason } => drain(state, scope, reason, version, made),
         Verb::CreateAccount {
             name,
@@ -1173,26 +1188,55 @@ fn failover(
     })
 }
 
+/// What a service order asks of a device.
+struct Service<'a> {
+    in_service: bool,
+    repaired: bool,
+    reason: &'a str,
+}
+
 fn set_service(
     state: &State,
     id: &DeviceId,
-    in_service: bool,
-    reason: &str,
+    service: Service,
     expected_version: Option<u64>,
     made: Made,
 ) -> Result<Decision, CommandError> {
     let device = device_at(state, id, expected_version)?;
-    if device.in_service == in_service {
+    if service.repaired && !service.in_service {
+        return Err(CommandError::BadOrder {
+            reason: format!("{id} cannot be repaired and taken out of service at once"),
+        });
+    }
+    // A repaired device is healthy again and its alarms end, cleared by the operator.
+    let mut events = Vec::new();
+    if service.repaired {
+        if !device.health.is_ok() {
+            events.push(Event::HealthChanged {
+                device: id.clone(),
+                health: Health::Ok,
+            });
+        }
+        events.extend(state.alarms_of(id).map(|alarm| Event::AlarmEnded {
+            alarm: alarm.id,
+            device: id.clone(),
+            end: AlarmEnd::Cleared,
+            made: made.clone(),
+        }));
+    }
+    if device.in_service == service.in_service && events.is_empty() {
         return Ok(Decision::plain(Vec::new()));
     }
-    // Its alarms stand: a device returned to service while still failed is the reflex's again
-    // (a retry, say once a spare is in the pool); clearing the alarm is what stops it.
-    Ok(Decision::plain(vec![Event::ServiceChanged {
+    // Otherwise its alarms stand: a device returned to service while still failed is the
+    // reflex's again (a retry, say once a spare is in the pool); clearing the alarm is what
+    // stops it.
+    events.push(Event::ServiceChanged {
         device: id.clone(),
-        in_service,
-        reason: reason.to_string(),
+        in_service: service.in_service,
+        reason: service.reason.to_string(),
         made,
-    }]))
+    });
+    Ok(Decision::plain(events))
 }
 
 /// The scope's devices leave service in one event; each held one is marked draining, and the

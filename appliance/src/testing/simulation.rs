@@ -234,10 +234,13 @@ impl Harness {
                 let device = self.pick(&devices).unwrap_or_default();
                 let in_service = self.rng.gen_bool(0.6);
                 let reason = "simulation".into();
+                // Half the returns say the device was repaired: its alarms end, it heals.
+                let repaired = in_service && self.rng.gen_bool(0.5);
                 let verb = Verb::SetService {
                     device,
                     in_service,
                     reason,
+                    repaired,
                 };
                 order(verb, None, None)
             }

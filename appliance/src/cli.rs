@@ -33,6 +33,9 @@ enum Top {
     Serve(ServeArgs),
     /// Talk to a running appliance.
     Ctl(CtlArgs),
+    /// The local console of the appliance serving DATA_DIR, through its console socket:
+    /// line mode (one command per line; `help` lists them), and the front panel.
+    Console(ConsoleArgs),
     /// Inspect the journal in DIR (or DIR/journal when it exists).
     Journal {
         #[command(subcommand)]
@@ -82,6 +85,29 @@ struct ServeArgs {
     /// Ignore the journal's snapshots at start and replay the whole journal.
     #[arg(long)]
     no_snapshots: bool,
+}
+
+#[derive(clap::Args)]
+struct ConsoleArgs {
+    /// The data directory of the running service (its console.sock and console-pin).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Line mode: commands on stdin, answers on stdout (the full screen is not built yet, so
+    /// this is the only mode and may not be left out).
+    #[arg(long)]
+    line: bool,
+    /// Instead of the console, drive the 2x20 front panel on this character device or file.
+    #[arg(long, conflicts_with = "line")]
+    panel: Option<PathBuf>,
+    /// At the first start, the console's PIN from the first line of FILE.
+    #[arg(long)]
+    pin_file: Option<PathBuf>,
+    /// Seconds without input after which the console locks.
+    #[arg(long, default_value_t = 300)]
+    idle_lock_s: u64,
+    /// Seconds the console stays locked after five wrong PINs.
+    #[arg(long, default_value_t = 300)]
+    lockout_s: u64,
 }
 
 #[derive(clap::Args)]
@@ -387,6 +413,7 @@ pub fn run() -> i32 {
         #[cfg(feature = "sim")]
         Top::Serve(args) => serve_cmd(args),
         Top::Ctl(args) => ctl(args),
+        Top::Console(args) => console_cmd(args),
         Top::Journal { command } => journal_cmd(command),
     };
     match result {
@@ -396,6 +423,39 @@ pub fn run() -> i32 {
             1
         }
     }
+}
+
+fn console_cmd(args: ConsoleArgs) -> anyhow::Result<i32> {
+    use appliance::console::{self, line::LineMode, panel::SerialPanel, pin::PinStore, Service};
+    use std::time::Duration;
+    let mut service = Service::of(&args.data_dir);
+    if let Some(path) = args.panel {
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .with_context(|| format!("open the panel {}", path.display()))?;
+        let mut display = SerialPanel::new(out);
+        console::run_panel(&mut service, &mut display, console::PANEL_PAGE, || true)?;
+        return Ok(0);
+    }
+    if !args.line {
+        bail!("the full-screen console is not built yet: give --line (or --panel PATH)");
+    }
+    let pins = PinStore::new(&args.data_dir).with_lockout(Duration::from_secs(args.lockout_s));
+    if let Some(file) = &args.pin_file {
+        pins.provision(file)?;
+    }
+    let stdin = std::io::stdin();
+    let session = LineMode {
+        input: stdin.lock(),
+        output: std::io::stdout(),
+        service,
+        pins,
+        idle: Duration::from_secs(args.idle_lock_s.max(1)),
+    };
+    session.run()?;
+    Ok(0)
 }
 
 #[cfg(feature = "sim")]

@@ -3,6 +3,7 @@
 //! operators come in by (`api`), the service's start and stop (`serve`), and PID-1 duties.
 
 pub mod api;
+pub mod console;
 pub mod core;
 pub mod decide;
 pub mod model;

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Context;
 use tracing::{info, warn};
 
-use crate::api::control::{Server, SOCKET_NAME};
+use crate::api::control::{Server, CONSOLE_SOCKET_NAME, SOCKET_NAME};
 use crate::api::redfish::{first_admin, RedfishConfig, RedfishServer};
 use crate::core::log::{EventLog, JournalLog};
 use crate::core::{Core, CoreConfig, CoreHandle, StartReport};
@@ -177,9 +177,15 @@ pub fn start_with_log(options: ServeOptions, log: Arc<dyn EventLog>) -> anyhow::
         Reconciler::start(handle.clone(), parts.drivers, policy).context("start the reconciler")?;
     let context = crate::api::Context::new(handle, log.clone(), report.clone());
     let socket = options.data_dir.join(SOCKET_NAME);
-    let servers =
-        vec![Server::start(&socket, Door::Local, context.clone())
-            .context("start the control socket")?];
+    let servers = vec![
+        Server::start(&socket, Door::Local, context.clone()).context("start the control socket")?,
+        Server::start(
+            &options.data_dir.join(CONSOLE_SOCKET_NAME),
+            Door::Console,
+            context.clone(),
+        )
+        .context("start the console's socket")?,
+    ];
     let (api, generated_admin_password) = match options.api {
         Some(door) => {
             let (server, generated) = start_api(door, &options.data_dir, context)?;

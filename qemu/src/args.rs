@@ -45,6 +45,8 @@ pub struct RunPaths {
     pub pool: PathBuf,
     /// Where `qemu -- up` takes fault requests (`qemu -- fault`).
     pub faults: PathBuf,
+    /// The front panel: the guest's second serial port (ttyS1), written to this file.
+    pub panel: PathBuf,
 }
 
 impl RunPaths {
@@ -57,6 +59,7 @@ impl RunPaths {
             fabric: dir.join("fabric.sock"),
             pool: dir.join("pool"),
             faults: dir.join("faults.sock"),
+            panel: dir.join("panel.txt"),
         }
     }
 
@@ -256,6 +259,14 @@ fn monitor_args(spec: &CommandSpec<'_>) -> Vec<String> {
         ])),
         ConsoleMode::Terminal => args.extend(strings(&["-serial", "mon:stdio"])),
     }
+    // The front panel's serial line, after the console's: the guest's ttyS1.
+    let panel = spec.paths.panel.display().to_string().replace(',', ",,");
+    args.extend(strings(&[
+        "-chardev",
+        &format!("file,id=panel0,path={panel}"),
+        "-serial",
+        "chardev:panel0",
+    ]));
     args
 }
 

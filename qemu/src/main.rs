@@ -174,10 +174,11 @@ fn up(
     };
     let mut vm = Vm::launch(options)?;
     eprintln!(
-        "appliance VM: pid {} accel {:?}; QMP {}",
+        "appliance VM: pid {} accel {:?}; QMP {}; front panel (2x20): tail -f {}",
         vm.pid(),
         vm.accel(),
-        vm.paths().qmp.display()
+        vm.paths().qmp.display(),
+        vm.paths().panel.display()
     );
     qemu::faults::listen(&vm.paths().faults, vm.fabric().clone())
         .with_context(|| format!("listen on {}", vm.paths().faults.display()))?;

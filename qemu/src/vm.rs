@@ -29,6 +29,9 @@ pub const DATA_DISK_BYTES_DEFAULT: u64 = 1 << 30;
 pub const CONNECT_TIMEOUT_MS: u64 = 30_000;
 /// How often [`Vm::wait_exit`] checks whether QEMU has exited.
 const EXIT_POLL_MS: u64 = 50;
+/// Tells PID 1 where the front panel is: the second serial port, which the bench writes to
+/// `panel.txt` in the run directory.
+pub const PANEL_FLAG: &str = "appliance.panel=ttyS1";
 
 /// Errors launching or driving a VM.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +155,10 @@ impl Vm {
             .filter(|_| !options.extra_cmdline.contains("appliance.id="))
             .map(|identity| identity.cmdline())
             .unwrap_or_default();
-        let cmdline = format!("{} {identity} {}", options.cmdline, options.extra_cmdline)
+        let cmdline = format!(
+            "{} {identity} {PANEL_FLAG} {}",
+            options.cmdline, options.extra_cmdline
+        )
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ");

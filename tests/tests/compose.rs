@@ -178,6 +178,7 @@ fn compose_nvme_and_gpu() -> Result<()> {
         devices == ["gpu-0", "nvme-0"],
         "system devices: {devices:?}"
     );
+    the_front_panel_shows_the_compose(&booted.vm)?;
     redfish_compose_and_delete(&booted.vm, &client)?;
     smart_warning_fails_the_drive_over(&booted.vm, &client)?;
     a_pulled_drive_fails_over(&booted.vm, &client)?;
@@ -240,6 +241,28 @@ fn pcie_errors_fail_the_drive_over(vm: &qemu::Vm, client: &Client) -> Result<()>
         "the alarm carries the AER counters' evidence and names its failover: {alarm:?}"
     );
     Ok(())
+}
+
+/// The front panel: PID 1 runs the panel's process on the guest's second serial port, which
+/// the bench writes to `panel.txt`; after the compose a frame shows one GPU and one NVMe
+/// composed and ws-1 as the one system.
+fn the_front_panel_shows_the_compose(vm: &qemu::Vm) -> Result<()> {
+    let path = vm.paths().panel.clone();
+    wait_until(
+        Duration::from_secs(30),
+        "the front panel shows the compose",
+        || {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let shown = text.split('\x0c').any(|frame| {
+                frame.contains("GPU 1/") && frame.contains("NVMe 1/") && frame.contains("OK 1 system")
+            });
+            Ok(shown.then_some(()))
+        },
+    )
+    .with_context(|| {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        format!("{} holds:\n{text}\nconsole:\n{}", path.display(), tail(vm))
+    })
 }
 
 /// Media errors: ws-1's NVMe starts failing its reads with I/O errors (blkdebug under QEMU's

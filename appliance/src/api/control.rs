@@ -40,6 +40,9 @@ pub const RESPONSE_BYTES_MAX: u64 = 64 << 20;
 pub const CONNECTIONS_MAX: usize = 64;
 /// The socket's name in the data directory.
 pub const SOCKET_NAME: &str = "control.sock";
+/// The local console's socket in the data directory: the same protocol, its orders journaled as
+/// made at the console (root only, mode 0600, like the control socket).
+pub const CONSOLE_SOCKET_NAME: &str = "console.sock";
 
 /// A request line on the wire.
 #[derive(Debug, Serialize, Deserialize)]

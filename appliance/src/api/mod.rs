@@ -90,7 +90,23 @@ pub enum Query {
     },
     /// The active alarms, oldest first.
     Alarms,
+    /// The journal's live tail: the events after sequence `after` (at most `limit`, default
+    /// and most [`EVENTS_MAX`]), waiting up to `wait_ms` (at most [`EVENTS_WAIT_MS_MAX`]) for
+    /// the first one when there is none yet; an empty answer means none came in the wait.
+    /// A reader that asks again after the last sequence it got misses nothing.
+    Events {
+        after: u64,
+        #[serde(default)]
+        wait_ms: u64,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
 }
+
+/// The most events one `Query::Events` answers.
+pub const EVENTS_MAX: usize = 256;
+/// The longest a `Query::Events` waits for its first event.
+pub const EVENTS_WAIT_MS_MAX: u64 = 30_000;
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -435,6 +451,32 @@ fn answer(context: &Context, principal: &Principal, query: Query) -> Result<Repl
             sight.refuse_scoped("read the appliance's past state")?;
             drop(state);
             state_at(context, at)
+        }
+        Query::Events {
+            after,
+            wait_ms,
+            limit,
+        } => {
+            sight.refuse_scoped("read the journal's tail")?;
+            drop(state);
+            let wait = Duration::from_millis(wait_ms.min(EVENTS_WAIT_MS_MAX));
+            context.core.wait_change(after, wait);
+            let limit = limit.unwrap_or(EVENTS_MAX).clamp(1, EVENTS_MAX);
+            let entries: Result<Vec<HistoryEntryView>, _> = (context.log.replay(after + 1))
+                .take(limit)
+                .map(|logged| {
+                    logged.map(|logged| {
+                        HistoryEntryView::of(&history::HistoryEntry {
+                            sequence: logged.sequence,
+                            timestamp_ms: logged.timestamp_ms,
+                            event: logged.event,
+                        })
+                    })
+                })
+                .collect();
+            entries.map(Reply::History).map_err(|e| {
+                ApiError::new(ErrorCode::HistoryUnavailable, drivers::error_chain(&e))
+            })
         }
         Query::Alarms => Ok(Reply::Alarms(
             state

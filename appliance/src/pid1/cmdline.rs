@@ -24,6 +24,9 @@ pub struct BootFlags {
     /// `appliance.id=ID appliance.site=SITE`: the appliance's identity (the installer's, or the
     /// QEMU bench's from its topology), journaled when State holds another; both or neither.
     pub identity: Option<crate::model::Identity>,
+    /// `appliance.panel=ttyS1`: the front panel is the character display on /dev/ttyS1; PID 1
+    /// keeps `appliance console --panel` running on it beside the service.
+    pub panel: Option<String>,
 }
 
 /// Which self-test to run.
@@ -72,6 +75,15 @@ pub fn parse(cmdline: &str) -> Result<BootFlags, CmdlineError> {
                 }
                 let slot = if key == "id" { &mut id } else { &mut site };
                 *slot = Some(value.to_string());
+            }
+            "panel" => {
+                let name_ok = !value.is_empty()
+                    && value.len() <= 32
+                    && value.bytes().all(|b| b.is_ascii_alphanumeric());
+                if !name_ok {
+                    return Err(bad("expected a device name under /dev, such as ttyS1"));
+                }
+                flags.panel = Some(format!("/dev/{value}"));
             }
             _ => return Err(bad("unknown appliance flag")),
         }
@@ -172,5 +184,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("expected 0 or 1"), "{err}");
+    }
+
+    #[test]
+    fn the_panel_is_a_device_under_dev() {
+        let flags = parse("console=ttyS0 appliance.panel=ttyS1").unwrap();
+        assert_eq!(flags.panel.as_deref(), Some("/dev/ttyS1"));
+        for bad in ["appliance.panel=../sda", "appliance.panel=", "appliance.panel=tty/S1"] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains("a device name under /dev"), "{bad}: {err}");
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod disk;
 pub mod net;
 pub mod provision;
 pub mod restart;
+mod panel;
 mod service;
 mod supervisor;
 pub mod sys;

@@ -81,9 +81,21 @@ enum Phase {
     ShuttingDown(Instant),
 }
 
+/// The front panel's process (`appliance.panel=`): running, or to be started again at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Panel {
+    Off,
+    Running(Pid),
+    RestartAt(Instant),
+}
+
+/// How long after the panel's process died it is started again.
+const PANEL_RESTART_MS: u64 = 1000;
+
 struct Supervisor {
     ctx: Context,
     service: Option<Service>,
+    panel: Panel,
     phase: Phase,
     policy: RestartPolicy,
     ready_seen: bool,
@@ -117,6 +129,7 @@ pub fn run(ctx: Context) -> ! {
     let mut sup = Supervisor {
         ctx,
         service: None,
+        panel: Panel::Off,
         phase,
         policy: RestartPolicy::default(),
         ready_seen: false,
@@ -143,6 +156,11 @@ impl Supervisor {
         if let Phase::Restarting(at) = self.phase {
             if Instant::now() >= at {
                 self.start_service();
+            }
+        }
+        if let Panel::RestartAt(at) = self.panel {
+            if Instant::now() >= at && !matches!(self.phase, Phase::ShuttingDown(_)) {
+                self.start_panel();
             }
         }
         if let Phase::ShuttingDown(deadline) = self.phase {
@@ -214,6 +232,9 @@ impl Supervisor {
         let mut file = fs::File::from(pipe);
         if matches!(file.read(&mut buf), Ok(n) if n > 0) {
             self.ready_seen = true;
+            if self.panel == Panel::Off && self.ctx.flags.selftest.is_none() {
+                self.start_panel();
+            }
             if self.ctx.flags.test_hang_watchdog {
                 self.arm_test_hang();
             }
@@ -273,6 +294,13 @@ impl Supervisor {
                     let Some(pid) = status.pid() else { return };
                     if self.service.as_ref().is_some_and(|s| s.pid == pid) {
                         self.service_exited(status);
+                    } else if self.panel == Panel::Running(pid) {
+                        say(&format!(
+                            "APPLIANCE PANEL exited {status:?}; starting it again in {PANEL_RESTART_MS} ms"
+                        ));
+                        self.panel = Panel::RestartAt(
+                            Instant::now() + Duration::from_millis(PANEL_RESTART_MS),
+                        );
                     }
                 }
             }
@@ -333,6 +361,35 @@ impl Supervisor {
         }
     }
 
+    /// Forks the front panel's process, when the kernel command line names a panel.
+    fn start_panel(&mut self) {
+        let Some(device) = self.ctx.flags.panel.clone() else {
+            return;
+        };
+        // SAFETY: as for the service: PID 1 is single-threaded, so the child may run anything.
+        match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Child) => super::panel::run_child(&device),
+            Ok(ForkResult::Parent { child }) => {
+                say(&format!("APPLIANCE PANEL started on {device} (pid {child})"));
+                self.panel = Panel::Running(child);
+            }
+            Err(e) => {
+                say(&format!("APPLIANCE PANEL fork: {e}; trying again"));
+                self.panel =
+                    Panel::RestartAt(Instant::now() + Duration::from_millis(PANEL_RESTART_MS));
+            }
+        }
+    }
+
+    /// Kills the panel's process (it holds nothing to save) and reaps it.
+    fn stop_panel(&mut self) {
+        if let Panel::Running(pid) = self.panel {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+        self.panel = Panel::Off;
+    }
+
     fn begin_shutdown(&mut self, why: &str) {
         if let Phase::ShuttingDown(_) = self.phase {
             return;
@@ -350,6 +407,7 @@ impl Supervisor {
     }
 
     fn finish(&mut self) {
+        self.stop_panel();
         nix::unistd::sync();
         if let DataDisk::Mounted { .. } = self.ctx.data {
             if let Err(e) = nix::mount::umount(DATA_DIR) {

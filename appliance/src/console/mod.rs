@@ -1,0 +1,210 @@
+//! The appliance at the rack: the local console and the front panel. Both run beside the
+//! service, in a process of their own, and reach it through the console's socket
+//! (`DATA_DIR/console.sock`, the control protocol, orders journaled as made at the console):
+//! a console that dies takes nothing of the core with it.
+//!
+//! - `commands.rs`: the console's commands, each one `api::Request`, with their confirmations.
+//! - `line.rs`: line mode (`appliance console --line`), for dumb terminals and scripts.
+//! - `pin.rs`: the console's PIN, hashed, with the lockout after five wrong ones.
+//! - `panel.rs`: the 2x20 front panel, rendered without allocating; [`run_panel`] keeps it
+//!   up to date from the journal's live tail.
+
+pub mod commands;
+pub mod line;
+pub mod panel;
+pub mod pin;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::api::control::{Client, ControlError, CONSOLE_SOCKET_NAME};
+use crate::api::views::{AlarmView, HistoryEntryView, StatusView};
+use crate::api::{ApiError, Query, Reply, Request};
+
+/// Why the service did not answer as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("the service's console socket: {0}")]
+    Link(#[from] ControlError),
+    #[error("refused ({}): {}", .0.code, .0.message)]
+    Refused(ApiError),
+    #[error("the service answered {0} where {1} was asked")]
+    Unexpected(&'static str, &'static str),
+}
+
+/// The service, as the console reaches it: one connection to the console's socket, opened
+/// again when it broke (the service restarted).
+#[derive(Debug)]
+pub struct Service {
+    socket: PathBuf,
+    client: Option<Client>,
+}
+
+impl Service {
+    /// The service of data directory `data_dir`; connects at the first call.
+    pub fn of(data_dir: &Path) -> Service {
+        Service {
+            socket: data_dir.join(CONSOLE_SOCKET_NAME),
+            client: None,
+        }
+    }
+
+    /// Sends `request`, connecting (once more, if the connection broke) as needed.
+    pub fn call(&mut self, request: &Request) -> Result<Result<Reply, ApiError>, ControlError> {
+        for attempt in 0..2 {
+            let client = match self.client.as_mut() {
+                Some(client) => client,
+                None => self.client.insert(Client::connect_unix(&self.socket)?),
+            };
+            match client.call(request) {
+                Ok(answer) => return Ok(answer),
+                Err(e) if attempt == 0 => {
+                    tracing::info!(error = %e, "the console's connection broke; connecting again");
+                    self.client = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ControlError::Closed {
+            addr: self.socket.display().to_string(),
+        })
+    }
+
+    fn ask(&mut self, query: Query) -> Result<Reply, ServiceError> {
+        self.call(&Request::query(query))?
+            .map_err(ServiceError::Refused)
+    }
+
+    pub fn status(&mut self) -> Result<StatusView, ServiceError> {
+        match self.ask(Query::Status)? {
+            Reply::Status(status) => Ok(*status),
+            _ => Err(ServiceError::Unexpected("another reply", "status")),
+        }
+    }
+
+    pub fn alarms(&mut self) -> Result<Vec<AlarmView>, ServiceError> {
+        match self.ask(Query::Alarms)? {
+            Reply::Alarms(alarms) => Ok(alarms),
+            _ => Err(ServiceError::Unexpected("another reply", "alarms")),
+        }
+    }
+
+    /// The events after `after`, waiting up to `wait` for the first.
+    pub fn events_after(
+        &mut self,
+        after: u64,
+        wait: Duration,
+    ) -> Result<Vec<HistoryEntryView>, ServiceError> {
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        let query = Query::Events {
+            after,
+            wait_ms,
+            limit: None,
+        };
+        match self.ask(query)? {
+            Reply::History(entries) => Ok(entries),
+            _ => Err(ServiceError::Unexpected("another reply", "events")),
+        }
+    }
+
+    /// The latest `count` events of the journal, oldest first.
+    pub fn latest_events(&mut self, count: usize) -> Result<Vec<HistoryEntryView>, ServiceError> {
+        let head = self.status()?.journal_head;
+        let after = head.saturating_sub(u64::try_from(count).unwrap_or(u64::MAX));
+        let mut entries = self.events_after(after, Duration::ZERO)?;
+        entries.truncate(count);
+        Ok(entries)
+    }
+}
+
+/// The appliance at a glance, in a few lines: what the console shows while it is locked and
+/// at the top of its status screen.
+pub fn summary(status: &StatusView, alarms: &[AlarmView]) -> Vec<String> {
+    let identity = &status.identity;
+    let mut lines = vec![format!(
+        "appliance {} at {}, journal head {}",
+        identity.appliance_id, identity.site, status.journal_head
+    )];
+    let pools: Vec<String> = status
+        .pools
+        .iter()
+        .filter(|(_, usage)| usage.total > 0)
+        .map(|(kind, usage)| {
+            format!(
+                "{kind} {}/{} composed, {} free",
+                usage.composed, usage.total, usage.free
+            )
+        })
+        .collect();
+    lines.push(match pools.is_empty() {
+        true => "no devices in the pool".to_string(),
+        false => pools.join("; "),
+    });
+    lines.push(format!(
+        "{} systems, {} operations pending, alarms: {} critical, {} warning",
+        status.systems, status.operations_pending, status.alarms_critical, status.alarms_warning
+    ));
+    for alarm in alarms {
+        lines.push(format!(
+            "alarm {} {} {}: {}",
+            alarm.id.0,
+            alarm.severity.name(),
+            alarm.device,
+            alarm.message
+        ));
+    }
+    lines
+}
+
+/// How long the panel shows a page before the next, when nothing changes.
+pub const PANEL_PAGE: Duration = Duration::from_secs(3);
+
+/// Keeps `display` up to date until the service cannot be reached and `stop` says so: the
+/// facts are read again on every journal event (the journal's live tail, waited on), and the
+/// pages cycle every `page`. A service that does not answer is shown on the panel and asked
+/// again.
+pub fn run_panel(
+    service: &mut Service,
+    display: &mut dyn panel::PanelDisplay,
+    page: Duration,
+    mut keep_going: impl FnMut() -> bool,
+) -> std::io::Result<()> {
+    let mut frame = 0usize;
+    let mut head = None;
+    let mut facts = panel::PanelFacts::default();
+    while keep_going() {
+        let changed = match head {
+            None => true,
+            Some(after) => match service.events_after(after, page) {
+                Ok(entries) => !entries.is_empty(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the panel's events");
+                    head = None;
+                    std::thread::sleep(page);
+                    continue;
+                }
+            },
+        };
+        if changed {
+            match (service.status(), service.alarms()) {
+                (Ok(status), Ok(alarms)) => {
+                    head = Some(status.journal_head);
+                    facts = panel::PanelFacts::of(&status, &alarms);
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "the panel's facts");
+                    let mut lines = [panel::Line::new(), panel::Line::new()];
+                    let _ = lines[0].push_str("SERVICE DOWN");
+                    let _ = lines[1].push_str("retrying");
+                    display.show(&lines)?;
+                    std::thread::sleep(page);
+                    continue;
+                }
+            }
+        } else {
+            frame = frame.wrapping_add(1);
+        }
+        display.show(&panel::render(&facts, frame))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! The console's line mode against the service on the simulated fabric, through the console's
+//! socket: the PIN set at the first start, a system created and composed at the console and
+//! journaled as made there, a destructive command that waits for its confirmation, the journal's
+//! live tail, five wrong PINs that lock; and noise on the line that harms neither the console
+//! nor the service. The panel follows the journal's tail.
+
+use std::io::Cursor;
+use std::time::Duration;
+
+use appliance::api::control::Client;
+use appliance::api::{HistoryOf, Meta, Query, Reply, Request};
+use appliance::console::line::LineMode;
+use appliance::console::panel::{Line, PanelDisplay};
+use appliance::console::pin::PinStore;
+use appliance::console::{self, Service};
+use appliance::decide::command::{Selection, Verb};
+use appliance::model::Door;
+use appliance::serve::{self, FabricChoice, ServeOptions};
+
+fn start(dir: &std::path::Path) -> serve::Running {
+    let running = serve::start(ServeOptions {
+        data_dir: dir.to_path_buf(),
+        fabric: FabricChoice::Sim {
+            topology: None,
+            seed: 5,
+        },
+        api: None,
+        identity: None,
+        snapshots: true,
+    })
+    .expect("start");
+    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
+    let tenant = Verb::CreateTenant {
+        name: "studio".into(),
+    };
+    let answer = client.call(&Request::order(tenant, Meta::default()));
+    assert!(matches!(answer, Ok(Ok(_))), "{answer:?}");
+    running
+}
+
+/// Runs line mode over `script`; what it printed.
+fn session(dir: &std::path::Path, script: &[u8], lockout: Duration) -> String {
+    let mut output = Vec::new();
+    let mode = LineMode {
+        input: Cursor::new(script.to_vec()),
+        output: &mut output,
+        service: Service::of(dir),
+        pins: PinStore::new(dir).with_lockout(lockout),
+        idle: Duration::from_secs(300),
+    };
+    mode.run().expect("the session runs to its end");
+    String::from_utf8(output).expect("text")
+}
+
+#[test]
+fn a_pin_set_at_first_start_then_a_compose_journaled_as_made_at_the_console() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start(dir.path());
+    let script = b"1234\n12345\n4711\n4711\n4711\n\
+        create ws1 studio workstation\n\
+        compose ws1 gpu-0 nvme-0\n\
+        decompose ws1 gpu-0\nno\n\
+        systems\n\
+        events 3\n\
+        melt ws1\n\
+        quit\n\
+        status\n";
+    let out = session(dir.path(), script, Duration::from_secs(60));
+    for expected in [
+        "No console PIN is set.",
+        "the two PINs differ; again",
+        "PIN set",
+        "appliance ",
+        "unlocked",
+        "Release gpu-0 from ws1? Type yes to confirm: cancelled",
+        "no command \"melt\"; `help` lists them",
+    ] {
+        assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
+    }
+    assert!(!out.contains("refused"), "{out}");
+    // After quit nothing more ran: no status table after the last prompt.
+    assert!(out.trim_end().ends_with('>'), "{out}");
+
+    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
+    let Ok(Ok(Reply::System(ws1))) = client.call(&Request::query(Query::System {
+        name: "ws1".into(),
+    })) else {
+        panic!("ws1 exists")
+    };
+    let mut devices: Vec<String> = ws1.devices.iter().map(|d| d.id.to_string()).collect();
+    devices.sort();
+    assert_eq!(devices, ["gpu-0", "nvme-0"], "the cancelled decompose did nothing");
+    let history = Query::History {
+        of: HistoryOf::System("ws1".into()),
+        limit: None,
+    };
+    let Ok(Ok(Reply::History(entries))) = client.call(&Request::query(history)) else {
+        panic!("ws1's history")
+    };
+    let compose = entries
+        .iter()
+        .find(|e| e.kind == "compose_requested")
+        .expect("the compose in the history");
+    assert_eq!(compose.by.as_ref().map(|b| b.door), Some(Door::Console), "{compose:?}");
+    let pin_file = std::fs::read_to_string(dir.path().join("console-pin")).expect("pin file");
+    assert!(!pin_file.contains("4711"), "the PIN is kept hashed");
+}
+
+#[test]
+fn five_wrong_pins_lock_the_console_and_noise_harms_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start(dir.path());
+    PinStore::new(dir.path()).set("2468").expect("set");
+    let out = session(
+        dir.path(),
+        b"0000\n1111\n2222\n3333\n4444\n2468\n",
+        Duration::from_secs(60),
+    );
+    assert!(out.contains("wrong PIN (4 tries left"), "{out}");
+    assert!(
+        out.contains("the console is locked for 60 s more after 5 wrong PINs"),
+        "{out}"
+    );
+    assert!(
+        out.contains("locked for 60 s") && !out.contains("unlocked"),
+        "even the right PIN waits: {out}"
+    );
+    assert!(out.contains("journal head"), "the summary shows while locked: {out}");
+
+    // Noise at an unlocked console (the PIN set anew ends the lockout): bytes that are not
+    // UTF-8, escape sequences cut in half, a flood of keys.
+    PinStore::new(dir.path()).set("2468").expect("set");
+    let mut noise: Vec<u8> = b"2468\n".to_vec();
+    noise.extend_from_slice(b"\xff\xfe\x00\x1b[1;\n\x1b\x1bOP\x1b[2\n");
+    let mut seed = 7u64;
+    for _ in 0..20_000 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        noise.push((seed >> 56) as u8);
+    }
+    noise.extend(std::iter::repeat_n(b'x', 10_000));
+    noise.extend_from_slice(b"\nquit\n");
+    let noisy = session(dir.path(), &noise, Duration::from_secs(60));
+    assert!(noisy.contains("unlocked") && noisy.contains("no command"), "{noisy}");
+    // The service is unaffected: a compose through another door still works.
+    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
+    let compose = Verb::Compose {
+        system: "rn1".into(),
+        selection: Selection::Specific(vec!["gpu-1".into()]),
+        create: Some(appliance::decide::command::NewSystem {
+            tenant: "studio".into(),
+            role: appliance::model::Role::RenderNode,
+        }),
+        tenant: None,
+        reservation: None,
+    };
+    let answer = client.call(&Request::order(compose, Meta::default()));
+    assert!(matches!(answer, Ok(Ok(Reply::Accepted(_)))), "{answer:?}");
+}
+
+/// Records what the panel shows.
+#[derive(Default)]
+struct Recorded(Vec<[String; 2]>);
+
+impl PanelDisplay for Recorded {
+    fn show(&mut self, lines: &[Line; 2]) -> std::io::Result<()> {
+        self.0.push([lines[0].to_string(), lines[1].to_string()]);
+        Ok(())
+    }
+}
+
+#[test]
+fn the_panel_follows_the_journal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start(dir.path());
+    let mut service = Service::of(dir.path());
+    let mut recorded = Recorded::default();
+    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
+    let mut rounds = 0;
+    console::run_panel(&mut service, &mut recorded, Duration::from_millis(200), || {
+        rounds += 1;
+        if rounds == 2 {
+            let compose = Verb::Compose {
+                system: "rn1".into(),
+                selection: Selection::Specific(vec!["gpu-0".into(), "nvme-0".into()]),
+                create: Some(appliance::decide::command::NewSystem {
+                    tenant: "studio".into(),
+                    role: appliance::model::Role::RenderNode,
+                }),
+                tenant: None,
+                reservation: None,
+            };
+            let answer = client.call(&Request::order(compose, Meta::default()));
+            assert!(matches!(answer, Ok(Ok(_))), "{answer:?}");
+        }
+        rounds <= 3
+    })
+    .expect("the panel runs");
+    let first = &recorded.0[0];
+    assert!(first[0].starts_with("GPU 0/"), "{first:?}");
+    assert_eq!(first[1], "OK 0 systems");
+    assert!(
+        (recorded.0.iter()).any(|f| f[0].starts_with("GPU 1/") && f[1] == "OK 1 system"),
+        "the compose shows: {:?}",
+        recorded.0
+    );
+    assert!(
+        recorded.0.iter().any(|f| f[0].starts_with("NIC ")),
+        "the pages cycle: {:?}",
+        recorded.0
+    );
+}

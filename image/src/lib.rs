@@ -25,9 +25,11 @@ pub use tools::ToolError;
 
 /// Where PID 1 finds the module load order inside the initramfs.
 pub const LOAD_ORDER_PATH: &str = "lib/modules/load-order";
-/// The base kernel command line: serial console, reboot 1 s after a panic (PID 1 dying is a
-/// panic: a hopeless state reboots), and the IOMMU on for vfio when the VM has one.
-pub const BASE_CMDLINE: &str = "console=ttyS0 panic=1 intel_iommu=on";
+/// The base kernel command line: serial console, only the kernel's errors on it (`quiet`: the
+/// boot a person watches is PID 1's stage lines, the rest is in dmesg), reboot 1 s after a
+/// panic (PID 1 dying is a panic: a hopeless state reboots), and the IOMMU on for vfio when the
+/// VM has one.
+pub const BASE_CMDLINE: &str = "console=ttyS0 quiet panic=1 intel_iommu=on";
 /// Size of the data disk [`create_blank_data_disk`] makes by default.
 pub const DATA_DISK_BYTES_DEFAULT: u64 = 1 << 30;
 

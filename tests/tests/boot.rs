@@ -38,6 +38,15 @@ fn boots_to_ready() -> Result<()> {
         "the console shows the boot stages with their times:\n{}",
         tail(&booted.vm)
     );
+    // The boot a person watches is short: the kernel's own messages stay off the console
+    // (`quiet`; about 440 lines came before PID 1's first line without it).
+    let lines = booted.vm.console().lines();
+    let kernel_lines = lines.iter().take_while(|l| !l.contains("APPLIANCE")).count();
+    ensure!(
+        kernel_lines <= 30,
+        "{kernel_lines} kernel lines before PID 1's first:\n{}",
+        lines[..kernel_lines].join("\n")
+    );
     // The topology's `[appliance]` reached PID 1 on the kernel command line: the Managers
     // resource names the appliance and its site.
     let client = tests::api(&booted.vm)?;

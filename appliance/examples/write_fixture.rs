@@ -253,6 +253,7 @@ fn scenario(core: &CoreHandle) -> anyhow::Result<()> {
             device: gpu,
             in_service: false,
             reason: "RMA".into(),
+            repaired: false,
         },
         by_api("ana"),
     ))?;

@@ -92,8 +92,8 @@ struct ConsoleArgs {
     /// The data directory of the running service (its console.sock and console-pin).
     #[arg(long)]
     data_dir: PathBuf,
-    /// Line mode: commands on stdin, answers on stdout (the full screen is not built yet, so
-    /// this is the only mode and may not be left out).
+    /// Line mode: commands on stdin, answers on stdout (also when stdout is not a terminal or
+    /// TERM=dumb); otherwise the full screen.
     #[arg(long)]
     line: bool,
     /// Instead of the console, drive the 2x20 front panel on this character device or file.
@@ -439,12 +439,15 @@ fn console_cmd(args: ConsoleArgs) -> anyhow::Result<i32> {
         console::run_panel(&mut service, &mut display, console::PANEL_PAGE, || true)?;
         return Ok(0);
     }
-    if !args.line {
-        bail!("the full-screen console is not built yet: give --line (or --panel PATH)");
-    }
     let pins = PinStore::new(&args.data_dir).with_lockout(Duration::from_secs(args.lockout_s));
     if let Some(file) = &args.pin_file {
         pins.provision(file)?;
+    }
+    let idle = Duration::from_secs(args.idle_lock_s.max(1));
+    let dumb = std::env::var("TERM").is_ok_and(|term| term == "dumb");
+    if !args.line && !dumb && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        console::screen::run(service, pins, idle)?;
+        return Ok(0);
     }
     let stdin = std::io::stdin();
     let session = LineMode {
@@ -452,7 +455,7 @@ fn console_cmd(args: ConsoleArgs) -> anyhow::Result<i32> {
         output: std::io::stdout(),
         service,
         pins,
-        idle: Duration::from_secs(args.idle_lock_s.max(1)),
+        idle,
     };
     session.run()?;
     Ok(0)

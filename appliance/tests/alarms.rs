@@ -216,7 +216,11 @@ fn a_repaired_device_is_healthy_and_composable_again_with_its_alarms_cleared() {
     let mut state = bench(Role::RenderNode);
     run(
         &mut state,
-        health("nvme-1", Health::Failed("PCIe uncorrectable non-fatal errors (AER)".into()), 5),
+        health(
+            "nvme-1",
+            Health::Failed("PCIe uncorrectable non-fatal errors (AER)".into()),
+            5,
+        ),
     );
     let service = |in_service, repaired| {
         Command::appliance(Verb::SetService {

@@ -82,14 +82,18 @@ fn a_pin_set_at_first_start_then_a_compose_journaled_as_made_at_the_console() {
     assert!(out.trim_end().ends_with('>'), "{out}");
 
     let mut client = Client::connect_unix(running.socket_path()).expect("connect");
-    let Ok(Ok(Reply::System(ws1))) = client.call(&Request::query(Query::System {
-        name: "ws1".into(),
-    })) else {
+    let Ok(Ok(Reply::System(ws1))) =
+        client.call(&Request::query(Query::System { name: "ws1".into() }))
+    else {
         panic!("ws1 exists")
     };
     let mut devices: Vec<String> = ws1.devices.iter().map(|d| d.id.to_string()).collect();
     devices.sort();
-    assert_eq!(devices, ["gpu-0", "nvme-0"], "the cancelled decompose did nothing");
+    assert_eq!(
+        devices,
+        ["gpu-0", "nvme-0"],
+        "the cancelled decompose did nothing"
+    );
     let history = Query::History {
         of: HistoryOf::System("ws1".into()),
         limit: None,
@@ -101,7 +105,11 @@ fn a_pin_set_at_first_start_then_a_compose_journaled_as_made_at_the_console() {
         .iter()
         .find(|e| e.kind == "compose_requested")
         .expect("the compose in the history");
-    assert_eq!(compose.by.as_ref().map(|b| b.door), Some(Door::Console), "{compose:?}");
+    assert_eq!(
+        compose.by.as_ref().map(|b| b.door),
+        Some(Door::Console),
+        "{compose:?}"
+    );
     let pin_file = std::fs::read_to_string(dir.path().join("console-pin")).expect("pin file");
     assert!(!pin_file.contains("4711"), "the PIN is kept hashed");
 }
@@ -125,7 +133,10 @@ fn five_wrong_pins_lock_the_console_and_noise_harms_nothing() {
         out.contains("locked for 60 s") && !out.contains("unlocked"),
         "even the right PIN waits: {out}"
     );
-    assert!(out.contains("journal head"), "the summary shows while locked: {out}");
+    assert!(
+        out.contains("journal head"),
+        "the summary shows while locked: {out}"
+    );
 
     // Noise at an unlocked console (the PIN set anew ends the lockout): bytes that are not
     // UTF-8, escape sequences cut in half, a flood of keys.
@@ -140,7 +151,10 @@ fn five_wrong_pins_lock_the_console_and_noise_harms_nothing() {
     noise.extend(std::iter::repeat_n(b'x', 10_000));
     noise.extend_from_slice(b"\nquit\n");
     let noisy = session(dir.path(), &noise, Duration::from_secs(60));
-    assert!(noisy.contains("unlocked") && noisy.contains("no command"), "{noisy}");
+    assert!(
+        noisy.contains("unlocked") && noisy.contains("no command"),
+        "{noisy}"
+    );
     // The service is unaffected: a compose through another door still works.
     let mut client = Client::connect_unix(running.socket_path()).expect("connect");
     let compose = Verb::Compose {
@@ -176,24 +190,29 @@ fn the_panel_follows_the_journal() {
     let mut recorded = Recorded::default();
     let mut client = Client::connect_unix(running.socket_path()).expect("connect");
     let mut rounds = 0;
-    console::run_panel(&mut service, &mut recorded, Duration::from_millis(200), || {
-        rounds += 1;
-        if rounds == 2 {
-            let compose = Verb::Compose {
-                system: "rn1".into(),
-                selection: Selection::Specific(vec!["gpu-0".into(), "nvme-0".into()]),
-                create: Some(appliance::decide::command::NewSystem {
-                    tenant: "studio".into(),
-                    role: appliance::model::Role::RenderNode,
-                }),
-                tenant: None,
-                reservation: None,
-            };
-            let answer = client.call(&Request::order(compose, Meta::default()));
-            assert!(matches!(answer, Ok(Ok(_))), "{answer:?}");
-        }
-        rounds <= 3
-    })
+    console::run_panel(
+        &mut service,
+        &mut recorded,
+        Duration::from_millis(200),
+        || {
+            rounds += 1;
+            if rounds == 2 {
+                let compose = Verb::Compose {
+                    system: "rn1".into(),
+                    selection: Selection::Specific(vec!["gpu-0".into(), "nvme-0".into()]),
+                    create: Some(appliance::decide::command::NewSystem {
+                        tenant: "studio".into(),
+                        role: appliance::model::Role::RenderNode,
+                    }),
+                    tenant: None,
+                    reservation: None,
+                };
+                let answer = client.call(&Request::order(compose, Meta::default()));
+                assert!(matches!(answer, Ok(Ok(_))), "{answer:?}");
+            }
+            rounds <= 3
+        },
+    )
     .expect("the panel runs");
     let first = &recorded.0[0];
     assert!(first[0].starts_with("GPU 0/"), "{first:?}");

@@ -460,11 +460,16 @@ fn a_fabric_port_down_past_its_grace_fails_the_device_over() {
         },
     );
     compose(&mut client, "rn1", &["gpu-0", "nvme-0"]);
-    assert!(!sim.port_link("nvme-5", false), "nvme-5 is attached nowhere");
+    assert!(
+        !sim.port_link("nvme-5", false),
+        "nvme-5 is attached nowhere"
+    );
 
     assert!(sim.port_link("nvme-0", false));
     let warning = eventually("a warning for nvme-0's port", || {
-        alarms(&mut client).into_iter().find(|a| a.device.as_str() == "nvme-0")
+        alarms(&mut client)
+            .into_iter()
+            .find(|a| a.device.as_str() == "nvme-0")
     });
     assert_eq!(warning.severity, Severity::Warning, "{warning:?}");
     assert!(

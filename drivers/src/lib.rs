@@ -50,7 +50,7 @@ pub use errors::error_chain;
 pub use wait::{try_wait_until, wait_until};
 
 pub use fabric::{
-    ClassCode, DriverChoice, Fabric, FabricError, FabricEvent, FabricPort, Host, HostDevice, HostError,
-    HostObservation, Inventory, NvmeIdentity, PoolDevice,
+    ClassCode, DriverChoice, Fabric, FabricError, FabricEvent, FabricPort, Host, HostDevice,
+    HostError, HostObservation, Inventory, NvmeIdentity, PoolDevice,
 };
 pub use pci_address::PciAddress;

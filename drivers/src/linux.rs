@@ -384,7 +384,9 @@ impl Host for LinuxHost {
             probe_reads(&probe_root, probe_sender)
         })?;
         let (aer_pci, aer_root) = (self.pci.clone(), self.root.clone());
-        spawn("aer-poller", move || poll_aer(&aer_pci, &aer_root, aer_sender))?;
+        spawn("aer-poller", move || {
+            poll_aer(&aer_pci, &aer_root, aer_sender)
+        })?;
         Ok(receiver)
     }
 }

@@ -36,10 +36,12 @@ struct Lines {
     closed: bool,
 }
 
-/// Lines of one VM's serial console (all boots of it, since QEMU resets keep the chardev).
+/// Lines of one VM's serial console (all boots of it, since QEMU resets keep the chardev), and
+/// the way to type on it.
 #[derive(Debug, Clone)]
 pub struct Console {
     shared: Arc<(Mutex<Lines>, Condvar)>,
+    keys: Option<Arc<Mutex<std::os::unix::net::UnixStream>>>,
 }
 
 impl Console {
@@ -58,6 +60,7 @@ impl Console {
             })?;
         let console = Console {
             shared: Arc::new((Mutex::new(Lines::default()), Condvar::new())),
+            keys: None,
         };
         let shared = Arc::clone(&console.shared);
         let spawned = thread::Builder::new()
@@ -73,6 +76,24 @@ impl Console {
                 .closed = true;
         }
         Ok(console)
+    }
+
+    /// Types on the serial line through `keys` (the console socket's other direction).
+    pub fn with_keys(mut self, keys: std::os::unix::net::UnixStream) -> Console {
+        self.keys = Some(Arc::new(Mutex::new(keys)));
+        self
+    }
+
+    /// Sends `bytes` to the guest's serial console, as keys typed on it.
+    pub fn type_keys(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let Some(keys) = &self.keys else {
+            return Err(std::io::Error::other(
+                "this console takes no keys (a terminal has it)",
+            ));
+        };
+        let mut keys = keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.write_all(bytes)?;
+        keys.flush()
     }
 
     /// Every line so far.

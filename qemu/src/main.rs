@@ -120,6 +120,8 @@ fn setup() -> Result<()> {
     println!("qemu: {}", qemu.display());
     let mdadm = qemu::host::ensure_tool("mdadm", "mdadm")?;
     println!("mdadm (shipped in the image): {}", mdadm.display());
+    let tmux = qemu::host::ensure_tool("tmux", "tmux")?;
+    println!("tmux (the console's tests drive it): {}", tmux.display());
     let options = image::BuildOptions::default();
     let deb = match image::kernel::ensure_deb(&options.kernel, &options.cache_dir, true) {
         Ok(deb) => deb,
@@ -165,7 +167,12 @@ fn up(
     let run_dir = bench_dir().join("run");
     let mut options = VmOptions::new(&artifacts, &run_dir);
     options.topology = topology;
-    options.extra_cmdline = cmdline.to_string();
+    // In this terminal, the appliance's full-screen console follows the boot; headless, the
+    // console log keeps the service's lines only.
+    options.extra_cmdline = match headless {
+        true => cmdline.to_string(),
+        false => format!("appliance.console=on {cmdline}"),
+    };
     options.data_disk = data_disk.unwrap_or_else(|| bench_dir().join("data.img"));
     options.console = if headless {
         ConsoleMode::Captured

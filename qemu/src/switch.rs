@@ -764,14 +764,20 @@ mod tests {
         );
         let out = Arc::new(Mutex::new(Vec::new()));
         switch.lock().links.0.push(out.clone());
-        assert!(switch.set_port_link("gpu-0", false).is_err(), "not attached");
+        assert!(
+            switch.set_port_link("gpu-0", false).is_err(),
+            "not attached"
+        );
         assert_eq!(switch.set_port_link("nvme-0", false).unwrap(), 2);
         let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
         assert_eq!(
             text,
             "{\"event\":\"port_link\",\"port\":2,\"up\":false,\"reason\":\"surprise down (injected)\"}\n"
         );
-        assert_eq!(switch.inventory().ports[1].attached.as_deref(), Some("nvme-0"));
+        assert_eq!(
+            switch.inventory().ports[1].attached.as_deref(),
+            Some("nvme-0")
+        );
     }
 
     #[test]
@@ -799,7 +805,10 @@ mod tests {
         );
         let out = Arc::new(Mutex::new(Vec::new()));
         switch.serve(input.as_bytes(), out.clone());
-        assert!(switch.lock().links.0.is_empty(), "a closed link is forgotten");
+        assert!(
+            switch.lock().links.0.is_empty(),
+            "a closed link is forgotten"
+        );
         let replies: Vec<ReplyLine> = String::from_utf8(out.lock().unwrap().clone())
             .unwrap()
             .lines()

@@ -159,9 +159,9 @@ impl Vm {
             "{} {identity} {PANEL_FLAG} {}",
             options.cmdline, options.extra_cmdline
         )
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
         let spec = CommandSpec {
             kernel: &options.kernel,
             initramfs: &options.initramfs,
@@ -205,7 +205,14 @@ impl Vm {
             Duration::from_millis(CONNECT_TIMEOUT_MS),
         )?);
         let console = match console_stream {
-            Some(stream) => Console::capture(stream, &paths.console_log)?,
+            Some(stream) => {
+                let keys = stream.try_clone().map_err(|source| VmError::Io {
+                    operation: "clone for the console's keys",
+                    path: paths.console.clone(),
+                    source,
+                });
+                Console::capture(stream, &paths.console_log)?.with_keys(keys?)
+            }
             None => Console::capture(std::io::empty(), &paths.console_log)?,
         };
         let switch = Switch::new(&options.topology, qmp.clone());

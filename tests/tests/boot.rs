@@ -14,7 +14,9 @@ use tests::{boot, one_vm_at_a_time, options, power_off, tail, BOOT_TIMEOUT_MS};
 #[test]
 fn boots_to_ready() -> Result<()> {
     let _one = one_vm_at_a_time();
-    let booted = boot(options("boots_to_ready")?)?;
+    let mut options = options("boots_to_ready")?;
+    options.extra_cmdline = "appliance.console=on".into();
+    let booted = boot(options)?;
     println!(
         "boot to ready: {} ms (QEMU start to ready line, {:?}); guest boot_ms={:?}",
         booted.ready_ms,
@@ -41,7 +43,10 @@ fn boots_to_ready() -> Result<()> {
     // The boot a person watches is short: the kernel's own messages stay off the console
     // (`quiet`; about 440 lines came before PID 1's first line without it).
     let lines = booted.vm.console().lines();
-    let kernel_lines = lines.iter().take_while(|l| !l.contains("APPLIANCE")).count();
+    let kernel_lines = lines
+        .iter()
+        .take_while(|l| !l.contains("APPLIANCE"))
+        .count();
     ensure!(
         kernel_lines <= 30,
         "{kernel_lines} kernel lines before PID 1's first:\n{}",
@@ -67,7 +72,59 @@ fn boots_to_ready() -> Result<()> {
         "an anonymous GET of Systems: {}",
         answer.status
     );
+    the_console_answers_keys_and_comes_back_when_it_dies(&booted.vm, &client)?;
     power_off(booted.vm)
+}
+
+/// `appliance.console=on`: PID 1 runs the full-screen console on the serial line once the
+/// service is ready. It asks for a new PIN twice; `q` ends its process, the supervisor starts
+/// it again, locked, and the service answered throughout.
+fn the_console_answers_keys_and_comes_back_when_it_dies(
+    vm: &qemu::Vm,
+    client: &appliance::api::client::Client,
+) -> Result<()> {
+    // The screen as an 80x24 terminal shows the serial line's bytes (the console draws only
+    // what changed, so its text is read through a terminal emulator, not from the raw log).
+    let log = vm.paths().console_log.clone();
+    let screen = || {
+        let size = |n| std::num::NonZeroU16::new(n).unwrap_or(std::num::NonZeroU16::MIN);
+        let mut terminal = vt100::Parser::new(size(24), size(80), 0);
+        terminal.process(&std::fs::read(&log).unwrap_or_default());
+        terminal.screen().contents()
+    };
+    let shows = |text: &str| {
+        tests::wait_until(
+            Duration::from_secs(60),
+            &format!("the console shows {text:?}"),
+            || Ok(screen().contains(text).then_some(())),
+        )
+        .with_context(|| format!("the screen:\n{}", screen()))
+    };
+    shows("New PIN:")?;
+    vm.console().type_keys(b"2468\r")?;
+    shows("The same PIN again")?;
+    vm.console().type_keys(b"2468\r")?;
+    shows("PIN set.")?;
+    shows("c/F2 compose")?;
+    vm.console().type_keys(b"q")?;
+    vm.console()
+        .wait_for("APPLIANCE CONSOLE exited", Duration::from_secs(30))?;
+    let (status, _) = client.get_json("/redfish/v1/Systems")?;
+    ensure!(
+        status == 200,
+        "the service answers with the console gone: {status}"
+    );
+    let restarted = |lines: Vec<String>| {
+        lines
+            .iter()
+            .filter(|l| l.contains("APPLIANCE CONSOLE started"))
+            .count()
+    };
+    tests::wait_until(Duration::from_secs(30), "the console started again", || {
+        Ok((restarted(vm.console().lines()) >= 2).then_some(()))
+    })?;
+    vm.console().type_keys(b"2468\r")?;
+    shows("Unlocked.")
 }
 
 /// Test 3 (journal part): a clean power-off and a boot again lose nothing: the second boot

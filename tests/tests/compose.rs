@@ -254,7 +254,9 @@ fn the_front_panel_shows_the_compose(vm: &qemu::Vm) -> Result<()> {
         || {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let shown = text.split('\x0c').any(|frame| {
-                frame.contains("GPU 1/") && frame.contains("NVMe 1/") && frame.contains("OK 1 system")
+                frame.contains("GPU 1/")
+                    && frame.contains("NVMe 1/")
+                    && frame.contains("OK 1 system")
             });
             Ok(shown.then_some(()))
         },

@@ -474,9 +474,9 @@ fn answer(context: &Context, principal: &Principal, query: Query) -> Result<Repl
                     })
                 })
                 .collect();
-            entries.map(Reply::History).map_err(|e| {
-                ApiError::new(ErrorCode::HistoryUnavailable, drivers::error_chain(&e))
-            })
+            entries
+                .map(Reply::History)
+                .map_err(|e| ApiError::new(ErrorCode::HistoryUnavailable, drivers::error_chain(&e)))
         }
         Query::Alarms => Ok(Reply::Alarms(
             state

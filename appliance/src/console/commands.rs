@@ -15,8 +15,12 @@ pub enum Command {
     Devices,
     Alarms,
     /// The latest `count` events of the journal.
-    Events { count: usize },
-    CreateTenant { name: TenantName },
+    Events {
+        count: usize,
+    },
+    CreateTenant {
+        name: TenantName,
+    },
     CreateSystem {
         name: SystemName,
         tenant: TenantName,
@@ -40,7 +44,9 @@ pub enum Command {
         change: ServiceChange,
         reason: String,
     },
-    ClearAlarm { alarm: AlarmId },
+    ClearAlarm {
+        alarm: AlarmId,
+    },
     /// Locks the console (the PIN is asked again).
     Lock,
     Quit,
@@ -132,9 +138,7 @@ impl Command {
                     "out" => ServiceChange::Out,
                     "in" => ServiceChange::In,
                     "repaired" => ServiceChange::Repaired,
-                    other => {
-                        return Err(format!("service: {other:?} is not out, in or repaired"))
-                    }
+                    other => return Err(format!("service: {other:?} is not out, in or repaired")),
                 },
                 reason: reason.join(" "),
             },
@@ -240,7 +244,9 @@ mod tests {
             })
         );
         assert_eq!(compose.confirmation(), None);
-        let out = Command::parse("service gpu-0 out fan noise").unwrap().unwrap();
+        let out = Command::parse("service gpu-0 out fan noise")
+            .unwrap()
+            .unwrap();
         assert_eq!(
             out,
             Command::Service {
@@ -262,7 +268,10 @@ mod tests {
             ("melt ws1", "no command \"melt\"; `help` lists them"),
             ("compose ws1", "usage: compose SYSTEM DEVICE..."),
             ("create ws1 studio painter", "create: no role \"painter\""),
-            ("service gpu-0 sideways", "service: \"sideways\" is not out, in or repaired"),
+            (
+                "service gpu-0 sideways",
+                "service: \"sideways\" is not out, in or repaired",
+            ),
             ("events lots", "events: \"lots\" is not a count of events"),
             ("status now", "status takes no arguments"),
             ("clear x", "clear: \"x\" is not an alarm's number"),

@@ -4,7 +4,9 @@
 //! a console that dies takes nothing of the core with it.
 //!
 //! - `commands.rs`: the console's commands, each one `api::Request`, with their confirmations.
-//! - `line.rs`: line mode (`appliance console --line`), for dumb terminals and scripts.
+//! - `screen.rs`: the full screen (ratatui over crossterm): the status screen and the actions
+//!   as keys; `line.rs`: line mode (`appliance console --line`), for dumb terminals and scripts,
+//!   and what the console falls back to when its output is not a terminal or `TERM=dumb`.
 //! - `pin.rs`: the console's PIN, hashed, with the lockout after five wrong ones.
 //! - `panel.rs`: the 2x20 front panel, rendered without allocating; [`run_panel`] keeps it
 //!   up to date from the journal's live tail.
@@ -13,6 +15,7 @@ pub mod commands;
 pub mod line;
 pub mod panel;
 pub mod pin;
+pub mod screen;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -45,6 +48,14 @@ impl Service {
     pub fn of(data_dir: &Path) -> Service {
         Service {
             socket: data_dir.join(CONSOLE_SOCKET_NAME),
+            client: None,
+        }
+    }
+
+    /// Another connection to the same service.
+    pub fn again(&self) -> Service {
+        Service {
+            socket: self.socket.clone(),
             client: None,
         }
     }

@@ -26,7 +26,12 @@ pub const ALARMS_MAX: usize = 8;
 pub type Line = heapless::String<COLUMNS>;
 
 /// The pools in panel order, with the label the panel prints.
-const KINDS: [(&str, &str); 4] = [("gpu", "GPU"), ("nvme", "NVMe"), ("nic", "NIC"), ("hba", "HBA")];
+const KINDS: [(&str, &str); 4] = [
+    ("gpu", "GPU"),
+    ("nvme", "NVMe"),
+    ("nic", "NIC"),
+    ("hba", "HBA"),
+];
 
 /// One pool: (label, composed, total).
 pub type PoolLine = (&'static str, u32, u32);
@@ -106,7 +111,11 @@ pub fn fault_word(message: &str) -> &'static str {
 /// Appends what of `text` fits in `line` (ASCII only; anything else is shown as `?`).
 fn push_fitting(line: &mut Line, text: &str) {
     for c in text.chars() {
-        let c = if c.is_ascii_graphic() || c == ' ' { c } else { '?' };
+        let c = if c.is_ascii_graphic() || c == ' ' {
+            c
+        } else {
+            '?'
+        };
         if line.push(c).is_err() {
             return;
         }
@@ -160,7 +169,10 @@ pub fn render(facts: &PanelFacts, frame: usize) -> [Line; 2] {
         push_fitting(&mut pools, "no devices");
     }
     let mut alarm = Line::new();
-    match facts.alarms.get((frame / pool_pages) % facts.alarms.len().max(1)) {
+    match facts
+        .alarms
+        .get((frame / pool_pages) % facts.alarms.len().max(1))
+    {
         None => {
             push_fitting(&mut alarm, "OK ");
             push_number(&mut alarm, facts.systems);
@@ -270,7 +282,12 @@ mod tests {
 
     #[test]
     fn every_screen_of_the_panel_fits_its_twenty_columns() {
-        let all = [("GPU", 12, 40), ("NVMe", 6, 16), ("NIC", 1, 4), ("HBA", 0, 2)];
+        let all = [
+            ("GPU", 12, 40),
+            ("NVMe", 6, 16),
+            ("NIC", 1, 4),
+            ("HBA", 0, 2),
+        ];
         let quiet = facts(&all, &[], 0);
         assert_eq!(pages(&quiet), 2);
         assert_eq!(shown(&quiet, 0), ["GPU 12/40 NVMe 6/16", "OK 3 systems"]);
@@ -280,11 +297,18 @@ mod tests {
         let alarms = [
             (true, "nvme-3", "NVMe SMART critical warning 0x04: ..."),
             (false, "nic-0", "link down"),
-            (true, "a-very-long-device-name-indeed", "PCIe uncorrectable fatal errors (AER)"),
+            (
+                true,
+                "a-very-long-device-name-indeed",
+                "PCIe uncorrectable fatal errors (AER)",
+            ),
         ];
         let alarmed = facts(&all[..2], &alarms, 3);
         assert_eq!(pages(&alarmed), 3);
-        assert_eq!(shown(&alarmed, 0), ["GPU 12/40 NVMe 6/16", "ALARM nvme-3 SMART"]);
+        assert_eq!(
+            shown(&alarmed, 0),
+            ["GPU 12/40 NVMe 6/16", "ALARM nvme-3 SMART"]
+        );
         assert_eq!(shown(&alarmed, 1)[1], "WARN nic-0 LINK DOWN");
         assert_eq!(shown(&alarmed, 2)[1], "ALARM a-ver PCIe AER");
         let short = facts(&[], &[(false, "nvme-1", "NVMe SMART ...")], 4);
@@ -308,7 +332,10 @@ mod tests {
     #[test]
     fn every_fault_the_monitor_words_has_its_word() {
         for (message, word) in [
-            ("NVMe SMART critical warning 0x04: reliability degraded", "SMART"),
+            (
+                "NVMe SMART critical warning 0x04: reliability degraded",
+                "SMART",
+            ),
             ("NVMe reads fail (media errors or no answer)", "READS"),
             ("PCIe uncorrectable non-fatal errors (AER)", "PCIe AER"),
             ("removed from its slot unexpectedly", "REMOVED"),

@@ -190,21 +190,30 @@ mod tests {
         let mode = std::fs::metadata(&file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let text = std::fs::read_to_string(&file).unwrap();
-        assert!(!text.contains("4711") && text.contains("$argon2id$"), "{text}");
+        assert!(
+            !text.contains("4711") && text.contains("$argon2id$"),
+            "{text}"
+        );
         pins.check("4711", 1_000).unwrap();
         for left in (1..TRIES_MAX).rev() {
             assert_eq!(pins.check("0000", 1_000), Err(PinError::Wrong { left }));
         }
         // The console restarts: the same file, the same count.
         let again = PinStore::new(dir.path()).with_lockout(Duration::from_secs(60));
-        assert_eq!(again.check("0000", 1_000), Err(PinError::Locked { seconds: 60 }));
+        assert_eq!(
+            again.check("0000", 1_000),
+            Err(PinError::Locked { seconds: 60 })
+        );
         assert_eq!(
             again.check("4711", 31_000),
             Err(PinError::Locked { seconds: 30 }),
             "even the right PIN waits out the lockout"
         );
         again.check("4711", 61_000).unwrap();
-        assert_eq!(again.check("0000", 61_000), Err(PinError::Wrong { left: 4 }));
+        assert_eq!(
+            again.check("0000", 61_000),
+            Err(PinError::Wrong { left: 4 })
+        );
     }
 
     #[test]

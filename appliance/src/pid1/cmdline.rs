@@ -27,6 +27,10 @@ pub struct BootFlags {
     /// `appliance.panel=ttyS1`: the front panel is the character display on /dev/ttyS1; PID 1
     /// keeps `appliance console --panel` running on it beside the service.
     pub panel: Option<String>,
+    /// `appliance.console=on`: PID 1 keeps the full-screen console on the serial console beside
+    /// the service (`off`, the default: the serial console shows the boot's and the service's
+    /// lines only, for the machines that read it, such as the end-to-end tests).
+    pub console: bool,
 }
 
 /// Which self-test to run.
@@ -75,6 +79,13 @@ pub fn parse(cmdline: &str) -> Result<BootFlags, CmdlineError> {
                 }
                 let slot = if key == "id" { &mut id } else { &mut site };
                 *slot = Some(value.to_string());
+            }
+            "console" => {
+                flags.console = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("expected on or off")),
+                }
             }
             "panel" => {
                 let name_ok = !value.is_empty()
@@ -190,7 +201,11 @@ mod tests {
     fn the_panel_is_a_device_under_dev() {
         let flags = parse("console=ttyS0 appliance.panel=ttyS1").unwrap();
         assert_eq!(flags.panel.as_deref(), Some("/dev/ttyS1"));
-        for bad in ["appliance.panel=../sda", "appliance.panel=", "appliance.panel=tty/S1"] {
+        for bad in [
+            "appliance.panel=../sda",
+            "appliance.panel=",
+            "appliance.panel=tty/S1",
+        ] {
             let err = parse(bad).unwrap_err().to_string();
             assert!(err.contains("a device name under /dev"), "{bad}: {err}");
         }

@@ -16,9 +16,9 @@
 pub mod cmdline;
 pub mod disk;
 pub mod net;
+mod panel;
 pub mod provision;
 pub mod restart;
-mod panel;
 mod service;
 mod supervisor;
 pub mod sys;

@@ -81,21 +81,41 @@ enum Phase {
     ShuttingDown(Instant),
 }
 
-/// The front panel's process (`appliance.panel=`): running, or to be started again at.
+/// A process PID 1 keeps beside the service once it is ready: the front panel
+/// (`appliance.panel=`) and the console on the serial line (`appliance.console=on`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Panel {
+enum Helper {
+    Panel,
+    Console,
+}
+
+/// A helper's process: running, or to be started again at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HelperState {
     Off,
     Running(Pid),
     RestartAt(Instant),
 }
 
-/// How long after the panel's process died it is started again.
-const PANEL_RESTART_MS: u64 = 1000;
+/// How long after a helper's process died it is started again.
+const HELPER_RESTART_MS: u64 = 1000;
+
+impl Helper {
+    fn name(self) -> &'static str {
+        match self {
+            Helper::Panel => "PANEL",
+            Helper::Console => "CONSOLE",
+        }
+    }
+}
 
 struct Supervisor {
     ctx: Context,
     service: Option<Service>,
-    panel: Panel,
+    /// The panel's and the console's processes.
+    helpers: [(Helper, HelperState); 2],
+    /// The console's terminal settings at boot, put back when the console's process is gone.
+    console_termios: Option<nix::sys::termios::Termios>,
     phase: Phase,
     policy: RestartPolicy,
     ready_seen: bool,
@@ -129,7 +149,11 @@ pub fn run(ctx: Context) -> ! {
     let mut sup = Supervisor {
         ctx,
         service: None,
-        panel: Panel::Off,
+        helpers: [
+            (Helper::Panel, HelperState::Off),
+            (Helper::Console, HelperState::Off),
+        ],
+        console_termios: nix::sys::termios::tcgetattr(std::io::stdin()).ok(),
         phase,
         policy: RestartPolicy::default(),
         ready_seen: false,
@@ -158,9 +182,11 @@ impl Supervisor {
                 self.start_service();
             }
         }
-        if let Panel::RestartAt(at) = self.panel {
-            if Instant::now() >= at && !matches!(self.phase, Phase::ShuttingDown(_)) {
-                self.start_panel();
+        for i in 0..self.helpers.len() {
+            if let (helper, HelperState::RestartAt(at)) = self.helpers[i] {
+                if Instant::now() >= at && !matches!(self.phase, Phase::ShuttingDown(_)) {
+                    self.start_helper(helper);
+                }
             }
         }
         if let Phase::ShuttingDown(deadline) = self.phase {
@@ -232,8 +258,12 @@ impl Supervisor {
         let mut file = fs::File::from(pipe);
         if matches!(file.read(&mut buf), Ok(n) if n > 0) {
             self.ready_seen = true;
-            if self.panel == Panel::Off && self.ctx.flags.selftest.is_none() {
-                self.start_panel();
+            if self.ctx.flags.selftest.is_none() {
+                for (helper, state) in self.helpers {
+                    if state == HelperState::Off {
+                        self.start_helper(helper);
+                    }
+                }
             }
             if self.ctx.flags.test_hang_watchdog {
                 self.arm_test_hang();
@@ -294,12 +324,21 @@ impl Supervisor {
                     let Some(pid) = status.pid() else { return };
                     if self.service.as_ref().is_some_and(|s| s.pid == pid) {
                         self.service_exited(status);
-                    } else if self.panel == Panel::Running(pid) {
+                    } else if let Some(i) = self
+                        .helpers
+                        .iter()
+                        .position(|(_, state)| *state == HelperState::Running(pid))
+                    {
+                        let helper = self.helpers[i].0;
+                        if helper == Helper::Console {
+                            self.restore_console();
+                        }
                         say(&format!(
-                            "APPLIANCE PANEL exited {status:?}; starting it again in {PANEL_RESTART_MS} ms"
+                            "APPLIANCE {} exited {status:?}; starting it again in {HELPER_RESTART_MS} ms",
+                            helper.name()
                         ));
-                        self.panel = Panel::RestartAt(
-                            Instant::now() + Duration::from_millis(PANEL_RESTART_MS),
+                        self.helpers[i].1 = HelperState::RestartAt(
+                            Instant::now() + Duration::from_millis(HELPER_RESTART_MS),
                         );
                     }
                 }
@@ -361,33 +400,66 @@ impl Supervisor {
         }
     }
 
-    /// Forks the front panel's process, when the kernel command line names a panel.
-    fn start_panel(&mut self) {
-        let Some(device) = self.ctx.flags.panel.clone() else {
-            return;
+    /// Forks a helper's process, when the kernel command line asks for it.
+    fn start_helper(&mut self, helper: Helper) {
+        let panel = self.ctx.flags.panel.clone();
+        let wanted = match helper {
+            Helper::Panel => panel.is_some(),
+            Helper::Console => self.ctx.flags.console,
         };
+        if !wanted {
+            return;
+        }
+        let slot = self.helpers.iter().position(|(h, _)| *h == helper);
+        let Some(slot) = slot else { return };
         // SAFETY: as for the service: PID 1 is single-threaded, so the child may run anything.
         match unsafe { nix::unistd::fork() } {
-            Ok(ForkResult::Child) => super::panel::run_child(&device),
+            Ok(ForkResult::Child) => match (helper, panel) {
+                (Helper::Panel, Some(device)) => super::panel::run_child(&device),
+                _ => super::panel::run_console(),
+            },
             Ok(ForkResult::Parent { child }) => {
-                say(&format!("APPLIANCE PANEL started on {device} (pid {child})"));
-                self.panel = Panel::Running(child);
+                say(&format!(
+                    "APPLIANCE {} started (pid {child})",
+                    helper.name()
+                ));
+                self.helpers[slot].1 = HelperState::Running(child);
             }
             Err(e) => {
-                say(&format!("APPLIANCE PANEL fork: {e}; trying again"));
-                self.panel =
-                    Panel::RestartAt(Instant::now() + Duration::from_millis(PANEL_RESTART_MS));
+                say(&format!(
+                    "APPLIANCE {} fork: {e}; trying again",
+                    helper.name()
+                ));
+                self.helpers[slot].1 = HelperState::RestartAt(
+                    Instant::now() + Duration::from_millis(HELPER_RESTART_MS),
+                );
             }
         }
     }
 
-    /// Kills the panel's process (it holds nothing to save) and reaps it.
-    fn stop_panel(&mut self) {
-        if let Panel::Running(pid) = self.panel {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
+    /// Kills the helpers' processes (they hold nothing to save) and reaps them.
+    fn stop_helpers(&mut self) {
+        for i in 0..self.helpers.len() {
+            if let (helper, HelperState::Running(pid)) = self.helpers[i] {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                if helper == Helper::Console {
+                    self.restore_console();
+                }
+            }
+            self.helpers[i].1 = HelperState::Off;
         }
-        self.panel = Panel::Off;
+    }
+
+    /// Puts the console's terminal settings back (a killed full screen leaves it raw).
+    fn restore_console(&self) {
+        if let Some(termios) = &self.console_termios {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                termios,
+            );
+        }
     }
 
     fn begin_shutdown(&mut self, why: &str) {
@@ -407,7 +479,7 @@ impl Supervisor {
     }
 
     fn finish(&mut self) {
-        self.stop_panel();
+        self.stop_helpers();
         nix::unistd::sync();
         if let DataDisk::Mounted { .. } = self.ctx.data {
             if let Err(e) = nix::mount::umount(DATA_DIR) {

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use drivers::{
-    DriverChoice, Fabric, FabricError, FabricEvent, FabricPort, Host, HostDevice, HostError, HostObservation,
-    Inventory, NvmeIdentity, PciAddress, PoolDevice,
+    DriverChoice, Fabric, FabricError, FabricEvent, FabricPort, Host, HostDevice, HostError,
+    HostObservation, Inventory, NvmeIdentity, PciAddress, PoolDevice,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -168,7 +168,11 @@ impl SimFabric {
     /// The switch reports the link of `device`'s port down (or up); false when `device` is
     /// attached nowhere.
     pub fn port_link(&self, device: &str, up: bool) -> bool {
-        let port = self.lock().devices.get(device).and_then(|d| d.attached_port);
+        let port = self
+            .lock()
+            .devices
+            .get(device)
+            .and_then(|d| d.attached_port);
         let Some(port) = port else {
             return false;
         };

@@ -506,3 +506,40 @@ fn a_fabric_port_down_past_its_grace_fails_the_device_over() {
     let failover = critical.failover.as_ref().expect("the failover it started");
     assert_eq!(failover.state, OperationState::Completed, "{critical:?}");
 }
+
+/// SMART's media errors count rising on rn1's NVMe: the drive is failed with the counts as
+/// evidence, and the appliance fails rn1 over to a spare.
+#[test]
+fn media_errors_rising_fail_the_drive_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = serve::start(options(dir.path())).expect("start");
+    let sim = running.sim().expect("the simulated fabric");
+    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
+    order(
+        &mut client,
+        Verb::CreateTenant {
+            name: "studio".into(),
+        },
+    );
+    compose(&mut client, "rn1", &["gpu-0", "nvme-0"]);
+    assert!(sim.media_errors("nvme-0", 7, 2));
+    let replaced = eventually("rn1 failed over from nvme-0", || {
+        let devices = devices_of(&mut client, "rn1");
+        let settled = system(&mut client, "rn1").pending.is_none();
+        (settled && !devices.contains(&"nvme-0".to_string())).then_some(devices)
+    });
+    assert_eq!(replaced.len(), 2, "{replaced:?}");
+    let raised = alarms(&mut client);
+    let alarm = raised
+        .iter()
+        .find(|a| a.device.as_str() == "nvme-0")
+        .unwrap_or_else(|| panic!("nvme-0's alarm: {raised:?}"));
+    assert_eq!(alarm.severity, Severity::Critical, "{alarm:?}");
+    assert_eq!(alarm.message, "NVMe media errors rising (SMART)");
+    assert!(
+        alarm
+            .evidence
+            .contains("media_errors=7 (+2 since the last read)"),
+        "{alarm:?}"
+    );
+}

@@ -156,6 +156,13 @@ pub enum HostObservation {
     },
     /// NVMe SMART critical-warning bits became non-zero (or changed).
     NvmeCriticalWarning { address: PciAddress, bits: u8 },
+    /// The SMART log's media and data integrity errors count of an NVMe controller rose (by
+    /// `rose_by` since the last read, to `media_errors`).
+    NvmeMediaErrors {
+        address: PciAddress,
+        media_errors: u128,
+        rose_by: u128,
+    },
     /// A read probe of an NVMe controller's namespace failed (an I/O error: the drive's media
     /// errors) or got no answer in time; `evidence` says which and where.
     NvmeReadFailed {

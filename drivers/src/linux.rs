@@ -443,6 +443,7 @@ pub const SMART_POLL_MS: u64 = 1000;
 /// A controller first seen with no bits set is not reported; one that went away is forgotten.
 fn poll_smart(root: &Path, sender: mpsc::Sender<HostObservation>) {
     let mut last: BTreeMap<String, u8> = BTreeMap::new();
+    let mut media: BTreeMap<String, u128> = BTreeMap::new();
     let mut jitter = u64::from(std::process::id());
     loop {
         // A small LCG is jitter enough; the bits of a warning are not secret.
@@ -451,13 +452,28 @@ fn poll_smart(root: &Path, sender: mpsc::Sender<HostObservation>) {
         std::thread::sleep(Duration::from_millis(wait));
         let controllers = sysfs::list(&sysfs::under(root, "sys/class/nvme")).unwrap_or_default();
         last.retain(|name, _| controllers.contains(name));
+        media.retain(|name, _| controllers.contains(name));
         for name in controllers {
             let _span = info_span!("smart_poll", controller = name).entered();
-            let (address, bits) = match smart_bits(root, &name) {
+            let (address, bits, media_errors) = match smart_bits(root, &name) {
                 Ok(read) => read,
                 // Mid hot-plug, or a controller that does not answer: the next round looks again.
                 Err(_) => continue,
             };
+            if let Some(rose_by) = media_errors_rise(&mut media, &name, media_errors) {
+                warn!(
+                    controller = name,
+                    media_errors, rose_by, "NVMe media errors rising"
+                );
+                let observation = HostObservation::NvmeMediaErrors {
+                    address,
+                    media_errors,
+                    rose_by,
+                };
+                if sender.send(observation).is_err() {
+                    return;
+                }
+            }
             let before = last.insert(name.clone(), bits);
             if before.unwrap_or(0) == bits {
                 continue;
@@ -734,7 +750,7 @@ pub fn observation_of(event: &Uevent, pci: &PciBus, root: &Path) -> Option<HostO
 
 /// The SMART critical-warning bits of controller `name` (`nvme0`), as an observation when set.
 fn critical_warning(root: &Path, name: &str) -> Result<Option<HostObservation>, String> {
-    let (address, bits) = smart_bits(root, name)?;
+    let (address, bits, _) = smart_bits(root, name)?;
     Ok((bits != 0).then_some(HostObservation::NvmeCriticalWarning { address, bits }))
 }
 
@@ -751,19 +767,43 @@ fn controller_address(root: &Path, name: &str) -> Result<PciAddress, String> {
         .map_err(|e| format!("{}: {e}", link.display()))
 }
 
-/// The PCI address of controller `name` and its SMART critical-warning bits.
-fn smart_bits(root: &Path, name: &str) -> Result<(PciAddress, u8), String> {
+/// The PCI address of controller `name`, its SMART critical-warning bits and its media and
+/// data integrity errors count.
+fn smart_bits(root: &Path, name: &str) -> Result<(PciAddress, u8, u128), String> {
     let address = controller_address(root, name)?;
     let path = sysfs::under(root, "dev").join(name);
     let smart = NvmeController::open_best(&path)
         .and_then(|mut c| c.smart_log())
         .map_err(|e| e.to_string())?;
-    Ok((address, smart.critical_warning))
+    Ok((address, smart.critical_warning, smart.media_errors))
+}
+
+/// How much `count`, controller `name`'s media errors now, rose since its last read in `last`
+/// (recorded); None on its first read (the baseline: errors from before are not news) and when
+/// it did not rise.
+fn media_errors_rise(last: &mut BTreeMap<String, u128>, name: &str, count: u128) -> Option<u128> {
+    let before = last.insert(name.to_string(), count)?;
+    (count > before).then(|| count - before)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_errors_count_from_their_first_read_and_only_a_rise_is_news() {
+        let mut last = BTreeMap::new();
+        assert_eq!(
+            media_errors_rise(&mut last, "nvme0", 3),
+            None,
+            "the baseline"
+        );
+        assert_eq!(media_errors_rise(&mut last, "nvme0", 3), None);
+        assert_eq!(media_errors_rise(&mut last, "nvme0", 5), Some(2));
+        assert_eq!(media_errors_rise(&mut last, "nvme0", 5), None);
+        assert_eq!(media_errors_rise(&mut last, "nvme1", 0), None);
+        assert_eq!(media_errors_rise(&mut last, "nvme1", 1), Some(1));
+    }
 
     #[test]
     fn the_first_namespace_of_a_controller_is_its_lowest_nvme_x_n_y() {

@@ -92,8 +92,9 @@ fn clamp(n: u64) -> u32 {
 
 /// A short word for an alarm's message, as the monitor words them.
 pub fn fault_word(message: &str) -> &'static str {
-    const WORDS: [(&str, &str); 8] = [
+    const WORDS: [(&str, &str); 9] = [
         ("NVMe SMART", "SMART"),
+        ("NVMe media errors", "MEDIA ERR"),
         ("NVMe reads fail", "READS"),
         ("PCIe uncorrectable", "PCIe AER"),
         ("removed", "REMOVED"),
@@ -337,6 +338,7 @@ mod tests {
                 "SMART",
             ),
             ("NVMe reads fail (media errors or no answer)", "READS"),
+            ("NVMe media errors rising (SMART)", "MEDIA ERR"),
             ("PCIe uncorrectable non-fatal errors (AER)", "PCIe AER"),
             ("removed from its slot unexpectedly", "REMOVED"),
             ("fabric port 3 down for more than 3000 ms", "PORT DOWN"),

@@ -304,6 +304,19 @@ pub fn observation_command(
                 ),
             }
         }
+        HostObservation::NvmeMediaErrors {
+            address,
+            media_errors,
+            rose_by,
+        } => {
+            let device = device_in(state, slot_of(*address))?;
+            let evidence = format!(
+                "SMART / Health log (page 0x02) of {address}: media_errors={media_errors} \
+                 (+{rose_by} since the last read)"
+            );
+            let failed = Health::Failed("NVMe media errors rising (SMART)".into());
+            health(device, failed, evidence)
+        }
         HostObservation::NvmeReadFailed { address, evidence } => {
             let device = device_in(state, slot_of(*address))?;
             let failed = Health::Failed("NVMe reads fail (media errors or no answer)".into());

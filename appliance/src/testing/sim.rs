@@ -157,6 +157,16 @@ impl SimFabric {
         })
     }
 
+    /// The host reports the SMART media errors count of the NVMe attached at `device`'s port
+    /// rising by `rose_by` to `media_errors`; false when it is attached nowhere.
+    pub fn media_errors(&self, device: &str, media_errors: u128, rose_by: u128) -> bool {
+        self.report(device, |address| HostObservation::NvmeMediaErrors {
+            address,
+            media_errors,
+            rose_by,
+        })
+    }
+
     /// The host reports the link of the NIC attached at `device`'s port going up or down.
     pub fn link(&self, device: &str, up: bool) -> bool {
         self.report(device, |address| HostObservation::LinkChanged {

@@ -33,8 +33,9 @@ enum Top {
     Serve(ServeArgs),
     /// Talk to a running appliance.
     Ctl(CtlArgs),
-    /// The local console of the appliance serving DATA_DIR, through its console socket:
-    /// line mode (one command per line; `help` lists them), and the front panel.
+    /// The local console of the appliance serving DATA_DIR, through its console socket: the
+    /// full screen on a terminal, line mode (one command per line; `help` lists them) with
+    /// --line or outside one, or the front panel with --panel.
     Console(ConsoleArgs),
     /// Inspect the journal in DIR (or DIR/journal when it exists).
     Journal {

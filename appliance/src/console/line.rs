@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use super::commands::{Command, HELP};
 use super::pin::{PinError, PinStore};
 use super::{summary, Service};
-use crate::api::render;
 use crate::time::now_ms;
 
 /// What a line-mode session needs.
@@ -93,22 +92,8 @@ impl<R: BufRead, W: Write> LineMode<R, W> {
                         self.say(line)?;
                     }
                 }
-                Command::Events { count } => {
-                    let text = match self.service.latest_events(count) {
-                        Ok(entries) => render::reply(&crate::api::Reply::History(entries)),
-                        Err(e) => format!("{e}\n"),
-                    };
-                    self.write(&text)?;
-                }
                 other => {
-                    let Some(request) = other.request() else {
-                        continue;
-                    };
-                    let text = match self.service.call(&request) {
-                        Ok(Ok(reply)) => render::reply(&reply),
-                        Ok(Err(refused)) => render::error(&refused),
-                        Err(e) => format!("{e}\n"),
-                    };
+                    let text = self.service.answer(&other);
                     self.write(&text)?;
                 }
             }

@@ -128,6 +128,28 @@ impl Service {
     }
 }
 
+impl Service {
+    /// What `command` answers, as the text both the full screen and line mode show: the reply
+    /// rendered for people, the refusal with its code, or why the service did not answer.
+    /// Nothing for the commands the console answers itself (help, lock, quit).
+    pub fn answer(&mut self, command: &commands::Command) -> String {
+        if let commands::Command::Events { count } = command {
+            return match self.latest_events(*count) {
+                Ok(entries) => crate::api::render::reply(&Reply::History(entries)),
+                Err(e) => format!("{e}\n"),
+            };
+        }
+        let Some(request) = command.request() else {
+            return String::new();
+        };
+        match self.call(&request) {
+            Ok(Ok(reply)) => crate::api::render::reply(&reply),
+            Ok(Err(refused)) => crate::api::render::error(&refused),
+            Err(e) => format!("{e}\n"),
+        }
+    }
+}
+
 /// The appliance at a glance, in a few lines: what the console shows while it is locked and
 /// at the top of its status screen.
 pub fn summary(status: &StatusView, alarms: &[AlarmView]) -> Vec<String> {

@@ -30,7 +30,6 @@ use ratatui::{Frame, Terminal, TerminalOptions, Viewport};
 use super::commands::{Command, HELP};
 use super::pin::PinStore;
 use super::{summary, Service};
-use crate::api::render;
 use crate::api::views::{AlarmView, HistoryEntryView, SystemView};
 use crate::api::Reply;
 use crate::time::now_ms;
@@ -132,14 +131,6 @@ impl App {
         }
         match &mut self.mode {
             Mode::SetPin { first, entry } => match key.code {
-                KeyCode::Char(c) if c.is_ascii_digit() && entry.len() < 12 => {
-                    entry.push(c);
-                    Effect::None
-                }
-                KeyCode::Backspace => {
-                    entry.pop();
-                    Effect::None
-                }
                 KeyCode::Esc => {
                     *first = None;
                     entry.clear();
@@ -164,23 +155,15 @@ impl App {
                         }
                     }
                 }
-                _ => Effect::None,
+                code => edit_pin(entry, code),
             },
             Mode::Locked { entry } => match key.code {
-                KeyCode::Char(c) if c.is_ascii_digit() && entry.len() < 12 => {
-                    entry.push(c);
-                    Effect::None
-                }
-                KeyCode::Backspace => {
-                    entry.pop();
-                    Effect::None
-                }
                 KeyCode::Esc => {
                     entry.clear();
                     Effect::None
                 }
                 KeyCode::Enter => Effect::CheckPin(std::mem::take(entry)),
-                _ => Effect::None,
+                code => edit_pin(entry, code),
             },
             Mode::Status => {
                 let prefill = match key.code {
@@ -368,6 +351,19 @@ pub fn draw(frame: &mut Frame, app: &App) {
     frame.render_widget(Paragraph::new(key_text), keys);
 }
 
+/// A digit or Backspace typed into a PIN being entered (at most 12 digits); other keys do
+/// nothing.
+fn edit_pin(entry: &mut String, code: KeyCode) -> Effect {
+    match code {
+        KeyCode::Char(c) if c.is_ascii_digit() && entry.len() < 12 => entry.push(c),
+        KeyCode::Backspace => {
+            entry.pop();
+        }
+        _ => {}
+    }
+    Effect::None
+}
+
 fn mask(entry: &str) -> String {
     "*".repeat(entry.len())
 }
@@ -444,7 +440,7 @@ fn run_raw(service: &mut Service, pins: &PinStore, idle: Duration) -> std::io::R
                             Err(error) => app.say(&error.to_string()),
                         },
                         Effect::Run(command) => {
-                            let text = run_command(service, &command);
+                            let text = service.answer(&command);
                             app.say(&text);
                             refresh(&mut app, service, false);
                         }
@@ -486,24 +482,6 @@ fn open_screen(
         viewport: Viewport::Fixed(Rect::new(0, 0, columns, rows)),
     };
     Terminal::with_options(backend, options)
-}
-
-/// What a command answers, as text.
-fn run_command(service: &mut Service, command: &Command) -> String {
-    if let Command::Events { count } = command {
-        return match service.latest_events(*count) {
-            Ok(entries) => render::reply(&Reply::History(entries)),
-            Err(e) => e.to_string(),
-        };
-    }
-    let Some(request) = command.request() else {
-        return String::new();
-    };
-    match service.call(&request) {
-        Ok(Ok(reply)) => render::reply(&reply),
-        Ok(Err(refused)) => render::error(&refused),
-        Err(e) => e.to_string(),
-    }
 }
 
 /// Reads the facts the screen shows again (the latest events too, when `events`).

@@ -9,7 +9,7 @@ use appliance::api::control::{Client, SOCKET_NAME};
 use appliance::api::{render, At, HistoryOf, Meta, Query, Request};
 use appliance::decide::command::{NewSystem, Selection, Verb};
 use appliance::decide::placement::Want;
-use appliance::model::{DeviceKind, DrainScope, MountSource, MountSpec, Role};
+use appliance::model::{DrainScope, ManagementNetwork, MountSource, MountSpec, PowerAction, Role};
 #[cfg(feature = "sim")]
 use appliance::serve::{self, ApiDoor, FabricChoice, ServeOptions};
 
@@ -201,7 +201,7 @@ enum Ctl {
         system: String,
         #[arg(long = "device")]
         devices: Vec<String>,
-        #[arg(long = "want", value_parser = parse_want)]
+        #[arg(long = "want", value_parser = Want::parse)]
         wants: Vec<Want>,
         /// Create the system for this tenant if it does not exist (with --role).
         #[arg(long)]
@@ -299,6 +299,32 @@ enum Ctl {
     },
     /// Active alarms: what failed, the evidence, and the failover it started.
     Alarms,
+    /// Read the whole journal back through the running service: every record's checksum,
+    /// chain link and decoding, and the snapshots (`journal verify` does it on a stopped one).
+    VerifyJournal,
+    /// Set the management port's static IPv4 address (ADDRESS/PREFIX or ADDRESS/NETMASK) and
+    /// default gateway (`none` for none); journaled, then applied (and again at every start).
+    SetNetwork {
+        address: String,
+        gateway: String,
+        #[command(flatten)]
+        order: Meta,
+    },
+    /// Reboot the appliance: the service stops cleanly (journal durable), then the machine
+    /// restarts; composed systems come back from the journal.
+    Reboot {
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        order: Meta,
+    },
+    /// Power the appliance off, cleanly (under `appliance serve`: stop the service).
+    PowerOff {
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        order: Meta,
+    },
     /// Clear an active alarm (the device stays out of service: `service --in` returns it).
     ClearAlarm {
         alarm: u64,
@@ -359,47 +385,6 @@ enum JournalCommand {
         #[arg(long)]
         events: u64,
     },
-}
-
-/// `KIND:COUNT[:MIN][:rdma]`; a MIN without a unit is in GiB.
-fn parse_want(text: &str) -> Result<Want, String> {
-    let parts: Vec<&str> = text.split(':').collect();
-    if parts.len() < 2 || parts.len() > 4 {
-        return Err(format!("{text:?}: expected KIND:COUNT[:MIN][:rdma]"));
-    }
-    let kind: DeviceKind = parts[0].parse()?;
-    let count: u32 = parts[1]
-        .parse()
-        .map_err(|_| format!("{text:?}: count {:?} is not a number", parts[1]))?;
-    let mut want = Want::of(kind, count);
-    for part in &parts[2..] {
-        if *part == "rdma" {
-            want.rdma = true;
-        } else {
-            want.capacity_bytes_min = parse_size(part).ok_or_else(|| {
-                format!("{text:?}: size {part:?} is not like 24 (GiB), 24GiB, 2TB or 500GB")
-            })?;
-        }
-    }
-    Ok(want)
-}
-
-/// A size: a number in GiB, or with a unit (B, GiB, TiB, GB, TB).
-fn parse_size(text: &str) -> Option<u64> {
-    let (number, unit) = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map(|i| text.split_at(i))
-        .unwrap_or((text, ""));
-    let n: u64 = number.parse().ok()?;
-    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "gib" => 1 << 30,
-        "b" => 1,
-        "tib" => 1 << 40,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        _ => return None,
-    };
-    n.checked_mul(multiplier)
 }
 
 fn parse_time(text: &str) -> Result<u64, String> {
@@ -505,6 +490,9 @@ fn serve_cmd(args: ServeArgs) -> anyhow::Result<i32> {
         }),
         identity: None,
         snapshots: !args.no_snapshots,
+        machine: Some(std::sync::Arc::new(
+            appliance::runtime::machine::HostMachine::stopped_by_sigterm(),
+        )),
     };
     let running = serve::start(options)?;
     let api = running
@@ -647,6 +635,36 @@ fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
         Ctl::Tenants => query(Query::Tenants),
         Ctl::Operation { op } => query(Query::Operation { op: op.into() }),
         Ctl::Alarms => query(Query::Alarms),
+        Ctl::VerifyJournal => query(Query::VerifyJournal),
+        Ctl::SetNetwork {
+            address,
+            gateway,
+            order: args,
+        } => {
+            let network = ManagementNetwork::parse(&address, &gateway)
+                .map_err(|e| anyhow::anyhow!("set-network: {e}"))?;
+            order(Verb::SetManagementNetwork { network }, args)
+        }
+        Ctl::Reboot {
+            reason,
+            order: args,
+        } => order(
+            Verb::Power {
+                action: PowerAction::Reboot,
+                reason,
+            },
+            args,
+        ),
+        Ctl::PowerOff {
+            reason,
+            order: args,
+        } => order(
+            Verb::Power {
+                action: PowerAction::PowerOff,
+                reason,
+            },
+            args,
+        ),
         Ctl::ClearAlarm { alarm, order: args } => order(
             Verb::ClearAlarm {
                 alarm: alarm.into(),
@@ -935,25 +953,29 @@ fn dump(dir: &Path) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use appliance::decide::placement;
 
     const GIB: u64 = 1 << 30;
 
     #[test]
     fn a_bare_size_is_in_gib_as_the_readme_says() {
         // README: `--want gpu:2:24 --want nvme:1:2000  # GiB minimums`
-        assert_eq!(parse_want("gpu:2:24").unwrap().capacity_bytes_min, 24 * GIB);
         assert_eq!(
-            parse_want("nvme:1:2000").unwrap().capacity_bytes_min,
+            Want::parse("gpu:2:24").unwrap().capacity_bytes_min,
+            24 * GIB
+        );
+        assert_eq!(
+            Want::parse("nvme:1:2000").unwrap().capacity_bytes_min,
             2000 * GIB
         );
-        assert_eq!(parse_size("2TB"), Some(2_000_000_000_000));
-        assert_eq!(parse_size("24GiB"), Some(24 * GIB));
-        assert_eq!(parse_size("512b"), Some(512));
-        assert_eq!(parse_size("24 GiB"), None);
-        let want = parse_want("nic:1:rdma").unwrap();
+        assert_eq!(placement::parse_size("2TB"), Some(2_000_000_000_000));
+        assert_eq!(placement::parse_size("24GiB"), Some(24 * GIB));
+        assert_eq!(placement::parse_size("512b"), Some(512));
+        assert_eq!(placement::parse_size("24 GiB"), None);
+        let want = Want::parse("nic:1:rdma").unwrap();
         assert!(want.rdma && want.capacity_bytes_min == 0);
-        assert!(parse_want("gpu:x").unwrap_err().contains("not a number"));
-        assert!(parse_want("gpu:1:lots").unwrap_err().contains("24 (GiB)"));
+        assert!(Want::parse("gpu:x").unwrap_err().contains("not a number"));
+        assert!(Want::parse("gpu:1:lots").unwrap_err().contains("24 (GiB)"));
     }
 
     #[test]

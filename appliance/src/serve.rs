@@ -21,6 +21,7 @@ use crate::decide::reflex::Policy;
 use crate::model::Secret;
 use crate::model::{Door, Identity};
 use crate::runtime::adapt::inventory_commands;
+use crate::runtime::machine::{apply_journaled, HostMachine, Machine};
 use crate::runtime::{Drivers, ReconcileLimits, Reconciler};
 #[cfg(feature = "sim")]
 use crate::testing::sim::SimFabric;
@@ -79,6 +80,10 @@ pub struct ServeOptions {
     /// Start from the journal's newest snapshot (the default); false replays the whole journal
     /// (`appliance.snapshots=off` on the kernel command line, `--no-snapshots` for `serve`).
     pub snapshots: bool,
+    /// The machine the service runs on, when it is the appliance's own (PID 1 mode): its
+    /// management port and its power. None: a host that is not the service's
+    /// ([`HostMachine`]: its network is left alone, power off stops the service).
+    pub machine: Option<Arc<dyn Machine>>,
 }
 
 /// The failover policy's file in the data directory; without it, the defaults (fail over every
@@ -175,7 +180,17 @@ pub fn start_with_log(options: ServeOptions, log: Arc<dyn EventLog>) -> anyhow::
     initial_sync(&handle, &parts.drivers, &parts.rdma);
     let reconciler =
         Reconciler::start(handle.clone(), parts.drivers, policy).context("start the reconciler")?;
-    let context = crate::api::Context::new(handle, log.clone(), report.clone());
+    let machine = options
+        .machine
+        .clone()
+        .unwrap_or_else(|| Arc::new(HostMachine::default()));
+    if machine.management().is_some() {
+        // The kernel starts with the boot's defaults: the journaled settings go on again.
+        apply_journaled(&handle, machine.as_ref());
+    }
+    let context = crate::api::Context::new(handle, log.clone(), report.clone())
+        .with_machine(machine)
+        .with_api_listen(options.api.as_ref().map(|door| door.config.listen));
     let socket = options.data_dir.join(SOCKET_NAME);
     let servers = vec![
         Server::start(&socket, Door::Local, context.clone()).context("start the control socket")?,

@@ -27,6 +27,7 @@ fn start(dir: &std::path::Path) -> serve::Running {
         api: None,
         identity: None,
         snapshots: true,
+        machine: None,
     })
     .expect("start");
     let mut client = Client::connect_unix(running.socket_path()).expect("connect");

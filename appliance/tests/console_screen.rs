@@ -106,6 +106,7 @@ fn start(dir: &Path) -> serve::Running {
         api: None,
         identity: None,
         snapshots: true,
+        machine: None,
     })
     .expect("start");
     let mut client = Client::connect_unix(running.socket_path()).expect("connect");

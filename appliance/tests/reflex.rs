@@ -24,6 +24,7 @@ fn options(dir: &std::path::Path) -> ServeOptions {
         api: None,
         identity: None,
         snapshots: true,
+        machine: None,
     }
 }
 

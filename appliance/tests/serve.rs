@@ -26,6 +26,7 @@ fn options(dir: &std::path::Path) -> ServeOptions {
         api: None,
         identity: None,
         snapshots: true,
+        machine: None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! A static IPv4 configuration through the classic `AF_INET` socket ioctls: an interface's
 //! address and netmask (SIOCSIFADDR, SIOCSIFNETMASK), administratively up (SIOCGIFFLAGS then
-//! SIOCSIFFLAGS), and a default route (SIOCADDRT). This is what PID 1 needs for the management
-//! network, which has no DHCP client and no `ip` tool.
+//! SIOCSIFFLAGS), and a default route (SIOCADDRT, SIOCDELRT); read back with SIOCGIFADDR,
+//! SIOCGIFNETMASK and `/proc/net/route`. This is what PID 1 and the service need for the
+//! management network, which has no DHCP client and no `ip` tool.
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -59,6 +60,19 @@ pub enum NetconfError {
         #[source]
         source: nix::Error,
     },
+    #[error("SIOCDELRT default route via {gateway}")]
+    DeleteDefaultRoute {
+        gateway: Ipv4Addr,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{call} on {interface}")]
+    GetAddress {
+        call: &'static str,
+        interface: String,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 impl NetconfError {
@@ -73,6 +87,8 @@ impl NetconfError {
             NetconfError::GetFlags { source, .. } => Some(("SIOCGIFFLAGS", *source)),
             NetconfError::SetFlags { source, .. } => Some(("SIOCSIFFLAGS", *source)),
             NetconfError::AddDefaultRoute { source, .. } => Some(("SIOCADDRT", *source)),
+            NetconfError::DeleteDefaultRoute { source, .. } => Some(("SIOCDELRT", *source)),
+            NetconfError::GetAddress { call, source, .. } => Some((call, *source)),
         }
     }
 }
@@ -84,6 +100,9 @@ mod ioctl {
     nix::ioctl_readwrite_bad!(get_flags, libc::SIOCGIFFLAGS, libc::ifreq);
     nix::ioctl_write_ptr_bad!(set_flags, libc::SIOCSIFFLAGS, libc::ifreq);
     nix::ioctl_write_ptr_bad!(add_route, libc::SIOCADDRT, libc::rtentry);
+    nix::ioctl_write_ptr_bad!(delete_route, libc::SIOCDELRT, libc::rtentry);
+    nix::ioctl_readwrite_bad!(get_address, libc::SIOCGIFADDR, libc::ifreq);
+    nix::ioctl_readwrite_bad!(get_netmask, libc::SIOCGIFNETMASK, libc::ifreq);
 }
 
 /// Gives `interface` the IPv4 `address` with `netmask` (which also adds the subnet's route).
@@ -156,6 +175,66 @@ pub fn add_default_route(gateway: Ipv4Addr) -> Result<(), NetconfError> {
         Ok(_) | Err(Errno::EEXIST) => Ok(()),
         Err(source) => Err(NetconfError::AddDefaultRoute { gateway, source }),
     }
+}
+
+/// Deletes the default route via `gateway`; none such (ESRCH) is fine.
+pub fn delete_default_route(gateway: Ipv4Addr) -> Result<(), NetconfError> {
+    let _span = info_span!("netconf_delete_default_route", %gateway).entered();
+    let sock = inet_socket()?;
+    let route = default_route(gateway);
+    // SAFETY: as for SIOCADDRT: a valid socket and rtentry, only read during the call.
+    match unsafe { ioctl::delete_route(sock.as_raw_fd(), &route) } {
+        Ok(_) | Err(Errno::ESRCH) => Ok(()),
+        Err(source) => Err(NetconfError::DeleteDefaultRoute { gateway, source }),
+    }
+}
+
+/// The IPv4 address and netmask of `interface`; None when it has no address (EADDRNOTAVAIL).
+pub fn address(interface: &str) -> Result<Option<(Ipv4Addr, Ipv4Addr)>, NetconfError> {
+    let sock = inet_socket()?;
+    let failed = |call, source| NetconfError::GetAddress {
+        call,
+        interface: interface.into(),
+        source,
+    };
+    let mut request = ifreq(interface)?;
+    // SAFETY: a valid socket and ifreq naming the interface; SIOCGIFADDR writes only the
+    // address member of that ifreq, which lives across the call.
+    match unsafe { ioctl::get_address(sock.as_raw_fd(), &mut request) } {
+        Ok(_) => {}
+        Err(Errno::EADDRNOTAVAIL) => return Ok(None),
+        Err(source) => return Err(failed("SIOCGIFADDR", source)),
+    }
+    // SAFETY: SIOCGIFADDR filled the address member with an AF_INET sockaddr.
+    let address = ipv4_of(unsafe { &request.ifr_ifru.ifru_addr });
+    let mut request = ifreq(interface)?;
+    // SAFETY: as above, for the netmask member.
+    unsafe { ioctl::get_netmask(sock.as_raw_fd(), &mut request) }
+        .map_err(|source| failed("SIOCGIFNETMASK", source))?;
+    // SAFETY: SIOCGIFNETMASK filled the netmask member with an AF_INET sockaddr.
+    let netmask = ipv4_of(unsafe { &request.ifr_ifru.ifru_netmask });
+    Ok(Some((address, netmask)))
+}
+
+/// The default route's gateway in a `/proc/net/route` table, if it has one (hex fields, the
+/// address in the kernel's byte order: little-endian on the machines the appliance runs on).
+pub fn default_gateway(proc_net_route: &str) -> Option<Ipv4Addr> {
+    proc_net_route.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (destination, gateway, mask) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
+        let hex = |text: &str| u32::from_str_radix(text, 16).ok();
+        let gateway = hex(gateway)?;
+        (hex(destination)? == 0 && hex(mask)? == 0 && gateway != 0)
+            .then(|| Ipv4Addr::from(gateway.to_le_bytes()))
+    })
+}
+
+/// The kernel's routing table, as `/proc/net/route` shows it.
+pub const PROC_NET_ROUTE: &str = "/proc/net/route";
+
+fn ipv4_of(addr: &libc::sockaddr) -> Ipv4Addr {
+    let data = addr.sa_data.map(|b| b as u8);
+    Ipv4Addr::new(data[2], data[3], data[4], data[5])
 }
 
 fn inet_socket() -> Result<OwnedFd, NetconfError> {
@@ -278,6 +357,78 @@ mod tests {
         assert_eq!(route.rt_flags, libc::RTF_UP | libc::RTF_GATEWAY);
         assert!(route.rt_dev.is_null(), "no device named");
         assert_eq!(route.rt_metric, 0);
+    }
+
+    #[test]
+    fn the_default_gateway_is_read_from_the_route_table() {
+        let table =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            eth0\t00000000\t0202000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+            eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(default_gateway(table), Some(Ipv4Addr::new(10, 0, 2, 2)));
+        let no_default = "Iface\tDestination\tGateway\n\
+            eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(default_gateway(no_default), None);
+        assert_eq!(default_gateway("garbage\nmore garbage\n"), None);
+    }
+
+    /// The whole cycle on the real kernel, in a network namespace of its own (a child process,
+    /// so the test's own namespace is untouched): set an address, read it back, replace the
+    /// default route, and see it in `/proc/net/route`.
+    #[test]
+    fn addresses_and_routes_round_trip_through_the_kernel_in_a_namespace() {
+        // SAFETY: the child only makes syscalls and exits; it touches no lock the parent holds.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                let code = match in_namespace() {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        1
+                    }
+                };
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).expect("waitpid");
+                assert_eq!(
+                    status,
+                    nix::sys::wait::WaitStatus::Exited(child, 0),
+                    "the namespace's checks (stderr says which failed)"
+                );
+            }
+        }
+    }
+
+    fn in_namespace() -> Result<(), String> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("unshare(CLONE_NEWNET) (needs root): {e}"))?;
+        let show = |e: NetconfError| crate::error_chain(&e);
+        let (address, netmask) = (Ipv4Addr::new(10, 9, 0, 5), Ipv4Addr::new(255, 255, 255, 0));
+        set_up("lo").map_err(show)?;
+        set_address("lo", address, netmask).map_err(show)?;
+        let got = super::address("lo").map_err(show)?;
+        if got != Some((address, netmask)) {
+            return Err(format!("lo reads back {got:?}"));
+        }
+        let routes = || std::fs::read_to_string(PROC_NET_ROUTE).map_err(|e| e.to_string());
+        for gateway in [Ipv4Addr::new(10, 9, 0, 1), Ipv4Addr::new(10, 9, 0, 2)] {
+            if let Some(old) = default_gateway(&routes()?) {
+                delete_default_route(old).map_err(show)?;
+            }
+            add_default_route(gateway).map_err(show)?;
+            let table = routes()?;
+            if default_gateway(&table) != Some(gateway) {
+                return Err(format!("after setting {gateway}, the table is:\n{table}"));
+            }
+        }
+        delete_default_route(Ipv4Addr::new(10, 9, 0, 2)).map_err(show)?;
+        delete_default_route(Ipv4Addr::new(10, 9, 0, 2)).map_err(show)?;
+        if default_gateway(&routes()?).is_some() {
+            return Err("a default route is left after deleting it".into());
+        }
+        Ok(())
     }
 
     /// An interface that does not exist: the kernel answers ENODEV, or EPERM to a caller without

@@ -67,6 +67,8 @@ pub enum ErrorCode {
     Overloaded,
     /// The appliance is shutting down.
     Stopping,
+    /// The order cannot be carried out where this service runs (a reboot outside the image).
+    NotSupported,
     /// The operation goes on, but its outcome did not come within the wait.
     Timeout,
     /// Something failed that the caller cannot fix (the journal's append, a bug).
@@ -123,6 +125,7 @@ impl ErrorCode {
             ErrorCode::OneTimeCodeRequired => "one_time_code_required",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Stopping => "stopping",
+            ErrorCode::NotSupported => "not_supported",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
         }

@@ -25,17 +25,18 @@ use serde::{Deserialize, Serialize};
 pub use self::auth::Principal;
 pub use self::error::{ApiError, ErrorCode};
 use self::views::{
-    AcceptedView, AlarmView, DeviceView, HistoryEntryView, OperationView, PortView, StateAtView,
-    StatusView, SystemView, TenantView,
+    AcceptedView, AlarmView, DeviceView, HistoryEntryView, JournalCheckView, OperationView,
+    PortView, StateAtView, StatusView, SystemView, TenantView,
 };
 use crate::core::history::{self, History, Subject};
 use crate::core::log::EventLog;
 use crate::core::{Accepted, CoreHandle, StartReport};
 use crate::decide::command::{Command, Order, Verb};
 use crate::model::{
-    AccountChange, Device, OperationId, Password, Privilege, RequestId, Severity, State, System,
-    SystemName,
+    AccountChange, Device, OperationId, Password, PowerAction, Privilege, RequestId, Severity,
+    State, System, SystemName,
 };
+use crate::runtime::machine::{apply_journaled, HostMachine, Machine};
 
 /// How long a request with `wait` waits for its operation's outcome.
 pub const OUTCOME_WAIT_MS: u64 = 120_000;
@@ -101,6 +102,9 @@ pub enum Query {
         #[serde(default)]
         limit: Option<usize>,
     },
+    /// Reads the whole journal back, checking every record's checksum, chain link and
+    /// decoding, and the snapshots (an operator's check; it takes a while on a long journal).
+    VerifyJournal,
 }
 
 /// The most events one `Query::Events` answers.
@@ -192,6 +196,7 @@ pub enum Reply {
     History(Vec<HistoryEntryView>),
     StateAt(Box<StateAtView>),
     Alarms(Vec<AlarmView>),
+    JournalCheck(JournalCheckView),
 }
 
 /// What `handle` needs.
@@ -202,16 +207,50 @@ pub struct Context {
     /// The log's history index (built at the first history question).
     pub history: Arc<History>,
     pub start: StartReport,
+    /// The machine the service runs on: the management port, the power.
+    pub machine: Arc<dyn Machine>,
+    /// Where the HTTPS door listens, if it is served.
+    pub api_listen: Option<std::net::SocketAddr>,
+    pub started: std::time::Instant,
 }
 
 impl Context {
+    /// A context on a machine that is not the service's own ([`HostMachine`]).
     pub fn new(core: CoreHandle, log: Arc<dyn EventLog>, start: StartReport) -> Context {
         Context {
             core,
             history: Arc::new(History::new(log.clone())),
             log,
             start,
+            machine: Arc::new(HostMachine::default()),
+            api_listen: None,
+            started: std::time::Instant::now(),
         }
+    }
+
+    pub fn with_machine(self, machine: Arc<dyn Machine>) -> Context {
+        Context { machine, ..self }
+    }
+
+    pub fn with_api_listen(self, api_listen: Option<std::net::SocketAddr>) -> Context {
+        Context { api_listen, ..self }
+    }
+
+    /// The API's URL: at the management port's address when the door listens on every address.
+    fn api_url(&self, management: Option<&views::ManagementPort>) -> Option<String> {
+        let listen = self.api_listen?;
+        let host = match (
+            listen.ip().is_unspecified(),
+            management.and_then(|m| m.address),
+        ) {
+            (true, Some((address, _))) => std::net::IpAddr::V4(address),
+            _ => listen.ip(),
+        };
+        let port = match listen.port() {
+            443 => String::new(),
+            port => format!(":{port}"),
+        };
+        Some(format!("https://{host}{port}/redfish/v1"))
     }
 }
 
@@ -237,6 +276,13 @@ pub fn handle(
         }
         Action::Order(verb) => {
             authorize(principal, &verb)?;
+            if let Verb::Power { action, .. } = &verb {
+                context
+                    .machine
+                    .can_power(*action)
+                    .map_err(|why| ApiError::new(ErrorCode::NotSupported, why))?;
+            }
+            let after = After::of(&verb);
             let order = Order {
                 verb: hash_passwords(verb)?,
                 request_id: meta.request_id,
@@ -245,7 +291,50 @@ pub fn handle(
                 scope: principal.scope.clone(),
             };
             let accepted = context.core.submit(Command::Order(order))?;
+            if !accepted.repeated {
+                after.carry_out(context);
+            }
             Ok(Reply::Accepted(accepted_view(context, accepted, meta.wait)))
+        }
+    }
+}
+
+/// What an order does to the machine once it is durable.
+enum After {
+    Nothing,
+    ApplyNetwork,
+    Power(PowerAction),
+}
+
+/// How long a power order waits before it starts, so that its answer reaches the door.
+const POWER_DELAY: Duration = Duration::from_millis(300);
+
+impl After {
+    fn of(verb: &Verb) -> After {
+        match verb {
+            Verb::SetManagementNetwork { .. } => After::ApplyNetwork,
+            Verb::Power { action, .. } => After::Power(*action),
+            _ => After::Nothing,
+        }
+    }
+
+    fn carry_out(self, context: &Context) {
+        match self {
+            After::Nothing => {}
+            After::ApplyNetwork => apply_journaled(&context.core, context.machine.as_ref()),
+            After::Power(action) => {
+                tracing::warn!(action = action.name(), "power order journaled");
+                let machine = context.machine.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("power".into())
+                    .spawn(move || {
+                        std::thread::sleep(POWER_DELAY);
+                        machine.power(action);
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "the power order's thread did not start");
+                }
+            }
         }
     }
 }
@@ -265,7 +354,10 @@ fn authorize(principal: &Principal, verb: &Verb) -> Result<(), ApiError> {
         return Ok(());
     }
     let needs = match verb {
-        Verb::SetIdentity { .. } | Verb::CreateTenant { .. } => Privilege::ConfigureManager,
+        Verb::SetIdentity { .. }
+        | Verb::CreateTenant { .. }
+        | Verb::SetManagementNetwork { .. }
+        | Verb::Power { .. } => Privilege::ConfigureManager,
         Verb::CreateAccount { .. } | Verb::ChangeAccount { .. } | Verb::DeleteAccount { .. } => {
             Privilege::ConfigureUsers
         }
@@ -478,6 +570,10 @@ fn answer(context: &Context, principal: &Principal, query: Query) -> Result<Repl
                 .map(Reply::History)
                 .map_err(|e| ApiError::new(ErrorCode::HistoryUnavailable, drivers::error_chain(&e)))
         }
+        Query::VerifyJournal => {
+            sight.refuse_scoped("verify the journal")?;
+            Ok(Reply::JournalCheck(verify_journal(context.log.as_ref())))
+        }
         Query::Alarms => Ok(Reply::Alarms(
             state
                 .alarms
@@ -555,6 +651,7 @@ fn accepted_view(context: &Context, accepted: Accepted, wait: bool) -> AcceptedV
 
 fn status(context: &Context, state: &State) -> StatusView {
     let metrics = context.core.metrics();
+    let management = context.machine.management();
     StatusView {
         identity: state.identity.clone(),
         journal_head: state.head,
@@ -575,5 +672,81 @@ fn status(context: &Context, state: &State) -> StatusView {
         append_latency: metrics.append.summary(),
         compose_latency: metrics.compose.summary(),
         decompose_latency: metrics.decompose.summary(),
+        firmware: FIRMWARE_VERSION.to_string(),
+        uptime_s: context.started.elapsed().as_secs(),
+        health: match (
+            state.alarm_count(Severity::Critical),
+            state.alarm_count(Severity::Warning),
+        ) {
+            (0, 0) => "OK",
+            (0, _) => "Warning",
+            _ => "Critical",
+        }
+        .to_string(),
+        api_url: context.api_url(management.as_ref()),
+        management,
+        management_setting: state.management_network.map(|network| {
+            let (applied_to, error) = match &state.management_applied {
+                None => (None, None),
+                Some(Ok(interface)) => (Some(interface.clone()), None),
+                Some(Err(error)) => (None, Some(error.clone())),
+            };
+            views::ManagementSettingView {
+                network,
+                applied_to,
+                error,
+            }
+        }),
     }
 }
+
+/// Reads every record of `log` from the first, and its newest snapshot.
+fn verify_journal(log: &dyn EventLog) -> JournalCheckView {
+    let _span = tracing::info_span!("verify_journal").entered();
+    let started = std::time::Instant::now();
+    let last = log.last_sequence();
+    let (mut records, mut first, mut previous) = (0u64, 0u64, 0u64);
+    let mut problems = Vec::new();
+    for logged in log.replay(1) {
+        match logged {
+            Ok(logged) => {
+                if logged.sequence != previous + 1 {
+                    problems.push(format!(
+                        "sequence {} follows {previous}: records are missing",
+                        logged.sequence
+                    ));
+                }
+                if records == 0 {
+                    first = logged.sequence;
+                }
+                records += 1;
+                previous = logged.sequence;
+            }
+            Err(e) => {
+                problems.push(format!(
+                    "after sequence {previous}: {}",
+                    drivers::error_chain(&e)
+                ));
+                break;
+            }
+        }
+    }
+    if problems.is_empty() && previous != last {
+        problems.push(format!(
+            "the journal's head is {last} but its records end at {previous}"
+        ));
+    }
+    let (snapshot, notes) = log.load_snapshot();
+    problems.extend(notes.into_iter().map(|note| format!("snapshot: {note}")));
+    JournalCheckView {
+        records,
+        first_sequence: first,
+        last_sequence: previous,
+        snapshot: snapshot.map(|(sequence, _)| sequence),
+        problems,
+        ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// The firmware's version (the appliance binary's).
+pub const FIRMWARE_VERSION: &str = env!("CARGO_PKG_VERSION");

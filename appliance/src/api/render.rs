@@ -5,8 +5,8 @@
 use std::fmt::Write;
 
 use super::views::{
-    AcceptedView, AlarmView, DeviceView, HistoryEntryView, MountSourceView, OperationState,
-    OperationView, PortView, StateAtView, StatusView, SystemView, TenantView,
+    AcceptedView, AlarmView, DeviceView, HistoryEntryView, JournalCheckView, MountSourceView,
+    OperationState, OperationView, PortView, StateAtView, StatusView, SystemView, TenantView,
 };
 use super::{ApiError, Reply};
 use crate::model::DeviceKind;
@@ -26,7 +26,32 @@ pub fn reply(reply: &Reply) -> String {
         Reply::History(entries) => self::history(entries),
         Reply::StateAt(state) => self::state_at(state),
         Reply::Alarms(alarms) => self::alarms(alarms),
+        Reply::JournalCheck(check) => self::journal_check(check),
     }
+}
+
+fn journal_check(check: &JournalCheckView) -> String {
+    let mut out = String::new();
+    let verdict = match check.problems.is_empty() {
+        true => "journal intact",
+        false => "JOURNAL DAMAGED",
+    };
+    let _ = writeln!(
+        out,
+        "{verdict}: {} records read, sequences {} to {}, every checksum and link checked in {} ms",
+        check.records, check.first_sequence, check.last_sequence, check.ms
+    );
+    let _ = match check.snapshot {
+        Some(sequence) => writeln!(out, "newest valid snapshot at sequence {sequence}"),
+        None => writeln!(
+            out,
+            "no valid snapshot (a start replays from the first record)"
+        ),
+    };
+    for problem in &check.problems {
+        let _ = writeln!(out, "problem: {problem}");
+    }
+    out
 }
 
 /// An error as text for people: the message and its code.
@@ -84,6 +109,14 @@ fn status(s: &StatusView) -> String {
         or_dash((!s.identity.site.is_empty()).then(|| s.identity.site.clone())),
         s.journal_head
     );
+    let _ = writeln!(
+        out,
+        "health {}, firmware {}, up {}",
+        s.health,
+        s.firmware,
+        uptime(s.uptime_s)
+    );
+    out.push_str(&management(s));
     let _ = writeln!(out, "start: {}", s.start);
     let rows: Vec<Vec<String>> = s
         .pools
@@ -123,6 +156,51 @@ fn status(s: &StatusView) -> String {
         s.append_latency.p99_us
     );
     out
+}
+
+/// The management port (as the kernel has it), the operator's setting of it, the API's URL.
+pub fn management(s: &StatusView) -> String {
+    let mut out = String::new();
+    if let Some(port) = &s.management {
+        let address = match port.address {
+            Some((ip, prefix)) => format!("{ip}/{prefix}"),
+            None => "no address".into(),
+        };
+        let gateway = or_dash(port.gateway.map(|g| g.to_string()));
+        let _ = writeln!(
+            out,
+            "management {} ({}) {address} gateway {gateway}",
+            port.interface, port.mac
+        );
+    }
+    if let Some(setting) = &s.management_setting {
+        let how = match (&setting.applied_to, &setting.error) {
+            (Some(interface), _) => format!("applied to {interface}"),
+            (None, Some(error)) => format!("not applied: {error}"),
+            (None, None) => "not applied yet".into(),
+        };
+        let _ = writeln!(out, "management setting {}: {how}", setting.network);
+    }
+    if let Some(url) = &s.api_url {
+        let _ = writeln!(out, "api {url}");
+    }
+    out
+}
+
+/// Seconds as `3d 4h`, `2h 5m`, `7m 3s`.
+pub fn uptime(seconds: u64) -> String {
+    let (d, h, m, s) = (
+        seconds / 86_400,
+        seconds / 3_600 % 24,
+        seconds / 60 % 60,
+        seconds % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
 }
 
 fn devices(devices: &[DeviceView]) -> String {

@@ -12,9 +12,10 @@ use crate::core::metrics::LatencySummary;
 use crate::core::StartReport;
 use crate::model::{
     Alarm, AlarmId, AttachState, Counters, Device, DeviceId, DeviceKind, Event, Failure, Identity,
-    Mount, MountSource, Operation, OperationId, OperationKind, Origin, Outcome, Port, PortId, Role,
-    Severity, State, SwitchName, System, SystemName, Tenant, TenantName,
+    ManagementNetwork, Mount, MountSource, Operation, OperationId, OperationKind, Origin, Outcome,
+    Port, PortId, Role, Severity, State, SwitchName, System, SystemName, Tenant, TenantName,
 };
+pub use crate::runtime::machine::ManagementPort;
 
 /// A device's health.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,6 +273,48 @@ pub struct StatusView {
     pub append_latency: LatencySummary,
     pub compose_latency: LatencySummary,
     pub decompose_latency: LatencySummary,
+    /// The firmware's version.
+    #[serde(default)]
+    pub firmware: String,
+    /// Seconds since the service started.
+    #[serde(default)]
+    pub uptime_s: u64,
+    /// The worst active alarm's severity: OK, Warning or Critical.
+    #[serde(default)]
+    pub health: String,
+    /// The management port as the kernel has it (None where the service has none of its own).
+    #[serde(default)]
+    pub management: Option<ManagementPort>,
+    /// The operator's settings of the management port, if any, and how they were applied.
+    #[serde(default)]
+    pub management_setting: Option<ManagementSettingView>,
+    /// Where the HTTPS API answers, if it is served.
+    #[serde(default)]
+    pub api_url: Option<String>,
+}
+
+/// What a check of the whole journal found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalCheckView {
+    pub records: u64,
+    pub first_sequence: u64,
+    pub last_sequence: u64,
+    /// The newest valid snapshot's sequence.
+    pub snapshot: Option<u64>,
+    /// Damage found (a record that does not verify or decode, a gap, an invalid snapshot);
+    /// empty when the journal is intact.
+    pub problems: Vec<String>,
+    pub ms: u64,
+}
+
+/// The operator's settings of the management port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagementSettingView {
+    pub network: ManagementNetwork,
+    /// The interface they were applied to, once they were.
+    pub applied_to: Option<String>,
+    /// Why they were not applied, if they were not.
+    pub error: Option<String>,
 }
 
 /// An accepted order.
@@ -533,6 +576,21 @@ pub fn summary(event: &Event) -> String {
             let list: Vec<&str> = devices.iter().map(|d| d.as_str()).collect();
             format!("drain of {scope}{why}: {} out of service", list.join(", "))
         }
+        Event::ManagementNetworkSet { network, .. } => {
+            format!("management port set to {network}")
+        }
+        Event::ManagementNetworkApplied {
+            interface,
+            network,
+            error,
+        } => match error {
+            None => format!("management port {interface} now {network}"),
+            Some(error) => format!("management port not set to {network}: {error}"),
+        },
+        Event::PowerRequested { action, reason, .. } => match reason.is_empty() {
+            true => format!("{} requested", action.name()),
+            false => format!("{} requested: {reason}", action.name()),
+        },
         Event::ComposeRequested {
             op,
             system,

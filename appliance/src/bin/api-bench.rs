@@ -66,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         }),
         identity: None,
         snapshots: true,
+        machine: None,
     })?;
     let url = format!("https://{}", running.api_addr().context("API address")?);
     let trust = Trust::Pinned(running.api_cert_pem().context("certificate")?.to_string());

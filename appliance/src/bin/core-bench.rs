@@ -156,6 +156,7 @@ fn compose_decompose(dir: &Path, duration: Duration) -> anyhow::Result<(f64, u64
         api: None,
         identity: None,
         snapshots: true,
+        machine: None,
     };
     let running = serve::start(options)?;
     let core = running.core().context("core running")?;

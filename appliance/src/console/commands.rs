@@ -4,7 +4,10 @@
 
 use crate::api::{Meta, Query, Request};
 use crate::decide::command::{Selection, Verb};
-use crate::model::{AlarmId, DeviceId, Role, SystemName, TenantName};
+use crate::decide::placement::Want;
+use crate::model::{
+    AlarmId, DeviceId, ManagementNetwork, PowerAction, Role, SystemName, TenantName,
+};
 
 /// One command of the console.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,9 +29,10 @@ pub enum Command {
         tenant: TenantName,
         role: Role,
     },
+    /// Compose named devices, or devices the placement picks for constraints (`gpu:2:24`).
     Compose {
         system: SystemName,
-        devices: Vec<DeviceId>,
+        selection: Selection,
     },
     /// Decompose `device` of `system`, or all of its devices.
     Decompose {
@@ -46,6 +50,20 @@ pub enum Command {
     },
     ClearAlarm {
         alarm: AlarmId,
+    },
+    /// The management port: as the kernel has it, the operator's setting, the API's URL.
+    Network,
+    SetNetwork {
+        network: ManagementNetwork,
+    },
+    /// Shows `admin`'s first random password, if it is still the one kept on the data disk.
+    ShowPassword,
+    /// Gives `admin` a new random password, kept on the data disk (root only) and shown once.
+    ResetPassword,
+    /// Reads the whole journal back and says whether it is intact.
+    Verify,
+    Power {
+        action: PowerAction,
     },
     /// Locks the console (the PIN is asked again).
     Lock,
@@ -68,11 +86,17 @@ pub const HELP: &[&str] = &[
     "events [N]                      the latest N events (default 10)",
     "tenant NAME                     a new tenant (a studio, a show)",
     "create SYSTEM TENANT ROLE       a new system (workstation, render_node, nas_gateway)",
-    "compose SYSTEM DEVICE...        attach free devices to a system",
+    "compose SYSTEM DEVICE...        attach free devices (Tab picks the next free one)",
+    "compose SYSTEM KIND:N[:MIN]...  or what the placement finds: gpu:2:24 nvme:1:2TB",
     "decompose SYSTEM [DEVICE]       release one device, or all (asks to confirm)",
     "failover SYSTEM DEVICE          replace a system's device by a spare (asks to confirm)",
     "service DEVICE out|in|repaired [REASON...]   out of service (asks to confirm) or back",
     "clear ALARM                     end an alarm by its number",
+    "network                         the management port, its setting, the API's URL",
+    "network ADDRESS/PREFIX GATEWAY  set the management port (gateway `none`; confirms)",
+    "password show | reset           admin's first password | a new random one (confirms)",
+    "verify                          read the whole journal back and check it",
+    "reboot | poweroff               restart or stop the appliance (asks to confirm)",
     "lock | quit                     lock the console | leave line mode",
 ];
 
@@ -113,11 +137,13 @@ impl Command {
                 })?,
             },
             ("create", _) => return usage("create SYSTEM TENANT ROLE"),
-            ("compose", [system, devices @ ..]) if !devices.is_empty() => Command::Compose {
+            ("compose", [system, picks @ ..]) if !picks.is_empty() => Command::Compose {
                 system: (*system).into(),
-                devices: devices.iter().map(|d| (*d).into()).collect(),
+                selection: selection(picks)?,
             },
-            ("compose", _) => return usage("compose SYSTEM DEVICE..."),
+            ("compose", _) => {
+                return usage("compose SYSTEM DEVICE... | compose SYSTEM KIND:N[:MIN]...")
+            }
             ("decompose", [system]) => Command::Decompose {
                 system: (*system).into(),
                 device: None,
@@ -148,11 +174,29 @@ impl Command {
                 Err(_) => return Err(format!("clear: {alarm:?} is not an alarm's number")),
             },
             ("clear", _) => return usage("clear ALARM"),
+            ("network", []) => Command::Network,
+            ("network", [address, gateway]) => Command::SetNetwork {
+                network: ManagementNetwork::parse(address, gateway)
+                    .map_err(|e| format!("network: {e}"))?,
+            },
+            ("network", _) => return usage("network [ADDRESS/PREFIX GATEWAY|none]"),
+            ("password", ["show"]) => Command::ShowPassword,
+            ("password", ["reset"]) => Command::ResetPassword,
+            ("password", _) => return usage("password show|reset"),
+            ("verify", []) => Command::Verify,
+            ("reboot", []) => Command::Power {
+                action: PowerAction::Reboot,
+            },
+            ("poweroff" | "shutdown", []) => Command::Power {
+                action: PowerAction::PowerOff,
+            },
             ("lock", []) => Command::Lock,
             ("quit" | "exit", []) => Command::Quit,
-            ("status" | "systems" | "devices" | "alarms" | "lock" | "quit" | "exit", _) => {
-                return Err(format!("{verb} takes no arguments"))
-            }
+            (
+                "status" | "systems" | "devices" | "alarms" | "lock" | "quit" | "exit" | "verify"
+                | "reboot" | "poweroff" | "shutdown",
+                _,
+            ) => return Err(format!("{verb} takes no arguments")),
             _ => return Err(format!("no command {verb:?}; `help` lists them")),
         };
         Ok(Some(command))
@@ -175,6 +219,18 @@ impl Command {
             } => Some(format!(
                 "Take {device} out of service (its system moves off it only by a failover)?"
             )),
+            Command::SetNetwork { network } => Some(format!(
+                "Set the management port to {network} (connections to the old address drop)?"
+            )),
+            Command::ResetPassword => {
+                Some("Give admin a new random password (the old one stops working)?".into())
+            }
+            Command::Power {
+                action: PowerAction::Reboot,
+            } => Some("Reboot the appliance?".into()),
+            Command::Power {
+                action: PowerAction::PowerOff,
+            } => Some("Power the appliance off (it stays off until someone powers it on)?".into()),
             _ => None,
         }
     }
@@ -184,7 +240,21 @@ impl Command {
         let order = |verb| Some(Request::order(verb, Meta::default()));
         let query = |query| Some(Request::query(query));
         match self {
-            Command::Help | Command::Lock | Command::Quit | Command::Events { .. } => None,
+            Command::Help
+            | Command::Lock
+            | Command::Quit
+            | Command::Events { .. }
+            | Command::ShowPassword
+            | Command::ResetPassword => None,
+            Command::Network => query(Query::Status),
+            Command::Verify => query(Query::VerifyJournal),
+            Command::SetNetwork { network } => {
+                order(Verb::SetManagementNetwork { network: *network })
+            }
+            Command::Power { action } => order(Verb::Power {
+                action: *action,
+                reason: "at the console".into(),
+            }),
             Command::Status => query(Query::Status),
             Command::Systems => query(Query::Systems),
             Command::Devices => query(Query::Devices),
@@ -195,9 +265,9 @@ impl Command {
                 tenant: tenant.clone(),
                 role: *role,
             }),
-            Command::Compose { system, devices } => order(Verb::Compose {
+            Command::Compose { system, selection } => order(Verb::Compose {
                 system: system.clone(),
-                selection: Selection::Specific(devices.clone()),
+                selection: selection.clone(),
                 create: None,
                 tenant: None,
                 reservation: None,
@@ -222,6 +292,22 @@ impl Command {
             }),
             Command::ClearAlarm { alarm } => order(Verb::ClearAlarm { alarm: *alarm }),
         }
+    }
+}
+
+/// Named devices, or constraints (a word with a colon: `gpu:2:24`); not both in one compose.
+fn selection(picks: &[&str]) -> Result<Selection, String> {
+    let wants = picks.iter().filter(|p| p.contains(':')).count();
+    match wants {
+        0 => Ok(Selection::Specific(
+            picks.iter().map(|d| (*d).into()).collect(),
+        )),
+        n if n == picks.len() => picks
+            .iter()
+            .map(|p| Want::parse(p).map_err(|e| format!("compose: {e}")))
+            .collect::<Result<_, _>>()
+            .map(Selection::Constrained),
+        _ => Err("compose: give device names or constraints (gpu:2), not both".into()),
     }
 }
 
@@ -275,6 +361,76 @@ mod tests {
             ("events lots", "events: \"lots\" is not a count of events"),
             ("status now", "status takes no arguments"),
             ("clear x", "clear: \"x\" is not an alarm's number"),
+        ] {
+            let got = Command::parse(line).unwrap_err();
+            assert!(got.starts_with(error), "{line}: {got}");
+        }
+    }
+
+    #[test]
+    fn the_machines_commands_and_constrained_composes_parse_and_confirm() {
+        let constrained = Command::parse("compose ws1 gpu:2:24 nvme:1:2TB")
+            .unwrap()
+            .unwrap();
+        let Command::Compose {
+            selection: Selection::Constrained(wants),
+            ..
+        } = &constrained
+        else {
+            panic!("{constrained:?}")
+        };
+        assert_eq!(wants.len(), 2);
+        assert_eq!(
+            wants[0].capacity_bytes_min,
+            24 << 30,
+            "GiB, as the CLI reads it"
+        );
+        let network = Command::parse("network 10.0.2.20/24 10.0.2.2")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            network.request().unwrap().action,
+            crate::api::Action::Order(Verb::SetManagementNetwork {
+                network: ManagementNetwork::parse("10.0.2.20/24", "10.0.2.2").unwrap()
+            })
+        );
+        for (line, question) in [
+            (
+                "network 10.0.2.20/24 none",
+                "Set the management port to 10.0.2.20/24 no gateway",
+            ),
+            ("password reset", "Give admin a new random password"),
+            ("reboot", "Reboot the appliance?"),
+            ("poweroff", "Power the appliance off"),
+        ] {
+            let command = Command::parse(line).unwrap().unwrap();
+            let asked = command.confirmation().unwrap_or_default();
+            assert!(asked.starts_with(question), "{line}: {asked:?}");
+        }
+        for safe in ["network", "password show", "verify"] {
+            let command = Command::parse(safe).unwrap().unwrap();
+            assert_eq!(command.confirmation(), None, "{safe}");
+        }
+        assert_eq!(
+            Command::parse("verify").unwrap().unwrap().request(),
+            Some(Request::query(Query::VerifyJournal))
+        );
+        for (line, error) in [
+            (
+                "compose ws1 gpu-0 gpu:1",
+                "compose: give device names or constraints",
+            ),
+            (
+                "compose ws1 gpu:x",
+                "compose: \"gpu:x\": count \"x\" is not a number",
+            ),
+            ("network 10.0.2.20/24", "usage: network"),
+            (
+                "network 10.0.2.20/24 10.0.3.1",
+                "network: gateway 10.0.3.1 is outside 10.0.2.0/24",
+            ),
+            ("password print", "usage: password show|reset"),
+            ("reboot now", "reboot takes no arguments"),
         ] {
             let got = Command::parse(line).unwrap_err();
             assert!(got.starts_with(error), "{line}: {got}");

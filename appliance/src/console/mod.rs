@@ -39,6 +39,7 @@ pub enum ServiceError {
 /// again when it broke (the service restarted).
 #[derive(Debug)]
 pub struct Service {
+    data_dir: PathBuf,
     socket: PathBuf,
     client: Option<Client>,
 }
@@ -47,6 +48,7 @@ impl Service {
     /// The service of data directory `data_dir`; connects at the first call.
     pub fn of(data_dir: &Path) -> Service {
         Service {
+            data_dir: data_dir.to_path_buf(),
             socket: data_dir.join(CONSOLE_SOCKET_NAME),
             client: None,
         }
@@ -55,6 +57,7 @@ impl Service {
     /// Another connection to the same service.
     pub fn again(&self) -> Service {
         Service {
+            data_dir: self.data_dir.clone(),
             socket: self.socket.clone(),
             client: None,
         }
@@ -133,11 +136,25 @@ impl Service {
     /// rendered for people, the refusal with its code, or why the service did not answer.
     /// Nothing for the commands the console answers itself (help, lock, quit).
     pub fn answer(&mut self, command: &commands::Command) -> String {
-        if let commands::Command::Events { count } = command {
-            return match self.latest_events(*count) {
-                Ok(entries) => crate::api::render::reply(&Reply::History(entries)),
-                Err(e) => format!("{e}\n"),
-            };
+        match command {
+            commands::Command::Events { count } => {
+                return match self.latest_events(*count) {
+                    Ok(entries) => crate::api::render::reply(&Reply::History(entries)),
+                    Err(e) => format!("{e}\n"),
+                }
+            }
+            commands::Command::Network => {
+                return match self.status() {
+                    Ok(status) => match crate::api::render::management(&status) {
+                        text if text.is_empty() => "no management port of its own (the service runs outside the appliance's image)\n".into(),
+                        text => text,
+                    },
+                    Err(e) => format!("{e}\n"),
+                }
+            }
+            commands::Command::ShowPassword => return self.show_password(),
+            commands::Command::ResetPassword => return self.reset_password(),
+            _ => {}
         }
         let Some(request) = command.request() else {
             return String::new();
@@ -150,6 +167,58 @@ impl Service {
     }
 }
 
+/// The account whose password the console shows and resets.
+pub const ADMIN: &str = "admin";
+
+impl Service {
+    fn password_file(&self) -> PathBuf {
+        self.data_dir.join(crate::api::redfish::ADMIN_PASSWORD_FILE)
+    }
+
+    /// `admin`'s random password, while it is the one kept on the data disk.
+    fn show_password(&self) -> String {
+        let path = self.password_file();
+        match std::fs::read_to_string(&path) {
+            Ok(password) => format!(
+                "{ADMIN}'s password, as kept in {} (root only): {}\n",
+                path.display(),
+                password.trim()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!(
+                "no password is kept for {ADMIN}: it was provisioned or changed; `password reset` makes a new one\n"
+            ),
+            Err(e) => format!("read {}: {e}\n", path.display()),
+        }
+    }
+
+    /// A new random password for `admin`: journaled as a change of its account (its hash
+    /// only), kept on the data disk like the first one (root only), and shown.
+    fn reset_password(&mut self) -> String {
+        let password = crate::api::auth::random_password();
+        let verb = crate::decide::command::Verb::ChangeAccount {
+            name: ADMIN.into(),
+            change: crate::model::AccountChange::Password {
+                password: crate::model::Password::Plain(crate::model::Secret(password.clone())),
+                change_required: false,
+            },
+        };
+        let request = Request::order(verb, crate::api::Meta::default());
+        match self.call(&request) {
+            Ok(Ok(_)) => {}
+            Ok(Err(refused)) => return crate::api::render::error(&refused),
+            Err(e) => return format!("{e}\n"),
+        }
+        let path = self.password_file();
+        let _ = std::fs::remove_file(&path);
+        let kept = match crate::api::auth::write_private(&path, format!("{password}\n").as_bytes())
+        {
+            Ok(()) => format!("kept in {} (root only)", path.display()),
+            Err(e) => format!("NOT kept ({}: {e}): write it down now", path.display()),
+        };
+        format!("{ADMIN}'s new password: {password}\n{kept}; {ADMIN}'s open sessions were ended\n")
+    }
+}
+
 /// The appliance at a glance, in a few lines: what the console shows while it is locked and
 /// at the top of its status screen.
 pub fn summary(status: &StatusView, alarms: &[AlarmView]) -> Vec<String> {
@@ -158,6 +227,22 @@ pub fn summary(status: &StatusView, alarms: &[AlarmView]) -> Vec<String> {
         "appliance {} at {}, journal head {}",
         identity.appliance_id, identity.site, status.journal_head
     )];
+    lines.push(format!(
+        "health {}, firmware {}, up {}",
+        status.health,
+        status.firmware,
+        crate::api::render::uptime(status.uptime_s)
+    ));
+    let address = status
+        .management
+        .as_ref()
+        .and_then(|port| Some((port, port.address?)))
+        .map(|(port, (ip, prefix))| format!("management {} {ip}/{prefix}", port.interface));
+    let api = status.api_url.as_ref().map(|url| format!("api {url}"));
+    let reach: Vec<String> = address.into_iter().chain(api).collect();
+    if !reach.is_empty() {
+        lines.push(reach.join(", "));
+    }
     let pools: Vec<String> = status
         .pools
         .iter()

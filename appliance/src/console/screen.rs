@@ -40,7 +40,8 @@ pub const FALLBACK_SIZE: (u16, u16) = (80, 24);
 const EVENTS_KEPT: usize = 64;
 /// The keys of the status screen, shown on it.
 const KEYS: &str = "c/F2 compose  d/F3 decompose  f/F4 failover  s/F5 service  n new system  \
-    t tenant  x clear alarm  : command  l/F10 lock  ^L redraw  q quit";
+    t tenant  x clear alarm  w/F6 network  p/F7 password  v/F8 verify journal  r reboot  \
+    o power off  : command  ?/F1 help  l/F10 lock  ^L redraw  q quit";
 
 /// What the screen is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +175,11 @@ impl App {
                     KeyCode::Char('n') => "create ",
                     KeyCode::Char('t') => "tenant ",
                     KeyCode::Char('x') => "clear ",
+                    KeyCode::Char('w') | KeyCode::F(6) => "network ",
+                    KeyCode::Char('p') | KeyCode::F(7) => "password ",
+                    KeyCode::Char('v') | KeyCode::F(8) => "verify",
+                    KeyCode::Char('r') => "reboot",
+                    KeyCode::Char('o') => "poweroff",
                     KeyCode::Char(':') => "",
                     KeyCode::Char('?') | KeyCode::F(1) => {
                         self.answer = HELP.iter().map(|l| l.to_string()).collect();
@@ -200,6 +206,10 @@ impl App {
                 }
                 KeyCode::Backspace => {
                     text.pop();
+                    Effect::None
+                }
+                KeyCode::Tab => {
+                    complete_device(text, &self.free);
                     Effect::None
                 }
                 KeyCode::Esc => {
@@ -275,17 +285,25 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Block::bordered().title(Line::from(title).style(Style::new().add_modifier(Modifier::BOLD)));
     let inner = outer.inner(area);
     frame.render_widget(outer, area);
+    let width = usize::from(inner.width.max(1));
+    let (entry_text, key_text) = entry_and_keys(app);
+    // The key line wraps onto as many rows as it needs, up to a third of the screen.
+    let key_lines = wrap(&key_text, width);
+    let key_rows = key_lines
+        .len()
+        .clamp(1, usize::from(inner.height / 3).max(1));
     let [body, entry, keys] = Layout::vertical([
         Constraint::Min(1),
         Constraint::Length(1),
-        Constraint::Length(1),
+        Constraint::Length(u16::try_from(key_rows).unwrap_or(1)),
     ])
     .areas(inner);
+    let wrapped = |text: &str| wrap(text, width).into_iter().map(Line::from);
     let mut lines: Vec<Line> = app
         .summary
         .iter()
         .skip(1)
-        .map(|l| Line::from(l.as_str()))
+        .flat_map(|l| wrapped(l))
         .collect();
     if app.unlocked() {
         let systems: Vec<String> = app
@@ -296,29 +314,58 @@ pub fn draw(frame: &mut Frame, app: &App) {
                 format!("{} ({}): {}", s.name, s.role, devices.join(" "))
             })
             .collect();
-        lines.push(Line::from(match systems.is_empty() {
+        lines.extend(wrapped(&match systems.is_empty() {
             true => "systems: none".to_string(),
             false => format!("systems: {}", systems.join("; ")),
         }));
         lines.push(Line::from("latest events:").style(Style::new().add_modifier(Modifier::BOLD)));
-        let room = usize::from(body.height).saturating_sub(lines.len() + app.answer.len().min(6));
-        let skip = app.events.len().saturating_sub(room);
-        for event in app.events.iter().skip(skip) {
+        let answer_rows: usize = app
+            .answer
+            .iter()
+            .take(6)
+            .map(|l| wrap(l, width).len())
+            .sum();
+        let room = usize::from(body.height).saturating_sub(lines.len() + answer_rows);
+        // The newest events that fit, whole, oldest of them first.
+        let mut events: Vec<Vec<String>> = Vec::new();
+        let mut used = 0;
+        for event in app.events.iter().rev() {
             let time = event.time.get(11..19).unwrap_or(&event.time);
-            lines.push(Line::from(format!(
-                "{time} #{} {}",
-                event.sequence, event.summary
-            )));
+            let rows = wrap(
+                &format!("{time} #{} {}", event.sequence, event.summary),
+                width,
+            );
+            used += rows.len();
+            if used > room {
+                break;
+            }
+            events.push(rows);
         }
+        lines.extend(events.into_iter().rev().flatten().map(Line::from));
     }
     for line in app.answer.iter().take(6) {
-        lines.push(Line::from(line.as_str()).style(Style::new().add_modifier(Modifier::BOLD)));
+        let bold = Style::new().add_modifier(Modifier::BOLD);
+        lines.extend(wrapped(line).map(|l| l.style(bold)));
     }
     // What does not fit is cut at the top of the events, never the answer.
     let overflow = lines.len().saturating_sub(usize::from(body.height));
     let shown: Vec<Line> = lines.into_iter().skip(overflow).collect();
     frame.render_widget(Paragraph::new(shown), body);
-    let (entry_text, key_text) = match &app.mode {
+    frame.render_widget(
+        Paragraph::new(entry_text).style(Style::new().add_modifier(Modifier::REVERSED)),
+        entry,
+    );
+    let keys_shown: Vec<Line> = key_lines
+        .into_iter()
+        .take(key_rows)
+        .map(Line::from)
+        .collect();
+    frame.render_widget(Paragraph::new(keys_shown), keys);
+}
+
+/// The entry line and the keys line of the screen's mode.
+fn entry_and_keys(app: &App) -> (String, String) {
+    match &app.mode {
         Mode::SetPin { first: None, entry } => (
             format!("New PIN: {}", mask(entry)),
             "digits, Enter; Esc clears".to_string(),
@@ -343,12 +390,62 @@ pub fn draw(frame: &mut Frame, app: &App) {
             format!("{question} (y/n)"),
             "y confirms, n or Esc cancels".to_string(),
         ),
+    }
+}
+
+/// `text` cut into lines of at most `width` characters, at spaces where it can be (a word
+/// longer than a line is cut where the line ends). Never empty: a blank text is one blank line.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let mut word = word.to_string();
+        loop {
+            let used = line.chars().count();
+            let needed = word.chars().count() + usize::from(used > 0);
+            if used + needed <= width {
+                if used > 0 {
+                    line.push(' ');
+                }
+                line.push_str(&word);
+                break;
+            }
+            if used > 0 {
+                lines.push(std::mem::take(&mut line));
+                continue;
+            }
+            let cut: String = word.chars().take(width).collect();
+            word = word.chars().skip(width).collect();
+            lines.push(cut);
+            if word.is_empty() {
+                break;
+            }
+        }
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// Tab on the command line: the last word becomes the next free device whose name starts with
+/// it (or, after a full name or a space, the next free device after it, round the list).
+fn complete_device(text: &mut String, free: &[String]) {
+    if free.is_empty() {
+        return;
+    }
+    let start = text.rfind(' ').map_or(0, |i| i + 1);
+    let word = text[start..].to_string();
+    let next = match free.iter().position(|d| *d == word) {
+        Some(i) => free[(i + 1) % free.len()].clone(),
+        None => match free.iter().find(|d| d.starts_with(&word)) {
+            Some(found) => found.clone(),
+            None => return,
+        },
     };
-    frame.render_widget(
-        Paragraph::new(entry_text).style(Style::new().add_modifier(Modifier::REVERSED)),
-        entry,
-    );
-    frame.render_widget(Paragraph::new(key_text), keys);
+    text.truncate(start);
+    text.push_str(&next);
 }
 
 /// A digit or Backspace typed into a PIN being entered (at most 12 digits); other keys do
@@ -549,4 +646,38 @@ fn follow(mut service: Service) -> mpsc::Receiver<HistoryEntryView> {
         tracing::warn!(error = %e, "the console's live tail did not start");
     }
     receiver
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_wrap_at_spaces_and_long_words_are_cut() {
+        assert_eq!(wrap("a bc def", 4), ["a bc", "def"]);
+        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("", 10), [""]);
+        assert_eq!(wrap("x yyyyyy", 3), ["x", "yyy", "yyy"]);
+        for line in wrap("compose ws1 gpu:2:24 nvme:1:2TB and more words", 7) {
+            assert!(line.chars().count() <= 7, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn tab_picks_the_free_devices_in_turn() {
+        let free = vec!["gpu-0".to_string(), "gpu-1".into(), "nvme-0".into()];
+        let mut text = "compose ws1 ".to_string();
+        complete_device(&mut text, &free);
+        assert_eq!(text, "compose ws1 gpu-0");
+        complete_device(&mut text, &free);
+        assert_eq!(text, "compose ws1 gpu-1");
+        let mut text = "compose ws1 gpu-0 nv".to_string();
+        complete_device(&mut text, &free);
+        assert_eq!(text, "compose ws1 gpu-0 nvme-0");
+        complete_device(&mut text, &free);
+        assert_eq!(text, "compose ws1 gpu-0 gpu-0", "round the list");
+        let mut text = "compose ws1 hba".to_string();
+        complete_device(&mut text, &free);
+        assert_eq!(text, "compose ws1 hba", "nothing starts so: unchanged");
+    }
 }

@@ -23,6 +23,7 @@ use crate::model::failure::Failure;
 use crate::model::ids::{
     AlarmId, DeviceId, OperationId, PortId, RequestId, SwitchName, SystemName, TenantName,
 };
+use crate::model::network::{ManagementNetwork, PowerAction};
 use crate::model::operation::{OperationKind, OrderKind};
 use crate::model::state::State;
 
@@ -164,6 +165,17 @@ pub enum Verb {
     ClearAlarm {
         alarm: AlarmId,
     },
+    /// The management port's static IPv4 settings; applied once durable, and at every start.
+    SetManagementNetwork {
+        network: ManagementNetwork,
+    },
+    /// Reboot or power off the appliance (journaled, then the systems' devices stay as they
+    /// are: the journal brings them back at the next start).
+    Power {
+        action: PowerAction,
+        #[serde(default)]
+        reason: String,
+    },
 }
 
 impl Verb {
@@ -190,6 +202,8 @@ impl Verb {
             Verb::Reserve { .. } => OrderKind::Reserve,
             Verb::EndReservation { .. } => OrderKind::EndReservation,
             Verb::ClearAlarm { .. } => OrderKind::ClearAlarm,
+            Verb::SetManagementNetwork { .. } => OrderKind::SetManagementNetwork,
+            Verb::Power { .. } => OrderKind::Power,
         }
     }
 
@@ -254,6 +268,12 @@ pub enum Observation {
         condition: MountCondition,
         evidence: String,
     },
+    /// The management port's settings, as the appliance applied them (or why it could not).
+    ManagementApplied {
+        interface: String,
+        network: ManagementNetwork,
+        error: Option<String>,
+    },
 }
 
 /// Everything that can ask the core to change State.
@@ -282,6 +302,7 @@ impl Command {
             Command::Observe(Observation::Vanished { .. }) => "observe_vanished",
             Command::Observe(Observation::Health { .. }) => "observe_health",
             Command::Observe(Observation::Mount { .. }) => "observe_mount",
+            Command::Observe(Observation::ManagementApplied { .. }) => "observe_management",
             Command::Finish { .. } => "finish",
         }
     }
@@ -512,6 +533,24 @@ fn decide_order(state: &State, order: &Order) -> Result<Decision, CommandError> 
             set_service(state, device, service, version, made)
         }
         Verb::Drain { scope, reason } => drain(state, scope, reason, version, made),
+        Verb::SetManagementNetwork { network } => {
+            unversioned()?;
+            network
+                .check()
+                .map_err(|reason| CommandError::BadOrder { reason })?;
+            Ok(Decision::plain(vec![Event::ManagementNetworkSet {
+                network: *network,
+                made,
+            }]))
+        }
+        Verb::Power { action, reason } => {
+            unversioned()?;
+            Ok(Decision::plain(vec![Event::PowerRequested {
+                action: *action,
+                reason: reason.clone(),
+                made,
+            }]))
+        }
         Verb::CreateAccount {
             name,
             role,
@@ -592,6 +631,8 @@ fn check_scope(state: &State, order: &Order) -> Result<(), CommandError> {
         Verb::CreateTenant { .. } => out("create a tenant"),
         Verb::SetService { .. } => out("take a device out of service or back"),
         Verb::Drain { .. } => out("drain a device or a switch"),
+        Verb::SetManagementNetwork { .. } => out("set the management network"),
+        Verb::Power { .. } => out("reboot or power off the appliance"),
         Verb::CreateSystem { tenant, .. } if tenant != scope => {
             out("create a system for another tenant")
         }
@@ -1475,5 +1516,14 @@ fn observe(state: &State, observation: &Observation) -> Result<Vec<Event>, Comma
                 }]
             }
         }
+        Observation::ManagementApplied {
+            interface,
+            network,
+            error,
+        } => vec![Event::ManagementNetworkApplied {
+            interface: interface.clone(),
+            network: *network,
+            error: error.clone(),
+        }],
     })
 }

@@ -42,6 +42,29 @@ pub struct Want {
 }
 
 impl Want {
+    /// `KIND:COUNT[:MIN][:rdma]`; a MIN without a unit is in GiB.
+    pub fn parse(text: &str) -> Result<Want, String> {
+        let parts: Vec<&str> = text.split(':').collect();
+        if parts.len() < 2 || parts.len() > 4 {
+            return Err(format!("{text:?}: expected KIND:COUNT[:MIN][:rdma]"));
+        }
+        let kind: DeviceKind = parts[0].parse()?;
+        let count: u32 = parts[1]
+            .parse()
+            .map_err(|_| format!("{text:?}: count {:?} is not a number", parts[1]))?;
+        let mut want = Want::of(kind, count);
+        for part in &parts[2..] {
+            if *part == "rdma" {
+                want.rdma = true;
+            } else {
+                want.capacity_bytes_min = parse_size(part).ok_or_else(|| {
+                    format!("{text:?}: size {part:?} is not like 24 (GiB), 24GiB, 2TB or 500GB")
+                })?;
+            }
+        }
+        Ok(want)
+    }
+
     /// `count` devices of `kind`, of any size.
     pub fn of(kind: DeviceKind, count: u32) -> Want {
         Want {
@@ -274,6 +297,24 @@ pub fn assign_ports(
         out.push(((*id).clone(), port));
     }
     Ok(out)
+}
+
+/// A size: a number in GiB, or with a unit (B, GiB, TiB, GB, TB).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let (number, unit) = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|i| text.split_at(i))
+        .unwrap_or((text, ""));
+    let n: u64 = number.parse().ok()?;
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "gib" => 1 << 30,
+        "b" => 1,
+        "tib" => 1 << 40,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(multiplier)
 }
 
 #[cfg(test)]

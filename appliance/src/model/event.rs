@@ -7,7 +7,8 @@
 //!   carries [`Made`] (who made it, through which door, under which request id). Kinds 25 to 33
 //!   (accounts, sessions, subscriptions, reservations) came with it; kinds 34 and 35 (alarms) were
 //!   appended later, which schema 2 allows (a new variant at the end decodes as it is), then
-//!   kind 36 (a mount's condition) and the mirror mount source.
+//!   kind 36 (a mount's condition) and the mirror mount source, kind 37 (a drain), kinds 38 to
+//!   40 (the management port's settings and their application, a power order).
 
 pub mod v1;
 
@@ -24,6 +25,7 @@ use super::failure::Failure;
 use super::ids::{
     AlarmId, DeviceId, OperationId, PortId, RequestId, SwitchName, SystemName, TenantName,
 };
+use super::network::{ManagementNetwork, PowerAction};
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u16 = 2;
@@ -344,10 +346,29 @@ pub enum Event {
         reason: String,
         made: Made,
     },
+    /// The operator's settings of the management port; applied once durable and at every
+    /// start of the appliance (`ManagementNetworkApplied` says how that went).
+    ManagementNetworkSet {
+        network: ManagementNetwork,
+        made: Made,
+    },
+    /// The management port's settings as the appliance applied them to `interface`, or why it
+    /// could not (`error`).
+    ManagementNetworkApplied {
+        interface: String,
+        network: ManagementNetwork,
+        error: Option<String>,
+    },
+    /// An operator's reboot or power off, journaled before the appliance stops.
+    PowerRequested {
+        action: PowerAction,
+        reason: String,
+        made: Made,
+    },
 }
 
 /// Kind numbers, stable forever, in the enum's order.
-const KIND_NAMES: [&str; 37] = [
+const KIND_NAMES: [&str; 40] = [
     "identity_set",
     "tenant_created",
     "system_created",
@@ -385,6 +406,9 @@ const KIND_NAMES: [&str; 37] = [
     "alarm_ended",
     "mount_observed",
     "drain_requested",
+    "management_network_set",
+    "management_network_applied",
+    "power_requested",
 ];
 
 impl Event {
@@ -428,6 +452,9 @@ impl Event {
             Event::AlarmEnded { .. } => 34,
             Event::MountObserved { .. } => 35,
             Event::DrainRequested { .. } => 36,
+            Event::ManagementNetworkSet { .. } => 37,
+            Event::ManagementNetworkApplied { .. } => 38,
+            Event::PowerRequested { .. } => 39,
         };
         index + 1
     }
@@ -501,7 +528,9 @@ impl Event {
             | Event::ReservationMade { made, .. }
             | Event::ReservationEnded { made, .. }
             | Event::AlarmEnded { made, .. }
-            | Event::DrainRequested { made, .. } => Some(made),
+            | Event::DrainRequested { made, .. }
+            | Event::ManagementNetworkSet { made, .. }
+            | Event::PowerRequested { made, .. } => Some(made),
             _ => None,
         }
     }
@@ -627,7 +656,7 @@ mod tests {
             assert_eq!(event.kind_name(), name);
         }
         assert_eq!(<Event as journal::Event>::kind_name(0), None);
-        assert_eq!(<Event as journal::Event>::kind_name(38), None);
+        assert_eq!(<Event as journal::Event>::kind_name(41), None);
         let last = Event::AlarmEnded {
             alarm: AlarmId(1),
             device: "nvme-1".into(),
@@ -642,6 +671,37 @@ mod tests {
             made: Made::default(),
         };
         assert_eq!((drain.kind(), drain.kind_name()), (37, "drain_requested"));
+        let network = crate::model::ManagementNetwork::parse("10.0.2.20/24", "10.0.2.2").unwrap();
+        let machine = [
+            Event::ManagementNetworkSet {
+                network,
+                made: Made::default(),
+            },
+            Event::ManagementNetworkApplied {
+                interface: "eth0".into(),
+                network,
+                error: None,
+            },
+            Event::PowerRequested {
+                action: PowerAction::Reboot,
+                reason: String::new(),
+                made: Made::default(),
+            },
+        ];
+        let kinds: Vec<(u16, &str)> = machine.iter().map(|e| (e.kind(), e.kind_name())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (38, "management_network_set"),
+                (39, "management_network_applied"),
+                (40, "power_requested")
+            ]
+        );
+        for event in machine {
+            let bytes = bincode::serialize(&event).expect("serialize");
+            let back = Event::decode(event.kind(), SCHEMA_VERSION, &bytes).expect("decode");
+            assert_eq!(back, event);
+        }
     }
 
     #[test]

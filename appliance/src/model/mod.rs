@@ -9,6 +9,7 @@ pub mod drain;
 pub mod event;
 pub mod failure;
 pub mod ids;
+pub mod network;
 pub mod operation;
 pub mod pool;
 pub mod state;
@@ -28,5 +29,6 @@ pub use failure::{Failure, SwitchStep};
 pub use ids::{
     AlarmId, DeviceId, OperationId, PortId, RequestId, SwitchName, SystemName, TenantName,
 };
+pub use network::{ManagementNetwork, PowerAction};
 pub use operation::{Operation, OperationKind, OrderKind, Outcome, Requested};
 pub use state::{ApplyError, Counters, State};

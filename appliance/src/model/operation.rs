@@ -102,6 +102,8 @@ pub enum OrderKind {
     EndReservation,
     ClearAlarm,
     Drain,
+    SetManagementNetwork,
+    Power,
 }
 
 impl OrderKind {
@@ -128,6 +130,8 @@ impl OrderKind {
             OrderKind::EndReservation => "end_reservation",
             OrderKind::ClearAlarm => "clear_alarm",
             OrderKind::Drain => "drain",
+            OrderKind::SetManagementNetwork => "set_management_network",
+            OrderKind::Power => "power",
         }
     }
 }

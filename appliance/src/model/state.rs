@@ -17,6 +17,7 @@ use super::domain::{
 use super::drain::Drain;
 use super::event::{DeviceFacts, Event, Made, MountSpec};
 use super::ids::{AlarmId, DeviceId, OperationId, PortId, RequestId, SystemName, TenantName};
+use super::network::ManagementNetwork;
 use super::operation::{Operation, OperationKind, OrderKind, Outcome, Requested};
 use super::pool::FreePool;
 
@@ -79,6 +80,12 @@ pub struct State {
     /// Held devices being drained (out of service; their systems are being moved off them).
     #[serde(default)]
     pub drains: BTreeMap<DeviceId, Drain>,
+    /// The management port's settings as the operator set them (None: the boot's defaults).
+    #[serde(default)]
+    pub management_network: Option<ManagementNetwork>,
+    /// How the last setting was applied: the interface, or why it was not.
+    #[serde(default)]
+    pub management_applied: Option<Result<String, String>>,
     /// The free pool's index (derived from `devices` and `ports`; not part of the JSON form:
     /// [`State::reindex`] rebuilds it after deserializing one).
     #[serde(skip)]
@@ -214,6 +221,26 @@ impl State {
                     }
                 }
                 self.record_plain(seq, OrderKind::Drain, made);
+            }
+            Event::ManagementNetworkSet { network, made } => {
+                self.management_network = Some(network);
+                self.management_applied = None;
+                self.record_plain(seq, OrderKind::SetManagementNetwork, made);
+            }
+            Event::ManagementNetworkApplied {
+                interface,
+                network,
+                error,
+            } => {
+                if self.management_network == Some(network) {
+                    self.management_applied = Some(match error {
+                        None => Ok(interface),
+                        Some(error) => Err(error),
+                    });
+                }
+            }
+            Event::PowerRequested { made, .. } => {
+                self.record_plain(seq, OrderKind::Power, made);
             }
             Event::AccountCreated { .. }
             | Event::AccountChanged { .. }

@@ -18,6 +18,9 @@ pub struct BootFlags {
     pub selftest: Option<SelfTest>,
     /// `appliance.test_hang_watchdog=1`: stop feeding the watchdog after ready (test only).
     pub test_hang_watchdog: bool,
+    /// `appliance.test_kill_console=1`: kill the console's process once, 3 s after it first
+    /// started, as a crash would (test only: the supervisor's restart of it is what is tested).
+    pub test_kill_console: bool,
     /// `appliance.snapshots=off`: ignore the journal's snapshots at start and replay the whole
     /// journal (the bench measures replay this way); `on` is the default.
     pub ignore_snapshots: bool,
@@ -59,11 +62,15 @@ pub fn parse(cmdline: &str) -> Result<BootFlags, CmdlineError> {
                 "drivers" => flags.selftest = Some(SelfTest::Drivers),
                 _ => return Err(bad("the only self-test is `drivers`")),
             },
-            "test_hang_watchdog" => {
-                flags.test_hang_watchdog = match value {
+            "test_hang_watchdog" | "test_kill_console" => {
+                let on = match value {
                     "1" | "" => true,
                     "0" => false,
                     _ => return Err(bad("expected 0 or 1")),
+                };
+                match key {
+                    "test_hang_watchdog" => flags.test_hang_watchdog = on,
+                    _ => flags.test_kill_console = on,
                 }
             }
             "snapshots" => {
@@ -142,6 +149,13 @@ mod tests {
                 .unwrap()
                 .test_hang_watchdog
         );
+        assert!(!flags.test_kill_console);
+        assert!(
+            parse("appliance.test_kill_console=1")
+                .unwrap()
+                .test_kill_console
+        );
+        assert!(parse("appliance.test_kill_console=yes").is_err());
     }
 
     #[test]

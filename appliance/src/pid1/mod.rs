@@ -15,6 +15,7 @@
 
 pub mod cmdline;
 pub mod disk;
+mod machine;
 pub mod net;
 mod panel;
 pub mod provision;

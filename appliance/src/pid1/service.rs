@@ -147,6 +147,7 @@ mod wiring {
             api: Some(api_door(&provision)?),
             identity: flags.identity.clone(),
             snapshots: !flags.ignore_snapshots,
+            machine: Some(Arc::new(crate::pid1::machine::ApplianceMachine)),
         };
         let running = serve::start(options)?;
         if let Err(e) = provision.forget_password() {

@@ -46,6 +46,8 @@ fn handled() -> SigSet {
         Signal::SIGTERM,
         Signal::SIGINT,
         Signal::SIGPWR,
+        REBOOT_SIGNAL,
+        POWER_OFF_SIGNAL,
     ] {
         set.add(signal);
     }
@@ -78,8 +80,23 @@ enum Phase {
     Restarting(Instant),
     /// No service will run (refused data disk, finished self-test).
     Idle,
-    ShuttingDown(Instant),
+    /// Stopping the service (until the deadline), then the machine as asked.
+    ShuttingDown(Instant, Stop),
 }
+
+/// What PID 1 does once the service stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    PowerOff,
+    Reboot,
+}
+
+/// The signal the service sends PID 1 for an operator's reboot (power off is SIGUSR2; SIGTERM,
+/// SIGINT from ctrl-alt-del and SIGPWR power off too).
+pub const REBOOT_SIGNAL: Signal = Signal::SIGUSR1;
+pub const POWER_OFF_SIGNAL: Signal = Signal::SIGUSR2;
+/// With `appliance.test_kill_console=1`: how long after its first start the console is killed.
+const TEST_KILL_CONSOLE_AFTER: Duration = Duration::from_secs(3);
 
 /// A process PID 1 keeps beside the service once it is ready: the front panel
 /// (`appliance.panel=`) and the console on the serial line (`appliance.console=on`).
@@ -120,6 +137,8 @@ struct Supervisor {
     policy: RestartPolicy,
     ready_seen: bool,
     power_buttons: Vec<fs::File>,
+    /// When the console's process first started (for `appliance.test_kill_console`).
+    console_started: Option<Instant>,
 }
 
 /// Runs the supervisor loop forever.
@@ -158,6 +177,7 @@ pub fn run(ctx: Context) -> ! {
         policy: RestartPolicy::default(),
         ready_seen: false,
         power_buttons,
+        console_started: None,
     };
     loop {
         sup.step();
@@ -184,28 +204,29 @@ impl Supervisor {
         }
         for i in 0..self.helpers.len() {
             if let (helper, HelperState::RestartAt(at)) = self.helpers[i] {
-                if Instant::now() >= at && !matches!(self.phase, Phase::ShuttingDown(_)) {
+                if Instant::now() >= at && !matches!(self.phase, Phase::ShuttingDown(..)) {
                     self.start_helper(helper);
                 }
             }
         }
-        if let Phase::ShuttingDown(deadline) = self.phase {
+        if let Phase::ShuttingDown(deadline, stop) = self.phase {
             if Instant::now() >= deadline {
                 say(&format!("APPLIANCE SHUTDOWN service did not stop within {SHUTDOWN_TIMEOUT_MS} ms; killing it"));
                 if let Some(service) = self.service.take() {
                     let _ = kill(service.pid, Signal::SIGKILL);
                     let _ = waitpid(service.pid, None);
                 }
-                self.power_off("shutdown timeout (service killed)");
+                self.stop(stop, "shutdown timeout (service killed)");
             }
         }
+        self.test_kill_console();
         let (signal_ready, buttons_ready, pipe_ready) = self.wait_events();
         self.feed_watchdog();
         if pipe_ready {
             self.read_ready_pipe();
         }
         if buttons_ready.into_iter().any(|i| self.power_pressed(i)) {
-            self.begin_shutdown("ACPI power button");
+            self.begin_shutdown("ACPI power button", Stop::PowerOff);
         }
         if signal_ready {
             self.handle_signals();
@@ -308,7 +329,11 @@ impl Supervisor {
         while let Ok(Some(info)) = self.ctx.signals.read_signal() {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGCHLD) => self.reap(),
-                Ok(signal) => self.begin_shutdown(signal.as_str()),
+                Ok(REBOOT_SIGNAL) => self.begin_shutdown("the operator's reboot", Stop::Reboot),
+                Ok(POWER_OFF_SIGNAL) => {
+                    self.begin_shutdown("the operator's power off", Stop::PowerOff)
+                }
+                Ok(signal) => self.begin_shutdown(signal.as_str(), Stop::PowerOff),
                 Err(_) => {}
             }
         }
@@ -351,9 +376,9 @@ impl Supervisor {
             return;
         };
         let ran = service.started.elapsed();
-        if let Phase::ShuttingDown(_) = self.phase {
+        if let Phase::ShuttingDown(_, stop) = self.phase {
             say(&format!("APPLIANCE SHUTDOWN service stopped ({status:?})"));
-            self.power_off("clean shutdown");
+            self.stop(stop, "clean shutdown");
         }
         if self.ctx.flags.selftest.is_some() {
             self.power_off("self-test finished");
@@ -424,6 +449,9 @@ impl Supervisor {
                     helper.name()
                 ));
                 self.helpers[slot].1 = HelperState::Running(child);
+                if helper == Helper::Console && self.console_started.is_none() {
+                    self.console_started = Some(Instant::now());
+                }
             }
             Err(e) => {
                 say(&format!(
@@ -462,8 +490,8 @@ impl Supervisor {
         }
     }
 
-    fn begin_shutdown(&mut self, why: &str) {
-        if let Phase::ShuttingDown(_) = self.phase {
+    fn begin_shutdown(&mut self, why: &str, stop: Stop) {
+        if let Phase::ShuttingDown(..) = self.phase {
             return;
         }
         say(&format!("APPLIANCE SHUTDOWN requested by {why}"));
@@ -472,9 +500,46 @@ impl Supervisor {
                 let _ = kill(service.pid, Signal::SIGTERM);
                 self.phase = Phase::ShuttingDown(
                     Instant::now() + Duration::from_millis(SHUTDOWN_TIMEOUT_MS),
+                    stop,
                 );
             }
-            None => self.power_off(why),
+            None => self.stop(stop, why),
+        }
+    }
+
+    fn stop(&mut self, stop: Stop, why: &str) -> ! {
+        match stop {
+            Stop::PowerOff => self.power_off(why),
+            Stop::Reboot => {
+                self.finish();
+                say(&format!("APPLIANCE REBOOT {why}"));
+                nix::unistd::sync();
+                let _ = reboot(RebootMode::RB_AUTOBOOT);
+                halt_forever()
+            }
+        }
+    }
+
+    /// `appliance.test_kill_console=1`: the console's process is killed (SIGKILL) once, a while
+    /// after it first started, as a crash would end it; the helper's restart is what is tested.
+    fn test_kill_console(&mut self) {
+        if !self.ctx.flags.test_kill_console {
+            return;
+        }
+        let Some(started) = self.console_started else {
+            return;
+        };
+        if started.elapsed() < TEST_KILL_CONSOLE_AFTER {
+            return;
+        }
+        if let Some((_, HelperState::Running(pid))) =
+            self.helpers.iter().find(|(h, _)| *h == Helper::Console)
+        {
+            say(&format!(
+                "APPLIANCE TEST kill_console: SIGKILL to the console (pid {pid})"
+            ));
+            let _ = kill(*pid, Signal::SIGKILL);
+            self.ctx.flags.test_kill_console = false;
         }
     }
 

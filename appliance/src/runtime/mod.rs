@@ -6,6 +6,7 @@
 
 pub mod adapt;
 pub mod drift;
+pub mod machine;
 pub mod monitor;
 pub mod reconciler;
 pub mod storage;

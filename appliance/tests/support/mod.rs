@@ -40,6 +40,7 @@ pub fn serve_with(configure: impl FnOnce(&mut RedfishConfig)) -> Served {
         }),
         identity: None,
         snapshots: true,
+        machine: None,
     };
     let running = serve::start(options).expect("start the appliance");
     let url = format!("https://{}", running.api_addr().expect("the API's address"));

@@ -371,6 +371,11 @@ pub fn from_api(error: &ApiError) -> RfError {
             SERVICE_SHUTTING_DOWN,
             vec![],
         ),
+        C::NotSupported => (
+            StatusCode::BAD_REQUEST,
+            ACTION_NOT_SUPPORTED,
+            vec!["this order"],
+        ),
         C::Internal => return RfError::internal(&error.message),
     };
     let mut info = message.info(&args);

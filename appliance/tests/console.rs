@@ -229,3 +229,102 @@ fn the_panel_follows_the_journal() {
         recorded.0
     );
 }
+
+/// The machine's actions at the console, on a service outside the image: the management port's
+/// setting is journaled as made at the console and its application says why it was not applied
+/// (the host's network is not the service's); the journal checks intact; admin's password is
+/// reset (journaled as a hash, kept root-only, shown) and works; reboot and power off are
+/// refused before anything is journaled, since this service cannot do them.
+#[test]
+fn the_network_the_journal_check_the_password_and_the_power_at_the_console() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start(dir.path());
+    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
+    let admin = Verb::CreateAccount {
+        name: "admin".into(),
+        role: appliance::model::AccountRole::Administrator,
+        tenant: None,
+        password: appliance::model::Password::Plain(appliance::model::Secret(
+            "first-Password-1".into(),
+        )),
+        password_change_required: false,
+    };
+    let answer = client.call(&Request::order(admin, Meta::default()));
+    assert!(matches!(answer, Ok(Ok(_))), "{answer:?}");
+    let script = b"4711\n4711\n4711\n\
+        network 10.0.2.20/24 10.0.2.2\nyes\n\
+        network\n\
+        network 10.0.2.20/24 10.0.3.1\n\
+        verify\n\
+        password show\n\
+        password reset\nyes\n\
+        password show\n\
+        reboot\nyes\n\
+        poweroff\nyes\n\
+        quit\n";
+    let out = session(dir.path(), script, Duration::from_secs(60));
+    for expected in [
+        "Set the management port to 10.0.2.20/24 gateway 10.0.2.2 (connections to the old address drop)? Type yes to confirm:",
+        "management setting 10.0.2.20/24 gateway 10.0.2.2: not applied: this service runs outside the appliance's image",
+        "network: gateway 10.0.3.1 is outside 10.0.2.0/24",
+        "journal intact: ",
+        "no password is kept for admin",
+        "admin's new password: ",
+        "refused (not_supported): this service runs outside the appliance's image (appliance serve): it cannot reboot the host",
+        "refused (not_supported): this service runs inside another program: it cannot power off",
+    ] {
+        assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
+    }
+    let kept = std::fs::read_to_string(dir.path().join("admin-password")).expect("kept");
+    let password = kept.trim();
+    assert!(
+        out.contains(&format!("admin's new password: {password}")),
+        "{out}"
+    );
+    let core = running.core().expect("core");
+    let state = core.state();
+    let hash = &state.accounts["admin"].password_hash;
+    assert!(appliance::api::auth::verify_password(hash, password));
+    assert!(!appliance::api::auth::verify_password(
+        hash,
+        "first-Password-1"
+    ));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("admin-password"))
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "root only: {mode:o}");
+    assert_eq!(
+        state.management_network.map(|n| n.to_string()).as_deref(),
+        Some("10.0.2.20/24 gateway 10.0.2.2")
+    );
+
+    let mut kinds = Vec::new();
+    let all = Request::query(Query::Events {
+        after: 0,
+        wait_ms: 0,
+        limit: None,
+    });
+    let Ok(Ok(Reply::History(entries))) = client.call(&all) else {
+        panic!("the events")
+    };
+    for entry in &entries {
+        kinds.push(entry.kind.as_str());
+        let text = serde_json::to_string(entry).expect("json");
+        assert!(
+            !text.contains(password),
+            "the password is journaled: {text}"
+        );
+    }
+    let set = entries
+        .iter()
+        .find(|e| e.kind == "management_network_set")
+        .expect("the setting is journaled");
+    assert_eq!(set.by.as_ref().map(|b| b.door), Some(Door::Console));
+    assert!(kinds.contains(&"management_network_applied"), "{kinds:?}");
+    assert!(
+        !kinds.contains(&"power_requested"),
+        "refused orders journal nothing"
+    );
+}

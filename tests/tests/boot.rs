@@ -15,7 +15,7 @@ use tests::{boot, one_vm_at_a_time, options, power_off, tail, BOOT_TIMEOUT_MS};
 fn boots_to_ready() -> Result<()> {
     let _one = one_vm_at_a_time();
     let mut options = options("boots_to_ready")?;
-    options.extra_cmdline = "appliance.console=on".into();
+    options.extra_cmdline = "appliance.console=on appliance.test_kill_console=1".into();
     let booted = boot(options)?;
     println!(
         "boot to ready: {} ms (QEMU start to ready line, {:?}); guest boot_ms={:?}",
@@ -72,59 +72,224 @@ fn boots_to_ready() -> Result<()> {
         "an anonymous GET of Systems: {}",
         answer.status
     );
-    the_console_answers_keys_and_comes_back_when_it_dies(&booted.vm, &client)?;
-    power_off(booted.vm)
+    let mut screen = Screen::of(&booted.vm);
+    the_console_comes_back_when_it_dies(&booted.vm, &client, &screen)?;
+    the_machine_from_the_console(booted.vm, &mut screen)
 }
 
-/// `appliance.console=on`: PID 1 runs the full-screen console on the serial line once the
-/// service is ready. It asks for a new PIN twice; `q` ends its process, the supervisor starts
-/// it again, locked, and the service answered throughout.
-fn the_console_answers_keys_and_comes_back_when_it_dies(
-    vm: &qemu::Vm,
-    client: &appliance::api::client::Client,
-) -> Result<()> {
-    // The screen as an 80x24 terminal shows the serial line's bytes (the console draws only
-    // what changed, so its text is read through a terminal emulator, not from the raw log).
-    let log = vm.paths().console_log.clone();
-    let screen = || {
+/// The serial line as an 80x24 terminal shows it, from a byte of the console's log on (the
+/// console draws only what changed, so its text is read through a terminal emulator, not from
+/// the raw log; after a reboot, from the new boot's first byte).
+struct Screen {
+    log: std::path::PathBuf,
+    from: usize,
+}
+
+impl Screen {
+    fn of(vm: &qemu::Vm) -> Screen {
+        Screen {
+            log: vm.paths().console_log.clone(),
+            from: 0,
+        }
+    }
+
+    /// From now on, only what the serial line shows after this moment.
+    fn restart(&mut self) {
+        self.from = std::fs::metadata(&self.log).map_or(0, |m| m.len() as usize);
+    }
+
+    fn text(&self) -> String {
         let size = |n| std::num::NonZeroU16::new(n).unwrap_or(std::num::NonZeroU16::MIN);
         let mut terminal = vt100::Parser::new(size(24), size(80), 0);
-        terminal.process(&std::fs::read(&log).unwrap_or_default());
+        let bytes = std::fs::read(&self.log).unwrap_or_default();
+        terminal.process(bytes.get(self.from..).unwrap_or_default());
         terminal.screen().contents()
-    };
-    let shows = |text: &str| {
+    }
+
+    /// Waits until the screen shows `text`; the screen then.
+    fn shows(&self, text: &str) -> Result<String> {
         tests::wait_until(
             Duration::from_secs(60),
             &format!("the console shows {text:?}"),
-            || Ok(screen().contains(text).then_some(())),
+            || {
+                let now = self.text();
+                Ok(now.contains(text).then_some(now))
+            },
         )
-        .with_context(|| format!("the screen:\n{}", screen()))
-    };
-    shows("New PIN:")?;
-    vm.console().type_keys(b"2468\r")?;
-    shows("The same PIN again")?;
-    vm.console().type_keys(b"2468\r")?;
-    shows("PIN set.")?;
-    shows("c/F2 compose")?;
-    vm.console().type_keys(b"q")?;
-    vm.console()
-        .wait_for("APPLIANCE CONSOLE exited", Duration::from_secs(30))?;
+        .with_context(|| format!("the screen:\n{}", self.text()))
+    }
+}
+
+/// `appliance.console=on`: PID 1 runs the full-screen console on the serial line once the
+/// service is ready. `appliance.test_kill_console=1` kills its process (SIGKILL, as a crash
+/// would end it) 3 s after it started: the service answers throughout and the supervisor starts
+/// the console again, which asks for a new PIN twice; `q` ends it too, and it comes back locked.
+fn the_console_comes_back_when_it_dies(
+    vm: &qemu::Vm,
+    client: &appliance::api::client::Client,
+    screen: &Screen,
+) -> Result<()> {
+    let console = vm.console();
+    console.wait_for("APPLIANCE TEST kill_console", Duration::from_secs(60))?;
+    let exited = console.wait_for("APPLIANCE CONSOLE exited", Duration::from_secs(30))?;
+    ensure!(
+        exited.contains("SIGKILL"),
+        "the console was killed: {exited}"
+    );
     let (status, _) = client.get_json("/redfish/v1/Systems")?;
     ensure!(
         status == 200,
         "the service answers with the console gone: {status}"
     );
-    let restarted = |lines: Vec<String>| {
-        lines
-            .iter()
-            .filter(|l| l.contains("APPLIANCE CONSOLE started"))
-            .count()
+    let started = |count: usize| {
+        tests::wait_until(Duration::from_secs(30), "the console started again", || {
+            let lines = console.lines();
+            let starts = lines
+                .iter()
+                .filter(|l| l.contains("APPLIANCE CONSOLE started"))
+                .count();
+            Ok((starts >= count).then_some(()))
+        })
     };
-    tests::wait_until(Duration::from_secs(30), "the console started again", || {
-        Ok((restarted(vm.console().lines()) >= 2).then_some(()))
+    started(2)?;
+    screen.shows("New PIN:")?;
+    console.type_keys(b"2468\r")?;
+    screen.shows("The same PIN again")?;
+    console.type_keys(b"2468\r")?;
+    screen.shows("PIN set.")?;
+    screen.shows("c/F2 compose")?;
+    console.type_keys(b"q")?;
+    tests::wait_until(Duration::from_secs(30), "the console ends on q", || {
+        let ends = console
+            .lines()
+            .iter()
+            .filter(|l| l.contains("APPLIANCE CONSOLE exited"))
+            .count();
+        Ok((ends >= 2).then_some(()))
     })?;
-    vm.console().type_keys(b"2468\r")?;
-    shows("Unlocked.")
+    started(3)?;
+    console.type_keys(b"2468\r")?;
+    screen.shows("Unlocked.")?;
+    Ok(())
+}
+
+/// The machine's actions at the console, on the real kernel: the management port set to a new
+/// address (the kernel shows it), a reboot from the console after which the journaled setting
+/// is applied again, the address set back (the forwarded API answers again), the journal
+/// checked, admin's password reset (the new one logs in, the old one no longer), and a power
+/// off from the console that ends QEMU cleanly.
+fn the_machine_from_the_console(mut vm: qemu::Vm, screen: &mut Screen) -> Result<()> {
+    let console = vm.console().clone();
+    set_network(&console, screen, "10.0.2.20/24")?;
+    let (ready_before, _) = console.wait_for_after(0, READY_PREFIX, Duration::from_secs(1))?;
+    console.type_keys(b"r\r")?;
+    screen.shows("Reboot the appliance? (y/n)")?;
+    screen.restart();
+    console.type_keys(b"y")?;
+    console.wait_for(
+        "APPLIANCE SHUTDOWN requested by the operator's reboot",
+        Duration::from_secs(30),
+    )?;
+    console.wait_for("APPLIANCE REBOOT clean shutdown", Duration::from_secs(60))?;
+    console.wait_for_after(
+        ready_before + 1,
+        READY_PREFIX,
+        Duration::from_millis(BOOT_TIMEOUT_MS),
+    )?;
+    // The console comes back locked (its PIN is on the data disk); the kernel has the
+    // journaled address again.
+    screen.shows("PIN:")?;
+    console.type_keys(b"2468\r")?;
+    screen.shows("Unlocked.")?;
+    console.type_keys(b"w\r")?;
+    screen.shows("56) 10.0.2.20/24 gateway 10.0.2.2")?;
+    set_network(&console, screen, "10.0.2.15/24")?;
+    // QEMU forwards the API to 10.0.2.15: it answers again.
+    let client = tests::api(&vm)?;
+    let head = match tests::call(&client, &Request::query(Query::Status))? {
+        Reply::Status(status) => status.journal_head,
+        other => anyhow::bail!("status: {other:?}"),
+    };
+    let events = Query::Events {
+        after: head.saturating_sub(200),
+        wait_ms: 0,
+        limit: None,
+    };
+    let Reply::History(entries) = tests::call(&client, &Request::query(events))? else {
+        anyhow::bail!("the events")
+    };
+    let reboot = entries
+        .iter()
+        .position(|e| e.kind == "power_requested")
+        .context("the reboot is journaled")?;
+    ensure!(
+        entries[reboot].by.as_ref().map(|b| b.door) == Some(appliance::model::Door::Console),
+        "the reboot was made at the console: {:?}",
+        entries[reboot]
+    );
+    ensure!(
+        entries[reboot..]
+            .iter()
+            .any(|e| e.kind == "management_network_applied"
+                && e.summary.contains("now 10.0.2.20/24")),
+        "the setting was applied again at the start after the reboot: {entries:#?}"
+    );
+    console.type_keys(b"v\r")?;
+    screen.shows("journal intact:")?;
+    console.type_keys(b"p")?;
+    console.type_keys(b"reset\r")?;
+    screen.shows("Give admin a new random password")?;
+    console.type_keys(b"y")?;
+    let shown = screen.shows("admin's new password: ")?;
+    let password: String = shown
+        .split("admin's new password: ")
+        .nth(1)
+        .unwrap_or_default()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    let credentials = vm.credentials()?;
+    let trust = appliance::api::client::Trust::Pinned(credentials.cert_pem.clone());
+    let login = |password: &str| -> Result<u16> {
+        let mut client =
+            appliance::api::client::Client::new(&vm.api_url(), &trust, Duration::from_secs(30))?;
+        Ok(client.login("admin", password, None)?.status)
+    };
+    ensure!(
+        login(&password)? == 201,
+        "the new password {password:?} logs in"
+    );
+    ensure!(
+        login(&credentials.admin_password)? == 401,
+        "the old password no longer does"
+    );
+    console.type_keys(b"o\r")?;
+    screen.shows("Power the appliance off")?;
+    console.type_keys(b"y")?;
+    let status = vm
+        .wait_exit(Duration::from_millis(tests::POWEROFF_TIMEOUT_MS))
+        .with_context(|| format!("power off from the console; tail:\n{}", tail(&vm)))?;
+    ensure!(status.success(), "QEMU exited with {status}");
+    console.wait_for("APPLIANCE POWEROFF clean shutdown", Duration::from_secs(1))?;
+    Ok(())
+}
+
+/// Sets the management port at the console (`w`, the address, `y`) and waits until the kernel
+/// shows it (`w` Enter: the port as the kernel has it, and the setting applied).
+fn set_network(console: &qemu::console::Console, screen: &Screen, address: &str) -> Result<()> {
+    console.type_keys(b"w")?;
+    screen.shows("> network _")?;
+    console.type_keys(format!("{address} 10.0.2.2\r").as_bytes())?;
+    screen.shows(&format!(
+        "Set the management port to {address} gateway 10.0.2.2"
+    ))?;
+    console.type_keys(b"y")?;
+    console.type_keys(b"w\r")?;
+    screen.shows(&format!("56) {address} gateway 10.0.2.2"))?;
+    screen.shows(&format!(
+        "management setting {address} gateway 10.0.2.2: applied to"
+    ))?;
+    Ok(())
 }
 
 /// Test 3 (journal part): a clean power-off and a boot again lose nothing: the second boot

@@ -18,8 +18,9 @@ pub struct BootFlags {
     pub selftest: Option<SelfTest>,
     /// `appliance.test_hang_watchdog=1`: stop feeding the watchdog after ready (test only).
     pub test_hang_watchdog: bool,
-    /// `appliance.test_kill_console=1`: kill the console's process once, 3 s after it first
-    /// started, as a crash would (test only: the supervisor's restart of it is what is tested).
+    /// `appliance.test_kill_console=1`: kill the console's process once per data disk, 3 s
+    /// after it first started, as a crash would (test only: the supervisor's restart of it is
+    /// what is tested).
     pub test_kill_console: bool,
     /// `appliance.snapshots=off`: ignore the journal's snapshots at start and replay the whole
     /// journal (the bench measures replay this way); `on` is the default.

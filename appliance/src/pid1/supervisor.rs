@@ -25,6 +25,8 @@ use super::{say, service, sys, DataDisk, DATA_DIR, WATCHDOG_TIMEOUT_S};
 pub const SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
 /// Marker file on the data disk: the test-only watchdog hang has happened.
 pub const TEST_HANG_MARKER: &str = "pid1-test-hang-watchdog.done";
+/// Marker file on the data disk: the test-only kill of the console has happened.
+pub const TEST_KILL_CONSOLE_MARKER: &str = "pid1-test-kill-console.done";
 /// The loop wakes at least this often (restart timers, shutdown deadline, watchdog feeding).
 const POLL_INTERVAL_MS: u64 = 500;
 const _: () = assert!(POLL_INTERVAL_MS * 4 <= WATCHDOG_TIMEOUT_S as u64 * 1000);
@@ -279,6 +281,13 @@ impl Supervisor {
         let mut file = fs::File::from(pipe);
         if matches!(file.read(&mut buf), Ok(n) if n > 0) {
             self.ready_seen = true;
+            // Decided before the console draws: a line said later would land in its screen.
+            if self.ctx.flags.test_kill_console
+                && !first_time_on_this_disk(TEST_KILL_CONSOLE_MARKER, "kill_console")
+            {
+                say("APPLIANCE TEST kill_console: already done on this data disk");
+                self.ctx.flags.test_kill_console = false;
+            }
             if self.ctx.flags.selftest.is_none() {
                 for (helper, state) in self.helpers {
                     if state == HelperState::Off {
@@ -295,19 +304,10 @@ impl Supervisor {
     /// The test-only hang happens once per data disk (a marker on /data), so that the boot after
     /// the watchdog's reset recovers instead of hanging again.
     fn arm_test_hang(&mut self) {
-        let marker = Path::new(DATA_DIR).join(TEST_HANG_MARKER);
-        if marker.exists() {
+        if !first_time_on_this_disk(TEST_HANG_MARKER, "hang_watchdog") {
             say("APPLIANCE TEST hang_watchdog: already done on this data disk; feeding the watchdog");
             self.ctx.flags.test_hang_watchdog = false;
             return;
-        }
-        let written = fs::File::create(&marker).and_then(|f| f.sync_all());
-        let dir_synced = fs::File::open(DATA_DIR).and_then(|d| d.sync_all());
-        if let Err(e) = written.and(dir_synced) {
-            say(&format!(
-                "APPLIANCE TEST hang_watchdog: cannot write {}: {e}",
-                marker.display()
-            ));
         }
         say("APPLIANCE TEST hang_watchdog: no longer feeding the watchdog");
     }
@@ -535,11 +535,12 @@ impl Supervisor {
         if let Some((_, HelperState::Running(pid))) =
             self.helpers.iter().find(|(h, _)| *h == Helper::Console)
         {
+            let pid = *pid;
+            self.ctx.flags.test_kill_console = false;
             say(&format!(
                 "APPLIANCE TEST kill_console: SIGKILL to the console (pid {pid})"
             ));
-            let _ = kill(*pid, Signal::SIGKILL);
-            self.ctx.flags.test_kill_console = false;
+            let _ = kill(pid, Signal::SIGKILL);
         }
     }
 
@@ -569,6 +570,24 @@ impl Supervisor {
         self.finish();
         reboot_hopeless(why)
     }
+}
+
+/// A test flag acts once per data disk (so that the boot after a reboot or a reset runs as a
+/// normal one): true the first time, when `marker` is written (durably) in the data directory.
+fn first_time_on_this_disk(marker: &str, flag: &str) -> bool {
+    let marker = Path::new(DATA_DIR).join(marker);
+    if marker.exists() {
+        return false;
+    }
+    let written = fs::File::create(&marker).and_then(|f| f.sync_all());
+    let dir_synced = fs::File::open(DATA_DIR).and_then(|d| d.sync_all());
+    if let Err(e) = written.and(dir_synced) {
+        say(&format!(
+            "APPLIANCE TEST {flag}: cannot write {}: {e}",
+            marker.display()
+        ));
+    }
+    true
 }
 
 /// Powers off at once (after sync).

@@ -590,17 +590,30 @@ fn ctl(args: CtlArgs) -> anyhow::Result<i32> {
             (Ok(reply), false) => print!("{}", render::reply(reply)),
             (Err(error), false) => eprint!("{}", render::error(error)),
         }
-        return Ok(if answer.is_ok() { 0 } else { 2 });
+        return Ok(match &answer {
+            Ok(reply) => exit_code(reply),
+            Err(_) => 2,
+        });
     }
     let client = remote::connect(args.url.as_deref(), trust)?;
     let answer = remote::call(&client, &request)?;
-    remote_outcome(
+    let code = answer.as_ref().map_or(0, exit_code);
+    let outcome = remote_outcome(
         answer.map(|reply| match args.json {
             true => println!("{}", serde_json::to_string(&reply).unwrap_or_default()),
             false => print!("{}", render::reply(&reply)),
         }),
         args.json,
-    )
+    )?;
+    Ok(outcome.max(code))
+}
+
+/// 1 for an answer that reports damage (a journal check that found problems), else 0.
+fn exit_code(reply: &appliance::api::Reply) -> i32 {
+    match reply {
+        appliance::api::Reply::JournalCheck(check) if !check.problems.is_empty() => 1,
+        _ => 0,
+    }
 }
 
 /// Exit 0, or print the API's error (its message and MessageId; the body with --json) and

@@ -521,3 +521,97 @@ fn ctl_logs_in_composes_and_reads_history_over_https() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
+
+/// A log whose records stop reading back once `damaged` is set (bit rot found after the start).
+struct RottingLog {
+    inner: appliance::core::log::MemoryLog,
+    damaged: std::sync::atomic::AtomicBool,
+}
+
+impl appliance::core::log::EventLog for RottingLog {
+    fn append(
+        &self,
+        events: Vec<appliance::model::Event>,
+    ) -> Result<(u64, u64), appliance::core::log::LogError> {
+        self.inner.append(events)
+    }
+    fn last_sequence(&self) -> u64 {
+        self.inner.last_sequence()
+    }
+    fn replay(
+        &self,
+        from: u64,
+    ) -> Box<
+        dyn Iterator<Item = Result<appliance::core::log::Logged, appliance::core::log::LogError>>
+            + '_,
+    > {
+        match self.damaged.load(std::sync::atomic::Ordering::SeqCst) {
+            false => self.inner.replay(from),
+            true => Box::new(self.inner.replay(from).take(3).chain(std::iter::once(Err(
+                appliance::core::log::LogError::Snapshot {
+                    sequence: 4,
+                    reason: "crc mismatch (injected)".into(),
+                },
+            )))),
+        }
+    }
+    fn write_snapshot(
+        &self,
+        sequence: u64,
+        bytes: &[u8],
+    ) -> Result<(), appliance::core::log::LogError> {
+        self.inner.write_snapshot(sequence, bytes)
+    }
+    fn load_snapshot(&self) -> (Option<(u64, Vec<u8>)>, Vec<String>) {
+        self.inner.load_snapshot()
+    }
+    fn load_snapshot_at_or_before(&self, sequence: u64) -> Option<(u64, Vec<u8>)> {
+        self.inner.load_snapshot_at_or_before(sequence)
+    }
+    fn close(&self) -> Result<(), appliance::core::log::LogError> {
+        self.inner.close()
+    }
+}
+
+/// The journal's check through the running service reads every record back: intact, it says
+/// so with the count; once a record no longer reads back, it names where, and `ctl` would exit
+/// non-zero on it (the reply carries the problems).
+#[test]
+fn the_journal_check_reads_every_record_and_names_the_damage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = std::sync::Arc::new(RottingLog {
+        inner: appliance::core::log::MemoryLog::new(),
+        damaged: std::sync::atomic::AtomicBool::new(false),
+    });
+    let running = serve::start_with_log(options(dir.path()), log.clone()).expect("start");
+    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
+    let head = appliance::core::log::EventLog::last_sequence(log.as_ref());
+    let Ok(Reply::JournalCheck(intact)) = call(&mut client, Request::query(Query::VerifyJournal))
+    else {
+        panic!("a journal check")
+    };
+    assert_eq!(intact.problems, Vec::<String>::new());
+    assert_eq!(
+        (intact.records, intact.first_sequence, intact.last_sequence),
+        (head, 1, head)
+    );
+    log.damaged.store(true, std::sync::atomic::Ordering::SeqCst);
+    let Ok(Reply::JournalCheck(damaged)) = call(&mut client, Request::query(Query::VerifyJournal))
+    else {
+        panic!("a journal check")
+    };
+    assert_eq!(damaged.records, 3);
+    assert_eq!(damaged.problems.len(), 1, "{:?}", damaged.problems);
+    assert!(
+        damaged.problems[0].starts_with(
+            "after sequence 3: snapshot at sequence 4 does not decode: crc mismatch (injected)"
+        ),
+        "{:?}",
+        damaged.problems
+    );
+    let text = appliance::api::render::reply(&Reply::JournalCheck(damaged));
+    assert!(
+        text.starts_with("JOURNAL DAMAGED: 3 records read"),
+        "{text}"
+    );
+}

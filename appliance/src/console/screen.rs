@@ -39,9 +39,10 @@ pub const FALLBACK_SIZE: (u16, u16) = (80, 24);
 /// Events the screen keeps.
 const EVENTS_KEPT: usize = 64;
 /// The keys of the status screen, shown on it.
-const KEYS: &str = "c/F2 compose  d/F3 decompose  f/F4 failover  s/F5 service  n new system  \
-    t tenant  x clear alarm  w/F6 network  p/F7 password  v/F8 verify journal  r reboot  \
-    o power off  : command  ?/F1 help  l/F10 lock  ^L redraw  q quit";
+/// Help first: on a small terminal the line is cut, and `?` lists every command.
+const KEYS: &str = "?/F1 help  c/F2 compose  d/F3 decompose  f/F4 failover  s/F5 service  \
+    n new system  t tenant  x clear alarm  w/F6 network  p/F7 password  v/F8 verify journal  \
+    r reboot  o power off  : command  l/F10 lock  ^L redraw  q quit";
 
 /// What the screen is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]

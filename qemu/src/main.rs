@@ -122,6 +122,11 @@ fn setup() -> Result<()> {
     println!("mdadm (shipped in the image): {}", mdadm.display());
     let tmux = qemu::host::ensure_tool("tmux", "tmux")?;
     println!("tmux (the console's tests drive it): {}", tmux.display());
+    let slapd = qemu::host::ensure_tool("slapd", "slapd")?;
+    println!(
+        "slapd (the directory logins' tests run one): {}",
+        slapd.display()
+    );
     let options = image::BuildOptions::default();
     let deb = match image::kernel::ensure_deb(&options.kernel, &options.cache_dir, true) {
         Ok(deb) => deb,

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod client;
 pub mod control;
+pub mod directory;
 pub mod error;
 pub mod redfish;
 pub mod render;

@@ -9,7 +9,10 @@ use appliance::api::control::{Client, SOCKET_NAME};
 use appliance::api::{render, At, HistoryOf, Meta, Query, Request};
 use appliance::decide::command::{NewSystem, Selection, Verb};
 use appliance::decide::placement::Want;
-use appliance::model::{DrainScope, ManagementNetwork, MountSource, MountSpec, PowerAction, Role};
+use appliance::model::directory::{BindPassword, DirectorySettings};
+use appliance::model::{
+    DrainScope, ManagementNetwork, MountSource, MountSpec, PowerAction, Role, Secret,
+};
 #[cfg(feature = "sim")]
 use appliance::serve::{self, ApiDoor, FabricChoice, ServeOptions};
 
@@ -307,6 +310,21 @@ enum Ctl {
     SetNetwork {
         address: String,
         gateway: String,
+        #[command(flatten)]
+        order: Meta,
+    },
+    /// The studio's directory that logins fall back to (its bind password left out).
+    Directory,
+    /// Point logins at the studio's directory, from a TOML file (see the README: kind, uri,
+    /// ca_pem, bind_dn, bind_password, base, user_attribute, timeout_ms, [[mappings]]); the bind
+    /// password is sealed with the appliance's key before it is journaled. --off: local
+    /// accounts only.
+    #[command(group(clap::ArgGroup::new("directory").required(true).args(["file", "off"])))]
+    SetDirectory {
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        off: bool,
         #[command(flatten)]
         order: Meta,
     },
@@ -649,6 +667,28 @@ fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
         Ctl::Operation { op } => query(Query::Operation { op: op.into() }),
         Ctl::Alarms => query(Query::Alarms),
         Ctl::VerifyJournal => query(Query::VerifyJournal),
+        Ctl::Directory => query(Query::Directory),
+        Ctl::SetDirectory {
+            file,
+            off: _,
+            order: args,
+        } => {
+            let settings = match file {
+                None => None,
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("read {}", path.display()))?;
+                    let settings: DirectorySettings<String> =
+                        toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+                    settings
+                        .check()
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    let password = BindPassword::Plain(Secret(settings.bind_password.clone()));
+                    Some(settings.with_password(password))
+                }
+            };
+            order(Verb::SetDirectory { settings }, args)
+        }
         Ctl::SetNetwork {
             address,
             gateway,

@@ -188,7 +188,10 @@ pub fn start_with_log(options: ServeOptions, log: Arc<dyn EventLog>) -> anyhow::
         // The kernel starts with the boot's defaults: the journaled settings go on again.
         apply_journaled(&handle, machine.as_ref());
     }
+    let keyring = crate::api::auth::Keyring::open_or_create(&options.data_dir)
+        .context("open the appliance's key")?;
     let context = crate::api::Context::new(handle, log.clone(), report.clone())
+        .with_keyring(Arc::new(keyring))
         .with_machine(machine)
         .with_api_listen(options.api.as_ref().map(|door| door.config.listen));
     let socket = options.data_dir.join(SOCKET_NAME);

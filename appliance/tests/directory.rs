@@ -341,3 +341,112 @@ fn a_stopped_or_silent_directory_fails_within_the_timeout() {
     );
     drop(silent);
 }
+
+/// The directory's settings through the doors: `ctl set-directory --file` (TOML) over the
+/// control socket, journaled as who set them with the bind password sealed (never in the
+/// journal in plain text, opened back by the appliance's key), shown without the password;
+/// settings that are not safe are refused with nothing journaled; `--off` turns it off.
+#[test]
+fn the_directory_is_set_from_the_command_line_journaled_sealed_and_shown_without_its_password() {
+    use appliance::api::control::Client;
+    use appliance::api::{Query, Reply, Request};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = appliance::serve::start(appliance::serve::ServeOptions {
+        data_dir: dir.path().to_path_buf(),
+        fabric: appliance::serve::FabricChoice::Sim {
+            topology: None,
+            seed: 3,
+        },
+        api: None,
+        identity: None,
+        snapshots: true,
+        machine: None,
+    })
+    .expect("start");
+    let (ca_pem, _, _) = test_pki();
+    let settings = format!(
+        "kind = \"ldap\"\nuri = \"ldaps://dir.studio.test:636\"\nca_pem = '''\n{ca_pem}'''\n\
+         bind_dn = \"{SERVICE_DN}\"\nbind_password = \"{SERVICE_PASSWORD}\"\nbase = \"{SUFFIX}\"\n\
+         user_attribute = \"uid\"\ntimeout_ms = 3000\n\
+         [[mappings]]\ngroup = \"appliance-admins\"\nrole = \"Administrator\"\n\
+         [[mappings]]\ngroup = \"show-a-artists\"\nrole = \"Operator\"\ntenant = \"show-a\"\n"
+    );
+    let file = dir.path().join("directory.toml");
+    std::fs::write(&file, &settings).expect("write");
+    let ctl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_appliance"))
+            .args(["ctl", "--data-dir"])
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .expect("run ctl");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let file_arg = file.display().to_string();
+    let (code, out, err) = ctl(&["set-directory", "--file", &file_arg]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, shown, _) = ctl(&["directory"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        shown.starts_with("directory ldap at ldaps://dir.studio.test:636"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("show-a-artists    Operator       show-a"),
+        "{shown}"
+    );
+    assert!(!shown.contains(SERVICE_PASSWORD), "{shown}");
+
+    let core = running.core().expect("core");
+    let sealed = core.state().directory.clone().expect("set").bind_password;
+    let keyring = appliance::api::auth::Keyring::open_or_create(dir.path()).expect("key");
+    assert_eq!(
+        keyring.open(&sealed).as_deref(),
+        Some(SERVICE_PASSWORD.as_bytes()),
+        "the appliance's key opens it"
+    );
+    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
+    let events = Query::Events {
+        after: 0,
+        wait_ms: 0,
+        limit: None,
+    };
+    let Ok(Ok(Reply::History(entries))) = client.call(&Request::query(events.clone())) else {
+        panic!("the events")
+    };
+    let set = entries
+        .iter()
+        .find(|e| e.kind == "directory_set")
+        .expect("journaled");
+    assert_eq!(
+        set.by.as_ref().map(|b| b.door),
+        Some(appliance::model::Door::Local)
+    );
+    let journal = std::fs::read_dir(dir.path().join("journal")).expect("journal dir");
+    for file in journal.flatten().filter(|f| f.path().is_file()) {
+        let bytes = std::fs::read(file.path()).unwrap_or_default();
+        assert!(
+            !bytes
+                .windows(SERVICE_PASSWORD.len())
+                .any(|w| w == SERVICE_PASSWORD.as_bytes()),
+            "the bind password is in {} in plain text",
+            file.path().display()
+        );
+    }
+
+    // Plain LDAP is refused unless allowed; nothing is journaled.
+    let plain = settings.replace("ldaps://dir.studio.test:636", "ldap://dir.studio.test:389");
+    std::fs::write(&file, plain).expect("write");
+    let (code, _, err) = ctl(&["set-directory", "--file", &file_arg]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("plain LDAP"), "{err}");
+    let (code, _, _) = ctl(&["set-directory", "--off"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(core.state().directory, None);
+    let (_, shown, _) = ctl(&["directory"]);
+    assert_eq!(shown, "no directory: local accounts only\n");
+}

@@ -15,123 +15,16 @@
 //! thread, never from inside an async task.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ldap3::{LdapConn, LdapConnSettings, Scope, SearchEntry};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use serde::{Deserialize, Serialize};
 
+pub use crate::model::directory::{DirectoryKind, DirectorySettings, GroupMapping};
 use crate::model::{AccountRole, TenantName};
 
-/// Which kind of directory: where a user's groups are read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DirectoryKind {
-    /// OpenLDAP and the like: the `groupOfNames` entries that list the user as `member`.
-    Ldap,
-    /// Active Directory: the user entry's `memberOf`.
-    ActiveDirectory,
-}
-
-/// A directory group and what its members are on the appliance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupMapping {
-    /// The group's DN, or its common name (`cn`), compared without regard to case.
-    pub group: String,
-    pub role: AccountRole,
-    /// The tenant whose systems its members see; None = every tenant's.
-    #[serde(default)]
-    pub tenant: Option<TenantName>,
-}
-
-/// How to reach the directory and read it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirectoryConfig {
-    pub kind: DirectoryKind,
-    /// `ldaps://host:port`, or `ldap://host:port` with `starttls` (or `allow_plain`).
-    pub uri: String,
-    #[serde(default)]
-    pub starttls: bool,
-    /// Lets `ldap://` go without TLS: passwords cross the network in clear. Off unless set.
-    #[serde(default)]
-    pub allow_plain: bool,
-    /// The CA that signed the directory's certificate (PEM); the only one trusted.
-    pub ca_pem: String,
-    /// The service account that searches for users.
-    pub bind_dn: String,
-    pub bind_password: String,
-    /// Where users and groups are searched (subtree).
-    pub base: String,
-    /// The attribute holding a user's login name: `uid` (LDAP), `sAMAccountName` (AD).
-    pub user_attribute: String,
-    /// First match wins.
-    pub mappings: Vec<GroupMapping>,
-    /// The longest a connection or an operation may take.
-    pub timeout_ms: u64,
-}
-
-/// Bounds of a configuration.
-pub const TIMEOUT_MS_MIN: u64 = 100;
-pub const TIMEOUT_MS_MAX: u64 = 30_000;
-
-impl DirectoryConfig {
-    /// Refuses a configuration that cannot work or would not be safe; the error names the field.
-    pub fn check(&self) -> Result<(), String> {
-        let secure = match self.uri.split_once("://") {
-            Some(("ldaps", rest)) if !rest.is_empty() => true,
-            Some(("ldap", rest)) if !rest.is_empty() => self.starttls,
-            _ => {
-                return Err(format!(
-                    "uri {:?} is not ldaps://HOST[:PORT] or ldap://HOST[:PORT]",
-                    self.uri
-                ))
-            }
-        };
-        if !secure && !self.allow_plain {
-            return Err(format!(
-                "uri {:?} is plain LDAP: passwords would cross the network in clear; use ldaps://, StartTLS, or allow plain LDAP explicitly",
-                self.uri
-            ));
-        }
-        if secure {
-            roots(&self.ca_pem)?;
-        }
-        for (field, value) in [
-            ("bind_dn", &self.bind_dn),
-            ("base", &self.base),
-            ("user_attribute", &self.user_attribute),
-        ] {
-            if value.trim().is_empty() {
-                return Err(format!("{field} is empty"));
-            }
-        }
-        if !self
-            .user_attribute
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
-            return Err(format!(
-                "user_attribute {:?} is not an attribute name",
-                self.user_attribute
-            ));
-        }
-        if self.mappings.is_empty() {
-            return Err("no group is mapped to a role: nobody could log in".into());
-        }
-        if !(TIMEOUT_MS_MIN..=TIMEOUT_MS_MAX).contains(&self.timeout_ms) {
-            return Err(format!(
-                "timeout_ms {} is outside {TIMEOUT_MS_MIN} to {TIMEOUT_MS_MAX}",
-                self.timeout_ms
-            ));
-        }
-        Ok(())
-    }
-
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-}
+/// The settings with the bind password opened, as a login uses them.
+pub type DirectoryConfig = DirectorySettings<String>;
 
 /// A directory user who logged in.
 #[derive(Debug, Clone, PartialEq, Eq)]

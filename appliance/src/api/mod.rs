@@ -33,6 +33,7 @@ use crate::core::history::{self, History, Subject};
 use crate::core::log::EventLog;
 use crate::core::{Accepted, CoreHandle, StartReport};
 use crate::decide::command::{Command, Order, Verb};
+use crate::model::directory::BindPassword;
 use crate::model::{
     AccountChange, Device, OperationId, Password, PowerAction, Privilege, RequestId, Severity,
     State, System, SystemName,
@@ -106,6 +107,8 @@ pub enum Query {
     /// Reads the whole journal back, checking every record's checksum, chain link and
     /// decoding, and the snapshots (an operator's check; it takes a while on a long journal).
     VerifyJournal,
+    /// The directory logins fall back to, without its bind password.
+    Directory,
 }
 
 /// The most events one `Query::Events` answers.
@@ -198,6 +201,8 @@ pub enum Reply {
     StateAt(Box<StateAtView>),
     Alarms(Vec<AlarmView>),
     JournalCheck(JournalCheckView),
+    /// The directory's settings (the bind password left out), if one is set.
+    Directory(Option<Box<crate::model::directory::DirectorySettings<()>>>),
 }
 
 /// What `handle` needs.
@@ -212,6 +217,8 @@ pub struct Context {
     pub machine: Arc<dyn Machine>,
     /// Where the HTTPS door listens, if it is served.
     pub api_listen: Option<std::net::SocketAddr>,
+    /// The appliance's key, which seals the secrets the journal keeps.
+    pub keyring: Option<Arc<auth::Keyring>>,
     pub started: std::time::Instant,
 }
 
@@ -225,6 +232,7 @@ impl Context {
             start,
             machine: Arc::new(HostMachine::default()),
             api_listen: None,
+            keyring: None,
             started: std::time::Instant::now(),
         }
     }
@@ -235,6 +243,13 @@ impl Context {
 
     pub fn with_api_listen(self, api_listen: Option<std::net::SocketAddr>) -> Context {
         Context { api_listen, ..self }
+    }
+
+    pub fn with_keyring(self, keyring: Arc<auth::Keyring>) -> Context {
+        Context {
+            keyring: Some(keyring),
+            ..self
+        }
     }
 
     /// The API's URL: at the management port's address when the door listens on every address.
@@ -285,7 +300,7 @@ pub fn handle(
             }
             let after = After::of(&verb);
             let order = Order {
-                verb: hash_passwords(verb)?,
+                verb: seal_secrets(context, hash_passwords(verb)?)?,
                 request_id: meta.request_id,
                 expected_version: meta.expected_version,
                 by: principal.by.clone(),
@@ -359,9 +374,10 @@ fn authorize(principal: &Principal, verb: &Verb) -> Result<(), ApiError> {
         | Verb::CreateTenant { .. }
         | Verb::SetManagementNetwork { .. }
         | Verb::Power { .. } => Privilege::ConfigureManager,
-        Verb::CreateAccount { .. } | Verb::ChangeAccount { .. } | Verb::DeleteAccount { .. } => {
-            Privilege::ConfigureUsers
-        }
+        Verb::CreateAccount { .. }
+        | Verb::ChangeAccount { .. }
+        | Verb::DeleteAccount { .. }
+        | Verb::SetDirectory { .. } => Privilege::ConfigureUsers,
         // Logins and logouts are the doors' own (they check the credentials or the session).
         Verb::OpenSession { .. } | Verb::CloseSession { .. } => Privilege::Login,
         Verb::CreateSystem { .. }
@@ -417,6 +433,29 @@ fn hash_passwords(verb: Verb) -> Result<Verb, ApiError> {
             },
         },
         other => other,
+    })
+}
+
+/// Seals the directory's bind password with the appliance's key: only sealed ones go on.
+fn seal_secrets(context: &Context, verb: Verb) -> Result<Verb, ApiError> {
+    let Verb::SetDirectory {
+        settings: Some(settings),
+    } = &verb
+    else {
+        return Ok(verb);
+    };
+    let BindPassword::Plain(secret) = &settings.bind_password else {
+        return Ok(verb);
+    };
+    let keyring = context.keyring.as_ref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Internal,
+            "this service has no key to seal the directory's bind password with",
+        )
+    })?;
+    let sealed = keyring.seal(secret.0.as_bytes());
+    Ok(Verb::SetDirectory {
+        settings: Some(settings.with_password(BindPassword::Sealed(sealed))),
     })
 }
 
@@ -570,6 +609,16 @@ fn answer(context: &Context, principal: &Principal, query: Query) -> Result<Repl
             entries
                 .map(Reply::History)
                 .map_err(|e| ApiError::new(ErrorCode::HistoryUnavailable, drivers::error_chain(&e)))
+        }
+        Query::Directory => {
+            sight.refuse_scoped("read the directory's settings")?;
+            principal.require(Privilege::ConfigureUsers)?;
+            Ok(Reply::Directory(
+                state
+                    .directory
+                    .as_ref()
+                    .map(|d| Box::new(d.with_password(()))),
+            ))
         }
         Query::VerifyJournal => {
             sight.refuse_scoped("verify the journal")?;

@@ -27,6 +27,26 @@ pub fn reply(reply: &Reply) -> String {
         Reply::StateAt(state) => self::state_at(state),
         Reply::Alarms(alarms) => self::alarms(alarms),
         Reply::JournalCheck(check) => self::journal_check(check),
+        Reply::Directory(None) => "no directory: local accounts only\n".to_string(),
+        Reply::Directory(Some(d)) => {
+            let mut out = format!(
+                "directory {} at {} (StartTLS {}, plain allowed {}), base {}, users by {}, service account {}, timeout {} ms\n",
+                d.kind.name(), d.uri, d.starttls, d.allow_plain, d.base, d.user_attribute, d.bind_dn, d.timeout_ms
+            );
+            let rows: Vec<Vec<String>> = d
+                .mappings
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.group.clone(),
+                        m.role.name().to_string(),
+                        or_dash(m.tenant.as_ref().map(|t| t.to_string())),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(&["GROUP", "ROLE", "TENANT"], &rows));
+            out
+        }
     }
 }
 

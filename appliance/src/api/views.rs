@@ -587,6 +587,16 @@ pub fn summary(event: &Event) -> String {
             None => format!("management port {interface} now {network}"),
             Some(error) => format!("management port not set to {network}: {error}"),
         },
+        Event::DirectorySet { settings, .. } => match settings {
+            None => "directory logins turned off: local accounts only".to_string(),
+            Some(d) => format!(
+                "logins fall back to the directory at {} ({}, base {}, {} groups mapped)",
+                d.uri,
+                d.kind.name(),
+                d.base,
+                d.mappings.len()
+            ),
+        },
         Event::PowerRequested { action, reason, .. } => match reason.is_empty() {
             true => format!("{} requested", action.name()),
             false => format!("{} requested: {reason}", action.name()),

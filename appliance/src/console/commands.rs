@@ -62,6 +62,8 @@ pub enum Command {
     ResetPassword,
     /// Reads the whole journal back and says whether it is intact.
     Verify,
+    /// The directory logins fall back to (read only at the console).
+    Directory,
     Power {
         action: PowerAction,
     },
@@ -96,6 +98,7 @@ pub const HELP: &[&str] = &[
     "network ADDRESS/PREFIX GATEWAY  set the management port (gateway `none`; confirms)",
     "password show | reset           admin's first password | a new random one (confirms)",
     "verify                          read the whole journal back and check it",
+    "directory                       the studio's directory logins fall back to",
     "reboot | poweroff               restart or stop the appliance (asks to confirm)",
     "lock | quit                     lock the console | leave line mode",
 ];
@@ -184,6 +187,7 @@ impl Command {
             ("password", ["reset"]) => Command::ResetPassword,
             ("password", _) => return usage("password show|reset"),
             ("verify", []) => Command::Verify,
+            ("directory", []) => Command::Directory,
             ("reboot", []) => Command::Power {
                 action: PowerAction::Reboot,
             },
@@ -194,7 +198,7 @@ impl Command {
             ("quit" | "exit", []) => Command::Quit,
             (
                 "status" | "systems" | "devices" | "alarms" | "lock" | "quit" | "exit" | "verify"
-                | "reboot" | "poweroff" | "shutdown",
+                | "directory" | "reboot" | "poweroff" | "shutdown",
                 _,
             ) => return Err(format!("{verb} takes no arguments")),
             _ => return Err(format!("no command {verb:?}; `help` lists them")),
@@ -248,6 +252,7 @@ impl Command {
             | Command::ResetPassword => None,
             Command::Network => query(Query::Status),
             Command::Verify => query(Query::VerifyJournal),
+            Command::Directory => query(Query::Directory),
             Command::SetNetwork { network } => {
                 order(Verb::SetManagementNetwork { network: *network })
             }

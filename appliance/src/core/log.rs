@@ -15,7 +15,8 @@ use crate::model::state::State;
 /// 4: State keeps the active alarms.
 /// 5: a mount keeps its condition (a mirror degraded, rebuilding, clean).
 /// 6: State keeps the drains.
-/// 7: State keeps the management port's settings and how they were applied.
+/// 7: State keeps the management port's settings and how they were applied, and the
+///    directory's settings.
 pub const SNAPSHOT_FORMAT: u16 = 7;
 
 /// One logged event with its sequence and time.

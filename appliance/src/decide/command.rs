@@ -13,6 +13,7 @@ use crate::model::access::{
     AccountChange, AccountName, AccountRole, Password, ReservationEnd, SessionEnd, Subscription,
 };
 use crate::model::alarm::{AlarmEnd, Severity};
+use crate::model::directory::{BindPassword, DirectorySettings};
 use crate::model::domain::{
     valid_name, AttachState, Device, DeviceKind, Health, Identity, MountCondition, MountSource,
     Role, System, SYSTEM_DEVICES_MAX, SYSTEM_GPUS_MAX,
@@ -176,6 +177,11 @@ pub enum Verb {
         #[serde(default)]
         reason: String,
     },
+    /// Point logins at the studio's directory (None: local accounts only). The bind password
+    /// reaches `decide` sealed (`api::handle` seals it).
+    SetDirectory {
+        settings: Option<DirectorySettings<BindPassword>>,
+    },
 }
 
 impl Verb {
@@ -204,6 +210,7 @@ impl Verb {
             Verb::ClearAlarm { .. } => OrderKind::ClearAlarm,
             Verb::SetManagementNetwork { .. } => OrderKind::SetManagementNetwork,
             Verb::Power { .. } => OrderKind::Power,
+            Verb::SetDirectory { .. } => OrderKind::SetDirectory,
         }
     }
 
@@ -543,6 +550,27 @@ fn decide_order(state: &State, order: &Order) -> Result<Decision, CommandError> 
                 made,
             }]))
         }
+        Verb::SetDirectory { settings } => {
+            unversioned()?;
+            let settings = match settings {
+                None => None,
+                Some(settings) => {
+                    settings
+                        .check()
+                        .map_err(|reason| CommandError::BadOrder { reason })?;
+                    match &settings.bind_password {
+                        BindPassword::Sealed(sealed) => {
+                            Some(settings.with_password(sealed.clone()))
+                        }
+                        BindPassword::Plain(_) => return Err(CommandError::PasswordNotHashed),
+                    }
+                }
+            };
+            Ok(Decision::plain(vec![Event::DirectorySet {
+                settings,
+                made,
+            }]))
+        }
         Verb::Power { action, reason } => {
             unversioned()?;
             Ok(Decision::plain(vec![Event::PowerRequested {
@@ -633,6 +661,7 @@ fn check_scope(state: &State, order: &Order) -> Result<(), CommandError> {
         Verb::Drain { .. } => out("drain a device or a switch"),
         Verb::SetManagementNetwork { .. } => out("set the management network"),
         Verb::Power { .. } => out("reboot or power off the appliance"),
+        Verb::SetDirectory { .. } => out("point logins at a directory"),
         Verb::CreateSystem { tenant, .. } if tenant != scope => {
             out("create a system for another tenant")
         }

@@ -8,7 +8,8 @@
 //!   (accounts, sessions, subscriptions, reservations) came with it; kinds 34 and 35 (alarms) were
 //!   appended later, which schema 2 allows (a new variant at the end decodes as it is), then
 //!   kind 36 (a mount's condition) and the mirror mount source, kind 37 (a drain), kinds 38 to
-//!   40 (the management port's settings and their application, a power order).
+//!   40 (the management port's settings and their application, a power order), kind 41 (the
+//!   directory's settings).
 
 pub mod v1;
 
@@ -19,6 +20,7 @@ use super::access::{
     AccountChange, AccountName, AccountRole, ReservationEnd, SessionEnd, Subscription,
 };
 use super::alarm::{AlarmEnd, Severity};
+use super::directory::DirectorySettings;
 use super::domain::{DeviceKind, Health, Identity, MountCondition, MountSource, Role};
 use super::drain::DrainScope;
 use super::failure::Failure;
@@ -365,10 +367,16 @@ pub enum Event {
         reason: String,
         made: Made,
     },
+    /// The studio's directory that logins fall back to (None: local accounts only); its bind
+    /// password sealed with the appliance's key.
+    DirectorySet {
+        settings: Option<DirectorySettings>,
+        made: Made,
+    },
 }
 
 /// Kind numbers, stable forever, in the enum's order.
-const KIND_NAMES: [&str; 40] = [
+const KIND_NAMES: [&str; 41] = [
     "identity_set",
     "tenant_created",
     "system_created",
@@ -409,6 +417,7 @@ const KIND_NAMES: [&str; 40] = [
     "management_network_set",
     "management_network_applied",
     "power_requested",
+    "directory_set",
 ];
 
 impl Event {
@@ -455,6 +464,7 @@ impl Event {
             Event::ManagementNetworkSet { .. } => 37,
             Event::ManagementNetworkApplied { .. } => 38,
             Event::PowerRequested { .. } => 39,
+            Event::DirectorySet { .. } => 40,
         };
         index + 1
     }
@@ -530,7 +540,8 @@ impl Event {
             | Event::AlarmEnded { made, .. }
             | Event::DrainRequested { made, .. }
             | Event::ManagementNetworkSet { made, .. }
-            | Event::PowerRequested { made, .. } => Some(made),
+            | Event::PowerRequested { made, .. }
+            | Event::DirectorySet { made, .. } => Some(made),
             _ => None,
         }
     }
@@ -656,7 +667,7 @@ mod tests {
             assert_eq!(event.kind_name(), name);
         }
         assert_eq!(<Event as journal::Event>::kind_name(0), None);
-        assert_eq!(<Event as journal::Event>::kind_name(41), None);
+        assert_eq!(<Event as journal::Event>::kind_name(42), None);
         let last = Event::AlarmEnded {
             alarm: AlarmId(1),
             device: "nvme-1".into(),
@@ -696,6 +707,14 @@ mod tests {
                 (39, "management_network_applied"),
                 (40, "power_requested")
             ]
+        );
+        let directory = Event::DirectorySet {
+            settings: None,
+            made: Made::default(),
+        };
+        assert_eq!(
+            (directory.kind(), directory.kind_name()),
+            (41, "directory_set")
         );
         for event in machine {
             let bytes = bincode::serialize(&event).expect("serialize");

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod alarm;
+pub mod directory;
 pub mod domain;
 pub mod drain;
 pub mod event;

@@ -104,6 +104,7 @@ pub enum OrderKind {
     Drain,
     SetManagementNetwork,
     Power,
+    SetDirectory,
 }
 
 impl OrderKind {
@@ -132,6 +133,7 @@ impl OrderKind {
             OrderKind::Drain => "drain",
             OrderKind::SetManagementNetwork => "set_management_network",
             OrderKind::Power => "power",
+            OrderKind::SetDirectory => "set_directory",
         }
     }
 }

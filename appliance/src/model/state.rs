@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::access::{Account, AccountChange, AccountName, Reservation, Session, Subscription};
 use super::alarm::{Alarm, Severity};
+use super::directory::DirectorySettings;
 use super::domain::{
     AttachState, Attachment, Device, Health, Identity, Mount, MountState, Port, Role, System,
     Tenant,
@@ -86,6 +87,9 @@ pub struct State {
     /// How the last setting was applied: the interface, or why it was not.
     #[serde(default)]
     pub management_applied: Option<Result<String, String>>,
+    /// The studio's directory that logins fall back to, if one is set.
+    #[serde(default)]
+    pub directory: Option<DirectorySettings>,
     /// The free pool's index (derived from `devices` and `ports`; not part of the JSON form:
     /// [`State::reindex`] rebuilds it after deserializing one).
     #[serde(skip)]
@@ -241,6 +245,10 @@ impl State {
             }
             Event::PowerRequested { made, .. } => {
                 self.record_plain(seq, OrderKind::Power, made);
+            }
+            Event::DirectorySet { settings, made } => {
+                self.directory = settings;
+                self.record_plain(seq, OrderKind::SetDirectory, made);
             }
             Event::AccountCreated { .. }
             | Event::AccountChanged { .. }

@@ -1,0 +1,184 @@
+//! The studio's directory (OpenLDAP, Active Directory) as the appliance is pointed at it: where
+//! it is, the CA its certificate must chain to, the service account (its password sealed with
+//! the appliance's key wherever it is kept), where users are found, and which groups give
+//! which role and tenant. `api::directory` logs users in with it.
+
+use std::time::Duration;
+
+use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
+use serde::{Deserialize, Serialize};
+
+use super::access::{AccountRole, Sealed, Secret};
+use super::ids::TenantName;
+
+/// Which kind of directory: where a user's groups are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Archive, RkyvSerialize, RkyvDeserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectoryKind {
+    /// OpenLDAP and the like: the `groupOfNames` entries that list the user as `member`.
+    Ldap,
+    /// Active Directory: the user entry's `memberOf`.
+    ActiveDirectory,
+}
+
+impl DirectoryKind {
+    /// As typed in a settings file.
+    pub fn name(self) -> &'static str {
+        match self {
+            DirectoryKind::Ldap => "ldap",
+            DirectoryKind::ActiveDirectory => "active_directory",
+        }
+    }
+}
+
+/// A directory group and what its members are on the appliance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct GroupMapping {
+    /// The group's DN, or its common name (`cn`), compared without regard to case.
+    pub group: String,
+    pub role: AccountRole,
+    /// The tenant whose systems its members see; None = every tenant's.
+    #[serde(default)]
+    pub tenant: Option<TenantName>,
+}
+
+/// How to reach the directory and read it. Orders carry the bind password as typed
+/// (`DirectorySettings<BindPassword>`), State and the journal sealed with the appliance's key
+/// (`DirectorySettings<Sealed>`), a login opens it (`DirectorySettings<String>`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct DirectorySettings<P = Sealed> {
+    pub kind: DirectoryKind,
+    /// `ldaps://host:port`, or `ldap://host:port` with `starttls` (or `allow_plain`).
+    pub uri: String,
+    #[serde(default)]
+    pub starttls: bool,
+    /// Lets `ldap://` go without TLS: passwords cross the network in clear. Off unless set.
+    #[serde(default)]
+    pub allow_plain: bool,
+    /// The CA that signed the directory's certificate (PEM); the only one trusted.
+    pub ca_pem: String,
+    /// The service account that searches for users.
+    pub bind_dn: String,
+    pub bind_password: P,
+    /// Where users and groups are searched (subtree).
+    pub base: String,
+    /// The attribute holding a user's login name: `uid` (LDAP), `sAMAccountName` (AD).
+    pub user_attribute: String,
+    /// First match wins.
+    pub mappings: Vec<GroupMapping>,
+    /// The longest a connection or an operation may take.
+    pub timeout_ms: u64,
+}
+
+/// Bounds of a configuration.
+pub const TIMEOUT_MS_MIN: u64 = 100;
+pub const TIMEOUT_MS_MAX: u64 = 30_000;
+
+impl<P> DirectorySettings<P> {
+    /// Refuses a configuration that cannot work or would not be safe; the error names the field.
+    pub fn check(&self) -> Result<(), String> {
+        let secure = match self.uri.split_once("://") {
+            Some(("ldaps", rest)) if !rest.is_empty() => true,
+            Some(("ldap", rest)) if !rest.is_empty() => self.starttls,
+            _ => {
+                return Err(format!(
+                    "uri {:?} is not ldaps://HOST[:PORT] or ldap://HOST[:PORT]",
+                    self.uri
+                ))
+            }
+        };
+        if !secure && !self.allow_plain {
+            return Err(format!(
+                "uri {:?} is plain LDAP: passwords would cross the network in clear; use ldaps://, StartTLS, or allow plain LDAP explicitly",
+                self.uri
+            ));
+        }
+        if secure && !self.ca_pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err("ca_pem holds no certificate: the directory's could not be checked".into());
+        }
+        for (field, value) in [
+            ("bind_dn", &self.bind_dn),
+            ("base", &self.base),
+            ("user_attribute", &self.user_attribute),
+        ] {
+            if value.trim().is_empty() {
+                return Err(format!("{field} is empty"));
+            }
+        }
+        if !self
+            .user_attribute
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(format!(
+                "user_attribute {:?} is not an attribute name",
+                self.user_attribute
+            ));
+        }
+        if self.mappings.is_empty() {
+            return Err("no group is mapped to a role: nobody could log in".into());
+        }
+        if !(TIMEOUT_MS_MIN..=TIMEOUT_MS_MAX).contains(&self.timeout_ms) {
+            return Err(format!(
+                "timeout_ms {} is outside {TIMEOUT_MS_MIN} to {TIMEOUT_MS_MAX}",
+                self.timeout_ms
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// The same settings with another form of the bind password.
+    pub fn with_password<Q>(&self, bind_password: Q) -> DirectorySettings<Q> {
+        DirectorySettings {
+            kind: self.kind,
+            uri: self.uri.clone(),
+            starttls: self.starttls,
+            allow_plain: self.allow_plain,
+            ca_pem: self.ca_pem.clone(),
+            bind_dn: self.bind_dn.clone(),
+            bind_password,
+            base: self.base.clone(),
+            user_attribute: self.user_attribute.clone(),
+            mappings: self.mappings.clone(),
+            timeout_ms: self.timeout_ms,
+        }
+    }
+}
+
+impl<P> std::fmt::Debug for DirectorySettings<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectorySettings")
+            .field("kind", &self.kind)
+            .field("uri", &self.uri)
+            .field("bind_dn", &self.bind_dn)
+            .field("bind_password", &"***")
+            .field("base", &self.base)
+            .field("mappings", &self.mappings)
+            .finish()
+    }
+}
+
+/// The bind password as an order carries it: as typed (a door to `api::handle`, which seals
+/// it) or sealed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindPassword {
+    Plain(Secret),
+    Sealed(Sealed),
+}
+
+impl std::fmt::Debug for BindPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BindPassword::Plain(_) => f.write_str("Plain(***)"),
+            BindPassword::Sealed(_) => f.write_str("Sealed(***)"),
+        }
+    }
+}

@@ -139,7 +139,7 @@ fn mask_bits(prefix: u8) -> u32 {
 pub fn prefix_of(netmask: Ipv4Addr) -> Option<u8> {
     let bits = u32::from(netmask);
     let prefix = bits.leading_ones();
-    (bits.checked_shl(prefix).unwrap_or(0) == 0).then(|| prefix as u8)
+    (bits.checked_shl(prefix).unwrap_or(0) == 0).then_some(prefix as u8)
 }
 
 /// A power order.

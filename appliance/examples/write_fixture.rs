@@ -326,6 +326,7 @@ fn access(core: &CoreHandle) -> anyhow::Result<()> {
             account: "ana".into(),
             token_sha256: "0".repeat(64),
             at_ms: 1_700_000_000_000,
+            grant: None,
         },
         Origin::door(Door::Api),
     ))?;

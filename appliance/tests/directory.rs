@@ -5,6 +5,8 @@
 //! are refused, another CA is refused, and a stopped or silent directory fails within the
 //! timeout instead of hanging.
 
+mod support;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -449,4 +451,157 @@ fn the_directory_is_set_from_the_command_line_journaled_sealed_and_shown_without
     assert_eq!(core.state().directory, None);
     let (_, shown, _) = ctl(&["directory"]);
     assert_eq!(shown, "no directory: local accounts only\n");
+}
+
+/// Logins through the HTTPS door with the directory set: local accounts first, then the
+/// directory. The admins' group composes, the read-only group is refused a change (403), the
+/// tenant's group sees its tenant's systems only, everyone else gets 401; the session is
+/// journaled with the role and tenant the groups gave; with slapd stopped the local admin still
+/// logs in and a directory login answers 503 saying the directory did not answer.
+#[test]
+fn directory_users_log_in_through_the_https_door_with_their_groups_roles_and_tenants() {
+    use appliance::api::{Meta, Query, Reply, Request};
+    use appliance::decide::command::{NewSystem, Selection, Verb};
+    use appliance::model::directory::BindPassword;
+    use appliance::model::Secret;
+    use support::*;
+
+    let ldap_dir = tempfile::tempdir().expect("tempdir");
+    let mut slapd = Slapd::start(ldap_dir.path());
+    let served = serve();
+    let admin = served.admin();
+    let order = |client: &appliance::api::client::Client, verb: Verb| {
+        client
+            .request(&Request::order(verb, Meta::default()))
+            .expect("request")
+    };
+    let settings = slapd.config();
+    let password = BindPassword::Plain(Secret(settings.bind_password.clone()));
+    let set = order(
+        &admin,
+        Verb::SetDirectory {
+            settings: Some(settings.with_password(password)),
+        },
+    );
+    assert!(set.is_ok(), "{set:?}");
+    for tenant in ["show-a", "show-b"] {
+        let made = order(
+            &admin,
+            Verb::CreateTenant {
+                name: tenant.into(),
+            },
+        );
+        assert!(made.is_ok(), "{made:?}");
+    }
+    for (system, tenant) in [("a1", "show-a"), ("b1", "show-b")] {
+        let made = order(
+            &admin,
+            Verb::CreateSystem {
+                name: system.into(),
+                tenant: tenant.into(),
+                role: appliance::model::Role::RenderNode,
+            },
+        );
+        assert!(made.is_ok(), "{made:?}");
+    }
+
+    let ana = served.session("ana", "ana-Password-1");
+    let compose = Verb::Compose {
+        system: "ws-ana".into(),
+        selection: Selection::Specific(vec!["gpu-0".into()]),
+        create: Some(NewSystem {
+            tenant: "show-a".into(),
+            role: appliance::model::Role::Workstation,
+        }),
+        tenant: None,
+        reservation: None,
+    };
+    let composed = order(&ana, compose);
+    assert!(matches!(composed, Ok(Reply::Accepted(_))), "{composed:?}");
+
+    let ola = served.session("ola", "ola-Password-1");
+    let (status, _) = ola.get_json("/redfish/v1/Systems").expect("get");
+    assert_eq!(status, 200, "read-only reads");
+    match order(
+        &ola,
+        Verb::CreateTenant {
+            name: "show-c".into(),
+        },
+    ) {
+        Err(answer) => assert_eq!(answer.status, 403, "{}", answer.json()),
+        other => panic!("a read-only directory user changed something: {other:?}"),
+    }
+
+    let tia = served.session("tia", "tia-Password-1");
+    let Ok(Reply::Systems(seen)) = tia
+        .request(&Request::query(Query::Systems))
+        .expect("request")
+    else {
+        panic!("tia's systems")
+    };
+    let mut names: Vec<String> = seen.iter().map(|s| s.name.to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["a1", "ws-ana"], "only show-a's systems");
+
+    for (user, password) in [
+        ("nog", "nog-Password-1"),
+        ("ana", "wrong-Password-1"),
+        ("*)(uid=*", "ana-Password-1"),
+        ("nobody", "ana-Password-1"),
+    ] {
+        let answer = served
+            .anonymous()
+            .login(user, password, None)
+            .expect("login");
+        assert_eq!(answer.status, 401, "{user}: {}", answer.json());
+    }
+
+    let Ok(Reply::History(events)) = admin
+        .request(&Request::query(Query::Events {
+            after: 0,
+            wait_ms: 0,
+            limit: None,
+        }))
+        .expect("events")
+    else {
+        panic!("the events")
+    };
+    let tia_login = events
+        .iter()
+        .find(|e| e.kind == "directory_session_opened" && e.summary.starts_with("tia "))
+        .expect("tia's session is journaled");
+    assert!(
+        tia_login.summary.contains("as Operator of tenant show-a"),
+        "{}",
+        tia_login.summary
+    );
+
+    slapd.stop();
+    let again = served.admin();
+    let (status, _) = again.get_json("/redfish/v1/Systems").expect("get");
+    assert_eq!(
+        status, 200,
+        "the local admin logs in with the directory down"
+    );
+    let (done, finished) = std::sync::mpsc::channel();
+    let (url, cert) = (served.url.clone(), served.cert.clone());
+    std::thread::spawn(move || {
+        let mut client = appliance::api::client::Client::new(
+            &url,
+            &appliance::api::client::Trust::Pinned(cert),
+            Duration::from_secs(60),
+        )
+        .expect("client");
+        let _ = done.send(client.login("ana", "ana-Password-1", None));
+    });
+    let answer = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the login answered instead of hanging")
+        .expect("login");
+    assert_eq!(answer.status, 503, "{}", answer.json());
+    let text = answer.json().to_string();
+    assert!(
+        text.contains("the directory could not check this login"),
+        "{text}"
+    );
 }

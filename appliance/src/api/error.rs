@@ -69,6 +69,8 @@ pub enum ErrorCode {
     Stopping,
     /// The order cannot be carried out where this service runs (a reboot outside the image).
     NotSupported,
+    /// The studio's directory did not answer a login (down, slow, or its TLS refused).
+    DirectoryUnavailable,
     /// The operation goes on, but its outcome did not come within the wait.
     Timeout,
     /// Something failed that the caller cannot fix (the journal's append, a bug).
@@ -126,6 +128,7 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Stopping => "stopping",
             ErrorCode::NotSupported => "not_supported",
+            ErrorCode::DirectoryUnavailable => "directory_unavailable",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
         }

@@ -702,6 +702,17 @@ fn access_summary(event: &Event) -> String {
         },
         Event::AccountDeleted { name, .. } => format!("account {name} deleted"),
         Event::SessionOpened { id, account, .. } => format!("{account} logged in (session {id})"),
+        Event::DirectorySessionOpened {
+            id, account, grant, ..
+        } => format!(
+            "{account} logged in through the directory as {}{} (session {id})",
+            grant.role.name(),
+            grant
+                .tenant
+                .as_ref()
+                .map(|t| format!(" of tenant {t}"))
+                .unwrap_or_default()
+        ),
         Event::SessionClosed { id, end, .. } => format!("session {id} ended ({end:?})"),
         Event::SubscriptionCreated { subscription, .. } => format!(
             "subscription {} to {} created",

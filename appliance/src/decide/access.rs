@@ -190,6 +190,47 @@ pub fn delete_account(
     }])
 }
 
+/// A directory user's session: only while a directory is set, and never in the name of a
+/// local account (local accounts log in locally).
+pub fn open_directory_session(
+    state: &State,
+    id: &str,
+    name: &AccountName,
+    token_sha256: &str,
+    at_ms: u64,
+    grant: &crate::model::directory::DirectoryGrant,
+    made: Made,
+) -> Result<Decision, CommandError> {
+    if state.directory.is_none() {
+        return Err(CommandError::BadOrder {
+            reason: "no directory is set".into(),
+        });
+    }
+    if state.accounts.contains_key(name) {
+        return Err(CommandError::AccountExists {
+            account: name.to_string(),
+        });
+    }
+    if state.sessions.contains_key(id) {
+        return Err(CommandError::SessionExists { id: id.to_string() });
+    }
+    if state.sessions.len() >= SESSIONS_MAX {
+        return Err(CommandError::OverLimit {
+            what: "sessions".into(),
+            requested: state.sessions.len() + 1,
+            limit: SESSIONS_MAX,
+        });
+    }
+    plain(vec![Event::DirectorySessionOpened {
+        id: id.to_string(),
+        account: name.clone(),
+        token_sha256: token_sha256.to_string(),
+        at_ms,
+        grant: grant.clone(),
+        made,
+    }])
+}
+
 pub fn open_session(
     state: &State,
     id: &str,

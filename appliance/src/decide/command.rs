@@ -138,6 +138,9 @@ pub enum Verb {
         account: AccountName,
         token_sha256: String,
         at_ms: u64,
+        /// A directory user's role and tenant (its groups', checked by the door).
+        #[serde(default)]
+        grant: Option<crate::model::directory::DirectoryGrant>,
     },
     CloseSession {
         id: String,
@@ -607,7 +610,15 @@ fn decide_order(state: &State, order: &Order) -> Result<Decision, CommandError> 
             account,
             token_sha256,
             at_ms,
+            grant: None,
         } => access::open_session(state, id, account, token_sha256, *at_ms, made),
+        Verb::OpenSession {
+            id,
+            account,
+            token_sha256,
+            at_ms,
+            grant: Some(grant),
+        } => access::open_directory_session(state, id, account, token_sha256, *at_ms, grant, made),
         Verb::CloseSession { id, end } => access::close_session(state, id, *end, made),
         Verb::CreateSubscription { subscription } => {
             access::create_subscription(state, subscription, made)

@@ -192,6 +192,9 @@ pub struct Session {
     /// SHA-256 of the token, hex.
     pub token_sha256: String,
     pub created_ms: u64,
+    /// A directory user's role and tenant (None: a local account's session).
+    #[serde(default)]
+    pub grant: Option<super::directory::DirectoryGrant>,
 }
 
 /// Why a session ended.

@@ -165,6 +165,15 @@ impl<P> std::fmt::Debug for DirectorySettings<P> {
     }
 }
 
+/// What a directory user's groups gave it at login: journaled with its session (the user has
+/// no local account).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct DirectoryGrant {
+    pub role: AccountRole,
+    pub tenant: Option<TenantName>,
+}
+
 /// The bind password as an order carries it: as typed (a door to `api::handle`, which seals
 /// it) or sealed.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

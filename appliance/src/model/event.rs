@@ -9,7 +9,7 @@
 //!   appended later, which schema 2 allows (a new variant at the end decodes as it is), then
 //!   kind 36 (a mount's condition) and the mirror mount source, kind 37 (a drain), kinds 38 to
 //!   40 (the management port's settings and their application, a power order), kind 41 (the
-//!   directory's settings).
+//!   directory's settings), kind 42 (a directory user's session).
 
 pub mod v1;
 
@@ -20,7 +20,7 @@ use super::access::{
     AccountChange, AccountName, AccountRole, ReservationEnd, SessionEnd, Subscription,
 };
 use super::alarm::{AlarmEnd, Severity};
-use super::directory::DirectorySettings;
+use super::directory::{DirectoryGrant, DirectorySettings};
 use super::domain::{DeviceKind, Health, Identity, MountCondition, MountSource, Role};
 use super::drain::DrainScope;
 use super::failure::Failure;
@@ -373,10 +373,19 @@ pub enum Event {
         settings: Option<DirectorySettings>,
         made: Made,
     },
+    /// A directory user's login: its session, with the role and tenant its groups gave it.
+    DirectorySessionOpened {
+        id: String,
+        account: AccountName,
+        token_sha256: String,
+        at_ms: u64,
+        grant: DirectoryGrant,
+        made: Made,
+    },
 }
 
 /// Kind numbers, stable forever, in the enum's order.
-const KIND_NAMES: [&str; 41] = [
+const KIND_NAMES: [&str; 42] = [
     "identity_set",
     "tenant_created",
     "system_created",
@@ -418,6 +427,7 @@ const KIND_NAMES: [&str; 41] = [
     "management_network_applied",
     "power_requested",
     "directory_set",
+    "directory_session_opened",
 ];
 
 impl Event {
@@ -465,6 +475,7 @@ impl Event {
             Event::ManagementNetworkApplied { .. } => 38,
             Event::PowerRequested { .. } => 39,
             Event::DirectorySet { .. } => 40,
+            Event::DirectorySessionOpened { .. } => 41,
         };
         index + 1
     }
@@ -541,7 +552,8 @@ impl Event {
             | Event::DrainRequested { made, .. }
             | Event::ManagementNetworkSet { made, .. }
             | Event::PowerRequested { made, .. }
-            | Event::DirectorySet { made, .. } => Some(made),
+            | Event::DirectorySet { made, .. }
+            | Event::DirectorySessionOpened { made, .. } => Some(made),
             _ => None,
         }
     }
@@ -667,7 +679,7 @@ mod tests {
             assert_eq!(event.kind_name(), name);
         }
         assert_eq!(<Event as journal::Event>::kind_name(0), None);
-        assert_eq!(<Event as journal::Event>::kind_name(42), None);
+        assert_eq!(<Event as journal::Event>::kind_name(43), None);
         let last = Event::AlarmEnded {
             alarm: AlarmId(1),
             device: "nvme-1".into(),

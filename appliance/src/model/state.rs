@@ -248,7 +248,31 @@ impl State {
             }
             Event::DirectorySet { settings, made } => {
                 self.directory = settings;
+                if self.directory.is_none() {
+                    // Logins through the directory end with it.
+                    self.sessions.retain(|_, s| s.grant.is_none());
+                }
                 self.record_plain(seq, OrderKind::SetDirectory, made);
+            }
+            Event::DirectorySessionOpened {
+                id,
+                account,
+                token_sha256,
+                at_ms,
+                grant,
+                made,
+            } => {
+                let session = Session {
+                    id: id.clone(),
+                    account,
+                    token_sha256,
+                    created_ms: at_ms,
+                    grant: Some(grant),
+                };
+                if self.sessions.insert(id.clone(), session).is_some() {
+                    return Err(conflict(seq, format!("session {id} exists")));
+                }
+                self.record_plain(seq, OrderKind::OpenSession, made);
             }
             Event::AccountCreated { .. }
             | Event::AccountChanged { .. }
@@ -385,6 +409,7 @@ impl State {
                     account,
                     token_sha256,
                     created_ms: at_ms,
+                    grant: None,
                 };
                 if self.sessions.insert(id.clone(), session).is_some() {
                     return Err(conflict(seq, format!("session {id} exists")));

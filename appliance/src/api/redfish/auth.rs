@@ -44,6 +44,23 @@ pub fn stored_uuid(dir: &std::path::Path) -> String {
     uuid
 }
 
+/// The principal of a directory user through the HTTPS door: its groups' role and tenant.
+fn principal_of_directory(
+    name: &str,
+    grant: &crate::model::directory::DirectoryGrant,
+    session: Option<&str>,
+) -> Principal {
+    let mut by = Origin::account(Door::Api, name);
+    by.session = session.map(String::from);
+    Principal {
+        by,
+        account: Some(name.into()),
+        role: grant.role,
+        scope: grant.tenant.clone(),
+        password_change_required: false,
+    }
+}
+
 /// The principal of an account through the HTTPS door (and the session it came through).
 pub fn principal_of(account: &Account, session: Option<&str>) -> Principal {
     let mut by = Origin::account(Door::Api, account.name.as_str());
@@ -103,6 +120,13 @@ fn by_token(service: &Arc<Service>, token: &str) -> Result<Principal, RfError> {
         }
         seen.insert(session.id.clone(), now);
     }
+    if let Some(grant) = &session.grant {
+        return Ok(principal_of_directory(
+            session.account.as_str(),
+            grant,
+            Some(&session.id),
+        ));
+    }
     let account = state
         .accounts
         .get(&session.account)
@@ -152,7 +176,13 @@ async fn check_password(
 ) -> Result<Principal, RfError> {
     let state = service.context.core.state();
     let Some(account) = state.accounts.get(name).cloned() else {
-        return Err(RfError::unauthorized());
+        // Local accounts first; a name they do not know is the directory's, if one is set.
+        let directory = state.directory.clone();
+        drop(state);
+        return match directory {
+            Some(settings) => by_directory(service, settings, name, password).await,
+            None => Err(RfError::unauthorized()),
+        };
     };
     drop(state);
     let now_ms = crate::api::time::now_ms();
@@ -200,6 +230,51 @@ async fn check_password(
         .unwrap_or_else(|e| e.into_inner())
         .remove(&account.name);
     Ok(principal_of(&account, None))
+}
+
+/// Logs a user the local accounts do not know in through the directory (on a blocking thread:
+/// each step bounded by the settings' timeout). A directory that does not answer is a 503 that
+/// says so; a wrong password or a user in no mapped group a plain 401.
+async fn by_directory(
+    service: &Arc<Service>,
+    settings: crate::model::directory::DirectorySettings,
+    name: &str,
+    password: &str,
+) -> Result<Principal, RfError> {
+    use crate::api::directory::{self, DirectoryError};
+    let bind_password = service
+        .keyring
+        .open(&settings.bind_password)
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| RfError::internal("the directory's bind password does not open"))?;
+    let config = settings.with_password(bind_password);
+    let (user, typed) = (name.to_string(), password.to_string());
+    match service
+        .blocking(move || directory::authenticate(&config, &user, &typed))
+        .await?
+    {
+        Ok(user) => {
+            info!(account = %name, role = user.role.name(), tenant = ?user.tenant, "directory login");
+            let grant = crate::model::directory::DirectoryGrant {
+                role: user.role,
+                tenant: user.tenant,
+            };
+            Ok(principal_of_directory(name, &grant, None))
+        }
+        Err(e @ (DirectoryError::BadCredentials | DirectoryError::NotMapped { .. })) => {
+            warn!(account = %name, error = %e, "directory login refused");
+            Err(RfError::unauthorized())
+        }
+        Err(e) => {
+            warn!(account = %name, error = %e, "the directory did not answer the login");
+            Err(super::messages::from_api(&ApiError::new(
+                ErrorCode::DirectoryUnavailable,
+                format!(
+                    "the directory could not check this login: {e}; local accounts still log in"
+                ),
+            )))
+        }
+    }
 }
 
 /// Counts a failed login; the threshold-th failure within the window locks the account.
@@ -270,11 +345,22 @@ pub async fn login(service: &Arc<Service>, asked: &Asked) -> Result<Response<Bod
     let code = body["Token"].as_str().map(String::from);
     let principal = by_password(service, &name, &password, code.as_deref()).await?;
     let (id, token) = (shared::new_session_id(), shared::new_token());
+    let local = service
+        .context
+        .core
+        .state()
+        .accounts
+        .contains_key(name.as_str());
+    let grant = (!local).then(|| crate::model::directory::DirectoryGrant {
+        role: principal.role,
+        tenant: principal.scope.clone(),
+    });
     let verb = Verb::OpenSession {
         id: id.clone(),
         account: AccountName::from(name.as_str()),
         token_sha256: shared::sha256_hex(&token),
         at_ms: crate::api::time::now_ms(),
+        grant,
     };
     let context = service.context.clone();
     // An account that must change its password may still log in (to change it): the session

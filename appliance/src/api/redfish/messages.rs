@@ -376,6 +376,11 @@ pub fn from_api(error: &ApiError) -> RfError {
             ACTION_NOT_SUPPORTED,
             vec!["this order"],
         ),
+        C::DirectoryUnavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            SERVICE_TEMPORARILY_UNAVAILABLE,
+            vec!["5"],
+        ),
         C::Internal => return RfError::internal(&error.message),
     };
     let mut info = message.info(&args);

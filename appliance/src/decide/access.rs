@@ -190,6 +190,21 @@ pub fn delete_account(
     }])
 }
 
+/// A new session needs a new id and room under SESSIONS_MAX.
+fn room_for_session(state: &State, id: &str) -> Result<(), CommandError> {
+    if state.sessions.contains_key(id) {
+        return Err(CommandError::SessionExists { id: id.to_string() });
+    }
+    if state.sessions.len() >= SESSIONS_MAX {
+        return Err(CommandError::OverLimit {
+            what: "sessions".into(),
+            requested: state.sessions.len() + 1,
+            limit: SESSIONS_MAX,
+        });
+    }
+    Ok(())
+}
+
 /// A directory user's session: only while a directory is set, and never in the name of a
 /// local account (local accounts log in locally).
 pub fn open_directory_session(
@@ -211,16 +226,7 @@ pub fn open_directory_session(
             account: name.to_string(),
         });
     }
-    if state.sessions.contains_key(id) {
-        return Err(CommandError::SessionExists { id: id.to_string() });
-    }
-    if state.sessions.len() >= SESSIONS_MAX {
-        return Err(CommandError::OverLimit {
-            what: "sessions".into(),
-            requested: state.sessions.len() + 1,
-            limit: SESSIONS_MAX,
-        });
-    }
+    room_for_session(state, id)?;
     plain(vec![Event::DirectorySessionOpened {
         id: id.to_string(),
         account: name.clone(),
@@ -245,16 +251,7 @@ pub fn open_session(
             account: name.to_string(),
         });
     }
-    if state.sessions.contains_key(id) {
-        return Err(CommandError::SessionExists { id: id.to_string() });
-    }
-    if state.sessions.len() >= SESSIONS_MAX {
-        return Err(CommandError::OverLimit {
-            what: "sessions".into(),
-            requested: state.sessions.len() + 1,
-            limit: SESSIONS_MAX,
-        });
-    }
+    room_for_session(state, id)?;
     plain(vec![Event::SessionOpened {
         id: id.to_string(),
         account: name.clone(),

@@ -248,9 +248,9 @@ impl Command {
             | Command::Lock
             | Command::Quit
             | Command::Events { .. }
+            | Command::Network
             | Command::ShowPassword
             | Command::ResetPassword => None,
-            Command::Network => query(Query::Status),
             Command::Verify => query(Query::VerifyJournal),
             Command::Directory => query(Query::Directory),
             Command::SetNetwork { network } => {

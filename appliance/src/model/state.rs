@@ -254,30 +254,11 @@ impl State {
                 }
                 self.record_plain(seq, OrderKind::SetDirectory, made);
             }
-            Event::DirectorySessionOpened {
-                id,
-                account,
-                token_sha256,
-                at_ms,
-                grant,
-                made,
-            } => {
-                let session = Session {
-                    id: id.clone(),
-                    account,
-                    token_sha256,
-                    created_ms: at_ms,
-                    grant: Some(grant),
-                };
-                if self.sessions.insert(id.clone(), session).is_some() {
-                    return Err(conflict(seq, format!("session {id} exists")));
-                }
-                self.record_plain(seq, OrderKind::OpenSession, made);
-            }
             Event::AccountCreated { .. }
             | Event::AccountChanged { .. }
             | Event::AccountDeleted { .. }
             | Event::SessionOpened { .. }
+            | Event::DirectorySessionOpened { .. }
             | Event::SessionClosed { .. }
             | Event::SubscriptionCreated { .. }
             | Event::SubscriptionDeleted { .. } => self.apply_access(seq, event)?,
@@ -404,17 +385,34 @@ impl State {
                 if !self.accounts.contains_key(&account) {
                     return Err(unknown(seq, "account", &account));
                 }
-                let session = Session {
-                    id: id.clone(),
+                self.insert_session(
+                    seq,
+                    Session {
+                        id,
+                        account,
+                        token_sha256,
+                        created_ms: at_ms,
+                        grant: None,
+                    },
+                )?;
+            }
+            Event::DirectorySessionOpened {
+                id,
+                account,
+                token_sha256,
+                at_ms,
+                grant,
+                ..
+            } => self.insert_session(
+                seq,
+                Session {
+                    id,
                     account,
                     token_sha256,
                     created_ms: at_ms,
-                    grant: None,
-                };
-                if self.sessions.insert(id.clone(), session).is_some() {
-                    return Err(conflict(seq, format!("session {id} exists")));
-                }
-            }
+                    grant: Some(grant),
+                },
+            )?,
             Event::SessionClosed { id, .. } => {
                 self.sessions
                     .remove(&id)
@@ -438,6 +436,14 @@ impl State {
             other => return Err(conflict(seq, format!("not an access event: {other:?}"))),
         }
         Ok(())
+    }
+
+    fn insert_session(&mut self, seq: u64, session: Session) -> Result<(), ApplyError> {
+        let id = session.id.clone();
+        match self.sessions.insert(id.clone(), session) {
+            Some(_) => Err(conflict(seq, format!("session {id} exists"))),
+            None => Ok(()),
+        }
     }
 
     /// Composition reservations: the devices held leave the free pool until it ends.

@@ -512,10 +512,7 @@ impl Supervisor {
             Stop::PowerOff => self.power_off(why),
             Stop::Reboot => {
                 self.finish();
-                say(&format!("APPLIANCE REBOOT {why}"));
-                nix::unistd::sync();
-                let _ = reboot(RebootMode::RB_AUTOBOOT);
-                halt_forever()
+                reboot_now(why)
             }
         }
     }
@@ -600,7 +597,12 @@ pub fn power_off_now(why: &str) -> ! {
 
 /// A hopeless state: log it and reboot.
 pub fn reboot_hopeless(why: &str) -> ! {
-    say(&format!("APPLIANCE REBOOT hopeless: {why}"));
+    reboot_now(&format!("hopeless: {why}"))
+}
+
+/// Reboots at once (after sync).
+fn reboot_now(why: &str) -> ! {
+    say(&format!("APPLIANCE REBOOT {why}"));
     nix::unistd::sync();
     let _ = reboot(RebootMode::RB_AUTOBOOT);
     halt_forever()

@@ -188,37 +188,38 @@ impl LinuxHost {
     }
 
     /// Waits until the NVMe controller of `address` is live (its char device refuses opens with
-    /// EAGAIN while the driver is still resetting it); returns its char device.
+    /// EAGAIN while the driver is still resetting it); returns its char device. The nvme driver
+    /// probes asynchronously, so right after the bind its `nvme/nvmeN` entry may not exist yet:
+    /// that is waited for too, within the same timeout.
     pub fn wait_nvme_live(
         &self,
         address: PciAddress,
         timeout: Duration,
     ) -> Result<PathBuf, HostError> {
-        let path = self.nvme_char_device(address)?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let state = self
-            .pci
-            .device_dir(address)
-            .join("nvme")
-            .join(name)
-            .join("state");
-        let live = || match sysfs::read_optional(&state) {
-            Ok(value) => Ok((value.as_deref() == Some("live")).then_some(())),
-            Err(e) => Err(HostError::Io {
-                operation: "read NVMe controller state",
-                path: state.display().to_string(),
-                source: std::io::Error::other(e.to_string()),
-            }),
+        let dir = self.pci.device_dir(address).join("nvme");
+        let live = || {
+            let Ok(path) = self.nvme_char_device(address) else {
+                return Ok(None);
+            };
+            let name = path.file_name().unwrap_or_default();
+            let state = dir.join(name).join("state");
+            match sysfs::read_optional(&state) {
+                Ok(value) => Ok((value.as_deref() == Some("live")).then_some(path)),
+                Err(e) => Err(HostError::Io {
+                    operation: "read NVMe controller state",
+                    path: state.display().to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                }),
+            }
         };
         self.wait_for(
-            format!("NVMe controller of {address} live ({})", state.display()),
+            format!(
+                "NVMe controller of {address} live ({}/nvmeN/state)",
+                dir.display()
+            ),
             timeout,
             live,
-        )?;
-        Ok(path)
+        )
     }
 
     /// The controller char device (`dev/nvmeN`) of an NVMe function bound to the nvme driver.

@@ -9,7 +9,7 @@ use appliance::api::control::{Client, SOCKET_NAME};
 use appliance::api::{render, At, HistoryOf, Meta, Query, Request};
 use appliance::decide::command::{NewSystem, Selection, Verb};
 use appliance::decide::placement::Want;
-use appliance::model::directory::{BindPassword, DirectorySettings};
+use appliance::model::directory::{BindPassword, DirectorySettings, DirectoryUserChange};
 use appliance::model::{
     DrainScope, ManagementNetwork, MountSource, MountSpec, PowerAction, Role, Secret,
 };
@@ -325,6 +325,17 @@ enum Ctl {
         file: Option<PathBuf>,
         #[arg(long)]
         off: bool,
+        #[command(flatten)]
+        order: Meta,
+    },
+    /// Unlock a directory user the lockout locked, or clear its TOTP key (it lost the device).
+    #[command(group(clap::ArgGroup::new("change").required(true).args(["unlock", "clear_totp"])))]
+    DirectoryUser {
+        name: String,
+        #[arg(long)]
+        unlock: bool,
+        #[arg(long)]
+        clear_totp: bool,
         #[command(flatten)]
         order: Meta,
     },
@@ -685,7 +696,30 @@ fn ctl_request(command: Ctl) -> anyhow::Result<Request> {
                     Some(settings.with_password(password))
                 }
             };
-            order(Verb::SetDirectory { settings }, args)
+            order(
+                Verb::SetDirectory {
+                    settings: settings.map(Box::new),
+                },
+                args,
+            )
+        }
+        Ctl::DirectoryUser {
+            name,
+            unlock,
+            clear_totp: _,
+            order: args,
+        } => {
+            let change = match unlock {
+                true => DirectoryUserChange::Locked { until_ms: None },
+                false => DirectoryUserChange::Totp(None),
+            };
+            order(
+                Verb::ChangeDirectoryUser {
+                    name: name.as_str().into(),
+                    change,
+                },
+                args,
+            )
         }
         Ctl::SetNetwork {
             address,

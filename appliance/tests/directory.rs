@@ -7,241 +7,13 @@
 
 mod support;
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
 
-use appliance::api::directory::{
-    authenticate, DirectoryConfig, DirectoryError, DirectoryKind, GroupMapping,
-};
+use appliance::api::directory::{authenticate, DirectoryConfig, DirectoryError};
 use appliance::model::AccountRole;
-
-const SUFFIX: &str = "dc=studio,dc=test";
-const SERVICE_DN: &str = "cn=appliance,dc=studio,dc=test";
-const SERVICE_PASSWORD: &str = "service-Password-1";
-
-/// One slapd of this test's own, killed when dropped.
-struct Slapd {
-    child: Child,
-    port: u16,
-    ca_pem: String,
-}
-
-/// A CA and a certificate for 127.0.0.1 that it signed: (CA PEM, certificate PEM, key PEM).
-fn test_pki() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "directory test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
-    let cert = params.signed_by(&key, &ca).expect("certificate");
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-fn entry(dn: &str, lines: &[&str]) -> String {
-    format!("dn: {dn}\n{}\n\n", lines.join("\n"))
-}
-
-fn user(uid: &str, password: &str) -> String {
-    entry(
-        &format!("uid={uid},ou=people,{SUFFIX}"),
-        &[
-            "objectClass: inetOrgPerson",
-            &format!("uid: {uid}"),
-            &format!("cn: {uid}"),
-            "sn: test",
-            &format!("userPassword: {password}"),
-        ],
-    )
-}
-
-fn group(cn: &str, members: &[&str]) -> String {
-    let mut lines = vec!["objectClass: groupOfNames".to_string(), format!("cn: {cn}")];
-    lines.extend(
-        members
-            .iter()
-            .map(|m| format!("member: uid={m},ou=people,{SUFFIX}")),
-    );
-    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-    entry(&format!("cn={cn},ou=groups,{SUFFIX}"), &lines)
-}
-
-impl Slapd {
-    fn start(dir: &Path) -> Slapd {
-        let slapd = tool("slapd");
-        let (ca_pem, cert_pem, key_pem) = test_pki();
-        for (name, text) in [
-            ("ca.pem", &ca_pem),
-            ("server.pem", &cert_pem),
-            ("server.key", &key_pem),
-        ] {
-            std::fs::write(dir.join(name), text).expect("write the PKI");
-        }
-        std::fs::create_dir_all(dir.join("db")).expect("db dir");
-        let d = dir.display();
-        let schema = "/etc/ldap/schema";
-        let conf = format!(
-            "include {schema}/core.schema\ninclude {schema}/cosine.schema\n\
-             include {schema}/inetorgperson.schema\ninclude {schema}/nis.schema\n\
-             modulepath /usr/lib/ldap\nmoduleload back_mdb\n\
-             pidfile {d}/slapd.pid\nargsfile {d}/slapd.args\n\
-             TLSCACertificateFile {d}/ca.pem\nTLSCertificateFile {d}/server.pem\n\
-             TLSCertificateKeyFile {d}/server.key\n\
-             database mdb\nmaxsize 10485760\nsuffix \"{SUFFIX}\"\n\
-             rootdn \"cn=root,{SUFFIX}\"\nrootpw root-Password-1\ndirectory {d}/db\n"
-        );
-        std::fs::write(dir.join("slapd.conf"), conf).expect("slapd.conf");
-        let mut seed = entry(
-            SUFFIX,
-            &[
-                "objectClass: dcObject",
-                "objectClass: organization",
-                "o: studio",
-                "dc: studio",
-            ],
-        );
-        seed += &entry(
-            SERVICE_DN,
-            &[
-                "objectClass: simpleSecurityObject",
-                "objectClass: organizationalRole",
-                "cn: appliance",
-                &format!("userPassword: {SERVICE_PASSWORD}"),
-            ],
-        );
-        seed += &entry(
-            &format!("ou=people,{SUFFIX}"),
-            &["objectClass: organizationalUnit", "ou: people"],
-        );
-        seed += &entry(
-            &format!("ou=groups,{SUFFIX}"),
-            &["objectClass: organizationalUnit", "ou: groups"],
-        );
-        for (uid, password) in [
-            ("ana", "ana-Password-1"),
-            ("ola", "ola-Password-1"),
-            ("tia", "tia-Password-1"),
-            ("nog", "nog-Password-1"),
-        ] {
-            seed += &user(uid, password);
-        }
-        seed += &group("appliance-admins", &["ana"]);
-        seed += &group("appliance-readonly", &["ola"]);
-        seed += &group("show-a-artists", &["tia"]);
-        seed += &group("canteen", &["nog", "ana"]);
-        std::fs::write(dir.join("seed.ldif"), seed).expect("seed");
-        let slapadd = slapd.with_file_name("slapadd");
-        let added = Command::new(&slapadd)
-            .arg("-f")
-            .arg(dir.join("slapd.conf"))
-            .arg("-l")
-            .arg(dir.join("seed.ldif"))
-            .output()
-            .expect("run slapadd");
-        assert!(
-            added.status.success(),
-            "slapadd: {}",
-            String::from_utf8_lossy(&added.stderr)
-        );
-        let port = free_port();
-        let child = Command::new(&slapd)
-            .arg("-f")
-            .arg(dir.join("slapd.conf"))
-            .arg("-h")
-            .arg(format!("ldaps://127.0.0.1:{port}/"))
-            .args(["-d", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.join("slapd.log")).expect("log"),
-            ))
-            .spawn()
-            .expect("start slapd");
-        let mut slapd = Slapd {
-            child,
-            port,
-            ca_pem,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "slapd did not listen: {}",
-                log(dir)
-            );
-            if let Ok(Some(status)) = slapd.child.try_wait() {
-                panic!("slapd exited {status}: {}", log(dir));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        slapd
-    }
-
-    fn config(&self) -> DirectoryConfig {
-        DirectoryConfig {
-            kind: DirectoryKind::Ldap,
-            uri: format!("ldaps://127.0.0.1:{}", self.port),
-            starttls: false,
-            allow_plain: false,
-            ca_pem: self.ca_pem.clone(),
-            bind_dn: SERVICE_DN.into(),
-            bind_password: SERVICE_PASSWORD.into(),
-            base: SUFFIX.into(),
-            user_attribute: "uid".into(),
-            mappings: vec![
-                GroupMapping {
-                    group: "appliance-admins".into(),
-                    role: AccountRole::Administrator,
-                    tenant: None,
-                },
-                GroupMapping {
-                    group: format!("cn=appliance-readonly,ou=groups,{SUFFIX}"),
-                    role: AccountRole::ReadOnly,
-                    tenant: None,
-                },
-                GroupMapping {
-                    group: "show-a-artists".into(),
-                    role: AccountRole::Operator,
-                    tenant: Some("show-a".into()),
-                },
-            ],
-            timeout_ms: 2_000,
-        }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Slapd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn log(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("slapd.log")).unwrap_or_default()
-}
-
-/// Debian puts slapd in /usr/sbin; the set-up installs it.
-fn tool(name: &str) -> PathBuf {
-    ["/usr/sbin", "/usr/bin", "/sbin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(name))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} is not installed: run `cargo run --release -p qemu -- setup` (the README's set-up installs Debian's slapd)"))
-}
+use support::slapd::{test_pki, Slapd, SERVICE_DN, SERVICE_PASSWORD, SUFFIX};
 
 #[test]
 fn mapped_groups_log_in_and_everyone_else_is_refused() {
@@ -275,20 +47,48 @@ fn mapped_groups_log_in_and_everyone_else_is_refused() {
     );
     assert_eq!(
         authenticate(&config, "ana", "wrong-Password-1"),
-        Err(DirectoryError::BadCredentials)
+        Err(DirectoryError::WrongPassword)
     );
     assert_eq!(
         authenticate(&config, "nobody", "ana-Password-1"),
-        Err(DirectoryError::BadCredentials),
-        "an unknown user reads as a wrong password"
+        Err(DirectoryError::UnknownUser),
+        "an unknown user (told apart inside the appliance only: both say the same)"
+    );
+    assert_eq!(
+        DirectoryError::UnknownUser.to_string(),
+        DirectoryError::WrongPassword.to_string()
     );
     for injection in ["*)(uid=*", "*", "ana)(|(uid=*", "ana\0"] {
         assert_eq!(
             authenticate(&config, injection, "ana-Password-1"),
-            Err(DirectoryError::BadCredentials),
+            Err(DirectoryError::UnknownUser),
             "{injection:?}"
         );
     }
+    // The groups where the settings say: max's are in its entry's seeAlso.
+    assert_eq!(
+        authenticate(&config, "max", "max-Password-1"),
+        Err(DirectoryError::NotMapped { user: "max".into() }),
+        "max is in no groupOfNames"
+    );
+    let by_attribute = DirectoryConfig {
+        groups_attribute: Some("seeAlso".into()),
+        ..config.clone()
+    };
+    let max = authenticate(&by_attribute, "max", "max-Password-1").expect("max logs in");
+    assert_eq!(
+        (max.role, max.tenant.as_ref().map(|t| t.to_string())),
+        (AccountRole::Operator, Some("show-a".to_string()))
+    );
+    let by_ou = DirectoryConfig {
+        group_name_attribute: "ou".into(),
+        ..config.clone()
+    };
+    assert_eq!(
+        authenticate(&by_ou, "tia", "tia-Password-1"),
+        Err(DirectoryError::NotMapped { user: "tia".into() }),
+        "tia's group is named by its cn, not by ou"
+    );
     let bad_service = DirectoryConfig {
         bind_password: "not-the-Password-1".into(),
         ..config.clone()
@@ -422,8 +222,8 @@ fn the_directory_is_set_from_the_command_line_journaled_sealed_and_shown_without
     };
     let set = entries
         .iter()
-        .find(|e| e.kind == "directory_set")
-        .expect("journaled");
+        .find(|e| e.kind == "directory_configured")
+        .expect("journaled (kind 43; kind 41 is the first layout, replayed only)");
     assert_eq!(
         set.by.as_ref().map(|b| b.door),
         Some(appliance::model::Door::Local)
@@ -480,7 +280,7 @@ fn directory_users_log_in_through_the_https_door_with_their_groups_roles_and_ten
     let set = order(
         &admin,
         Verb::SetDirectory {
-            settings: Some(settings.with_password(password)),
+            settings: Some(Box::new(settings.with_password(password))),
         },
     );
     assert!(set.is_ok(), "{set:?}");
@@ -604,4 +404,345 @@ fn directory_users_log_in_through_the_https_door_with_their_groups_roles_and_ten
         text.contains("the directory could not check this login"),
         "{text}"
     );
+}
+
+/// The directory through Redfish's AccountService (DSP0268's `LDAP`, `RemoteRoleMapping`,
+/// the provider's `Certificates`), with what a first configuration lacks named, then the
+/// directory users' lockout and TOTP second factor.
+#[test]
+fn the_directory_is_set_through_account_service_and_its_users_are_locked_out_and_asked_for_totp() {
+    use appliance::api::{Meta, Query, Reply, Request};
+    use appliance::decide::command::Verb;
+    use appliance::model::directory::DirectoryUserChange;
+    use serde_json::{json, Value};
+    use support::*;
+
+    let ldap_dir = tempfile::tempdir().expect("tempdir");
+    let slapd = Slapd::start(ldap_dir.path());
+    let served = serve_with(|config| config.lockout_threshold = 3);
+    let admin = served.admin();
+    let service = "/redfish/v1/AccountService";
+    let ldap = json!({
+        "ServiceEnabled": true,
+        "ServiceAddresses": [format!("127.0.0.1:{}", slapd.port)],
+        "Authentication": {
+            "AuthenticationType": "UsernameAndPassword",
+            "Username": SERVICE_DN,
+            "Password": SERVICE_PASSWORD,
+        },
+        "LDAPService": {"SearchSettings": {
+            "BaseDistinguishedNames": [SUFFIX],
+            "UsernameAttribute": "uid",
+            "GroupNameAttribute": "cn",
+        }},
+        "RemoteRoleMapping": [
+            {"RemoteGroup": "appliance-admins", "LocalRole": "Administrator"},
+            {"RemoteGroup": "show-a-artists", "LocalRole": "Operator",
+             "Oem": {"Appliance": {"Tenant": "show-a"}}},
+        ],
+        "TimeoutSeconds": 2,
+    });
+
+    // A first configuration names what it lacks; nothing is journaled.
+    let head = served.head();
+    let answer = admin
+        .patch(service, &json!({"LDAP": ldap}), None)
+        .expect("patch");
+    assert_error(&answer, 400, "PropertyMissing");
+    assert!(
+        answer
+            .json()
+            .to_string()
+            .contains("Oem/Appliance/DirectoryCertificateAuthority"),
+        "{}",
+        answer.json()
+    );
+    let mut plain = ldap.clone();
+    plain["ServiceAddresses"] = json!([format!("ldap://127.0.0.1:{}", slapd.port)]);
+    let answer = admin
+        .patch(service, &json!({"LDAP": plain}), None)
+        .expect("patch");
+    assert_eq!(answer.status, 400, "{}", answer.json());
+    assert!(
+        answer.json().to_string().contains("plain LDAP"),
+        "{}",
+        answer.json()
+    );
+    let mut two = ldap.clone();
+    two["ServiceEnabled"] = json!(true);
+    let answer = admin
+        .patch(
+            service,
+            &json!({"LDAP": ldap, "ActiveDirectory": two,
+                    "Oem": {"Appliance": {"DirectoryCertificateAuthority": slapd.ca_pem}}}),
+            None,
+        )
+        .expect("patch");
+    assert_eq!(
+        answer.status,
+        400,
+        "one directory at a time: {}",
+        answer.json()
+    );
+    let answer = admin
+        .patch(
+            service,
+            &json!({"LDAP": ldap, "Oem": {"Appliance": {"DirectoryCertificateAuthority": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}}}),
+            None,
+        )
+        .expect("patch");
+    assert_eq!(
+        answer.status,
+        400,
+        "a CA that does not parse: {}",
+        answer.json()
+    );
+    assert_eq!(served.head(), head, "refusals journal nothing");
+
+    // The configuration, shown back without its password.
+    let answer = admin
+        .patch(
+            service,
+            &json!({"LDAP": ldap, "Oem": {"Appliance": {"DirectoryCertificateAuthority": slapd.ca_pem}}}),
+            None,
+        )
+        .expect("patch");
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    let shown = answer.json();
+    assert!(!shown.to_string().contains(SERVICE_PASSWORD), "{shown}");
+    assert_eq!(shown["LocalAccountAuth"], "LocalFirst");
+    let provider = &shown["LDAP"];
+    assert_eq!(provider["ServiceEnabled"], true);
+    assert_eq!(
+        provider["ServiceAddresses"],
+        json!([format!("ldaps://127.0.0.1:{}", slapd.port)]),
+        "no scheme reads as ldaps://"
+    );
+    assert_eq!(provider["Authentication"]["Username"], SERVICE_DN);
+    assert_eq!(provider["Authentication"]["Password"], Value::Null);
+    assert_eq!(provider["PasswordSet"], true);
+    assert_eq!(
+        provider["RemoteRoleMapping"][1]["Oem"]["Appliance"]["Tenant"],
+        "show-a"
+    );
+    assert_eq!(
+        provider["LDAPService"]["SearchSettings"]["GroupsAttribute"],
+        Value::Null
+    );
+    assert_eq!(shown["ActiveDirectory"]["ServiceEnabled"], false);
+    served.session("ana", "ana-Password-1");
+    served.session("tia", "tia-Password-1");
+
+    // Who set it is in the history.
+    let Ok(Reply::History(events)) = admin
+        .request(&Request::query(Query::Events {
+            after: 0,
+            wait_ms: 0,
+            limit: None,
+        }))
+        .expect("events")
+    else {
+        panic!("the events")
+    };
+    let set = events
+        .iter()
+        .find(|e| e.kind == "directory_configured")
+        .expect("journaled");
+    assert_eq!(
+        set.by.as_ref().and_then(|b| b.account.as_deref()),
+        Some(ADMIN)
+    );
+    assert!(set.summary.contains("ldaps://127.0.0.1"), "{}", set.summary);
+
+    // Only ConfigureUsers changes it.
+    served.account(&admin, "viewer", "ReadOnly", None);
+    let viewer = served.session("viewer", PASSWORD);
+    let answer = viewer
+        .patch(service, &json!({"LDAP": {"ServiceEnabled": false}}), None)
+        .expect("patch");
+    assert_eq!(answer.status, 403, "{}", answer.json());
+    let (_, seen) = viewer.get_json(service).expect("get");
+    assert_eq!(seen["LDAP"]["ServiceEnabled"], true);
+    assert!(
+        seen["LDAP"].get("ServiceAddresses").is_none()
+            && seen["LDAP"].get("RemoteRoleMapping").is_none(),
+        "how it is set is ConfigureUsers': {seen}"
+    );
+
+    // A partial PATCH keeps the rest, the sealed bind password with it.
+    let answer = admin
+        .patch(
+            service,
+            &json!({"LDAP": {"RemoteRoleMapping": [{"RemoteGroup": "appliance-admins", "LocalRole": "Administrator"}]}}),
+            None,
+        )
+        .expect("patch");
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    let answer = served
+        .anonymous()
+        .login("tia", "tia-Password-1", None)
+        .expect("login");
+    assert_eq!(answer.status, 401, "show-a is no longer mapped");
+    served.session("ana", "ana-Password-1");
+
+    // The CA bundle as the provider's certificates: one more, then back to one; the last
+    // cannot go.
+    let certificates = "/redfish/v1/AccountService/LDAP/Certificates";
+    let (status, listed) = admin.get_json(certificates).expect("get");
+    assert_eq!(
+        (status, listed["Members@odata.count"].clone()),
+        (200, json!(1))
+    );
+    let (status, first) = admin.get_json(&format!("{certificates}/1")).expect("get");
+    assert_eq!(status, 200);
+    assert_eq!(first["Subject"]["CommonName"], "directory test CA");
+    assert_eq!(first["CertificateType"], "PEM");
+    let (other_ca, _, _) = test_pki();
+    let answer = admin
+        .post(
+            certificates,
+            &json!({"CertificateString": other_ca, "CertificateType": "PEM"}),
+        )
+        .expect("post");
+    assert_eq!(answer.status, 201, "{}", answer.json());
+    assert_eq!(
+        answer.header("location"),
+        Some(&*format!("{certificates}/2"))
+    );
+    let answer = admin
+        .post(
+            certificates,
+            &json!({"CertificateString": "not a certificate"}),
+        )
+        .expect("post");
+    assert_eq!(answer.status, 400, "{}", answer.json());
+    served.session("ana", "ana-Password-1");
+    assert_eq!(
+        admin
+            .delete(&format!("{certificates}/2"))
+            .expect("delete")
+            .status,
+        204
+    );
+    let answer = admin.delete(&format!("{certificates}/1")).expect("delete");
+    assert_eq!(answer.status, 409, "the last CA: {}", answer.json());
+    let answer = admin
+        .post(
+            "/redfish/v1/AccountService/ActiveDirectory/Certificates",
+            &json!({"CertificateString": other_ca}),
+        )
+        .expect("post");
+    assert_eq!(
+        answer.status,
+        409,
+        "no Active Directory is set: {}",
+        answer.json()
+    );
+
+    // Lockout: the threshold-th wrong password locks the directory user, journaled; then even
+    // the right password is refused, without asking the directory; an administrator unlocks.
+    for _ in 0..3 {
+        let answer = served
+            .anonymous()
+            .login("ana", "wrong-Password-1", None)
+            .expect("login");
+        assert_eq!(answer.status, 401);
+    }
+    let core = served.running.core().expect("core");
+    wait_for("ana locked", || {
+        let state = core.state();
+        state
+            .directory_users
+            .get("ana")
+            .and_then(|u| u.locked_until_ms)
+            .map(|_| ())
+    });
+    let answer = served
+        .anonymous()
+        .login("ana", "ana-Password-1", None)
+        .expect("login");
+    assert_eq!(answer.status, 401, "locked");
+    let Ok(Reply::Directory(Some(view))) = admin
+        .request(&Request::query(Query::Directory))
+        .expect("directory")
+    else {
+        panic!("the directory")
+    };
+    assert!(
+        view.users
+            .iter()
+            .any(|u| u.name == "ana" && u.locked_until_ms.is_some()),
+        "{view:?}"
+    );
+    let unlocked = admin
+        .request(&Request::order(
+            Verb::ChangeDirectoryUser {
+                name: "ana".into(),
+                change: DirectoryUserChange::Locked { until_ms: None },
+            },
+            Meta::default(),
+        ))
+        .expect("unlock");
+    assert!(unlocked.is_ok(), "{unlocked:?}");
+    let mut ana = served.session("ana", "ana-Password-1");
+
+    // TOTP: ana sets her own key at her name's URI; then she logs in with a code only.
+    let answer = ana
+        .post(
+            "/redfish/v1/AccountService/Accounts/ana/Actions/ManagerAccount.GenerateSecretKey",
+            &json!({}),
+        )
+        .expect("generate");
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    let key = answer.json()["SecretKey"]
+        .as_str()
+        .expect("SecretKey")
+        .to_string();
+    let secret = totp_rs::Secret::try_from_base32(&key)
+        .expect("base32")
+        .as_bytes()
+        .to_vec();
+    let answer = ana.login("ana", "ana-Password-1", None).expect("login");
+    assert_eq!(answer.status, 401, "no code");
+    let basic = served.anonymous().with_basic("ana", "ana-Password-1");
+    assert_eq!(basic.get("/redfish/v1/Systems").expect("get").status, 401);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let code = appliance::api::auth::totp_code(&secret, now).expect("code");
+    let answer = served
+        .anonymous()
+        .login("ana", "ana-Password-1", Some(&code))
+        .expect("login");
+    assert_eq!(answer.status, 201, "{}", answer.json());
+    // An administrator clears a directory user's key (a lost phone).
+    let answer = admin
+        .post(
+            "/redfish/v1/AccountService/Accounts/ana/Actions/ManagerAccount.ClearSecretKey",
+            &json!({}),
+        )
+        .expect("clear");
+    assert_eq!(answer.status, 204, "{}", answer.json());
+    served.session("ana", "ana-Password-1");
+    let answer = viewer
+        .post(
+            "/redfish/v1/AccountService/Accounts/ana/Actions/ManagerAccount.GenerateSecretKey",
+            &json!({}),
+        )
+        .expect("generate");
+    assert_eq!(answer.status, 403, "another's key: {}", answer.json());
+
+    // Off through Redfish: directory users are refused again.
+    let answer = admin
+        .patch(service, &json!({"LDAP": {"ServiceEnabled": false}}), None)
+        .expect("patch");
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    assert_eq!(answer.json()["LDAP"]["ServiceEnabled"], false);
+    assert_eq!(answer.json()["LocalAccountAuth"], "Enabled");
+    let answer = served
+        .anonymous()
+        .login("ana", "ana-Password-1", None)
+        .expect("login");
+    assert_eq!(answer.status, 401);
 }

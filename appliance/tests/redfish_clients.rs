@@ -1,6 +1,7 @@
 //! Clients nobody here wrote, against `serve` on the simulated fabric: DMTF's Redfish Service
 //! Validator and Protocol Validator (zero failures, a floor of passes), OpenStack's sushy
-//! (walks the CompositionService, composes and decomposes) and DMTF's redfishtool (reads).
+//! (walks the CompositionService, composes and decomposes) and DMTF's redfishtool (reads),
+//! with the studio's directory configured (a real slapd behind AccountService's `LDAP`).
 //! They run from target/redfish-venv, which `tests/redfish/setup.sh` makes (the README's test
 //! command runs it); their warnings are written to the test's stderr.
 
@@ -84,10 +85,31 @@ fn run(name: &str, command: &mut Command) -> String {
     text
 }
 
-/// An appliance with something of everything for the tools to walk.
-fn populated() -> Served {
+/// An appliance with something of everything for the tools to walk, its logins falling back
+/// to a real slapd (kept running as long as the appliance is walked).
+fn populated(ldap_dir: &Path) -> (Served, support::slapd::Slapd) {
+    use support::slapd::{Slapd, SERVICE_DN, SERVICE_PASSWORD, SUFFIX};
+    let slapd = Slapd::start(ldap_dir);
     let served = serve();
     let admin = served.admin();
+    let directory = json!({
+        "LDAP": {
+            "ServiceEnabled": true,
+            "ServiceAddresses": [format!("ldaps://127.0.0.1:{}", slapd.port)],
+            "Authentication": {"Username": SERVICE_DN, "Password": SERVICE_PASSWORD},
+            "LDAPService": {"SearchSettings": {"BaseDistinguishedNames": [SUFFIX]}},
+            "RemoteRoleMapping": [
+                {"RemoteGroup": "appliance-admins", "LocalRole": "Administrator"},
+                {"RemoteGroup": "show-a-artists", "LocalRole": "Operator",
+                 "Oem": {"Appliance": {"Tenant": "studio"}}},
+            ],
+        },
+        "Oem": {"Appliance": {"DirectoryCertificateAuthority": slapd.ca_pem}},
+    });
+    let answer = admin
+        .patch("/redfish/v1/AccountService", &directory, None)
+        .expect("patch");
+    assert_eq!(answer.status, 200, "{}", answer.json());
     for tenant in ["studio", "edit"] {
         let answer = served.request(
             &admin,
@@ -162,14 +184,17 @@ fn populated() -> Served {
         )
         .expect("reserve");
     assert_eq!(answer.status, 200, "{}", answer.json());
-    served
+    // A directory user's session, for the tools to find among the sessions.
+    served.session("ana", "ana-Password-1");
+    (served, slapd)
 }
 
 #[test]
 fn dmtf_validators_sushy_and_redfishtool_accept_the_service() {
     let python = python();
     let schemas = schema_dir();
-    let served = populated();
+    let ldap_dir = tempfile::tempdir().expect("tempdir");
+    let (served, _slapd) = populated(ldap_dir.path());
     let tools = repo().join("tests/redfish");
     let reports = repo().join("target/redfish-reports");
 

@@ -129,6 +129,9 @@ pub struct Client {
     basic: Option<String>,
 }
 
+/// The body of a stream, read line by line.
+pub type LineReader = Box<dyn std::io::BufRead + Send>;
+
 impl Client {
     /// `base` is `https://host:port` (no trailing slash needed).
     pub fn new(base: &str, trust: &Trust, timeout: Duration) -> Result<Client, ClientError> {
@@ -266,7 +269,7 @@ impl Client {
         &self,
         path: &str,
         headers: &[(&str, &str)],
-    ) -> Result<(u16, Result<Box<dyn std::io::BufRead + Send>, Answer>), ClientError> {
+    ) -> Result<(u16, Result<LineReader, Answer>), ClientError> {
         let url = format!("{}{}", self.base, path);
         let request = self
             .builder("GET", &url, headers)

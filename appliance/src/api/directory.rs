@@ -47,8 +47,12 @@ pub enum DirectoryError {
     Unreachable { uri: String, reason: String },
     #[error("the directory refused the service account {bind_dn}: {reason}")]
     ServiceBind { bind_dn: String, reason: String },
+    /// No user of that name (or more than one): told apart from a wrong password only inside
+    /// the appliance (the lockout counts wrong passwords of users who exist).
     #[error("wrong user name or password")]
-    BadCredentials,
+    UnknownUser,
+    #[error("wrong user name or password")]
+    WrongPassword,
     #[error("{user} is in no group mapped to a role")]
     NotMapped { user: String },
     #[error("the directory's answer: {0}")]
@@ -65,8 +69,11 @@ pub fn authenticate(
 ) -> Result<DirectoryUser, DirectoryError> {
     let _span = tracing::info_span!("directory_login", uri = %config.uri, user).entered();
     config.check().map_err(DirectoryError::Config)?;
-    if user.is_empty() || password.is_empty() || user.len() > 256 {
-        return Err(DirectoryError::BadCredentials);
+    if user.is_empty() || user.len() > 256 {
+        return Err(DirectoryError::UnknownUser);
+    }
+    if password.is_empty() {
+        return Err(DirectoryError::WrongPassword);
     }
     let mut ldap = connect(config)?;
     ldap.with_timeout(config.timeout())
@@ -83,12 +90,17 @@ pub fn authenticate(
     );
     let (entries, _) = ldap
         .with_timeout(config.timeout())
-        .search(&config.base, Scope::Subtree, &filter, vec!["memberOf"])
+        .search(
+            &config.base,
+            Scope::Subtree,
+            &filter,
+            config.groups_from().into_iter().collect::<Vec<_>>(),
+        )
         .and_then(|r| r.success())
         .map_err(|e| unreachable_or_protocol(config, e))?;
     let [entry] = entries.as_slice() else {
         // Nobody, or a name that is not unique: the same answer as a wrong password.
-        return Err(DirectoryError::BadCredentials);
+        return Err(DirectoryError::UnknownUser);
     };
     let entry = SearchEntry::construct(entry.clone());
     let mut as_user = connect(config)?;
@@ -96,18 +108,18 @@ pub fn authenticate(
         .with_timeout(config.timeout())
         .simple_bind(&entry.dn, password)
         .and_then(|r| r.success())
-        .map_err(|_| DirectoryError::BadCredentials)?;
+        .map_err(|_| DirectoryError::WrongPassword)?;
     let _ = as_user.unbind();
-    let groups = match config.kind {
-        DirectoryKind::ActiveDirectory => entry.attrs.get("memberOf").cloned().unwrap_or_default(),
-        DirectoryKind::Ldap => {
+    let groups = match config.groups_from() {
+        Some(attribute) => entry.attrs.get(attribute).cloned().unwrap_or_default(),
+        None => {
             let filter = format!(
                 "(&(objectClass=groupOfNames)(member={}))",
                 ldap3::ldap_escape(entry.dn.as_str())
             );
             let (found, _) = ldap
                 .with_timeout(config.timeout())
-                .search(&config.base, Scope::Subtree, &filter, vec!["cn"])
+                .search(&config.base, Scope::Subtree, &filter, vec!["1.1"])
                 .and_then(|r| r.success())
                 .map_err(|e| unreachable_or_protocol(config, e))?;
             found
@@ -120,7 +132,11 @@ pub fn authenticate(
     let mapping = config
         .mappings
         .iter()
-        .find(|m| groups.iter().any(|g| group_matches(&m.group, g)))
+        .find(|m| {
+            groups
+                .iter()
+                .any(|g| group_matches(&m.group, g, &config.group_name_attribute))
+        })
         .ok_or_else(|| DirectoryError::NotMapped { user: user.into() })?;
     Ok(DirectoryUser {
         name: user.into(),
@@ -131,14 +147,15 @@ pub fn authenticate(
     })
 }
 
-/// Whether a mapping's `wanted` group (a DN or a cn) names the group `dn`.
-fn group_matches(wanted: &str, dn: &str) -> bool {
+/// Whether a mapping's `wanted` group (a DN, or a name: the value of the first part of a DN
+/// whose attribute is `name_attribute`) names the group `dn`.
+fn group_matches(wanted: &str, dn: &str, name_attribute: &str) -> bool {
     if wanted.contains('=') {
         return wanted.eq_ignore_ascii_case(dn);
     }
     let first = dn.split(',').next().unwrap_or_default();
     first.split_once('=').is_some_and(|(key, value)| {
-        key.eq_ignore_ascii_case("cn") && value.eq_ignore_ascii_case(wanted)
+        key.trim().eq_ignore_ascii_case(name_attribute) && value.trim().eq_ignore_ascii_case(wanted)
     })
 }
 
@@ -165,6 +182,88 @@ fn unreachable_or_protocol(config: &DirectoryConfig, e: ldap3::LdapError) -> Dir
         }
         other => DirectoryError::Protocol(other.to_string()),
     }
+}
+
+/// One certificate of the CA bundle an operator gave (`ca_pem`), as the doors show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaCertificate {
+    /// Its own PEM block.
+    pub pem: String,
+    /// (attribute, value) of the subject's and the issuer's names: `CN`, `O`, `OU`, `L`, `ST`,
+    /// `C`.
+    pub subject: Vec<(&'static str, String)>,
+    pub issuer: Vec<(&'static str, String)>,
+    pub not_before_s: i64,
+    pub not_after_s: i64,
+    /// Hex, colon-separated.
+    pub serial: String,
+    /// SHA-256 of the DER, hex bytes colon-separated (as DSP0268's `Fingerprint`).
+    pub fingerprint_sha256: String,
+    pub is_ca: bool,
+}
+
+/// Reads every certificate of a PEM bundle; the error names the one that does not parse.
+pub fn ca_certificates(ca_pem: &str) -> Result<Vec<CaCertificate>, String> {
+    use sha2::{Digest, Sha256};
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let mut out = Vec::new();
+    for (index, der) in CertificateDer::pem_slice_iter(ca_pem.as_bytes()).enumerate() {
+        let number = index + 1;
+        let der = der.map_err(|e| format!("certificate {number} of ca_pem: {e}"))?;
+        let (_, cert) = X509Certificate::from_der(der.as_ref())
+            .map_err(|e| format!("certificate {number} of ca_pem does not parse: {e}"))?;
+        let names = |name: &x509_parser::x509::X509Name| {
+            let mut out = Vec::new();
+            let fields: [(&'static str, _); 6] = [
+                ("CN", name.iter_common_name().collect::<Vec<_>>()),
+                ("O", name.iter_organization().collect()),
+                ("OU", name.iter_organizational_unit().collect()),
+                ("L", name.iter_locality().collect()),
+                ("ST", name.iter_state_or_province().collect()),
+                ("C", name.iter_country().collect()),
+            ];
+            for (key, values) in fields {
+                if let Some(value) = values.first().and_then(|v| v.as_str().ok()) {
+                    out.push((key, value.to_string()));
+                }
+            }
+            out
+        };
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            base64_lines(der.as_ref())
+        );
+        out.push(CaCertificate {
+            pem,
+            subject: names(cert.subject()),
+            issuer: names(cert.issuer()),
+            not_before_s: cert.validity().not_before.timestamp(),
+            not_after_s: cert.validity().not_after.timestamp(),
+            serial: cert.raw_serial_as_string(),
+            fingerprint_sha256: Sha256::digest(der.as_ref())
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect::<Vec<_>>()
+                .join(":"),
+            is_ca: cert.is_ca(),
+        });
+    }
+    if out.is_empty() {
+        return Err("ca_pem holds no certificate: the directory's could not be checked".into());
+    }
+    Ok(out)
+}
+
+/// DER as PEM's base64, 64 characters a line.
+fn base64_lines(der: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = text
+        .as_bytes()
+        .chunks(64)
+        .map(|chunk| std::str::from_utf8(chunk).unwrap_or_default())
+        .collect();
+    lines.join("\n")
 }
 
 /// The operator's CA as the only root.
@@ -208,6 +307,8 @@ mod tests {
             bind_password: "x".into(),
             base: "dc=studio,dc=test".into(),
             user_attribute: "uid".into(),
+            groups_attribute: None,
+            group_name_attribute: "cn".into(),
             mappings: vec![GroupMapping {
                 group: "appliance-admins".into(),
                 role: AccountRole::Administrator,
@@ -257,6 +358,20 @@ mod tests {
             ),
             (
                 DirectoryConfig {
+                    groups_attribute: Some("memberOf;x".into()),
+                    ..config()
+                },
+                "groups_attribute \"memberOf;x\" is not an attribute name",
+            ),
+            (
+                DirectoryConfig {
+                    group_name_attribute: String::new(),
+                    ..config()
+                },
+                "group_name_attribute is empty",
+            ),
+            (
+                DirectoryConfig {
                     mappings: vec![],
                     ..config()
                 },
@@ -278,13 +393,33 @@ mod tests {
     #[test]
     fn groups_match_by_dn_or_common_name_without_case() {
         let dn = "cn=Appliance-Admins,ou=groups,dc=studio,dc=test";
-        assert!(group_matches("appliance-admins", dn));
+        assert!(group_matches("appliance-admins", dn, "cn"));
         assert!(group_matches(
             "CN=appliance-admins,OU=groups,DC=studio,DC=test",
-            dn
+            dn,
+            "cn"
         ));
-        assert!(!group_matches("appliance", dn));
-        assert!(!group_matches("cn=appliance-admins,dc=other", dn));
+        assert!(!group_matches("appliance", dn, "cn"));
+        assert!(!group_matches("cn=appliance-admins,dc=other", dn, "cn"));
+        // Another name attribute: only groups named by it match by name.
+        assert!(!group_matches("appliance-admins", dn, "ou"));
+        let by_ou = "ou=Render,ou=groups,dc=studio,dc=test";
+        assert!(group_matches("render", by_ou, "ou"));
+    }
+
+    #[test]
+    fn groups_are_read_where_the_kind_or_the_settings_say() {
+        assert_eq!(config().groups_from(), None, "LDAP: groupOfNames");
+        let ad = DirectoryConfig {
+            kind: DirectoryKind::ActiveDirectory,
+            ..config()
+        };
+        assert_eq!(ad.groups_from(), Some("memberOf"));
+        let overlay = DirectoryConfig {
+            groups_attribute: Some("memberOf".into()),
+            ..config()
+        };
+        assert_eq!(overlay.groups_from(), Some("memberOf"));
     }
 
     #[test]
@@ -292,7 +427,7 @@ mod tests {
         // An anonymous bind would succeed; nothing listens on this port either.
         assert_eq!(
             authenticate(&config(), "ana", ""),
-            Err(DirectoryError::BadCredentials)
+            Err(DirectoryError::WrongPassword)
         );
     }
 }

@@ -33,7 +33,7 @@ use crate::core::history::{self, History, Subject};
 use crate::core::log::EventLog;
 use crate::core::{Accepted, CoreHandle, StartReport};
 use crate::decide::command::{Command, Order, Verb};
-use crate::model::directory::BindPassword;
+use crate::model::directory::{BindPassword, DirectoryUserChange};
 use crate::model::{
     AccountChange, Device, OperationId, Password, PowerAction, Privilege, RequestId, Severity,
     State, System, SystemName,
@@ -202,7 +202,7 @@ pub enum Reply {
     Alarms(Vec<AlarmView>),
     JournalCheck(JournalCheckView),
     /// The directory's settings (the bind password left out), if one is set.
-    Directory(Option<Box<crate::model::directory::DirectorySettings<()>>>),
+    Directory(Option<Box<views::DirectoryView>>),
 }
 
 /// What `handle` needs.
@@ -364,6 +364,10 @@ fn authorize(principal: &Principal, verb: &Verb) -> Result<(), ApiError> {
             name,
             change: AccountChange::Password { .. } | AccountChange::Totp(_),
         } => principal.is(name),
+        Verb::ChangeDirectoryUser {
+            name,
+            change: DirectoryUserChange::Totp(_),
+        } => principal.is(name),
         _ => false,
     };
     if own_password {
@@ -377,7 +381,8 @@ fn authorize(principal: &Principal, verb: &Verb) -> Result<(), ApiError> {
         Verb::CreateAccount { .. }
         | Verb::ChangeAccount { .. }
         | Verb::DeleteAccount { .. }
-        | Verb::SetDirectory { .. } => Privilege::ConfigureUsers,
+        | Verb::SetDirectory { .. }
+        | Verb::ChangeDirectoryUser { .. } => Privilege::ConfigureUsers,
         // Logins and logouts are the doors' own (they check the credentials or the session).
         Verb::OpenSession { .. } | Verb::CloseSession { .. } => Privilege::Login,
         Verb::CreateSystem { .. }
@@ -436,7 +441,8 @@ fn hash_passwords(verb: Verb) -> Result<Verb, ApiError> {
     })
 }
 
-/// Seals the directory's bind password with the appliance's key: only sealed ones go on.
+/// Reads the directory's CA bundle (a certificate that does not parse is refused) and seals
+/// its bind password with the appliance's key: only sealed ones go on.
 fn seal_secrets(context: &Context, verb: Verb) -> Result<Verb, ApiError> {
     let Verb::SetDirectory {
         settings: Some(settings),
@@ -444,6 +450,11 @@ fn seal_secrets(context: &Context, verb: Verb) -> Result<Verb, ApiError> {
     else {
         return Ok(verb);
     };
+    if !settings.ca_pem.trim().is_empty() {
+        // Every door's CA is read here, where the bundle reaches the service.
+        directory::ca_certificates(&settings.ca_pem)
+            .map_err(|e| ApiError::new(ErrorCode::BadRequest, e))?;
+    }
     let BindPassword::Plain(secret) = &settings.bind_password else {
         return Ok(verb);
     };
@@ -455,7 +466,9 @@ fn seal_secrets(context: &Context, verb: Verb) -> Result<Verb, ApiError> {
     })?;
     let sealed = keyring.seal(secret.0.as_bytes());
     Ok(Verb::SetDirectory {
-        settings: Some(settings.with_password(BindPassword::Sealed(sealed))),
+        settings: Some(Box::new(
+            settings.with_password(BindPassword::Sealed(sealed)),
+        )),
     })
 }
 
@@ -613,12 +626,9 @@ fn answer(context: &Context, principal: &Principal, query: Query) -> Result<Repl
         Query::Directory => {
             sight.refuse_scoped("read the directory's settings")?;
             principal.require(Privilege::ConfigureUsers)?;
-            Ok(Reply::Directory(
-                state
-                    .directory
-                    .as_ref()
-                    .map(|d| Box::new(d.with_password(()))),
-            ))
+            Ok(Reply::Directory(state.directory.as_ref().map(|d| {
+                Box::new(views::DirectoryView::of(d, &state.directory_users))
+            })))
         }
         Query::VerifyJournal => {
             sight.refuse_scoped("verify the journal")?;

@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use super::time::rfc3339;
 use super::views::{
     AcceptedView, AlarmView, DeviceView, HistoryEntryView, JournalCheckView, MountSourceView,
     OperationState, OperationView, PortView, StateAtView, StatusView, SystemView, TenantView,
@@ -28,10 +29,15 @@ pub fn reply(reply: &Reply) -> String {
         Reply::Alarms(alarms) => self::alarms(alarms),
         Reply::JournalCheck(check) => self::journal_check(check),
         Reply::Directory(None) => "no directory: local accounts only\n".to_string(),
-        Reply::Directory(Some(d)) => {
+        Reply::Directory(Some(view)) => {
+            let d = &view.settings;
+            let groups = match d.groups_from() {
+                Some(attribute) => format!("the user's {attribute}"),
+                None => "groupOfNames member".to_string(),
+            };
             let mut out = format!(
-                "directory {} at {} (StartTLS {}, plain allowed {}), base {}, users by {}, service account {}, timeout {} ms\n",
-                d.kind.name(), d.uri, d.starttls, d.allow_plain, d.base, d.user_attribute, d.bind_dn, d.timeout_ms
+                "directory {} at {} (StartTLS {}, plain allowed {}), base {}, users by {}, groups by {groups} named by {}, service account {}, timeout {} ms\n",
+                d.kind.name(), d.uri, d.starttls, d.allow_plain, d.base, d.user_attribute, d.group_name_attribute, d.bind_dn, d.timeout_ms
             );
             let rows: Vec<Vec<String>> = d
                 .mappings
@@ -45,6 +51,20 @@ pub fn reply(reply: &Reply) -> String {
                 })
                 .collect();
             out.push_str(&table(&["GROUP", "ROLE", "TENANT"], &rows));
+            if !view.users.is_empty() {
+                let rows: Vec<Vec<String>> = view
+                    .users
+                    .iter()
+                    .map(|u| {
+                        vec![
+                            u.name.clone(),
+                            or_dash(u.locked_until_ms.map(rfc3339)),
+                            if u.totp { "on" } else { "off" }.to_string(),
+                        ]
+                    })
+                    .collect();
+                out.push_str(&table(&["DIRECTORY USER", "LOCKED UNTIL", "TOTP"], &rows));
+            }
             out
         }
     }

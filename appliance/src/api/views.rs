@@ -10,12 +10,63 @@ use super::time::rfc3339;
 use crate::core::history::HistoryEntry;
 use crate::core::metrics::LatencySummary;
 use crate::core::StartReport;
+use crate::model::directory::{
+    DirectoryKind, DirectorySettings, DirectoryUserChange, DirectoryUserRecord,
+};
 use crate::model::{
     Alarm, AlarmId, AttachState, Counters, Device, DeviceId, DeviceKind, Event, Failure, Identity,
     ManagementNetwork, Mount, MountSource, Operation, OperationId, OperationKind, Origin, Outcome,
     Port, PortId, Role, Severity, State, SwitchName, System, SystemName, Tenant, TenantName,
 };
 pub use crate::runtime::machine::ManagementPort;
+
+/// The directory's settings as shown (no bind password), and the directory users the appliance
+/// keeps a lockout or a TOTP key for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryView {
+    pub settings: DirectorySettings<()>,
+    pub users: Vec<DirectoryUserView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryUserView {
+    pub name: String,
+    /// Locked until then (ms since the epoch), if it is.
+    pub locked_until_ms: Option<u64>,
+    pub totp: bool,
+}
+
+impl DirectoryView {
+    pub fn of(
+        settings: &DirectorySettings,
+        users: &BTreeMap<crate::model::AccountName, DirectoryUserRecord>,
+    ) -> DirectoryView {
+        let now_ms = super::time::now_ms();
+        DirectoryView {
+            settings: settings.with_password(()),
+            users: users
+                .iter()
+                .filter(|(_, user)| user.is_locked(now_ms) || user.totp.is_some())
+                .map(|(name, user)| DirectoryUserView {
+                    name: name.to_string(),
+                    locked_until_ms: user.locked_until_ms.filter(|_| user.is_locked(now_ms)),
+                    totp: user.totp.is_some(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The summary of the directory's settings, in either layout.
+fn directory_summary(settings: Option<(&str, DirectoryKind, &str, usize)>) -> String {
+    match settings {
+        None => "directory logins turned off: local accounts only".to_string(),
+        Some((uri, kind, base, mappings)) => format!(
+            "logins fall back to the directory at {uri} ({}, base {base}, {mappings} groups mapped)",
+            kind.name()
+        ),
+    }
+}
 
 /// A device's health.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -587,15 +638,28 @@ pub fn summary(event: &Event) -> String {
             None => format!("management port {interface} now {network}"),
             Some(error) => format!("management port not set to {network}: {error}"),
         },
-        Event::DirectorySet { settings, .. } => match settings {
-            None => "directory logins turned off: local accounts only".to_string(),
-            Some(d) => format!(
-                "logins fall back to the directory at {} ({}, base {}, {} groups mapped)",
-                d.uri,
-                d.kind.name(),
-                d.base,
-                d.mappings.len()
+        Event::DirectorySet { settings, .. } => directory_summary(
+            settings
+                .as_ref()
+                .map(|d| (d.uri.as_str(), d.kind, d.base.as_str(), d.mappings.len())),
+        ),
+        Event::DirectoryConfigured { settings, .. } => directory_summary(
+            settings
+                .as_ref()
+                .map(|d| (d.uri.as_str(), d.kind, d.base.as_str(), d.mappings.len())),
+        ),
+        Event::DirectoryUserChanged { name, change, .. } => match change {
+            DirectoryUserChange::Locked {
+                until_ms: Some(until),
+            } => format!(
+                "directory user {name} locked until {} after repeated wrong passwords",
+                rfc3339(*until)
             ),
+            DirectoryUserChange::Locked { until_ms: None } => {
+                format!("directory user {name} unlocked")
+            }
+            DirectoryUserChange::Totp(Some(_)) => format!("directory user {name} turned on TOTP"),
+            DirectoryUserChange::Totp(None) => format!("directory user {name} turned off TOTP"),
         },
         Event::PowerRequested { action, reason, .. } => match reason.is_empty() {
             true => format!("{} requested", action.name()),

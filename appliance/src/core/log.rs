@@ -17,7 +17,7 @@ use crate::model::state::State;
 /// 6: State keeps the drains.
 /// 7: State keeps the management port's settings and how they were applied, and the
 ///    directory's settings.
-pub const SNAPSHOT_FORMAT: u16 = 7;
+pub const SNAPSHOT_FORMAT: u16 = 8;
 
 /// One logged event with its sequence and time.
 #[derive(Debug, Clone, PartialEq)]

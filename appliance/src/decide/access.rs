@@ -14,6 +14,10 @@ pub const ACCOUNT_NAME_BYTES_MAX: usize = 64;
 pub const ACCOUNTS_MAX: usize = 1024;
 /// Open sessions at most.
 pub const SESSIONS_MAX: usize = 256;
+/// The most directory users the appliance keeps a lockout or a TOTP key for.
+pub const DIRECTORY_USERS_MAX: usize = 10_000;
+/// The longest directory login name kept.
+pub const DIRECTORY_NAME_BYTES_MAX: usize = 256;
 /// Event subscriptions at most.
 pub const SUBSCRIPTIONS_MAX: usize = 64;
 /// Open reservations at most.
@@ -233,6 +237,43 @@ pub fn open_directory_session(
         token_sha256: token_sha256.to_string(),
         at_ms,
         grant: grant.clone(),
+        made,
+    }])
+}
+
+/// A directory user's lockout or TOTP key. Not in the name of a local account (its own
+/// lockout and key are the account's).
+pub fn change_directory_user(
+    state: &State,
+    name: &AccountName,
+    change: &crate::model::directory::DirectoryUserChange,
+    made: Made,
+) -> Result<Decision, CommandError> {
+    let fits = !name.is_empty()
+        && name.len() <= DIRECTORY_NAME_BYTES_MAX
+        && !name.chars().any(char::is_control);
+    if !fits {
+        return Err(CommandError::InvalidName {
+            what: "directory user".into(),
+            value: name.to_string(),
+        });
+    }
+    if state.accounts.contains_key(name) {
+        return Err(CommandError::BadOrder {
+            reason: format!("{name} is a local account, not a directory user"),
+        });
+    }
+    let known = state.directory_users.contains_key(name);
+    if !known && state.directory_users.len() >= DIRECTORY_USERS_MAX {
+        return Err(CommandError::OverLimit {
+            what: "directory users".into(),
+            requested: state.directory_users.len() + 1,
+            limit: DIRECTORY_USERS_MAX,
+        });
+    }
+    plain(vec![Event::DirectoryUserChanged {
+        name: name.clone(),
+        change: change.clone(),
         made,
     }])
 }

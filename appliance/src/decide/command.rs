@@ -13,7 +13,7 @@ use crate::model::access::{
     AccountChange, AccountName, AccountRole, Password, ReservationEnd, SessionEnd, Subscription,
 };
 use crate::model::alarm::{AlarmEnd, Severity};
-use crate::model::directory::{BindPassword, DirectorySettings};
+use crate::model::directory::{BindPassword, DirectorySettings, DirectoryUserChange};
 use crate::model::domain::{
     valid_name, AttachState, Device, DeviceKind, Health, Identity, MountCondition, MountSource,
     Role, System, SYSTEM_DEVICES_MAX, SYSTEM_GPUS_MAX,
@@ -183,7 +183,14 @@ pub enum Verb {
     /// Point logins at the studio's directory (None: local accounts only). The bind password
     /// reaches `decide` sealed (`api::handle` seals it).
     SetDirectory {
-        settings: Option<DirectorySettings<BindPassword>>,
+        settings: Option<Box<DirectorySettings<BindPassword>>>,
+    },
+    /// A directory user's lockout (the doors lock after repeated wrong passwords; an
+    /// administrator unlocks) or TOTP secret key (sealed; its own, or cleared by an
+    /// administrator).
+    ChangeDirectoryUser {
+        name: AccountName,
+        change: DirectoryUserChange,
     },
 }
 
@@ -214,6 +221,7 @@ impl Verb {
             Verb::SetManagementNetwork { .. } => OrderKind::SetManagementNetwork,
             Verb::Power { .. } => OrderKind::Power,
             Verb::SetDirectory { .. } => OrderKind::SetDirectory,
+            Verb::ChangeDirectoryUser { .. } => OrderKind::ChangeDirectoryUser,
         }
     }
 
@@ -569,10 +577,14 @@ fn decide_order(state: &State, order: &Order) -> Result<Decision, CommandError> 
                     }
                 }
             };
-            Ok(Decision::plain(vec![Event::DirectorySet {
+            Ok(Decision::plain(vec![Event::DirectoryConfigured {
                 settings,
                 made,
             }]))
+        }
+        Verb::ChangeDirectoryUser { name, change } => {
+            unversioned()?;
+            access::change_directory_user(state, name, change, made)
         }
         Verb::Power { action, reason } => {
             unversioned()?;
@@ -694,6 +706,9 @@ fn check_scope(state: &State, order: &Order) -> Result<(), CommandError> {
         | Verb::Failover { system, .. } => own_system(system),
         Verb::ClearAlarm { .. } => out("clear an alarm"),
         Verb::ChangeAccount { name, .. } | Verb::DeleteAccount { name } => own_account(name),
+        Verb::ChangeDirectoryUser { name, .. } if order.by.account.as_deref() != Some(name) => {
+            out("change another directory user")
+        }
         _ => Ok(()),
     }
 }

@@ -67,10 +67,23 @@ pub struct DirectorySettings<P = Sealed> {
     pub base: String,
     /// The attribute holding a user's login name: `uid` (LDAP), `sAMAccountName` (AD).
     pub user_attribute: String,
+    /// The user entry's attribute that lists the DNs of its groups: `memberOf` (Active
+    /// Directory, or OpenLDAP with its memberof overlay). None: Active Directory's `memberOf`,
+    /// and for LDAP the `groupOfNames` entries that name the user as `member`.
+    #[serde(default)]
+    pub groups_attribute: Option<String>,
+    /// The attribute of a group's name (the first of its DN), compared with a mapping's group
+    /// when that is not a DN.
+    #[serde(default = "default_group_name_attribute")]
+    pub group_name_attribute: String,
     /// First match wins.
     pub mappings: Vec<GroupMapping>,
     /// The longest a connection or an operation may take.
     pub timeout_ms: u64,
+}
+
+fn default_group_name_attribute() -> String {
+    "cn".into()
 }
 
 /// Bounds of a configuration.
@@ -103,20 +116,25 @@ impl<P> DirectorySettings<P> {
             ("bind_dn", &self.bind_dn),
             ("base", &self.base),
             ("user_attribute", &self.user_attribute),
+            ("group_name_attribute", &self.group_name_attribute),
         ] {
             if value.trim().is_empty() {
                 return Err(format!("{field} is empty"));
             }
         }
-        if !self
-            .user_attribute
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
-            return Err(format!(
-                "user_attribute {:?} is not an attribute name",
-                self.user_attribute
-            ));
+        let attributes = [
+            ("user_attribute", Some(&self.user_attribute)),
+            ("groups_attribute", self.groups_attribute.as_ref()),
+            ("group_name_attribute", Some(&self.group_name_attribute)),
+        ];
+        for (field, value) in attributes {
+            let Some(value) = value else { continue };
+            let name = !value.is_empty()
+                && value.starts_with(|c: char| c.is_ascii_alphabetic())
+                && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if !name {
+                return Err(format!("{field} {value:?} is not an attribute name"));
+            }
         }
         if self.mappings.is_empty() {
             return Err("no group is mapped to a role: nobody could log in".into());
@@ -134,6 +152,16 @@ impl<P> DirectorySettings<P> {
         Duration::from_millis(self.timeout_ms)
     }
 
+    /// Where a user's groups are read: the user entry's attribute, or None for the
+    /// `groupOfNames` entries that name it.
+    pub fn groups_from(&self) -> Option<&str> {
+        match (&self.groups_attribute, self.kind) {
+            (Some(attribute), _) => Some(attribute),
+            (None, DirectoryKind::ActiveDirectory) => Some("memberOf"),
+            (None, DirectoryKind::Ldap) => None,
+        }
+    }
+
     /// The same settings with another form of the bind password.
     pub fn with_password<Q>(&self, bind_password: Q) -> DirectorySettings<Q> {
         DirectorySettings {
@@ -146,6 +174,8 @@ impl<P> DirectorySettings<P> {
             bind_password,
             base: self.base.clone(),
             user_attribute: self.user_attribute.clone(),
+            groups_attribute: self.groups_attribute.clone(),
+            group_name_attribute: self.group_name_attribute.clone(),
             mappings: self.mappings.clone(),
             timeout_ms: self.timeout_ms,
         }
@@ -163,6 +193,78 @@ impl<P> std::fmt::Debug for DirectorySettings<P> {
             .field("mappings", &self.mappings)
             .finish()
     }
+}
+
+/// The settings as kind 41 journaled them, before the group attributes could be set: frozen,
+/// upcast on replay (the groups read as that kind of directory read them).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstDirectorySettings {
+    pub kind: DirectoryKind,
+    pub uri: String,
+    pub starttls: bool,
+    pub allow_plain: bool,
+    pub ca_pem: String,
+    pub bind_dn: String,
+    pub bind_password: Sealed,
+    pub base: String,
+    pub user_attribute: String,
+    pub mappings: Vec<GroupMapping>,
+    pub timeout_ms: u64,
+}
+
+impl From<FirstDirectorySettings> for DirectorySettings {
+    fn from(first: FirstDirectorySettings) -> Self {
+        DirectorySettings {
+            kind: first.kind,
+            uri: first.uri,
+            starttls: first.starttls,
+            allow_plain: first.allow_plain,
+            ca_pem: first.ca_pem,
+            bind_dn: first.bind_dn,
+            bind_password: first.bind_password,
+            base: first.base,
+            user_attribute: first.user_attribute,
+            groups_attribute: None,
+            group_name_attribute: default_group_name_attribute(),
+            mappings: first.mappings,
+            timeout_ms: first.timeout_ms,
+        }
+    }
+}
+
+impl std::fmt::Debug for FirstDirectorySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirstDirectorySettings")
+            .field("kind", &self.kind)
+            .field("uri", &self.uri)
+            .field("bind_password", &"***")
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the appliance keeps of a directory user, who has no local account: a lockout after
+/// repeated wrong passwords, and the secret key of its TOTP second factor (sealed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Archive, RkyvSerialize, RkyvDeserialize)]
+pub struct DirectoryUserRecord {
+    pub locked_until_ms: Option<u64>,
+    pub totp: Option<Sealed>,
+}
+
+impl DirectoryUserRecord {
+    pub fn is_locked(&self, now_ms: u64) -> bool {
+        self.locked_until_ms.is_some_and(|until| now_ms < until)
+    }
+}
+
+/// A change to what the appliance keeps of a directory user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectoryUserChange {
+    /// Locked until then (the lockout), or unlocked (None).
+    Locked { until_ms: Option<u64> },
+    /// Its TOTP secret key (sealed), or none.
+    Totp(Option<Sealed>),
 }
 
 /// What a directory user's groups gave it at login: journaled with its session (the user has

@@ -9,7 +9,9 @@
 //!   appended later, which schema 2 allows (a new variant at the end decodes as it is), then
 //!   kind 36 (a mount's condition) and the mirror mount source, kind 37 (a drain), kinds 38 to
 //!   40 (the management port's settings and their application, a power order), kind 41 (the
-//!   directory's settings), kind 42 (a directory user's session).
+//!   directory's settings, in their first layout: no longer written, upcast on replay), kind 42
+//!   (a directory user's session), kind 43 (the directory's settings with their group
+//!   attributes), kind 44 (a directory user's lockout or TOTP key).
 
 pub mod v1;
 
@@ -20,7 +22,9 @@ use super::access::{
     AccountChange, AccountName, AccountRole, ReservationEnd, SessionEnd, Subscription,
 };
 use super::alarm::{AlarmEnd, Severity};
-use super::directory::{DirectoryGrant, DirectorySettings};
+use super::directory::{
+    DirectoryGrant, DirectorySettings, DirectoryUserChange, FirstDirectorySettings,
+};
 use super::domain::{DeviceKind, Health, Identity, MountCondition, MountSource, Role};
 use super::drain::DrainScope;
 use super::failure::Failure;
@@ -367,10 +371,10 @@ pub enum Event {
         reason: String,
         made: Made,
     },
-    /// The studio's directory that logins fall back to (None: local accounts only); its bind
-    /// password sealed with the appliance's key.
+    /// The studio's directory in the first layout of its settings (before the group
+    /// attributes): no longer written; replayed as [`Event::DirectoryConfigured`].
     DirectorySet {
-        settings: Option<DirectorySettings>,
+        settings: Option<FirstDirectorySettings>,
         made: Made,
     },
     /// A directory user's login: its session, with the role and tenant its groups gave it.
@@ -382,10 +386,22 @@ pub enum Event {
         grant: DirectoryGrant,
         made: Made,
     },
+    /// The studio's directory that logins fall back to (None: local accounts only); its bind
+    /// password sealed with the appliance's key.
+    DirectoryConfigured {
+        settings: Option<DirectorySettings>,
+        made: Made,
+    },
+    /// A directory user's lockout or second factor (it has no local account to hold them).
+    DirectoryUserChanged {
+        name: AccountName,
+        change: DirectoryUserChange,
+        made: Made,
+    },
 }
 
 /// Kind numbers, stable forever, in the enum's order.
-const KIND_NAMES: [&str; 42] = [
+const KIND_NAMES: [&str; 44] = [
     "identity_set",
     "tenant_created",
     "system_created",
@@ -428,6 +444,8 @@ const KIND_NAMES: [&str; 42] = [
     "power_requested",
     "directory_set",
     "directory_session_opened",
+    "directory_configured",
+    "directory_user_changed",
 ];
 
 impl Event {
@@ -476,6 +494,8 @@ impl Event {
             Event::PowerRequested { .. } => 39,
             Event::DirectorySet { .. } => 40,
             Event::DirectorySessionOpened { .. } => 41,
+            Event::DirectoryConfigured { .. } => 42,
+            Event::DirectoryUserChanged { .. } => 43,
         };
         index + 1
     }
@@ -553,7 +573,9 @@ impl Event {
             | Event::ManagementNetworkSet { made, .. }
             | Event::PowerRequested { made, .. }
             | Event::DirectorySet { made, .. }
-            | Event::DirectorySessionOpened { made, .. } => Some(made),
+            | Event::DirectorySessionOpened { made, .. }
+            | Event::DirectoryConfigured { made, .. }
+            | Event::DirectoryUserChanged { made, .. } => Some(made),
             _ => None,
         }
     }
@@ -679,7 +701,7 @@ mod tests {
             assert_eq!(event.kind_name(), name);
         }
         assert_eq!(<Event as journal::Event>::kind_name(0), None);
-        assert_eq!(<Event as journal::Event>::kind_name(43), None);
+        assert_eq!(<Event as journal::Event>::kind_name(45), None);
         let last = Event::AlarmEnded {
             alarm: AlarmId(1),
             device: "nvme-1".into(),
@@ -728,11 +750,72 @@ mod tests {
             (directory.kind(), directory.kind_name()),
             (41, "directory_set")
         );
-        for event in machine {
+        let directory = [
+            Event::DirectoryConfigured {
+                settings: None,
+                made: Made::default(),
+            },
+            Event::DirectoryUserChanged {
+                name: "ana".into(),
+                change: DirectoryUserChange::Locked { until_ms: Some(9) },
+                made: Made::default(),
+            },
+        ];
+        let kinds: Vec<(u16, &str)> = directory
+            .iter()
+            .map(|e| (e.kind(), e.kind_name()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [(43, "directory_configured"), (44, "directory_user_changed")]
+        );
+        for event in machine.into_iter().chain(directory) {
             let bytes = bincode::serialize(&event).expect("serialize");
             let back = Event::decode(event.kind(), SCHEMA_VERSION, &bytes).expect("decode");
             assert_eq!(back, event);
         }
+    }
+
+    /// Kind 41 as session 13's build wrote it (the settings without group attributes) still
+    /// decodes, and replays as settings whose groups are read as that kind read them.
+    #[test]
+    fn a_directory_set_in_the_first_layout_replays_with_the_kinds_groups() {
+        use crate::model::access::Sealed;
+        use crate::model::directory::{DirectoryKind, GroupMapping};
+        let first = FirstDirectorySettings {
+            kind: DirectoryKind::ActiveDirectory,
+            uri: "ldaps://dc1.studio.test".into(),
+            starttls: false,
+            allow_plain: false,
+            ca_pem: "-----BEGIN CERTIFICATE-----".into(),
+            bind_dn: "cn=svc".into(),
+            bind_password: Sealed {
+                nonce: vec![1; 12],
+                ciphertext: vec![2; 20],
+            },
+            base: "dc=studio,dc=test".into(),
+            user_attribute: "sAMAccountName".into(),
+            mappings: vec![GroupMapping {
+                group: "admins".into(),
+                role: AccountRole::Administrator,
+                tenant: None,
+            }],
+            timeout_ms: 3000,
+        };
+        let event = Event::DirectorySet {
+            settings: Some(first),
+            made: Made::default(),
+        };
+        let bytes = bincode::serialize(&event).expect("serialize");
+        let back = Event::decode(41, SCHEMA_VERSION, &bytes).expect("decode");
+        assert_eq!(back, event);
+        let mut state = crate::model::State::default();
+        state.apply(1, &back).expect("apply");
+        let settings = state.directory.expect("set");
+        assert_eq!(settings.groups_from(), Some("memberOf"));
+        assert_eq!(settings.group_name_attribute, "cn");
+        assert_eq!(settings.uri, "ldaps://dc1.studio.test");
+        assert_eq!(settings.bind_password.ciphertext, vec![2; 20]);
     }
 
     #[test]

@@ -105,6 +105,7 @@ pub enum OrderKind {
     SetManagementNetwork,
     Power,
     SetDirectory,
+    ChangeDirectoryUser,
 }
 
 impl OrderKind {
@@ -134,6 +135,7 @@ impl OrderKind {
             OrderKind::SetManagementNetwork => "set_management_network",
             OrderKind::Power => "power",
             OrderKind::SetDirectory => "set_directory",
+            OrderKind::ChangeDirectoryUser => "change_directory_user",
         }
     }
 }

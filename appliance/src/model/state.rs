@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::access::{Account, AccountChange, AccountName, Reservation, Session, Subscription};
 use super::alarm::{Alarm, Severity};
-use super::directory::DirectorySettings;
+use super::directory::{DirectorySettings, DirectoryUserChange, DirectoryUserRecord};
 use super::domain::{
     AttachState, Attachment, Device, Health, Identity, Mount, MountState, Port, Role, System,
     Tenant,
@@ -90,6 +90,9 @@ pub struct State {
     /// The studio's directory that logins fall back to, if one is set.
     #[serde(default)]
     pub directory: Option<DirectorySettings>,
+    /// What is kept of directory users (lockouts, TOTP keys), by login name.
+    #[serde(default)]
+    pub directory_users: BTreeMap<AccountName, DirectoryUserRecord>,
     /// The free pool's index (derived from `devices` and `ports`; not part of the JSON form:
     /// [`State::reindex`] rebuilds it after deserializing one).
     #[serde(skip)]
@@ -247,12 +250,18 @@ impl State {
                 self.record_plain(seq, OrderKind::Power, made);
             }
             Event::DirectorySet { settings, made } => {
-                self.directory = settings;
-                if self.directory.is_none() {
-                    // Logins through the directory end with it.
-                    self.sessions.retain(|_, s| s.grant.is_none());
+                self.set_directory(seq, settings.map(DirectorySettings::from), made);
+            }
+            Event::DirectoryConfigured { settings, made } => {
+                self.set_directory(seq, settings, made);
+            }
+            Event::DirectoryUserChanged { name, change, made } => {
+                let user = self.directory_users.entry(name).or_default();
+                match change {
+                    DirectoryUserChange::Locked { until_ms } => user.locked_until_ms = until_ms,
+                    DirectoryUserChange::Totp(totp) => user.totp = totp,
                 }
-                self.record_plain(seq, OrderKind::SetDirectory, made);
+                self.record_plain(seq, OrderKind::ChangeDirectoryUser, made);
             }
             Event::AccountCreated { .. }
             | Event::AccountChanged { .. }
@@ -321,6 +330,15 @@ impl State {
     }
 
     /// Accounts, sessions and subscriptions.
+    fn set_directory(&mut self, seq: u64, settings: Option<DirectorySettings>, made: Made) {
+        self.directory = settings;
+        if self.directory.is_none() {
+            // Logins through the directory end with it.
+            self.sessions.retain(|_, s| s.grant.is_none());
+        }
+        self.record_plain(seq, OrderKind::SetDirectory, made);
+    }
+
     fn apply_access(&mut self, seq: u64, event: Event) -> Result<(), ApplyError> {
         match event {
             Event::AccountCreated {

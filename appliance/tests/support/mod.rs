@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod slapd;
+
 use std::time::Duration;
 
 use appliance::api::client::{Answer, Client, Trust};

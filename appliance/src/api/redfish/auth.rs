@@ -18,6 +18,7 @@ use super::{json_response, Asked, Body, Service};
 use crate::api::auth::{self as shared, Principal};
 use crate::api::{handle, ApiError, ErrorCode, Meta, Request};
 use crate::decide::command::Verb;
+use crate::model::directory::{DirectoryUserChange, DirectoryUserRecord};
 use crate::model::{
     Account, AccountChange, AccountName, Door, Origin, Password, ReservationEnd, SessionEnd, State,
 };
@@ -178,9 +179,10 @@ async fn check_password(
     let Some(account) = state.accounts.get(name).cloned() else {
         // Local accounts first; a name they do not know is the directory's, if one is set.
         let directory = state.directory.clone();
+        let kept = state.directory_users.get(name).cloned().unwrap_or_default();
         drop(state);
         return match directory {
-            Some(settings) => by_directory(service, settings, name, password).await,
+            Some(settings) => by_directory(service, settings, kept, name, password, code).await,
             None => Err(RfError::unauthorized()),
         };
     };
@@ -203,7 +205,7 @@ async fn check_password(
             .await?
     };
     if !matches {
-        count_failure(service, &account);
+        count_failure(service, &account.name, Lockable::Account);
         return Err(RfError::unauthorized());
     }
     if let Some(sealed) = &account.totp {
@@ -214,7 +216,7 @@ async fn check_password(
             .ok_or_else(|| RfError::internal("the TOTP secret key does not open"))?;
         let now_s = now_ms / 1000;
         if !code.is_some_and(|c| shared::check_totp(&secret, c, now_s)) {
-            count_failure(service, &account);
+            count_failure(service, &account.name, Lockable::Account);
             return Err(RfError::unauthorized());
         }
     } else if !cached {
@@ -233,15 +235,23 @@ async fn check_password(
 }
 
 /// Logs a user the local accounts do not know in through the directory (on a blocking thread:
-/// each step bounded by the settings' timeout). A directory that does not answer is a 503 that
-/// says so; a wrong password or a user in no mapped group a plain 401.
+/// each step bounded by the settings' timeout), with what the appliance keeps of it: a locked
+/// user is refused without asking the directory, a user with a TOTP key needs its code. A
+/// directory that does not answer is a 503 that says so; a wrong password, an unknown user or
+/// a user in no mapped group a plain 401. Wrong passwords and codes count toward the lockout.
 async fn by_directory(
     service: &Arc<Service>,
     settings: crate::model::directory::DirectorySettings,
+    kept: DirectoryUserRecord,
     name: &str,
     password: &str,
+    code: Option<&str>,
 ) -> Result<Principal, RfError> {
     use crate::api::directory::{self, DirectoryError};
+    let now_ms = crate::api::time::now_ms();
+    if kept.is_locked(now_ms) {
+        return Err(RfError::unauthorized());
+    }
     let bind_password = service
         .keyring
         .open(&settings.bind_password)
@@ -249,11 +259,27 @@ async fn by_directory(
         .ok_or_else(|| RfError::internal("the directory's bind password does not open"))?;
     let config = settings.with_password(bind_password);
     let (user, typed) = (name.to_string(), password.to_string());
+    let account = AccountName::from(name);
     match service
         .blocking(move || directory::authenticate(&config, &user, &typed))
         .await?
     {
         Ok(user) => {
+            if let Some(sealed) = &kept.totp {
+                let secret = service
+                    .keyring
+                    .open(sealed)
+                    .ok_or_else(|| RfError::internal("the TOTP secret key does not open"))?;
+                if !code.is_some_and(|c| shared::check_totp(&secret, c, now_ms / 1000)) {
+                    count_failure(service, &account, Lockable::DirectoryUser);
+                    return Err(RfError::unauthorized());
+                }
+            }
+            service
+                .failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&account);
             info!(account = %name, role = user.role.name(), tenant = ?user.tenant, "directory login");
             let grant = crate::model::directory::DirectoryGrant {
                 role: user.role,
@@ -261,7 +287,12 @@ async fn by_directory(
             };
             Ok(principal_of_directory(name, &grant, None))
         }
-        Err(e @ (DirectoryError::BadCredentials | DirectoryError::NotMapped { .. })) => {
+        Err(e @ DirectoryError::WrongPassword) => {
+            warn!(account = %name, error = %e, "directory login refused");
+            count_failure(service, &account, Lockable::DirectoryUser);
+            Err(RfError::unauthorized())
+        }
+        Err(e @ (DirectoryError::UnknownUser | DirectoryError::NotMapped { .. })) => {
             warn!(account = %name, error = %e, "directory login refused");
             Err(RfError::unauthorized())
         }
@@ -277,14 +308,21 @@ async fn by_directory(
     }
 }
 
-/// Counts a failed login; the threshold-th failure within the window locks the account.
-fn count_failure(service: &Arc<Service>, account: &Account) {
+/// Who a lockout locks: a local account, or a directory user (kept by the appliance).
+#[derive(Clone, Copy)]
+enum Lockable {
+    Account,
+    DirectoryUser,
+}
+
+/// Counts a failed login; the threshold-th failure within the window locks the name.
+fn count_failure(service: &Arc<Service>, name: &AccountName, lockable: Lockable) {
     let config = &service.config;
     let window = Duration::from_secs(config.lockout_window_s);
     let now = Instant::now();
     let lock = {
         let mut failures = service.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let recent = failures.entry(account.name.clone()).or_default();
+        let recent = failures.entry(name.clone()).or_default();
         recent.retain(|at| now.duration_since(*at) < window);
         recent.push(now);
         let lock = recent.len() >= config.lockout_threshold as usize;
@@ -296,14 +334,18 @@ fn count_failure(service: &Arc<Service>, account: &Account) {
     if !lock {
         return;
     }
-    let until_ms = crate::api::time::now_ms() + config.lockout_duration_s * 1000;
-    let verb = Verb::ChangeAccount {
-        name: account.name.clone(),
-        change: AccountChange::Locked {
-            until_ms: Some(until_ms),
+    let until_ms = Some(crate::api::time::now_ms() + config.lockout_duration_s * 1000);
+    let verb = match lockable {
+        Lockable::Account => Verb::ChangeAccount {
+            name: name.clone(),
+            change: AccountChange::Locked { until_ms },
+        },
+        Lockable::DirectoryUser => Verb::ChangeDirectoryUser {
+            name: name.clone(),
+            change: DirectoryUserChange::Locked { until_ms },
         },
     };
-    warn!(account = %account.name, "too many failed logins: account locked");
+    warn!(account = %name, "too many failed logins: locked");
     appliance_order(service, verb);
 }
 

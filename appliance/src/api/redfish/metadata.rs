@@ -43,6 +43,7 @@ const VERSIONED: &[&str] = &[
     types::NETWORK_ADAPTER,
     types::COLLECTION_CAPABILITIES,
     types::MESSAGE,
+    types::CERTIFICATE,
     "#Manifest.v1_1_2.Manifest",
     "#Event.v1_13_0.Event",
 ];
@@ -71,14 +72,22 @@ const COLLECTIONS: &[&str] = &[
     "StorageControllerCollection",
     "NetworkInterfaceCollection",
     "NetworkAdapterCollection",
+    "CertificateCollection",
 ];
 
 /// The appliance's OEM schemas: (file, namespaces, CSDL).
-pub const OEM_SCHEMAS: &[(&str, &[&str], &str)] = &[(
-    "ApplianceManager_v1.xml",
-    &["ApplianceManager", "ApplianceManager.v1_0_0"],
-    include_str!("../../../schemas/ApplianceManager_v1.xml"),
-)];
+pub const OEM_SCHEMAS: &[(&str, &[&str], &str)] = &[
+    (
+        "ApplianceManager_v1.xml",
+        &["ApplianceManager", "ApplianceManager.v1_0_0"],
+        include_str!("../../../schemas/ApplianceManager_v1.xml"),
+    ),
+    (
+        "ApplianceAccountService_v1.xml",
+        &["ApplianceAccountService", "ApplianceAccountService.v1_0_0"],
+        include_str!("../../../schemas/ApplianceAccountService_v1.xml"),
+    ),
+];
 
 /// `GET /redfish/v1/Schemas/<file>` of an OEM schema.
 pub fn oem_schema_response(file: &str, asked: &Asked) -> Option<Response<Body>> {

@@ -22,6 +22,7 @@
 mod auth;
 pub use self::auth::{first_admin, ADMIN_PASSWORD_FILE};
 mod compose;
+mod directory;
 mod events;
 pub mod messages;
 mod metadata;

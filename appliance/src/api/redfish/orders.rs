@@ -25,6 +25,7 @@ use crate::api::auth::{self as shared, Principal};
 use crate::api::control::{decode_request, encode_answer};
 use crate::api::{handle, ApiError, ErrorCode, Meta, Reply, Request};
 use crate::decide::command::{Selection, Verb};
+use crate::model::directory::DirectoryUserChange;
 use crate::model::{
     AccountChange, AccountName, AccountRole, OperationId, Outcome, Password, ReservationEnd,
     Secret, SessionEnd, Subscription,
@@ -54,7 +55,7 @@ pub fn json_body(asked: &Asked) -> Result<Value, RfError> {
 }
 
 /// Carries out `request` for `principal` on a blocking thread.
-async fn carry_out(
+pub(super) async fn carry_out(
     service: &Arc<Service>,
     principal: &Principal,
     request: Request,
@@ -66,7 +67,7 @@ async fn carry_out(
         .map_err(|e| from_api(&e))
 }
 
-fn order(verb: Verb, expected_version: Option<u64>) -> Request {
+pub(super) fn order(verb: Verb, expected_version: Option<u64>) -> Request {
     Request::order(
         verb,
         Meta {
@@ -87,7 +88,7 @@ fn accepted_op(reply: &Reply) -> Option<OperationId> {
 /// The resource a PATCH or DELETE changes (404 when the principal cannot see it), and its
 /// `If-Match` as the order's expected version: a value the service never issued is refused at
 /// once; unversioned resources compare their body's hash here, in the door.
-fn current_if_match(
+pub(super) fn current_if_match(
     service: &Service,
     principal: &Principal,
     asked: &Asked,
@@ -142,6 +143,15 @@ pub async fn write(
         }
         (&Method::PATCH, R::System(name)) => patch_system(service, principal, &asked, name).await,
         (&Method::PATCH, R::Account(name)) => patch_account(service, principal, &asked, name).await,
+        (&Method::PATCH, R::AccountService) => {
+            super::directory::patch_account_service(service, principal, &asked).await
+        }
+        (&Method::POST, R::DirectoryCertificates(kind)) => {
+            super::directory::add_certificate(service, principal, &asked, *kind).await
+        }
+        (&Method::DELETE, R::DirectoryCertificate(kind, id)) => {
+            super::directory::remove_certificate(service, principal, &asked, *kind, id).await
+        }
         (&Method::DELETE, R::System(name)) => delete_system(service, principal, &asked, name).await,
         (&Method::DELETE, R::Account(name)) => {
             delete_account(service, principal, &asked, name).await
@@ -964,24 +974,40 @@ async fn account_action(
     may_change_account(principal, name)?;
     let state = service.context.core.state();
     let lens = Lens::new(&state, Some(principal), service);
-    if resources::visible_account(&lens, name).is_none() {
+    // A directory user has no account resource; its own key (or, for an administrator, a
+    // key it set) is changed at the same URI.
+    let local = resources::visible_account(&lens, name).is_some();
+    let directory_user = !local
+        && state.directory.is_some()
+        && (principal.is(&AccountName::from(name))
+            || state
+                .directory_users
+                .get(name)
+                .is_some_and(|u| u.totp.is_some()));
+    if !local && !directory_user {
         return Err(RfError::not_found(&account_uri(name)));
     }
     drop(state);
-    let (change, key) = match action {
+    let (totp, key) = match action {
         "ManagerAccount.GenerateSecretKey" => {
             let secret = shared::new_totp_secret();
             (
-                AccountChange::Totp(Some(service.keyring.seal(&secret))),
+                Some(service.keyring.seal(&secret)),
                 Some(shared::totp_secret_base32(&secret)),
             )
         }
-        "ManagerAccount.ClearSecretKey" => (AccountChange::Totp(None), None),
+        "ManagerAccount.ClearSecretKey" => (None, None),
         other => return Err(RfError::bad_request(ACTION_NOT_SUPPORTED, &[other])),
     };
-    let verb = Verb::ChangeAccount {
-        name: name.into(),
-        change,
+    let verb = match local {
+        true => Verb::ChangeAccount {
+            name: name.into(),
+            change: AccountChange::Totp(totp),
+        },
+        false => Verb::ChangeDirectoryUser {
+            name: name.into(),
+            change: DirectoryUserChange::Totp(totp),
+        },
     };
     carry_out(service, principal, order(verb, None)).await?;
     match key {

@@ -19,6 +19,7 @@ use super::{empty_response, json_response, Asked, Body, Service};
 use crate::api::auth::Principal;
 use crate::api::time::rfc3339;
 use crate::core::log::Logged;
+use crate::model::directory::DirectoryKind;
 use crate::model::{
     Account, AttachState, Device, DeviceId, DeviceKind, Event, Health, Operation, OperationKind,
     Outcome, Privilege, Severity, State, System,
@@ -60,6 +61,9 @@ pub mod types {
     pub const COLLECTION_CAPABILITIES: &str =
         "#CollectionCapabilities.v1_4_1.CollectionCapabilities";
     pub const MESSAGE: &str = "#Message.v1_3_0.Message";
+    pub const CERTIFICATE: &str = "#Certificate.v1_11_0.Certificate";
+    pub const OEM_ACCOUNT_SERVICE: &str = "#ApplianceAccountService.v1_0_0.ApplianceAccountService";
+    pub const OEM_ROLE_MAPPING: &str = "#ApplianceAccountService.v1_0_0.ApplianceRoleMapping";
 }
 
 /// A link.
@@ -414,6 +418,10 @@ pub(crate) fn build(lens: &Lens, route: &Route, path: &str) -> Result<Built, RfE
                 return Err(missing());
             }
             plain(role_resource(role))
+        }
+        R::DirectoryCertificates(kind) => plain(super::directory::certificates(lens, *kind)),
+        R::DirectoryCertificate(kind, id) => {
+            plain(super::directory::certificate(lens, *kind, id).ok_or_else(missing)?)
         }
         R::AppliancePing => plain(json!({"Ping": "pong"})),
         _ => Err(missing()),
@@ -1588,7 +1596,8 @@ fn account_service(lens: &Lens) -> Value {
         "Name": "Account Service",
         "ServiceEnabled": true,
         "Status": enabled(),
-        "LocalAccountAuth": "Enabled",
+        // Local accounts first, then the directory when one is set.
+        "LocalAccountAuth": if lens.state.directory.is_some() { "LocalFirst" } else { "Enabled" },
         "HTTPBasicAuth": "Enabled",
         "MinPasswordLength": crate::api::auth::PASSWORD_CHARS_MIN,
         "MaxPasswordLength": crate::api::auth::PASSWORD_CHARS_MAX,
@@ -1601,6 +1610,9 @@ fn account_service(lens: &Lens) -> Value {
         "MultiFactorAuth": {"TimeBasedOneTimePassword": {"Enabled": true}},
         "Accounts": link(&uri("AccountService/Accounts")),
         "Roles": link(&uri("AccountService/Roles")),
+        "LDAP": super::directory::provider(lens, DirectoryKind::Ldap),
+        "ActiveDirectory": super::directory::provider(lens, DirectoryKind::ActiveDirectory),
+        "Oem": super::directory::oem(lens),
     })
 }
 

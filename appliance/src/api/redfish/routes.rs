@@ -3,6 +3,9 @@
 
 use http::Method;
 
+use super::directory::kind_of;
+use crate::model::directory::DirectoryKind;
+
 /// The root of every Redfish URI.
 pub const ROOT: &str = "/redfish/v1";
 /// The one composition zone (every block of the fabric can compose with every other).
@@ -96,6 +99,9 @@ pub enum Route {
     AccountAction(String, String),
     Roles,
     Role(String),
+    /// `AccountService/LDAP/Certificates` or `.../ActiveDirectory/Certificates`: the CA bundle.
+    DirectoryCertificates(DirectoryKind),
+    DirectoryCertificate(DirectoryKind, String),
     /// The appliance's own door for its CLI: one `api::Request` per POST.
     ApplianceRequests,
     /// An authenticated liveness check (a fixed body; the API benchmark's baseline).
@@ -214,6 +220,10 @@ impl Route {
             ["AccountService", "Accounts", a, "Actions", x] => R::AccountAction(owned(a), owned(x)),
             ["AccountService", "Roles"] => R::Roles,
             ["AccountService", "Roles", r] => R::Role(owned(r)),
+            ["AccountService", p, "Certificates"] => R::DirectoryCertificates(kind_of(p)?),
+            ["AccountService", p, "Certificates", c] => {
+                R::DirectoryCertificate(kind_of(p)?, owned(c))
+            }
             ["Oem", "Appliance", "Requests"] => R::ApplianceRequests,
             ["Oem", "Appliance", "Ping"] => R::AppliancePing,
             _ => return None,
@@ -238,10 +248,17 @@ impl Route {
         const CREATE: &[Method] = &[Method::GET, Method::HEAD, Method::POST];
         const REMOVE: &[Method] = &[Method::GET, Method::HEAD, Method::DELETE];
         const ALL: &[Method] = &[Method::GET, Method::HEAD, Method::PATCH, Method::DELETE];
+        const CHANGE: &[Method] = &[Method::GET, Method::HEAD, Method::PATCH];
         const POST: &[Method] = &[Method::POST];
         use Route as R;
         match self {
-            R::Systems | R::Accounts | R::Sessions | R::Subscriptions => CREATE,
+            R::Systems
+            | R::Accounts
+            | R::Sessions
+            | R::Subscriptions
+            | R::DirectoryCertificates(_) => CREATE,
+            R::AccountService => CHANGE,
+            R::DirectoryCertificate(..) => REMOVE,
             R::SessionsMembers => POST,
             R::System(_) | R::Account(_) => ALL,
             R::Session(_) | R::Subscription(_) | R::Reservation(_) => REMOVE,
@@ -305,6 +322,15 @@ mod tests {
             ("/redfish/v2", None),
             ("/etc/passwd", None),
             ("/metrics", Some(Route::Metrics)),
+            (
+                "/redfish/v1/AccountService/LDAP/Certificates/1",
+                Some(Route::DirectoryCertificate(DirectoryKind::Ldap, "1".into())),
+            ),
+            (
+                "/redfish/v1/AccountService/ActiveDirectory/Certificates",
+                Some(Route::DirectoryCertificates(DirectoryKind::ActiveDirectory)),
+            ),
+            ("/redfish/v1/AccountService/Kerberos/Certificates", None),
         ];
         for (path, route) in cases {
             assert_eq!(Route::parse(path), route, "{path}");

@@ -331,9 +331,12 @@ enum Ctl {
     /// Unlock a directory user the lockout locked, or clear its TOTP key (it lost the device).
     #[command(group(clap::ArgGroup::new("change").required(true).args(["unlock", "clear_totp"])))]
     DirectoryUser {
+        /// The user's login name in the directory.
         name: String,
+        /// End its lockout now (it also ends by itself after the lockout's duration).
         #[arg(long)]
         unlock: bool,
+        /// Remove its TOTP key: it logs in with its password alone until it sets a new one.
         #[arg(long)]
         clear_totp: bool,
         #[command(flatten)]

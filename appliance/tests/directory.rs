@@ -733,6 +733,22 @@ fn the_directory_is_set_through_account_service_and_its_users_are_locked_out_and
         .expect("generate");
     assert_eq!(answer.status, 403, "another's key: {}", answer.json());
 
+    // The logins as an operator graphs them.
+    let metrics = admin.get("/metrics").expect("metrics");
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let count = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|rest| rest.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert!(count(r#"appliance_logins_total{source="directory",result="ok"}"#) >= 5.0);
+    assert!(count(r#"appliance_logins_total{source="directory",result="refused"}"#) >= 4.0);
+    assert!(count(r#"appliance_logins_total{source="directory",result="locked"}"#) >= 1.0);
+    assert!(count(r#"appliance_logins_total{source="local",result="ok"}"#) >= 1.0);
+    assert!(count("appliance_directory_login_duration_seconds_count") >= 9.0);
+
     // Off through Redfish: directory users are refused again.
     let answer = admin
         .patch(service, &json!({"LDAP": {"ServiceEnabled": false}}), None)

@@ -404,7 +404,7 @@ pub enum CommandError {
     NotPending { op: OperationId },
     #[error("the request is empty: {reason}")]
     Empty { reason: String },
-    #[error("the order contradicts itself: {reason}")]
+    #[error("{reason}")]
     BadOrder { reason: String },
     #[error("no account {account:?}")]
     UnknownAccount { account: String },

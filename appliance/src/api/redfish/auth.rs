@@ -183,12 +183,17 @@ async fn check_password(
         drop(state);
         return match directory {
             Some(settings) => by_directory(service, settings, kept, name, password, code).await,
-            None => Err(RfError::unauthorized()),
+            None => {
+                service.metrics.login("local", "refused");
+                Err(RfError::unauthorized())
+            }
         };
     };
     drop(state);
     let now_ms = crate::api::time::now_ms();
     if !account.enabled || account.is_locked(now_ms) {
+        let result = if account.enabled { "locked" } else { "refused" };
+        service.metrics.login("local", result);
         return Err(RfError::unauthorized());
     }
     let cache_key = shared::sha256_hex(&format!("{name}\u{0}{password}"));
@@ -205,6 +210,7 @@ async fn check_password(
             .await?
     };
     if !matches {
+        service.metrics.login("local", "refused");
         count_failure(service, &account.name, Lockable::Account);
         return Err(RfError::unauthorized());
     }
@@ -216,6 +222,7 @@ async fn check_password(
             .ok_or_else(|| RfError::internal("the TOTP secret key does not open"))?;
         let now_s = now_ms / 1000;
         if !code.is_some_and(|c| shared::check_totp(&secret, c, now_s)) {
+            service.metrics.login("local", "refused");
             count_failure(service, &account.name, Lockable::Account);
             return Err(RfError::unauthorized());
         }
@@ -231,6 +238,7 @@ async fn check_password(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&account.name);
+    service.metrics.login("local", "ok");
     Ok(principal_of(&account, None))
 }
 
@@ -250,6 +258,7 @@ async fn by_directory(
     use crate::api::directory::{self, DirectoryError};
     let now_ms = crate::api::time::now_ms();
     if kept.is_locked(now_ms) {
+        service.metrics.login("directory", "locked");
         return Err(RfError::unauthorized());
     }
     let bind_password = service
@@ -260,10 +269,24 @@ async fn by_directory(
     let config = settings.with_password(bind_password);
     let (user, typed) = (name.to_string(), password.to_string());
     let account = AccountName::from(name);
-    match service
+    let started = Instant::now();
+    let checked = service
         .blocking(move || directory::authenticate(&config, &user, &typed))
-        .await?
-    {
+        .await?;
+    service.metrics.directory_login(started.elapsed());
+    let result = match &checked {
+        Ok(_) => "ok",
+        Err(
+            DirectoryError::WrongPassword
+            | DirectoryError::UnknownUser
+            | DirectoryError::NotMapped { .. },
+        ) => "refused",
+        Err(_) => "unavailable",
+    };
+    if result != "ok" {
+        service.metrics.login("directory", result);
+    }
+    match checked {
         Ok(user) => {
             if let Some(sealed) = &kept.totp {
                 let secret = service
@@ -271,10 +294,12 @@ async fn by_directory(
                     .open(sealed)
                     .ok_or_else(|| RfError::internal("the TOTP secret key does not open"))?;
                 if !code.is_some_and(|c| shared::check_totp(&secret, c, now_ms / 1000)) {
+                    service.metrics.login("directory", "refused");
                     count_failure(service, &account, Lockable::DirectoryUser);
                     return Err(RfError::unauthorized());
                 }
             }
+            service.metrics.login("directory", "ok");
             service
                 .failures
                 .lock()

@@ -26,6 +26,16 @@ struct StatusLabel {
     status: u16,
 }
 
+/// A login's source and how it ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LoginLabel {
+    /// `local` or `directory`.
+    pub source: &'static str,
+    /// `ok`, `refused` (wrong credentials, no mapped group, a missing code), `locked`, or
+    /// `unavailable` (the directory did not answer).
+    pub result: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabel {
     kind: &'static str,
@@ -36,6 +46,8 @@ struct PoolLabel {
 pub(crate) struct ApiMetrics {
     requests: Family<StatusLabel, Counter>,
     duration: Histogram,
+    logins: Family<LoginLabel, Counter>,
+    directory_duration: Histogram,
     registry: Registry,
 }
 
@@ -61,14 +73,39 @@ impl ApiMetrics {
             "Time from a request's headers to its answer",
             duration.clone(),
         );
+        let logins = Family::<LoginLabel, Counter>::default();
+        registry.register(
+            "logins",
+            "Password checks (Basic and session logins), by source and result",
+            logins.clone(),
+        );
+        // 1 ms .. ~33 s (a directory's timeout is at most 30 s a step).
+        let directory_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "directory_login_duration_seconds",
+            "Time the studio's directory took to check a login (connect, binds, searches)",
+            directory_duration.clone(),
+        );
         registry.register_collector(Box::new(CoreCollector {
             context: Arc::new(context.clone()),
         }));
         ApiMetrics {
             requests,
             duration,
+            logins,
+            directory_duration,
             registry,
         }
+    }
+
+    pub fn login(&self, source: &'static str, result: &'static str) {
+        self.logins
+            .get_or_create(&LoginLabel { source, result })
+            .inc();
+    }
+
+    pub fn directory_login(&self, elapsed: Duration) {
+        self.directory_duration.observe(elapsed.as_secs_f64());
     }
 
     pub fn request(&self, status: u16, elapsed: Duration) {

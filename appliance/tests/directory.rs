@@ -356,16 +356,7 @@ fn directory_users_log_in_through_the_https_door_with_their_groups_roles_and_ten
         assert_eq!(answer.status, 401, "{user}: {}", answer.json());
     }
 
-    let Ok(Reply::History(events)) = admin
-        .request(&Request::query(Query::Events {
-            after: 0,
-            wait_ms: 0,
-            limit: None,
-        }))
-        .expect("events")
-    else {
-        panic!("the events")
-    };
+    let events = served.events(&admin);
     let tia_login = events
         .iter()
         .find(|e| e.kind == "directory_session_opened" && e.summary.starts_with("tia "))
@@ -534,16 +525,7 @@ fn the_directory_is_set_through_account_service_and_its_users_are_locked_out_and
     served.session("tia", "tia-Password-1");
 
     // Who set it is in the history.
-    let Ok(Reply::History(events)) = admin
-        .request(&Request::query(Query::Events {
-            after: 0,
-            wait_ms: 0,
-            limit: None,
-        }))
-        .expect("events")
-    else {
-        panic!("the events")
-    };
+    let events = served.events(&admin);
     let set = events
         .iter()
         .find(|e| e.kind == "directory_configured")
@@ -694,23 +676,12 @@ fn the_directory_is_set_through_account_service_and_its_users_are_locked_out_and
         )
         .expect("generate");
     assert_eq!(answer.status, 200, "{}", answer.json());
-    let key = answer.json()["SecretKey"]
-        .as_str()
-        .expect("SecretKey")
-        .to_string();
-    let secret = totp_rs::Secret::try_from_base32(&key)
-        .expect("base32")
-        .as_bytes()
-        .to_vec();
+    let secret = secret_key(&answer);
     let answer = ana.login("ana", "ana-Password-1", None).expect("login");
     assert_eq!(answer.status, 401, "no code");
     let basic = served.anonymous().with_basic("ana", "ana-Password-1");
     assert_eq!(basic.get("/redfish/v1/Systems").expect("get").status, 401);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs();
-    let code = appliance::api::auth::totp_code(&secret, now).expect("code");
+    let code = totp_now(&secret);
     let answer = served
         .anonymous()
         .login("ana", "ana-Password-1", Some(&code))

@@ -575,14 +575,7 @@ fn an_account_with_totp_logs_in_only_with_its_code() {
         )
         .expect("generate");
     assert_eq!(answer.status, 200, "{}", answer.json());
-    let key = answer.json()["SecretKey"]
-        .as_str()
-        .expect("SecretKey")
-        .to_string();
-    let secret = totp_rs::Secret::try_from_base32(&key)
-        .expect("base32")
-        .as_bytes()
-        .to_vec();
+    let secret = secret_key(&answer);
 
     assert_eq!(
         served
@@ -608,11 +601,7 @@ fn an_account_with_totp_logs_in_only_with_its_code() {
         401,
         "Basic cannot carry a code"
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs();
-    let code = appliance::api::auth::totp_code(&secret, now).expect("code");
+    let code = totp_now(&secret);
     let answer = served
         .anonymous()
         .login("mfa", PASSWORD, Some(&code))

@@ -102,12 +102,49 @@ impl Served {
         assert_eq!(answer.status, 201, "create {name}: {}", answer.json());
     }
 
+    /// Every journaled event, as `ctl history` reads them.
+    pub fn events(&self, client: &Client) -> Vec<appliance::api::views::HistoryEntryView> {
+        let query = appliance::api::Query::Events {
+            after: 0,
+            wait_ms: 0,
+            limit: None,
+        };
+        match client
+            .request(&appliance::api::Request::query(query))
+            .expect("events")
+        {
+            Ok(appliance::api::Reply::History(events)) => events,
+            other => panic!("the events: {other:?}"),
+        }
+    }
+
     /// An OEM request (the CLI's JSON lines), e.g. `{"order":{"create_tenant":{"name":"a"}}}`.
     pub fn request(&self, client: &Client, body: Value) -> Answer {
         client
             .post("/redfish/v1/Oem/Appliance/Requests", &body)
             .expect("request")
     }
+}
+
+/// The secret key a `ManagerAccount.GenerateSecretKey` answered (base32), as bytes.
+pub fn secret_key(answer: &Answer) -> Vec<u8> {
+    let key = answer.json()["SecretKey"]
+        .as_str()
+        .expect("SecretKey")
+        .to_string();
+    totp_rs::Secret::try_from_base32(&key)
+        .expect("base32")
+        .as_bytes()
+        .to_vec()
+}
+
+/// The TOTP code of `secret` now.
+pub fn totp_now(secret: &[u8]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    appliance::api::auth::totp_code(secret, now).expect("code")
 }
 
 /// A block's `{"@odata.id": ...}`.

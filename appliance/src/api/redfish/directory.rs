@@ -573,11 +573,7 @@ pub async fn patch_account_service(
         return Err(error);
     };
     set_directory(service, principal, settings).await?;
-    service
-        .basic
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clear();
+    service.forget_basic();
     let state = service.context.core.state();
     let lens = Lens::new(&state, Some(principal), service);
     let mut body = super::resources::build(&lens, &asked.route, &asked.path)?.value;

@@ -170,6 +170,11 @@ pub(crate) struct Service {
 }
 
 impl Service {
+    /// Forgets the Basic credentials already checked (an account or the directory changed).
+    pub fn forget_basic(&self) {
+        self.basic.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Runs `work` on a blocking thread (orders wait on the core; argon2 takes tens of ms).
     pub async fn blocking<T: Send + 'static>(
         &self,

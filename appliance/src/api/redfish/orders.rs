@@ -152,24 +152,22 @@ pub async fn write(
         (&Method::DELETE, R::DirectoryCertificate(kind, id)) => {
             super::directory::remove_certificate(service, principal, &asked, *kind, id).await
         }
-        (&Method::DELETE, R::System(name)) => delete_system(service, principal, &asked, name).await,
-        (&Method::DELETE, R::Account(name)) => {
-            delete_account(service, principal, &asked, name).await
-        }
-        (&Method::DELETE, R::Session(id)) => delete_session(service, principal, &asked, id).await,
-        (&Method::DELETE, R::Subscription(id)) => {
-            delete_subscription(service, principal, &asked, id).await
-        }
-        (&Method::DELETE, R::Reservation(id)) => {
-            delete_reservation(service, principal, &asked, id).await
-        }
-        _ => Err(RfError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            messages::OPERATION_NOT_ALLOWED,
-            &[],
-        )
-        .header(header::ALLOW, asked.route.allow_header())),
+        (
+            &Method::DELETE,
+            R::System(_) | R::Account(_) | R::Session(_) | R::Subscription(_) | R::Reservation(_),
+        ) => delete(service, principal, &asked).await,
+        _ => Err(not_allowed(&asked)),
     }
+}
+
+/// 405, with the methods the resource allows.
+fn not_allowed(asked: &Asked) -> RfError {
+    RfError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        messages::OPERATION_NOT_ALLOWED,
+        &[],
+    )
+    .header(header::ALLOW, asked.route.allow_header())
 }
 
 /// The resource as it is now (for ETags), or 404.
@@ -442,32 +440,6 @@ async fn patch_system(
                 &["blocks added and removed at once", "Links/ResourceBlocks"],
             ))
         }
-    };
-    operation(service, principal, order(verb, version), kind).await
-}
-
-/// DELETE of a system: its devices are decomposed, then it is deleted.
-async fn delete_system(
-    service: &Arc<Service>,
-    principal: &Principal,
-    asked: &Asked,
-    name: &str,
-) -> Result<Response<Body>, RfError> {
-    let (built, version) = current_if_match(service, principal, asked)?;
-    let kind = TaskKind::DeleteSystem {
-        system: name.to_string(),
-    };
-    let empty = built.value["Links"]["ResourceBlocks"]
-        .as_array()
-        .is_none_or(Vec::is_empty);
-    if empty {
-        let verb = Verb::DeleteSystem { name: name.into() };
-        carry_out(service, principal, order(verb, version)).await?;
-        return Ok(empty_response(StatusCode::NO_CONTENT));
-    }
-    let verb = Verb::Decompose {
-        system: name.into(),
-        devices: None,
     };
     operation(service, principal, order(verb, version), kind).await
 }
@@ -748,21 +720,6 @@ async fn apply_reservation(
     Ok(json_response(StatusCode::OK, &answer))
 }
 
-async fn delete_reservation(
-    service: &Arc<Service>,
-    principal: &Principal,
-    asked: &Asked,
-    id: &str,
-) -> Result<Response<Body>, RfError> {
-    current_if_match(service, principal, asked)?;
-    let verb = Verb::EndReservation {
-        id: id.to_string(),
-        end: ReservationEnd::Cancelled,
-    };
-    carry_out(service, principal, order(verb, None)).await?;
-    Ok(empty_response(StatusCode::NO_CONTENT))
-}
-
 fn role_of(value: &Value) -> Result<AccountRole, RfError> {
     let text = value.as_str().ok_or_else(|| {
         RfError::bad_request(PROPERTY_VALUE_TYPE_ERROR, &[&value.to_string(), "RoleId"])
@@ -917,11 +874,7 @@ async fn patch_account(
         };
         carry_out(service, principal, order(verb, version.take())).await?;
     }
-    service
-        .basic
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clear();
+    service.forget_basic();
     let state = service.context.core.state();
     let lens = Lens::new(&state, Some(principal), service);
     let mut body = resources::visible_account(&lens, name)
@@ -933,6 +886,67 @@ async fn patch_account(
     Ok(json_response(StatusCode::OK, &body))
 }
 
+/// DELETE: the resource's one verb. A system that holds devices is decomposed first (a task,
+/// then it is deleted); another's account takes ConfigureUsers, refused before its existence
+/// is looked at; a session is one's own, or anyone's with ConfigureManager (`api::handle`).
+async fn delete(
+    service: &Arc<Service>,
+    principal: &Principal,
+    asked: &Asked,
+) -> Result<Response<Body>, RfError> {
+    use Route as R;
+    if let R::Account(name) = &asked.route {
+        may_change_account(principal, name)?;
+    }
+    let (built, version) = current_if_match(service, principal, asked)?;
+    let verb = match &asked.route {
+        R::System(name) => {
+            let holds = built.value["Links"]["ResourceBlocks"]
+                .as_array()
+                .is_some_and(|blocks| !blocks.is_empty());
+            if holds {
+                let verb = Verb::Decompose {
+                    system: name.as_str().into(),
+                    devices: None,
+                };
+                let kind = TaskKind::DeleteSystem {
+                    system: name.to_string(),
+                };
+                return operation(service, principal, order(verb, version), kind).await;
+            }
+            Verb::DeleteSystem {
+                name: name.as_str().into(),
+            }
+        }
+        R::Account(name) => Verb::DeleteAccount {
+            name: name.as_str().into(),
+        },
+        R::Session(id) => Verb::CloseSession {
+            id: id.clone(),
+            end: SessionEnd::Logout,
+        },
+        R::Subscription(id) => Verb::DeleteSubscription { id: id.clone() },
+        R::Reservation(id) => Verb::EndReservation {
+            id: id.clone(),
+            end: ReservationEnd::Cancelled,
+        },
+        _ => return Err(not_allowed(asked)),
+    };
+    carry_out(service, principal, order(verb, version)).await?;
+    match &asked.route {
+        R::Account(_) => service.forget_basic(),
+        R::Session(id) => {
+            service
+                .seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(id);
+        }
+        _ => {}
+    }
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
 /// Another account than one's own takes ConfigureUsers: refused (403) before its existence is
 /// looked at, so a ReadOnly account learns nothing from the answer.
 fn may_change_account(principal: &Principal, name: &str) -> Result<(), RfError> {
@@ -942,24 +956,6 @@ fn may_change_account(principal: &Principal, name: &str) -> Result<(), RfError> 
     principal
         .require(crate::model::Privilege::ConfigureUsers)
         .map_err(|e| from_api(&e))
-}
-
-async fn delete_account(
-    service: &Arc<Service>,
-    principal: &Principal,
-    asked: &Asked,
-    name: &str,
-) -> Result<Response<Body>, RfError> {
-    may_change_account(principal, name)?;
-    let (_, version) = current_if_match(service, principal, asked)?;
-    let verb = Verb::DeleteAccount { name: name.into() };
-    carry_out(service, principal, order(verb, version)).await?;
-    service
-        .basic
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clear();
-    Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
 /// `ManagerAccount.GenerateSecretKey` (the key, once, base32) and `ClearSecretKey`.
@@ -1016,27 +1012,6 @@ async fn account_action(
     }
 }
 
-/// DELETE of a session: one's own, or anyone's with ConfigureManager.
-async fn delete_session(
-    service: &Arc<Service>,
-    principal: &Principal,
-    asked: &Asked,
-    id: &str,
-) -> Result<Response<Body>, RfError> {
-    current(service, principal, asked)?;
-    let verb = Verb::CloseSession {
-        id: id.to_string(),
-        end: SessionEnd::Logout,
-    };
-    carry_out(service, principal, order(verb, None)).await?;
-    service
-        .seen
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(id);
-    Ok(empty_response(StatusCode::NO_CONTENT))
-}
-
 /// POST to Subscriptions: `Destination` (https), `Context`, `Protocol` (Redfish).
 async fn create_subscription(
     service: &Arc<Service>,
@@ -1090,22 +1065,6 @@ async fn create_subscription(
         .ok()
         .map(|b| b.value);
     Ok(located(StatusCode::CREATED, &location, body.as_ref()))
-}
-
-async fn delete_subscription(
-    service: &Arc<Service>,
-    principal: &Principal,
-    asked: &Asked,
-    id: &str,
-) -> Result<Response<Body>, RfError> {
-    current_if_match(service, principal, asked)?;
-    carry_out(
-        service,
-        principal,
-        order(Verb::DeleteSubscription { id: id.to_string() }, None),
-    )
-    .await?;
-    Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
 /// `Manager.Reset` (`GracefulRestart`): the service stops cleanly (its journal durable) and its

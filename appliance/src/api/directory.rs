@@ -159,10 +159,44 @@ fn group_matches(wanted: &str, dn: &str, name_attribute: &str) -> bool {
     })
 }
 
+/// The TCP connection, opened here so that it has TCP_NODELAY: LDAP's small requests would
+/// otherwise wait out the peer's delayed ACK (about 40 ms a connection on Linux).
+fn tcp(config: &DirectoryConfig) -> Result<std::net::TcpStream, DirectoryError> {
+    use std::net::ToSocketAddrs;
+    let unreachable = |reason: String| DirectoryError::Unreachable {
+        uri: config.uri.clone(),
+        reason,
+    };
+    let (scheme, rest) = config
+        .uri
+        .split_once("://")
+        .ok_or_else(|| DirectoryError::Config(format!("uri {:?} has no scheme", config.uri)))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let default_port = if scheme == "ldaps" { 636 } else { 389 };
+    let target = match authority.rsplit_once(':') {
+        Some((_, port)) if !authority.ends_with(']') && port.parse::<u16>().is_ok() => {
+            authority.to_string()
+        }
+        _ => format!("{authority}:{default_port}"),
+    };
+    let address = target
+        .to_socket_addrs()
+        .map_err(|e| unreachable(format!("resolve {target}: {e}")))?
+        .next()
+        .ok_or_else(|| unreachable(format!("{target} resolves to no address")))?;
+    let stream = std::net::TcpStream::connect_timeout(&address, config.timeout())
+        .map_err(|e| unreachable(format!("connect to {address}: {e}")))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| unreachable(format!("TCP_NODELAY: {e}")))?;
+    Ok(stream)
+}
+
 fn connect(config: &DirectoryConfig) -> Result<LdapConn, DirectoryError> {
     let mut settings = LdapConnSettings::new()
         .set_conn_timeout(config.timeout())
-        .set_starttls(config.starttls);
+        .set_starttls(config.starttls)
+        .set_std_stream(ldap3::StdStream::Tcp(tcp(config)?));
     if !config.ca_pem.trim().is_empty() {
         settings = settings.set_config(tls_config(&config.ca_pem)?);
     }

@@ -187,11 +187,17 @@ impl<P> std::fmt::Debug for DirectorySettings<P> {
         f.debug_struct("DirectorySettings")
             .field("kind", &self.kind)
             .field("uri", &self.uri)
+            .field("starttls", &self.starttls)
+            .field("allow_plain", &self.allow_plain)
             .field("bind_dn", &self.bind_dn)
             .field("bind_password", &"***")
             .field("base", &self.base)
+            .field("user_attribute", &self.user_attribute)
+            .field("groups_attribute", &self.groups_attribute)
+            .field("group_name_attribute", &self.group_name_attribute)
             .field("mappings", &self.mappings)
-            .finish()
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
     }
 }
 

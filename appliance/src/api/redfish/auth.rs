@@ -91,7 +91,7 @@ pub async fn authenticate(
         return Err(RfError::unauthorized());
     };
     let (name, password) = basic_credentials(basic).ok_or_else(RfError::unauthorized)?;
-    by_password(service, &name, &password, None).await
+    by_password(service, &name, &password, Login::Basic).await
 }
 
 fn session_refused() -> RfError {
@@ -149,16 +149,40 @@ fn basic_credentials(value: &str) -> Option<(String, String)> {
     Some((name.to_string(), password.to_string()))
 }
 
-/// Checks a name and password (and a TOTP code, when `code` is given or the account needs
-/// one): the principal, or 401 after a failure is counted toward the lockout.
+/// How credentials came: HTTP Basic on a request, or a session's login with its TOTP code (if
+/// any). A directory user's Basic credentials are remembered for `DIRECTORY_BASIC_TTL`, so a
+/// script's requests do not each bind to the directory; a login always asks it.
+#[derive(Debug, Clone, Copy)]
+pub enum Login<'a> {
+    Basic,
+    Session { code: Option<&'a str> },
+}
+
+impl Login<'_> {
+    fn code(&self) -> Option<&str> {
+        match self {
+            Login::Basic => None,
+            Login::Session { code } => *code,
+        }
+    }
+}
+
+/// How long a directory user's Basic credentials are taken without asking the directory (a
+/// user taken out of a group keeps its role this long through Basic, as a session keeps it).
+pub const DIRECTORY_BASIC_TTL: Duration = Duration::from_secs(60);
+/// The most directory users' Basic credentials remembered at once.
+const DIRECTORY_BASIC_MAX: usize = 1024;
+
+/// Checks a name and password (and a TOTP code, when given or the account needs one): the
+/// principal, or 401 after a failure is counted toward the lockout.
 pub async fn by_password(
     service: &Arc<Service>,
     name: &str,
     password: &str,
-    code: Option<&str>,
+    login: Login<'_>,
 ) -> Result<Principal, RfError> {
     let started = Instant::now();
-    let result = check_password(service, name, password, code).await;
+    let result = check_password(service, name, password, login).await;
     if result.is_err() {
         let spent = started.elapsed();
         let floor = Duration::from_millis(FAILURE_DELAY_MS);
@@ -173,8 +197,9 @@ async fn check_password(
     service: &Arc<Service>,
     name: &str,
     password: &str,
-    code: Option<&str>,
+    login: Login<'_>,
 ) -> Result<Principal, RfError> {
+    let code = login.code();
     let state = service.context.core.state();
     let Some(account) = state.accounts.get(name).cloned() else {
         // Local accounts first; a name they do not know is the directory's, if one is set.
@@ -182,7 +207,7 @@ async fn check_password(
         let kept = state.directory_users.get(name).cloned().unwrap_or_default();
         drop(state);
         return match directory {
-            Some(settings) => by_directory(service, settings, kept, name, password, code).await,
+            Some(settings) => by_directory(service, settings, kept, name, password, login).await,
             None => {
                 service.metrics.login("local", "refused");
                 Err(RfError::unauthorized())
@@ -253,13 +278,31 @@ async fn by_directory(
     kept: DirectoryUserRecord,
     name: &str,
     password: &str,
-    code: Option<&str>,
+    login: Login<'_>,
 ) -> Result<Principal, RfError> {
     use crate::api::directory::{self, DirectoryError};
     let now_ms = crate::api::time::now_ms();
     if kept.is_locked(now_ms) {
         service.metrics.login("directory", "locked");
         return Err(RfError::unauthorized());
+    }
+    let code = login.code();
+    // Basic without a second factor: credentials the directory accepted a moment ago, under
+    // the same settings (their Debug form: everything but the bind password).
+    let cache_key = (matches!(login, Login::Basic) && kept.totp.is_none())
+        .then(|| shared::sha256_hex(&format!("{name}\u{0}{password}\u{0}{settings:?}")));
+    if let Some(key) = &cache_key {
+        let remembered = service
+            .directory_basic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < DIRECTORY_BASIC_TTL)
+            .map(|(grant, _)| grant.clone());
+        if let Some(grant) = remembered {
+            service.metrics.login("directory", "ok");
+            return Ok(principal_of_directory(name, &grant, None));
+        }
     }
     let bind_password = service
         .keyring
@@ -310,6 +353,17 @@ async fn by_directory(
                 role: user.role,
                 tenant: user.tenant,
             };
+            if let Some(key) = cache_key {
+                let mut remembered = service
+                    .directory_basic
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                remembered.retain(|_, (_, at)| at.elapsed() < DIRECTORY_BASIC_TTL);
+                if remembered.len() >= DIRECTORY_BASIC_MAX {
+                    remembered.clear();
+                }
+                remembered.insert(key, (grant.clone(), Instant::now()));
+            }
             Ok(principal_of_directory(name, &grant, None))
         }
         Err(e @ DirectoryError::WrongPassword) => {
@@ -410,7 +464,10 @@ pub async fn login(service: &Arc<Service>, asked: &Asked) -> Result<Response<Bod
     };
     let (name, password) = (text("UserName")?, text("Password")?);
     let code = body["Token"].as_str().map(String::from);
-    let principal = by_password(service, &name, &password, code.as_deref()).await?;
+    let login = Login::Session {
+        code: code.as_deref(),
+    };
+    let principal = by_password(service, &name, &password, login).await?;
     let (id, token) = (shared::new_session_id(), shared::new_token());
     let local = service
         .context

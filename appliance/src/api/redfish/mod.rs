@@ -164,6 +164,9 @@ pub(crate) struct Service {
     pub failures: Mutex<HashMap<AccountName, Vec<Instant>>>,
     /// Basic credentials already checked: SHA-256 of name and password -> the hash they matched.
     pub basic: Mutex<HashMap<String, String>>,
+    /// Basic credentials of directory users the directory accepted: SHA-256 of name and
+    /// password -> what their groups gave, and when (kept `DIRECTORY_BASIC_TTL`).
+    pub directory_basic: Mutex<HashMap<String, (crate::model::directory::DirectoryGrant, Instant)>>,
     pub tasks: Mutex<HashMap<OperationId, TaskKind>>,
     pub metrics: metrics::ApiMetrics,
     pub runtime: tokio::runtime::Handle,
@@ -173,6 +176,10 @@ impl Service {
     /// Forgets the Basic credentials already checked (an account or the directory changed).
     pub fn forget_basic(&self) {
         self.basic.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.directory_basic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Runs `work` on a blocking thread (orders wait on the core; argon2 takes tens of ms).
@@ -230,6 +237,7 @@ impl RedfishServer {
             seen: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             basic: Mutex::new(HashMap::new()),
+            directory_basic: Mutex::new(HashMap::new()),
             tasks: Mutex::new(HashMap::new()),
             runtime: runtime.handle().clone(),
         });

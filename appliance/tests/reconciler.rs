@@ -123,6 +123,45 @@ impl Bench {
         self.op()
     }
 
+    /// Journals a mount intent of `source` at `target` and returns its operation.
+    fn mount(&mut self, source: MountSource, target: &str, filesystem: &str) -> Operation {
+        let op = self.state.next_operation;
+        let mount = MountSpec {
+            source,
+            target: target.into(),
+            filesystem: filesystem.into(),
+            options: String::new(),
+        };
+        self.apply(Event::MountRequested {
+            op,
+            system: "s".into(),
+            mount: Box::new(mount),
+            made: Made::default(),
+        });
+        self.op()
+    }
+
+    /// Mounts for real (executes and journals the outcome).
+    fn mounted(&mut self, source: MountSource, target: &str, filesystem: &str) {
+        let op = self.mount(source, target, filesystem);
+        assert_eq!(self.run(&op).result, Ok(()), "setting up");
+        self.apply(Event::MountCompleted { op: op.id });
+    }
+
+    /// Journals a failover intent of `from` to `to` at `port` and returns its operation.
+    fn failover(&mut self, from: &str, to: &str, port: u16) -> Operation {
+        let op = self.state.next_operation;
+        self.apply(Event::FailoverRequested {
+            op,
+            system: "s".into(),
+            from: from.into(),
+            to: to.into(),
+            port: PortId(port),
+            made: Made::default(),
+        });
+        self.op()
+    }
+
     fn run(&self, op: &Operation) -> Execution {
         execute(&self.drivers, &self.state, op)
     }
@@ -283,16 +322,7 @@ fn rule_11_every_device_detached(b: &mut Bench) -> Ends {
 
 fn failover(b: &mut Bench) -> Operation {
     b.composed(&[("gpu-0", 1)]);
-    let op = b.state.next_operation;
-    b.apply(Event::FailoverRequested {
-        op,
-        system: "s".into(),
-        from: "gpu-0".into(),
-        to: "gpu-2".into(),
-        port: PortId(2),
-        made: Made::default(),
-    });
-    b.op()
+    b.failover("gpu-0", "gpu-2", 2)
 }
 
 fn rule_12_failover_done(b: &mut Bench) -> Ends {
@@ -368,23 +398,11 @@ fn rule_16_old_device_pulled(b: &mut Bench) -> Ends {
 
 fn mount(b: &mut Bench) -> Operation {
     b.composed(&[("nvme-0", 3)]);
-    let op = b.state.next_operation;
-    let mount = MountSpec {
-        source: MountSource::Namespace {
-            device: DeviceId::from("nvme-0"),
-            namespace: 1,
-        },
-        target: "/mnt/scratch".into(),
-        filesystem: "xfs".into(),
-        options: String::new(),
+    let source = MountSource::Namespace {
+        device: DeviceId::from("nvme-0"),
+        namespace: 1,
     };
-    b.apply(Event::MountRequested {
-        op,
-        system: "s".into(),
-        mount: Box::new(mount),
-        made: Made::default(),
-    });
-    b.op()
+    b.mount(source, "/mnt/scratch", "xfs")
 }
 
 fn rule_14_nvme_in_its_slot(b: &mut Bench) -> Ends {
@@ -401,22 +419,10 @@ fn rule_15_nvme_not_in_its_slot(b: &mut Bench) -> Ends {
 /// A mirror over nvme-0 and nvme-1 at /srv/projects, its intent journaled.
 fn mirror_mount(b: &mut Bench) -> Operation {
     b.composed(&[("nvme-0", 3), ("nvme-1", 4)]);
-    let op = b.state.next_operation;
-    let mount = MountSpec {
-        source: MountSource::Mirror {
-            devices: vec!["nvme-0".into(), "nvme-1".into()],
-        },
-        target: "/srv/projects".into(),
-        filesystem: "ext4".into(),
-        options: String::new(),
+    let source = MountSource::Mirror {
+        devices: vec!["nvme-0".into(), "nvme-1".into()],
     };
-    b.apply(Event::MountRequested {
-        op,
-        system: "s".into(),
-        mount: Box::new(mount),
-        made: Made::default(),
-    });
-    b.op()
+    b.mount(source, "/srv/projects", "ext4")
 }
 
 fn rule_17_mirror_drives_in_their_slots(b: &mut Bench) -> Ends {
@@ -441,16 +447,7 @@ fn mirror_failover(b: &mut Bench) -> Operation {
     let op = mirror_mount(b);
     assert_eq!(b.run(&op).result, Ok(()));
     b.apply(Event::MountCompleted { op: op.id });
-    let op = b.state.next_operation;
-    b.apply(Event::FailoverRequested {
-        op,
-        system: "s".into(),
-        from: "nvme-0".into(),
-        to: "nvme-2".into(),
-        port: PortId(1),
-        made: Made::default(),
-    });
-    b.op()
+    b.failover("nvme-0", "nvme-2", 1)
 }
 
 /// The simulated namespace of the device the switch shows at `port` (slot = port here).
@@ -490,35 +487,12 @@ const SHELF_UUID: &str = "5e1f0a7c-2b4d-4c8e-9a61-0d3b7f2e8c15";
 /// journaled.
 fn hba_failover(b: &mut Bench) -> Operation {
     b.composed(&[("hba-0", 5)]);
-    let op = b.state.next_operation;
-    let mount = MountSpec {
-        source: MountSource::Disk {
-            hba: "hba-0".into(),
-            uuid: SHELF_UUID.into(),
-        },
-        target: "/srv/media".into(),
-        filesystem: "ext4".into(),
-        options: String::new(),
+    let source = MountSource::Disk {
+        hba: "hba-0".into(),
+        uuid: SHELF_UUID.into(),
     };
-    b.apply(Event::MountRequested {
-        op,
-        system: "s".into(),
-        mount: Box::new(mount),
-        made: Made::default(),
-    });
-    let mounted = b.op();
-    assert_eq!(b.run(&mounted).result, Ok(()));
-    b.apply(Event::MountCompleted { op: mounted.id });
-    let op = b.state.next_operation;
-    b.apply(Event::FailoverRequested {
-        op,
-        system: "s".into(),
-        from: "hba-0".into(),
-        to: "hba-1".into(),
-        port: PortId(7),
-        made: Made::default(),
-    });
-    b.op()
+    b.mounted(source, "/srv/media", "ext4");
+    b.failover("hba-0", "hba-1", 7)
 }
 
 fn rule_21_disk_mounted_from_the_standby(b: &mut Bench) -> Ends {

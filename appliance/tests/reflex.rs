@@ -28,6 +28,26 @@ fn options(dir: &std::path::Path) -> ServeOptions {
     }
 }
 
+/// The appliance on `dir` with the tenant studio, its simulated fabric and a client.
+fn studio(
+    dir: &std::path::Path,
+) -> (
+    serve::Running,
+    std::sync::Arc<appliance::testing::sim::SimFabric>,
+    Client,
+) {
+    let running = serve::start(options(dir)).expect("start");
+    let sim = running.sim().expect("the simulated fabric");
+    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
+    order(
+        &mut client,
+        Verb::CreateTenant {
+            name: "studio".into(),
+        },
+    );
+    (running, sim, client)
+}
+
 fn ask(client: &mut Client, request: Request) -> Reply {
     match client.call(&request) {
         Ok(Ok(reply)) => reply,
@@ -125,15 +145,7 @@ fn present_nvme(client: &mut Client) -> Vec<String> {
 #[test]
 fn a_pulled_drive_is_replaced_by_the_appliance_and_only_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let running = serve::start(options(dir.path())).expect("start");
-    let sim = running.sim().expect("the simulated fabric");
-    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
-    order(
-        &mut client,
-        Verb::CreateTenant {
-            name: "studio".into(),
-        },
-    );
+    let (running, sim, mut client) = studio(dir.path());
     compose(&mut client, "rn1", &["gpu-0", "nvme-0"]);
     compose(&mut client, "rn2", &["gpu-1", "nvme-1"]);
     let rn2 = system(&mut client, "rn2");
@@ -301,15 +313,7 @@ fn a_gateway_mirror_fails_over_with_its_mount() {
     use appliance::model::{MountSource, MountSpec};
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let running = serve::start(options(dir.path())).expect("start");
-    let sim = running.sim().expect("the simulated fabric");
-    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
-    order(
-        &mut client,
-        Verb::CreateTenant {
-            name: "studio".into(),
-        },
-    );
+    let (running, sim, mut client) = studio(dir.path());
     compose_as(&mut client, "nas", Role::NasGateway, &["nvme-0", "nvme-1"]);
     compose_as(&mut client, "rn", Role::RenderNode, &["nvme-2"]);
     let mirror = |devices: &[&str]| MountSpec {
@@ -451,15 +455,7 @@ fn a_gateway_mirror_fails_over_with_its_mount() {
 #[test]
 fn a_fabric_port_down_past_its_grace_fails_the_device_over() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let running = serve::start(options(dir.path())).expect("start");
-    let sim = running.sim().expect("the simulated fabric");
-    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
-    order(
-        &mut client,
-        Verb::CreateTenant {
-            name: "studio".into(),
-        },
-    );
+    let (_running, sim, mut client) = studio(dir.path());
     compose(&mut client, "rn1", &["gpu-0", "nvme-0"]);
     assert!(
         !sim.port_link("nvme-5", false),
@@ -513,15 +509,7 @@ fn a_fabric_port_down_past_its_grace_fails_the_device_over() {
 #[test]
 fn media_errors_rising_fail_the_drive_over() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let running = serve::start(options(dir.path())).expect("start");
-    let sim = running.sim().expect("the simulated fabric");
-    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
-    order(
-        &mut client,
-        Verb::CreateTenant {
-            name: "studio".into(),
-        },
-    );
+    let (_running, sim, mut client) = studio(dir.path());
     compose(&mut client, "rn1", &["gpu-0", "nvme-0"]);
     assert!(sim.media_errors("nvme-0", 7, 2));
     let replaced = eventually("rn1 failed over from nvme-0", || {

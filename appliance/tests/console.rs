@@ -328,3 +328,69 @@ fn the_network_the_journal_check_the_password_and_the_power_at_the_console() {
         "refused orders journal nothing"
     );
 }
+
+/// The directory at the console: its settings shown read only (without the bind password), and
+/// the directory users it keeps a lockout or a key for.
+#[test]
+fn the_directory_is_shown_read_only_at_the_console() {
+    use appliance::model::directory::{
+        BindPassword, DirectoryKind, DirectorySettings, DirectoryUserChange, GroupMapping,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start(dir.path());
+    let mut client = Client::connect_unix(running.socket_path()).expect("connect");
+    let ca = rcgen::generate_simple_self_signed(vec!["dir.studio.test".to_string()])
+        .expect("certificate");
+    let settings = DirectorySettings {
+        kind: DirectoryKind::Ldap,
+        uri: "ldaps://dir.studio.test".into(),
+        starttls: false,
+        allow_plain: false,
+        ca_pem: ca.cert.pem(),
+        bind_dn: "cn=appliance,dc=studio,dc=test".into(),
+        bind_password: BindPassword::Plain(appliance::model::Secret("bind-Password-1".into())),
+        base: "dc=studio,dc=test".into(),
+        user_attribute: "uid".into(),
+        groups_attribute: Some("memberOf".into()),
+        group_name_attribute: "cn".into(),
+        mappings: vec![GroupMapping {
+            group: "appliance-admins".into(),
+            role: appliance::model::AccountRole::Administrator,
+            tenant: None,
+        }],
+        timeout_ms: 3000,
+    };
+    for verb in [
+        Verb::SetDirectory {
+            settings: Some(Box::new(settings)),
+        },
+        Verb::ChangeDirectoryUser {
+            name: "ana".into(),
+            change: DirectoryUserChange::Locked {
+                until_ms: Some(appliance::time::now_ms() + 600_000),
+            },
+        },
+    ] {
+        let answer = client.call(&Request::order(verb, Meta::default()));
+        assert!(matches!(answer, Ok(Ok(_))), "{answer:?}");
+    }
+    let out = session(
+        dir.path(),
+        b"4711\n4711\n4711\ndirectory\ndirectory off\nquit\n",
+        Duration::from_secs(60),
+    );
+    for expected in [
+        "directory ldap at ldaps://dir.studio.test",
+        "groups by the user's memberOf named by cn",
+        "appliance-admins  Administrator  -",
+        "DIRECTORY USER  LOCKED UNTIL",
+    ] {
+        assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
+    }
+    assert!(out.contains("ana "), "{out}");
+    assert!(!out.contains("bind-Password-1"), "{out}");
+    assert!(
+        running.core().expect("core").state().directory.is_some(),
+        "the console changes nothing of it"
+    );
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use appliance::api::directory::{authenticate, DirectoryConfig, DirectoryError};
 use appliance::model::AccountRole;
-use support::slapd::{test_pki, Slapd, SERVICE_DN, SERVICE_PASSWORD, SUFFIX};
+use appliance::testing::slapd::{test_pki, Slapd, SERVICE_DN, SERVICE_PASSWORD, SUFFIX};
 
 #[test]
 fn mapped_groups_log_in_and_everyone_else_is_refused() {

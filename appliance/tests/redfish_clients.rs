@@ -87,8 +87,8 @@ fn run(name: &str, command: &mut Command) -> String {
 
 /// An appliance with something of everything for the tools to walk, its logins falling back
 /// to a real slapd (kept running as long as the appliance is walked).
-fn populated(ldap_dir: &Path) -> (Served, support::slapd::Slapd) {
-    use support::slapd::{Slapd, SERVICE_DN, SERVICE_PASSWORD, SUFFIX};
+fn populated(ldap_dir: &Path) -> (Served, appliance::testing::slapd::Slapd) {
+    use appliance::testing::slapd::{Slapd, SERVICE_DN, SERVICE_PASSWORD, SUFFIX};
     let slapd = Slapd::start(ldap_dir);
     let served = serve();
     let admin = served.admin();

@@ -1,6 +1,7 @@
-//! End-to-end: the appliance boots in QEMU to its ready line, powers off cleanly and comes back
-//! with the same journal, recovers from a watchdog reset, and refuses bad input (a foreign data
-//! disk, a topology with an error). Decided from the serial console and QMP only.
+//! End-to-end: the appliance boots in QEMU to its ready line, logs a studio directory user in
+//! against a slapd on the host, powers off cleanly and comes back with the same journal,
+//! recovers from a watchdog reset, and refuses bad input (a foreign data disk, a topology with
+//! an error). Decided from the serial console, QMP and the forwarded HTTPS door.
 
 use std::time::Duration;
 
@@ -72,9 +73,74 @@ fn boots_to_ready() -> Result<()> {
         "an anonymous GET of Systems: {}",
         answer.status
     );
+    directory_logins_reach_the_hosts_slapd(&booted.vm, &client)?;
     let mut screen = Screen::of(&booted.vm);
     the_console_comes_back_when_it_dies(&booted.vm, &client, &screen)?;
     the_machine_from_the_console(booted.vm, &mut screen)
+}
+
+/// The studio's directory from inside the image: a slapd on the host (the guest reaches the
+/// host's loopback as 10.0.2.2, the certificate names that address) set through AccountService,
+/// then a directory user logs in through the forwarded HTTPS door with its group's role, a
+/// wrong password is refused, and the directory is turned off again.
+fn directory_logins_reach_the_hosts_slapd(
+    vm: &qemu::Vm,
+    admin: &appliance::api::client::Client,
+) -> Result<()> {
+    use appliance::testing::slapd::{Slapd, SERVICE_DN, SERVICE_PASSWORD, SUFFIX};
+    let dir = vm.paths().dir.join("slapd");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let slapd = Slapd::start_for(&dir, &["10.0.2.2"]);
+    let settings = serde_json::json!({
+        "LDAP": {
+            "ServiceEnabled": true,
+            "ServiceAddresses": [format!("ldaps://10.0.2.2:{}", slapd.port)],
+            "Authentication": {"Username": SERVICE_DN, "Password": SERVICE_PASSWORD},
+            "LDAPService": {"SearchSettings": {"BaseDistinguishedNames": [SUFFIX]}},
+            "RemoteRoleMapping": [{"RemoteGroup": "appliance-readonly", "LocalRole": "ReadOnly"}],
+            "TimeoutSeconds": 10,
+        },
+        "Oem": {"Appliance": {"DirectoryCertificateAuthority": slapd.ca_pem}},
+    });
+    let answer = admin.patch("/redfish/v1/AccountService", &settings, None)?;
+    ensure!(
+        answer.status == 200,
+        "the directory set: {} {}",
+        answer.status,
+        answer.json()
+    );
+    let trust = appliance::api::client::Trust::Pinned(vm.credentials()?.cert_pem.clone());
+    let mut ola =
+        appliance::api::client::Client::new(&vm.api_url(), &trust, Duration::from_secs(60))?;
+    let login = ola.login("ola", "ola-Password-1", None)?;
+    ensure!(
+        login.status == 201,
+        "a directory login inside the image: {} {}",
+        login.status,
+        login.json()
+    );
+    let (status, session) =
+        ola.get_json(login.header("location").context("the session's Location")?)?;
+    ensure!(
+        status == 200 && session["UserName"] == "ola",
+        "ola's session: {status} {session}"
+    );
+    let refused =
+        appliance::api::client::Client::new(&vm.api_url(), &trust, Duration::from_secs(60))?
+            .login("ola", "wrong-Password-1", None)?;
+    ensure!(
+        refused.status == 401,
+        "a wrong password: {}",
+        refused.status
+    );
+    let answer = admin.patch(
+        "/redfish/v1/AccountService",
+        &serde_json::json!({"LDAP": {"ServiceEnabled": false}}),
+        None,
+    )?;
+    ensure!(answer.status == 200, "the directory off: {}", answer.status);
+    Ok(())
 }
 
 /// The serial line as an 80x24 terminal shows it, from a byte of the console's log on (the

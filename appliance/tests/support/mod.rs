@@ -3,8 +3,6 @@
 
 #![allow(dead_code)]
 
-pub mod slapd;
-
 use std::time::Duration;
 
 use appliance::api::client::{Answer, Client, Trust};

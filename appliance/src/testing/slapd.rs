@@ -1,20 +1,22 @@
 //! A real OpenLDAP `slapd` (Debian's package, installed by the README's set-up) for the
-//! directory tests: started on a loopback port with an `ldaps` listener whose certificate a
-//! test CA signed, seeded with users and groups, killed when dropped.
+//! directory tests, here and in the QEMU tests: started on a loopback port with an `ldaps`
+//! listener whose certificate a test CA signed, seeded with users and groups, killed when
+//! dropped. A test harness: it panics, naming why, when slapd is missing or does not start.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use appliance::api::directory::{DirectoryConfig, DirectoryKind, GroupMapping};
-use appliance::model::AccountRole;
+use crate::api::directory::{DirectoryConfig, DirectoryKind, GroupMapping};
+use crate::model::AccountRole;
 
 pub const SUFFIX: &str = "dc=studio,dc=test";
 pub const SERVICE_DN: &str = "cn=appliance,dc=studio,dc=test";
 pub const SERVICE_PASSWORD: &str = "service-Password-1";
 
 /// One slapd of this test's own, killed when dropped.
+#[derive(Debug)]
 pub struct Slapd {
     child: Child,
     pub port: u16,
@@ -23,6 +25,11 @@ pub struct Slapd {
 
 /// A CA and a certificate for 127.0.0.1 that it signed: (CA PEM, certificate PEM, key PEM).
 pub fn test_pki() -> (String, String, String) {
+    pki_for(&["127.0.0.1"])
+}
+
+/// A CA and a certificate for `names` (host names or IP addresses) that it signed.
+pub fn pki_for(names: &[&str]) -> (String, String, String) {
     let ca_key = rcgen::KeyPair::generate().expect("CA key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -31,7 +38,8 @@ pub fn test_pki() -> (String, String, String) {
         .push(rcgen::DnType::CommonName, "directory test CA");
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
     let key = rcgen::KeyPair::generate().expect("key");
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let params = rcgen::CertificateParams::new(names).expect("params");
     let cert = params.signed_by(&key, &ca).expect("certificate");
     (ca.pem(), cert.pem(), key.serialize_pem())
 }
@@ -70,9 +78,16 @@ fn group(cn: &str, members: &[&str]) -> String {
 }
 
 impl Slapd {
+    /// Listening on 127.0.0.1, its certificate for 127.0.0.1.
     pub fn start(dir: &Path) -> Slapd {
+        Slapd::start_for(dir, &["127.0.0.1"])
+    }
+
+    /// Listening on 127.0.0.1, its certificate for `names` (a QEMU guest reaches the host's
+    /// loopback as 10.0.2.2).
+    pub fn start_for(dir: &Path, names: &[&str]) -> Slapd {
         let slapd = tool("slapd");
-        let (ca_pem, cert_pem, key_pem) = test_pki();
+        let (ca_pem, cert_pem, key_pem) = pki_for(names);
         for (name, text) in [
             ("ca.pem", &ca_pem),
             ("server.pem", &cert_pem),

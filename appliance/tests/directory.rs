@@ -755,3 +755,111 @@ fn the_directory_is_set_through_account_service_and_its_users_are_locked_out_and
         .expect("login");
     assert_eq!(answer.status, 401);
 }
+
+/// A line with `latency` each way in front of `upstream` (a slow WAN to the studio's
+/// directory): every chunk is passed on `latency` after it arrived, in order.
+fn slow_line(upstream: u16, latency: Duration) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    fn pump(mut from: TcpStream, mut to: TcpStream, latency: Duration) {
+        let (chunks, arrived) = std::sync::mpsc::channel::<(std::time::Instant, Vec<u8>)>();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 16 << 10];
+            while let Ok(n @ 1..) = from.read(&mut buffer) {
+                if chunks
+                    .send((std::time::Instant::now(), buffer[..n].to_vec()))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            for (at, bytes) in arrived {
+                std::thread::sleep(
+                    (at + latency).saturating_duration_since(std::time::Instant::now()),
+                );
+                if to.write_all(&bytes).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let _ = (client.set_nodelay(true), server.set_nodelay(true));
+            let (client_in, server_in) = match (client.try_clone(), server.try_clone()) {
+                (Ok(c), Ok(s)) => (c, s),
+                _ => continue,
+            };
+            pump(client_in, server, latency);
+            pump(server_in, client, latency);
+        }
+    });
+    port
+}
+
+/// A directory that answers every step, each slowly (0.6 s each way in front of slapd, under a
+/// 2 s timeout, so no step times out): the door gives the login up at its deadline, three
+/// timeouts, with a 503 that says so, instead of waiting out every step; the local admin logs
+/// in meanwhile.
+#[test]
+fn a_slow_directory_is_given_up_on_at_the_logins_deadline() {
+    use appliance::api::{Meta, Request};
+    use appliance::decide::command::Verb;
+    use appliance::model::directory::BindPassword;
+    use appliance::model::Secret;
+    use support::*;
+
+    let ldap_dir = tempfile::tempdir().expect("tempdir");
+    let slapd = Slapd::start(ldap_dir.path());
+    let line = slow_line(slapd.port, Duration::from_millis(600));
+    let served = serve();
+    let admin = served.admin();
+    let mut settings = slapd.config();
+    settings.uri = format!("ldaps://127.0.0.1:{line}");
+    settings.timeout_ms = 2_000;
+    let password = BindPassword::Plain(Secret(settings.bind_password.clone()));
+    let set = admin
+        .request(&Request::order(
+            Verb::SetDirectory {
+                settings: Some(Box::new(settings.with_password(password))),
+            },
+            Meta::default(),
+        ))
+        .expect("request");
+    assert!(set.is_ok(), "{set:?}");
+    let (done, finished) = std::sync::mpsc::channel();
+    let (url, cert) = (served.url.clone(), served.cert.clone());
+    std::thread::spawn(move || {
+        let mut client = appliance::api::client::Client::new(
+            &url,
+            &appliance::api::client::Trust::Pinned(cert),
+            Duration::from_secs(60),
+        )
+        .expect("client");
+        let _ = done.send(client.login("ana", "ana-Password-1", None));
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, _) = served.admin().get_json("/redfish/v1/Systems").expect("get");
+    assert_eq!(
+        status, 200,
+        "the local admin logs in while the directory is slow"
+    );
+    let answer = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the login answered")
+        .expect("login");
+    assert_eq!(answer.status, 503, "{}", answer.json());
+    let text = answer.json().to_string();
+    assert!(
+        text.contains("no answer to the whole login within 6000 ms"),
+        "{text}"
+    );
+}

@@ -170,6 +170,9 @@ impl Login<'_> {
 /// How long a directory user's Basic credentials are taken without asking the directory (a
 /// user taken out of a group keeps its role this long through Basic, as a session keeps it).
 pub const DIRECTORY_BASIC_TTL: Duration = Duration::from_secs(60);
+/// A directory login answers within this many times the settings' timeout (each of its steps,
+/// two connections and four operations, is bounded by one).
+const DIRECTORY_LOGIN_STEPS: u32 = 3;
 /// The most directory users' Basic credentials remembered at once.
 const DIRECTORY_BASIC_MAX: usize = 1024;
 
@@ -310,12 +313,25 @@ async fn by_directory(
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .ok_or_else(|| RfError::internal("the directory's bind password does not open"))?;
     let config = settings.with_password(bind_password);
+    let (settings_timeout, settings_uri) = (config.timeout(), config.uri.clone());
     let (user, typed) = (name.to_string(), password.to_string());
     let account = AccountName::from(name);
     let started = Instant::now();
-    let checked = service
-        .blocking(move || directory::authenticate(&config, &user, &typed))
-        .await?;
+    // Each step is bounded by the timeout; the whole login by a few of them, so a directory
+    // that answers every step slowly still gets an answer out in time (the thread it holds
+    // ends at its next step's timeout).
+    let deadline = settings_timeout * DIRECTORY_LOGIN_STEPS;
+    let asked = service.blocking(move || directory::authenticate(&config, &user, &typed));
+    let checked = match tokio::time::timeout(deadline, asked).await {
+        Ok(checked) => checked?,
+        Err(_) => Err(DirectoryError::Unreachable {
+            uri: settings_uri,
+            reason: format!(
+                "no answer to the whole login within {} ms",
+                deadline.as_millis()
+            ),
+        }),
+    };
     service.metrics.directory_login(started.elapsed());
     let result = match &checked {
         Ok(_) => "ok",

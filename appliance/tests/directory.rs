@@ -480,12 +480,7 @@ fn the_directory_is_set_through_account_service_and_its_users_are_locked_out_and
             None,
         )
         .expect("patch");
-    assert_eq!(
-        answer.status,
-        400,
-        "one directory at a time: {}",
-        answer.json()
-    );
+    assert_error(&answer, 400, "PropertyValueConflict");
     let answer = admin
         .patch(
             service,
@@ -741,6 +736,18 @@ fn the_directory_is_set_through_account_service_and_its_users_are_locked_out_and
         "directory logins: {checks} asked of slapd, {:.2} ms each on average",
         count("appliance_directory_login_duration_seconds_sum") / checks * 1000.0
     );
+
+    // Turned off and changed in one PATCH: refused, nothing journaled.
+    let head = served.head();
+    let answer = admin
+        .patch(
+            service,
+            &json!({"LDAP": {"ServiceEnabled": false}, "Oem": {"Appliance": {"DirectoryStartTLS": true}}}),
+            None,
+        )
+        .expect("patch");
+    assert_error(&answer, 400, "PropertyValueConflict");
+    assert_eq!(served.head(), head);
 
     // Off through Redfish: directory users are refused again.
     let answer = admin

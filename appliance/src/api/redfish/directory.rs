@@ -16,8 +16,8 @@ use serde_json::{json, Map, Value};
 
 use super::messages::{
     RfError, GENERAL_ERROR, PROPERTY_MISSING, PROPERTY_NOT_WRITABLE, PROPERTY_UNKNOWN,
-    PROPERTY_VALUE_FORMAT_ERROR, PROPERTY_VALUE_NOT_IN_LIST, PROPERTY_VALUE_OUT_OF_RANGE,
-    PROPERTY_VALUE_TYPE_ERROR, RESOURCE_CANNOT_BE_DELETED,
+    PROPERTY_VALUE_CONFLICT, PROPERTY_VALUE_FORMAT_ERROR, PROPERTY_VALUE_NOT_IN_LIST,
+    PROPERTY_VALUE_OUT_OF_RANGE, PROPERTY_VALUE_TYPE_ERROR, RESOURCE_CANNOT_BE_DELETED,
 };
 use super::resources::{link, types, Lens};
 use super::routes::uri;
@@ -459,8 +459,8 @@ pub fn read_patch(
         };
         if matches!(&wanted, Some(Some(other)) if other.kind != kind) {
             return Err(RfError::bad_request(
-                PROPERTY_VALUE_FORMAT_ERROR,
-                &["true", "ActiveDirectory/ServiceEnabled"],
+                PROPERTY_VALUE_CONFLICT,
+                &["ActiveDirectory/ServiceEnabled", "LDAP/ServiceEnabled"],
             ));
         }
         let mut settings = start;
@@ -469,10 +469,6 @@ pub fn read_patch(
     }
     let oem = &body.get("Oem").unwrap_or(&Value::Null)["Appliance"];
     if let Some(oem) = oem.as_object() {
-        let target = match &mut wanted {
-            Some(Some(settings)) => Some(settings),
-            _ => None,
-        };
         let mut edits: Vec<(&str, &Value)> = Vec::new();
         for (key, value) in oem {
             match key.as_str() {
@@ -486,23 +482,22 @@ pub fn read_patch(
                 }
             }
         }
-        if !edits.is_empty() {
+        if let (Some((key, _)), Some(None)) = (edits.first(), &wanted) {
+            // The directory is turned off by the same PATCH: nothing to write them to.
+            return Err(RfError::bad_request(
+                PROPERTY_VALUE_CONFLICT,
+                &[&format!("Oem/Appliance/{key}"), "ServiceEnabled"],
+            ));
+        }
+        if wanted.is_none() && !edits.is_empty() {
             // Without a provider's properties, these change the directory as it is set.
-            let settings = match target {
-                Some(settings) => settings,
-                None => {
-                    let current = current.ok_or_else(|| {
-                        RfError::bad_request(PROPERTY_MISSING, &["LDAP/ServiceEnabled"])
-                    })?;
-                    wanted = Some(Some(
-                        current.with_password(BindPassword::Sealed(current.bind_password.clone())),
-                    ));
-                    match &mut wanted {
-                        Some(Some(settings)) => settings,
-                        _ => unreachable!("just set"),
-                    }
-                }
-            };
+            let current = current
+                .ok_or_else(|| RfError::bad_request(PROPERTY_MISSING, &["LDAP/ServiceEnabled"]))?;
+            wanted = Some(Some(
+                current.with_password(BindPassword::Sealed(current.bind_password.clone())),
+            ));
+        }
+        if let Some(Some(settings)) = &mut wanted {
             for (key, value) in edits {
                 let path = format!("Oem/Appliance/{key}");
                 match key {

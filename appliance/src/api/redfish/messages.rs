@@ -100,6 +100,9 @@ messages! {
     PROPERTY_VALUE_OUT_OF_RANGE = Base "PropertyValueOutOfRange", "Warning",
         "The value '%1' for the property %2 is not in the supported range of acceptable values.",
         "Correct the value for the property in the request body and resubmit the request if the operation failed.";
+    PROPERTY_VALUE_CONFLICT = Base "PropertyValueConflict", "Warning",
+        "The property '%1' could not be written because its value would conflict with the value of the '%2' property.",
+        "None.";
     PROPERTY_MISSING = Base "PropertyMissing", "Warning",
         "The property %1 is a required property and must be included in the request.",
         "Ensure that the property is in the request body and has a valid value and resubmit the request if the operation failed.";

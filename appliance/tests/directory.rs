@@ -374,17 +374,7 @@ fn directory_users_log_in_through_the_https_door_with_their_groups_roles_and_ten
         status, 200,
         "the local admin logs in with the directory down"
     );
-    let (done, finished) = std::sync::mpsc::channel();
-    let (url, cert) = (served.url.clone(), served.cert.clone());
-    std::thread::spawn(move || {
-        let mut client = appliance::api::client::Client::new(
-            &url,
-            &appliance::api::client::Trust::Pinned(cert),
-            Duration::from_secs(60),
-        )
-        .expect("client");
-        let _ = done.send(client.login("ana", "ana-Password-1", None));
-    });
+    let finished = login_elsewhere(&served, "ana", "ana-Password-1");
     let answer = finished
         .recv_timeout(Duration::from_secs(60))
         .expect("the login answered instead of hanging")
@@ -395,6 +385,28 @@ fn directory_users_log_in_through_the_https_door_with_their_groups_roles_and_ten
         text.contains("the directory could not check this login"),
         "{text}"
     );
+}
+
+/// A session login of `user` on a thread of its own: its answer, when it comes.
+fn login_elsewhere(
+    served: &support::Served,
+    user: &'static str,
+    password: &'static str,
+) -> std::sync::mpsc::Receiver<
+    Result<appliance::api::client::Answer, appliance::api::client::ClientError>,
+> {
+    let (done, finished) = std::sync::mpsc::channel();
+    let (url, cert) = (served.url.clone(), served.cert.clone());
+    std::thread::spawn(move || {
+        let mut client = appliance::api::client::Client::new(
+            &url,
+            &appliance::api::client::Trust::Pinned(cert),
+            Duration::from_secs(60),
+        )
+        .expect("client");
+        let _ = done.send(client.login(user, password, None));
+    });
+    finished
 }
 
 /// A series' value in `/metrics`.
@@ -842,17 +854,7 @@ fn a_slow_directory_is_given_up_on_at_the_logins_deadline() {
         ))
         .expect("request");
     assert!(set.is_ok(), "{set:?}");
-    let (done, finished) = std::sync::mpsc::channel();
-    let (url, cert) = (served.url.clone(), served.cert.clone());
-    std::thread::spawn(move || {
-        let mut client = appliance::api::client::Client::new(
-            &url,
-            &appliance::api::client::Trust::Pinned(cert),
-            Duration::from_secs(60),
-        )
-        .expect("client");
-        let _ = done.send(client.login("ana", "ana-Password-1", None));
-    });
+    let finished = login_elsewhere(&served, "ana", "ana-Password-1");
     std::thread::sleep(Duration::from_millis(500));
     let (status, _) = served.admin().get_json("/redfish/v1/Systems").expect("get");
     assert_eq!(

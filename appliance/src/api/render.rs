@@ -6,8 +6,9 @@ use std::fmt::Write;
 
 use super::time::rfc3339;
 use super::views::{
-    AcceptedView, AlarmView, DeviceView, HistoryEntryView, JournalCheckView, MountSourceView,
-    OperationState, OperationView, PortView, StateAtView, StatusView, SystemView, TenantView,
+    AcceptedView, AlarmView, DeviceView, DirectoryView, HistoryEntryView, JournalCheckView,
+    MountSourceView, OperationState, OperationView, PortView, StateAtView, StatusView, SystemView,
+    TenantView,
 };
 use super::{ApiError, Reply};
 use crate::model::DeviceKind;
@@ -29,45 +30,48 @@ pub fn reply(reply: &Reply) -> String {
         Reply::Alarms(alarms) => self::alarms(alarms),
         Reply::JournalCheck(check) => self::journal_check(check),
         Reply::Directory(None) => "no directory: local accounts only\n".to_string(),
-        Reply::Directory(Some(view)) => {
-            let d = &view.settings;
-            let groups = match d.groups_from() {
-                Some(attribute) => format!("the user's {attribute}"),
-                None => "groupOfNames member".to_string(),
-            };
-            let mut out = format!(
-                "directory {} at {} (StartTLS {}, plain allowed {}), base {}, users by {}, groups by {groups} named by {}, service account {}, timeout {} ms\n",
-                d.kind.name(), d.uri, d.starttls, d.allow_plain, d.base, d.user_attribute, d.group_name_attribute, d.bind_dn, d.timeout_ms
-            );
-            let rows: Vec<Vec<String>> = d
-                .mappings
-                .iter()
-                .map(|m| {
-                    vec![
-                        m.group.clone(),
-                        m.role.name().to_string(),
-                        or_dash(m.tenant.as_ref().map(|t| t.to_string())),
-                    ]
-                })
-                .collect();
-            out.push_str(&table(&["GROUP", "ROLE", "TENANT"], &rows));
-            if !view.users.is_empty() {
-                let rows: Vec<Vec<String>> = view
-                    .users
-                    .iter()
-                    .map(|u| {
-                        vec![
-                            u.name.clone(),
-                            or_dash(u.locked_until_ms.map(rfc3339)),
-                            if u.totp { "on" } else { "off" }.to_string(),
-                        ]
-                    })
-                    .collect();
-                out.push_str(&table(&["DIRECTORY USER", "LOCKED UNTIL", "TOTP"], &rows));
-            }
-            out
-        }
+        Reply::Directory(Some(view)) => self::directory(view),
     }
+}
+
+/// The directory's settings and the directory users kept.
+fn directory(view: &DirectoryView) -> String {
+    let d = &view.settings;
+    let groups = match d.groups_from() {
+        Some(attribute) => format!("the user's {attribute}"),
+        None => "groupOfNames member".to_string(),
+    };
+    let mut out = format!(
+        "directory {} at {} (StartTLS {}, plain allowed {}), base {}, users by {}, groups by {groups} named by {}, service account {}, timeout {} ms\n",
+        d.kind.name(), d.uri, d.starttls, d.allow_plain, d.base, d.user_attribute, d.group_name_attribute, d.bind_dn, d.timeout_ms
+    );
+    let rows: Vec<Vec<String>> = d
+        .mappings
+        .iter()
+        .map(|m| {
+            vec![
+                m.group.clone(),
+                m.role.name().to_string(),
+                or_dash(m.tenant.as_ref().map(|t| t.to_string())),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["GROUP", "ROLE", "TENANT"], &rows));
+    if !view.users.is_empty() {
+        let rows: Vec<Vec<String>> = view
+            .users
+            .iter()
+            .map(|u| {
+                vec![
+                    u.name.clone(),
+                    or_dash(u.locked_until_ms.map(rfc3339)),
+                    if u.totp { "on" } else { "off" }.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["DIRECTORY USER", "LOCKED UNTIL", "TOTP"], &rows));
+    }
+    out
 }
 
 fn journal_check(check: &JournalCheckView) -> String {

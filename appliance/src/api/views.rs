@@ -10,9 +10,7 @@ use super::time::rfc3339;
 use crate::core::history::HistoryEntry;
 use crate::core::metrics::LatencySummary;
 use crate::core::StartReport;
-use crate::model::directory::{
-    DirectoryKind, DirectorySettings, DirectoryUserChange, DirectoryUserRecord,
-};
+use crate::model::directory::{DirectorySettings, DirectoryUserChange, DirectoryUserRecord};
 use crate::model::{
     Alarm, AlarmId, AttachState, Counters, Device, DeviceId, DeviceKind, Event, Failure, Identity,
     ManagementNetwork, Mount, MountSource, Operation, OperationId, OperationKind, Origin, Outcome,
@@ -57,13 +55,16 @@ impl DirectoryView {
     }
 }
 
-/// The summary of the directory's settings, in either layout.
-fn directory_summary(settings: Option<(&str, DirectoryKind, &str, usize)>) -> String {
+/// The summary of the directory's settings.
+fn directory_summary(settings: Option<&DirectorySettings>) -> String {
     match settings {
         None => "directory logins turned off: local accounts only".to_string(),
-        Some((uri, kind, base, mappings)) => format!(
-            "logins fall back to the directory at {uri} ({}, base {base}, {mappings} groups mapped)",
-            kind.name()
+        Some(d) => format!(
+            "logins fall back to the directory at {} ({}, base {}, {} groups mapped)",
+            d.uri,
+            d.kind.name(),
+            d.base,
+            d.mappings.len()
         ),
     }
 }
@@ -638,16 +639,10 @@ pub fn summary(event: &Event) -> String {
             None => format!("management port {interface} now {network}"),
             Some(error) => format!("management port not set to {network}: {error}"),
         },
-        Event::DirectorySet { settings, .. } => directory_summary(
-            settings
-                .as_ref()
-                .map(|d| (d.uri.as_str(), d.kind, d.base.as_str(), d.mappings.len())),
-        ),
-        Event::DirectoryConfigured { settings, .. } => directory_summary(
-            settings
-                .as_ref()
-                .map(|d| (d.uri.as_str(), d.kind, d.base.as_str(), d.mappings.len())),
-        ),
+        Event::DirectorySet { settings, .. } => {
+            directory_summary(settings.clone().map(DirectorySettings::from).as_ref())
+        }
+        Event::DirectoryConfigured { settings, .. } => directory_summary(settings.as_ref()),
         Event::DirectoryUserChanged { name, change, .. } => match change {
             DirectoryUserChange::Locked {
                 until_ms: Some(until),

@@ -182,6 +182,13 @@ impl<P> DirectorySettings<P> {
     }
 }
 
+impl DirectorySettings {
+    /// The settings as an order that keeps the sealed bind password (a change of the rest).
+    pub fn as_order(&self) -> DirectorySettings<BindPassword> {
+        self.with_password(BindPassword::Sealed(self.bind_password.clone()))
+    }
+}
+
 impl<P> std::fmt::Debug for DirectorySettings<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DirectorySettings")

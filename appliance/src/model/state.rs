@@ -256,10 +256,14 @@ impl State {
                 self.set_directory(seq, settings, made);
             }
             Event::DirectoryUserChanged { name, change, made } => {
-                let user = self.directory_users.entry(name).or_default();
+                let user = self.directory_users.entry(name.clone()).or_default();
                 match change {
                     DirectoryUserChange::Locked { until_ms } => user.locked_until_ms = until_ms,
                     DirectoryUserChange::Totp(totp) => user.totp = totp,
+                }
+                if *user == DirectoryUserRecord::default() {
+                    // Nothing left to keep of it.
+                    self.directory_users.remove(&name);
                 }
                 self.record_plain(seq, OrderKind::ChangeDirectoryUser, made);
             }
@@ -329,7 +333,6 @@ impl State {
         Ok(())
     }
 
-    /// Accounts, sessions and subscriptions.
     fn set_directory(&mut self, seq: u64, settings: Option<DirectorySettings>, made: Made) {
         self.directory = settings;
         if self.directory.is_none() {
@@ -339,6 +342,7 @@ impl State {
         self.record_plain(seq, OrderKind::SetDirectory, made);
     }
 
+    /// Accounts, sessions and subscriptions.
     fn apply_access(&mut self, seq: u64, event: Event) -> Result<(), ApplyError> {
         match event {
             Event::AccountCreated {

@@ -333,18 +333,6 @@ async fn by_directory(
         }),
     };
     service.metrics.directory_login(started.elapsed());
-    let result = match &checked {
-        Ok(_) => "ok",
-        Err(
-            DirectoryError::WrongPassword
-            | DirectoryError::UnknownUser
-            | DirectoryError::NotMapped { .. },
-        ) => "refused",
-        Err(_) => "unavailable",
-    };
-    if result != "ok" {
-        service.metrics.login("directory", result);
-    }
     match checked {
         Ok(user) => {
             if let Some(sealed) = &kept.totp {
@@ -382,17 +370,22 @@ async fn by_directory(
             }
             Ok(principal_of_directory(name, &grant, None))
         }
-        Err(e @ DirectoryError::WrongPassword) => {
+        Err(
+            e @ (DirectoryError::WrongPassword
+            | DirectoryError::UnknownUser
+            | DirectoryError::NotMapped { .. }),
+        ) => {
             warn!(account = %name, error = %e, "directory login refused");
-            count_failure(service, &account, Lockable::DirectoryUser);
-            Err(RfError::unauthorized())
-        }
-        Err(e @ (DirectoryError::UnknownUser | DirectoryError::NotMapped { .. })) => {
-            warn!(account = %name, error = %e, "directory login refused");
+            service.metrics.login("directory", "refused");
+            if e == DirectoryError::WrongPassword {
+                // Only users who exist count toward a lockout.
+                count_failure(service, &account, Lockable::DirectoryUser);
+            }
             Err(RfError::unauthorized())
         }
         Err(e) => {
             warn!(account = %name, error = %e, "the directory did not answer the login");
+            service.metrics.login("directory", "unavailable");
             Err(super::messages::from_api(&ApiError::new(
                 ErrorCode::DirectoryUnavailable,
                 format!(

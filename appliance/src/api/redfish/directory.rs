@@ -19,6 +19,7 @@ use super::messages::{
     PROPERTY_VALUE_CONFLICT, PROPERTY_VALUE_FORMAT_ERROR, PROPERTY_VALUE_NOT_IN_LIST,
     PROPERTY_VALUE_OUT_OF_RANGE, PROPERTY_VALUE_TYPE_ERROR, RESOURCE_CANNOT_BE_DELETED,
 };
+use super::orders::{oem_tenant, role_at, secret_at};
 use super::resources::{link, types, Lens};
 use super::routes::uri;
 use super::{empty_response, json_response, Asked, Body, Service};
@@ -29,7 +30,7 @@ use crate::decide::command::Verb;
 use crate::model::directory::{
     BindPassword, DirectoryKind, DirectorySettings, GroupMapping, TIMEOUT_MS_MAX,
 };
-use crate::model::{AccountRole, Privilege, Secret};
+use crate::model::{Privilege, Secret};
 
 /// The AccountService property of a kind of directory (and its URI segment).
 pub fn property(kind: DirectoryKind) -> &'static str {
@@ -275,28 +276,16 @@ fn mapping_of(value: &Value, path: &str) -> Result<GroupMapping, RfError> {
         &format!("{path}/RemoteGroup"),
     )?;
     let role_path = format!("{path}/LocalRole");
-    let role_text = string_at(
+    let role = role_at(
         object
             .get("LocalRole")
             .ok_or_else(|| RfError::bad_request(PROPERTY_MISSING, &[&role_path]))?,
         &role_path,
     )?;
-    let role = role_text
-        .parse::<AccountRole>()
-        .ok()
-        .filter(|r| r.name() == role_text)
-        .ok_or_else(|| {
-            RfError::bad_request(PROPERTY_VALUE_NOT_IN_LIST, &[&role_text, &role_path])
-        })?;
-    let tenant = match &value["Oem"]["Appliance"]["Tenant"] {
-        Value::Null => None,
-        Value::String(tenant) => Some(tenant.as_str().into()),
-        other => return Err(type_error(other, &format!("{path}/Oem/Appliance/Tenant"))),
-    };
     Ok(GroupMapping {
         group,
         role,
-        tenant,
+        tenant: oem_tenant(value, path)?,
     })
 }
 
@@ -325,18 +314,9 @@ fn apply_provider(
                         }
                         "Username" => settings.bind_dn = string_at(value, &path)?,
                         "Password" => {
-                            let password = value.as_str().ok_or_else(|| {
-                                RfError::bad_request(
-                                    PROPERTY_VALUE_TYPE_ERROR,
-                                    &["(hidden)", &path],
-                                )
-                            })?;
-                            settings.bind_password =
-                                BindPassword::Plain(Secret(password.to_string()));
+                            settings.bind_password = BindPassword::Plain(secret_at(value, &path)?)
                         }
-                        _ => {
-                            ignored.push(PROPERTY_UNKNOWN.info_about(&[&path], &format!("/{path}")))
-                        }
+                        _ => ignored.push(PROPERTY_UNKNOWN.about_property(&path)),
                     }
                 }
             }
@@ -357,9 +337,7 @@ fn apply_provider(
                         "GroupNameAttribute" => {
                             settings.group_name_attribute = string_at(value, &path)?
                         }
-                        _ => {
-                            ignored.push(PROPERTY_UNKNOWN.info_about(&[&path], &format!("/{path}")))
-                        }
+                        _ => ignored.push(PROPERTY_UNKNOWN.about_property(&path)),
                     }
                 }
             }
@@ -382,10 +360,10 @@ fn apply_provider(
                 settings.timeout_ms = seconds * 1000;
             }
             "AccountProviderType" | "PasswordSet" | "Certificates" => {
-                ignored.push(PROPERTY_NOT_WRITABLE.info_about(&[&path], &format!("/{path}")))
+                ignored.push(PROPERTY_NOT_WRITABLE.about_property(&path))
             }
             key if key.starts_with('@') => {}
-            _ => ignored.push(PROPERTY_UNKNOWN.info_about(&[&path], &format!("/{path}"))),
+            _ => ignored.push(PROPERTY_UNKNOWN.about_property(&path)),
         }
     }
     Ok(())
@@ -449,7 +427,7 @@ pub fn read_patch(
             continue;
         }
         let Some(start) = ours
-            .map(|d| d.with_password(BindPassword::Sealed(d.bind_password.clone())))
+            .map(DirectorySettings::as_order)
             .or_else(|| (enabled == Some(true)).then(|| new_settings(kind)))
         else {
             return Err(RfError::bad_request(
@@ -478,7 +456,7 @@ pub fn read_patch(
                 key if key.starts_with('@') => {}
                 key => {
                     let path = format!("Oem/Appliance/{key}");
-                    ignored.push(PROPERTY_UNKNOWN.info_about(&[&path], &format!("/{path}")));
+                    ignored.push(PROPERTY_UNKNOWN.about_property(&path));
                 }
             }
         }
@@ -493,9 +471,7 @@ pub fn read_patch(
             // Without a provider's properties, these change the directory as it is set.
             let current = current
                 .ok_or_else(|| RfError::bad_request(PROPERTY_MISSING, &["LDAP/ServiceEnabled"]))?;
-            wanted = Some(Some(
-                current.with_password(BindPassword::Sealed(current.bind_password.clone())),
-            ));
+            wanted = Some(Some(current.as_order()));
         }
         if let Some(Some(settings)) = &mut wanted {
             for (key, value) in edits {
@@ -552,9 +528,9 @@ pub async fn patch_account_service(
             "LDAP" | "ActiveDirectory" | "Oem" => {}
             key if key.starts_with('@') => {}
             key if built.value.get(key).is_some() => {
-                ignored.push(PROPERTY_NOT_WRITABLE.info_about(&[key], &format!("/{key}")))
+                ignored.push(PROPERTY_NOT_WRITABLE.about_property(key))
             }
-            key => ignored.push(PROPERTY_UNKNOWN.info_about(&[key], &format!("/{key}"))),
+            key => ignored.push(PROPERTY_UNKNOWN.about_property(key)),
         }
     }
     let current = service.context.core.state().directory.clone();
@@ -689,7 +665,7 @@ fn with_bundle(
     current: &DirectorySettings,
     bundle: &[CaCertificate],
 ) -> DirectorySettings<BindPassword> {
-    let mut settings = current.with_password(BindPassword::Sealed(current.bind_password.clone()));
+    let mut settings = current.as_order();
     settings.ca_pem = bundle.iter().map(|c| c.pem.as_str()).collect();
     settings
 }

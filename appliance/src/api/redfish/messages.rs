@@ -231,6 +231,12 @@ impl Message {
         info["RelatedProperties"] = json!([property]);
         info
     }
+
+    /// The entry of a message whose one argument is the property at `path` (`A/B`), which it
+    /// is about.
+    pub fn about_property(&self, path: &str) -> Value {
+        self.info_about(&[path], &format!("/{path}"))
+    }
 }
 
 /// A Redfish error: its HTTP status and the messages that explain it.

@@ -720,27 +720,53 @@ async fn apply_reservation(
     Ok(json_response(StatusCode::OK, &answer))
 }
 
-fn role_of(value: &Value) -> Result<AccountRole, RfError> {
+/// A role as typed (`Administrator`, `Operator`, `ReadOnly`) for the property at `path`.
+pub(super) fn role_at(value: &Value, path: &str) -> Result<AccountRole, RfError> {
     let text = value.as_str().ok_or_else(|| {
-        RfError::bad_request(PROPERTY_VALUE_TYPE_ERROR, &[&value.to_string(), "RoleId"])
+        RfError::bad_request(PROPERTY_VALUE_TYPE_ERROR, &[&value.to_string(), path])
     })?;
-    let role: AccountRole = text
-        .parse()
-        .map_err(|_| RfError::bad_request(PROPERTY_VALUE_NOT_IN_LIST, &[text, "RoleId"]))?;
-    if role.name() != text {
-        return Err(RfError::bad_request(
-            PROPERTY_VALUE_NOT_IN_LIST,
-            &[text, "RoleId"],
-        ));
-    }
-    Ok(role)
+    text.parse::<AccountRole>()
+        .ok()
+        .filter(|role| role.name() == text)
+        .ok_or_else(|| RfError::bad_request(PROPERTY_VALUE_NOT_IN_LIST, &[text, path]))
+}
+
+fn role_of(value: &Value) -> Result<AccountRole, RfError> {
+    role_at(value, "RoleId")
+}
+
+/// A password for the property at `path` (an error never shows it).
+pub(super) fn secret_at(value: &Value, path: &str) -> Result<Secret, RfError> {
+    value
+        .as_str()
+        .map(|p| Secret(p.to_string()))
+        .ok_or_else(|| RfError::bad_request(PROPERTY_VALUE_TYPE_ERROR, &["(hidden)", path]))
 }
 
 fn password_of(value: &Value) -> Result<Password, RfError> {
-    value
-        .as_str()
-        .map(|p| Password::Plain(Secret(p.to_string())))
-        .ok_or_else(|| RfError::bad_request(PROPERTY_VALUE_TYPE_ERROR, &["(hidden)", "Password"]))
+    secret_at(value, "Password").map(Password::Plain)
+}
+
+/// `Oem.Appliance.Tenant` of `object` (None when absent); `at` is where `object` stands in the
+/// body (empty at its root).
+pub(super) fn oem_tenant(
+    object: &Value,
+    at: &str,
+) -> Result<Option<crate::model::TenantName>, RfError> {
+    match &object["Oem"]["Appliance"]["Tenant"] {
+        Value::Null => Ok(None),
+        Value::String(tenant) => Ok(Some(tenant.as_str().into())),
+        other => {
+            let path = match at.is_empty() {
+                true => "Oem/Appliance/Tenant".to_string(),
+                false => format!("{at}/Oem/Appliance/Tenant"),
+            };
+            Err(RfError::bad_request(
+                PROPERTY_VALUE_TYPE_ERROR,
+                &[&other.to_string(), &path],
+            ))
+        }
+    }
 }
 
 /// POST to Accounts: `UserName`, `Password`, `RoleId` (and `Enabled`).
@@ -762,16 +788,7 @@ async fn create_account(
     }
     // The account's tenant: `Oem.Appliance.Tenant`, else the tenant of who creates it (a
     // tenant's administrator makes accounts of its tenant only; decide refuses the others).
-    let tenant = match &body["Oem"]["Appliance"]["Tenant"] {
-        Value::Null => principal.scope.clone(),
-        Value::String(tenant) => Some(tenant.as_str().into()),
-        other => {
-            return Err(RfError::bad_request(
-                super::messages::PROPERTY_VALUE_TYPE_ERROR,
-                &[&other.to_string(), "Oem/Appliance/Tenant"],
-            ))
-        }
-    };
+    let tenant = oem_tenant(&body, "")?.or_else(|| principal.scope.clone());
     let name = body["UserName"]
         .as_str()
         .ok_or_else(|| RfError::bad_request(PROPERTY_MISSING, &["UserName"]))?;
@@ -850,11 +867,11 @@ async fn patch_account(
             }
             key if key.starts_with('@') => continue,
             key if built.value.get(key).is_some() => {
-                ignored.push(PROPERTY_NOT_WRITABLE.info_about(&[key], &format!("/{key}")));
+                ignored.push(PROPERTY_NOT_WRITABLE.about_property(key));
                 continue;
             }
             key => {
-                ignored.push(PROPERTY_UNKNOWN.info_about(&[key], &format!("/{key}")));
+                ignored.push(PROPERTY_UNKNOWN.about_property(key));
                 continue;
             }
         };
